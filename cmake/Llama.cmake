@@ -1,0 +1,31 @@
+# Obtains and builds the pinned llama.cpp through cmake/llama.sh (cached in ~/.cache/kvstash, or
+# $KVSTASH_CACHE), then imports it. Configure with -DKVSTASH_LLAMA_SRC=DIR to build a checkout of
+# your own, or -DCMAKE_PREFIX_PATH=PREFIX to use an installed llama.cpp as is.
+find_package(llama CONFIG QUIET NO_DEFAULT_PATH PATHS ${CMAKE_PREFIX_PATH})
+if(NOT llama_FOUND)
+  set(_args)
+  if(KVSTASH_LLAMA_SRC)
+    list(APPEND _args --src ${KVSTASH_LLAMA_SRC})
+  endif()
+  if(KVSTASH_CUDA)
+    list(APPEND _args --cuda)
+  endif()
+  execute_process(
+    COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/cmake/llama.sh ${_args}
+    OUTPUT_VARIABLE _out
+    RESULT_VARIABLE _rc)
+  if(NOT _rc EQUAL 0)
+    message(FATAL_ERROR "kvstash: building llama.cpp failed (cmake/llama.sh exit ${_rc})")
+  endif()
+  string(STRIP "${_out}" _out)
+  string(REGEX REPLACE ".*\n" "" LLAMA_PREFIX "${_out}")
+  message(STATUS "kvstash: llama.cpp at ${LLAMA_PREFIX}")
+  find_package(llama CONFIG REQUIRED NO_DEFAULT_PATH PATHS ${LLAMA_PREFIX})
+  set(KVSTASH_VOCAB_DIR ${LLAMA_PREFIX}/share/kvstash/vocab)
+else()
+  set(KVSTASH_VOCAB_DIR ${llama_DIR}/../../../share/kvstash/vocab)
+endif()
+get_filename_component(KVSTASH_VOCAB_DIR ${KVSTASH_VOCAB_DIR} ABSOLUTE)
+# Where `kvstash mkmodel --vocab NAME` finds ggml-vocab-NAME.gguf by default.
+add_compile_definitions(KVSTASH_VOCAB_DIR="${KVSTASH_VOCAB_DIR}")
+add_compile_definitions(KVSTASH_LLAMA_COMMIT="${LLAMA_BUILD_COMMIT}")

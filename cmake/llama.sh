@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Obtain and build the pinned llama.cpp, caching both outside the repo.
+#
+# The pin is the llama.cpp release bundled in the npm package node-llama-cpp@3.22.1
+# (llama/gitRelease.bundle is a git bundle). It is fetched with `npm pack` once, cloned into
+# $KVSTASH_CACHE/llama.cpp, built and installed into $KVSTASH_CACHE/llama-<commit>-<backend>.
+# A re-run with the install present does nothing. Prints the install prefix on the last line.
+#
+#   cmake/llama.sh [--src DIR] [--cuda]
+#     --src DIR   build the user's own llama.cpp checkout instead of the pinned one
+#     --cuda      build ggml-cuda (needs nvcc); also KVSTASH_CUDA=1
+set -euo pipefail
+
+NODE_LLAMA_CPP_VERSION=3.22.1
+CACHE=${KVSTASH_CACHE:-$HOME/.cache/kvstash}
+SRC=""
+CUDA=${KVSTASH_CUDA:-0}
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --src) SRC=$2; shift 2 ;;
+    --cuda) CUDA=1; shift ;;
+    *) echo "llama.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+mkdir -p "$CACHE"
+
+if [ -z "$SRC" ]; then
+  SRC=$CACHE/llama.cpp
+  if [ ! -d "$SRC/.git" ]; then
+    echo "kvstash: fetching llama.cpp from npm package node-llama-cpp@$NODE_LLAMA_CPP_VERSION" >&2
+    tmp=$(mktemp -d)
+    (cd "$tmp" && npm pack --silent "node-llama-cpp@$NODE_LLAMA_CPP_VERSION" >/dev/null &&
+      tar xzf node-llama-cpp-*.tgz package/llama/gitRelease.bundle)
+    rm -rf "$SRC.tmp"
+    git clone -q "$tmp/package/llama/gitRelease.bundle" "$SRC.tmp"
+    mv "$SRC.tmp" "$SRC"
+    rm -rf "$tmp"
+  fi
+fi
+SRC=$(cd "$SRC" && pwd)
+COMMIT=$(git -C "$SRC" rev-parse --short=12 HEAD 2>/dev/null || echo nogit)
+BACKEND=cpu
+if [ "$CUDA" = 1 ]; then
+  command -v nvcc >/dev/null || { echo "kvstash: --cuda asked for but nvcc is not on PATH" >&2; exit 1; }
+  BACKEND=cuda
+fi
+PREFIX=$CACHE/llama-$COMMIT-$BACKEND
+if [ -f "$PREFIX/.complete" ] && [ "$SRC" = "$(cat "$PREFIX/.complete")" ]; then
+  echo "$PREFIX"; exit 0
+fi
+
+BUILD=$CACHE/build-$COMMIT-$BACKEND
+echo "kvstash: building llama.cpp $COMMIT ($BACKEND) in $BUILD (first build takes minutes)" >&2
+cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
+  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF \
+  -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_COMMON=OFF \
+  -DLLAMA_OPENSSL=OFF -DGGML_NATIVE=ON -DGGML_OPENMP=ON \
+  -DGGML_CUDA=$([ "$CUDA" = 1 ] && echo ON || echo OFF) \
+  -DCMAKE_INSTALL_PREFIX="$PREFIX" >&2
+cmake --build "$BUILD" -j"$(nproc)" >&2
+cmake --install "$BUILD" >&2
+# The vocab files are the tokenizers mkmodel copies; keep them with the install.
+mkdir -p "$PREFIX/share/kvstash/vocab"
+cp "$SRC"/models/ggml-vocab-*.gguf "$PREFIX/share/kvstash/vocab/"
+echo "$SRC" > "$PREFIX/.complete"
+echo "$PREFIX"

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# One command on a fresh Debian 12 machine: installs what kvstash needs, builds it (and the pinned
+# llama.cpp, cached in ~/.cache/kvstash), then runs the demo.
+#   ./setup.sh              everything, ending with the demo
+#   ./setup.sh --build-only install and build, no demo
+# Environment: KVSTASH_CUDA=1 builds the CUDA backend (needs nvcc); KVSTASH_LLAMA_SRC=DIR builds
+# your own llama.cpp checkout; BUILD_DIR (default build) and KVSTASH_CACHE (default ~/.cache/kvstash).
+set -euo pipefail
+cd "$(dirname "$0")"
+BUILD_DIR=${BUILD_DIR:-build}
+
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO=sudo
+PKGS=(build-essential cmake git pkg-config ca-certificates nodejs npm
+      libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev
+      libcpp-httplib-dev libxxhash-dev libzstd-dev libssl-dev)
+missing=()
+for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "kvstash: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -q >&2
+  $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+fi
+
+args=(-DCMAKE_BUILD_TYPE=Release)
+[ "${KVSTASH_CUDA:-0}" = 1 ] && args+=(-DKVSTASH_CUDA=ON)
+[ -n "${KVSTASH_LLAMA_SRC:-}" ] && args+=(-DKVSTASH_LLAMA_SRC="$KVSTASH_LLAMA_SRC")
+cmake -S . -B "$BUILD_DIR" "${args[@]}" >&2
+cmake --build "$BUILD_DIR" -j"$(nproc)" >&2
+
+[ "${1:-}" = --build-only ] && exit 0
+
+MODEL=${KVSTASH_DEMO_MODEL:-$BUILD_DIR/models/qwen3-0.6b.gguf}
+mkdir -p "$(dirname "$MODEL")"
+[ -f "$MODEL" ] || "$BUILD_DIR/kvstash" mkmodel --shape qwen3-0.6b --vocab qwen2 -o "$MODEL"
+"$BUILD_DIR/kvstash" demo --model "$MODEL" --prompt-tokens "${KVSTASH_DEMO_TOKENS:-6000}"

@@ -1,0 +1,28 @@
+// kvstash: an LLM inference server built around a persistent, tiered KV prefix cache.
+#include <exception>
+#include <iostream>
+#include <map>
+
+#include "cli/commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"kvstash: LLM inference with a persistent, tiered KV prefix cache"};
+  app.require_subcommand(1);
+  std::map<CLI::App*, kvstash::cli::Run> verbs;
+  auto add = [&](const char* name, const char* help, kvstash::cli::Run (*fn)(CLI::App&)) {
+    CLI::App* sub = app.add_subcommand(name, help);
+    verbs[sub] = fn(*sub);
+  };
+  add("mkmodel", "write a random-weight GGUF model of a real shape", kvstash::cli::add_mkmodel);
+  add("demo", "cold prefill vs restored prefix on a long agent-like prompt", kvstash::cli::add_demo);
+  CLI11_PARSE(app, argc, argv);
+  try {
+    for (auto& [sub, run] : verbs) {
+      if (sub->parsed()) return run();
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "kvstash: error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,126 @@
+#include "engine/model.h"
+
+#include <llama.h>
+
+#include <cstdio>
+#include <mutex>
+#include <stdexcept>
+
+namespace kvstash::engine {
+
+namespace {
+bool g_verbose = false;
+std::string g_last_error;  // last llama.cpp error line, to explain a failed load
+
+void log_cb(ggml_log_level level, const char* text, void*) {
+  if (level == GGML_LOG_LEVEL_ERROR) g_last_error = text;
+  if (g_verbose || level == GGML_LOG_LEVEL_ERROR || level == GGML_LOG_LEVEL_WARN) {
+    std::fputs(text, stderr);
+  }
+}
+}  // namespace
+
+void set_llama_verbose(bool verbose) { g_verbose = verbose; }
+
+void init_backend() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    llama_log_set(log_cb, nullptr);
+    llama_backend_init();
+  });
+}
+
+Model::Model(const std::string& path, const ModelOptions& opt) : path_(path), opt_(opt) {
+  init_backend();
+  file_hash_ = hash_file(path);
+  auto mp = llama_model_default_params();
+  mp.n_gpu_layers = opt.n_gpu_layers;
+  g_last_error.clear();
+  model_ = llama_model_load_from_file(path.c_str(), mp);
+  if (!model_) {
+    throw std::runtime_error("cannot load model " + path +
+                             (g_last_error.empty() ? "" : ": " + g_last_error));
+  }
+}
+
+Model::~Model() { llama_model_free(model_); }
+
+const llama_vocab* Model::vocab() const { return llama_model_get_vocab(model_); }
+
+std::string Model::arch() const {
+  char buf[128] = {0};
+  llama_model_meta_val_str(model_, "general.architecture", buf, sizeof(buf));
+  return buf;
+}
+
+bool Model::hybrid() const { return llama_model_is_hybrid(model_); }
+
+ResumeKind Model::resume_kind() const {
+  if (llama_model_is_recurrent(model_) || llama_model_is_hybrid(model_) ||
+      llama_model_n_swa(model_) > 0) {
+    return ResumeKind::kSnapshotOnly;
+  }
+  return ResumeKind::kAnyBoundary;
+}
+
+size_t Model::cell_ext_size() const {
+  const auto rt = llama_model_rope_type(model_);
+  return (rt == LLAMA_ROPE_TYPE_MROPE || rt == LLAMA_ROPE_TYPE_IMROPE) ? 12 : 0;
+}
+
+int Model::n_vocab() const { return llama_vocab_n_tokens(vocab()); }
+int Model::n_ctx_train() const { return llama_model_n_ctx_train(model_); }
+
+std::vector<Token> Model::tokenize(const std::string& text, bool add_special,
+                                   bool parse_special) const {
+  std::vector<Token> out(text.size() + 16);
+  int n = llama_tokenize(vocab(), text.data(), static_cast<int32_t>(text.size()), out.data(),
+                         static_cast<int32_t>(out.size()), add_special, parse_special);
+  if (n < 0) {
+    out.resize(-n);
+    n = llama_tokenize(vocab(), text.data(), static_cast<int32_t>(text.size()), out.data(),
+                       static_cast<int32_t>(out.size()), add_special, parse_special);
+  }
+  if (n < 0) throw std::runtime_error("tokenization failed");
+  out.resize(n);
+  return out;
+}
+
+std::string Model::token_text(Token t) const {
+  char buf[256];
+  const int n = llama_token_to_piece(vocab(), t, buf, sizeof(buf), 0, true);
+  return n > 0 ? std::string(buf, n) : std::string();
+}
+
+std::string Model::detokenize(const std::vector<Token>& tokens) const {
+  std::string out(tokens.size() * 8 + 16, '\0');
+  int n = llama_detokenize(vocab(), tokens.data(), static_cast<int32_t>(tokens.size()), out.data(),
+                           static_cast<int32_t>(out.size()), false, false);
+  if (n < 0) {
+    out.resize(-n);
+    n = llama_detokenize(vocab(), tokens.data(), static_cast<int32_t>(tokens.size()), out.data(),
+                         static_cast<int32_t>(out.size()), false, false);
+  }
+  out.resize(n < 0 ? 0 : n);
+  return out;
+}
+
+std::string Model::apply_chat_template(
+    const std::vector<std::pair<std::string, std::string>>& messages, bool add_assistant) const {
+  std::vector<llama_chat_message> msgs;
+  for (const auto& [role, content] : messages) msgs.push_back({role.c_str(), content.c_str()});
+  const char* tmpl = llama_model_chat_template(model_, nullptr);
+  std::vector<char> buf(1024);
+  for (const auto& m : messages) buf.resize(buf.size() + m.second.size() + m.first.size() + 64);
+  int n = llama_chat_apply_template(tmpl, msgs.data(), msgs.size(), add_assistant, buf.data(),
+                                    static_cast<int32_t>(buf.size()));
+  if (n > static_cast<int>(buf.size())) {
+    buf.resize(n);
+    n = llama_chat_apply_template(tmpl, msgs.data(), msgs.size(), add_assistant, buf.data(),
+                                  static_cast<int32_t>(buf.size()));
+  }
+  if (n < 0) throw std::runtime_error("the model's chat template is not supported");
+  return std::string(buf.data(), n);
+}
+
+}  // namespace kvstash::engine

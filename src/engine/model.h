@@ -1,0 +1,66 @@
+// A loaded GGUF model and what kvstash needs to know about it.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/fingerprint.h"
+
+struct llama_model;
+struct llama_vocab;
+
+namespace kvstash::engine {
+
+using Token = int32_t;
+
+// Where a restored state may resume. Pure attention caches can be cut at any token, so any stored
+// chunk boundary is a resume point; recurrent and hybrid models carry state that exists only at
+// the exact positions where a snapshot was taken.
+enum class ResumeKind { kAnyBoundary, kSnapshotOnly };
+
+struct ModelOptions {
+  int n_gpu_layers = 0;  // -1: all
+};
+
+class Model {
+ public:
+  // Throws std::runtime_error with llama.cpp's reason folded into the message.
+  Model(const std::string& path, const ModelOptions& opt = {});
+  ~Model();
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  llama_model* get() const { return model_; }
+  const llama_vocab* vocab() const;
+  const std::string& path() const { return path_; }
+  const Fingerprint& file_hash() const { return file_hash_; }
+  const ModelOptions& options() const { return opt_; }
+  std::string arch() const;
+  ResumeKind resume_kind() const;
+  bool hybrid() const;            // attention + recurrent (attention KV can be chunked)
+  size_t cell_ext_size() const;   // bytes of per-cell position extension in KV state (M-RoPE)
+  int n_vocab() const;
+  int n_ctx_train() const;
+
+  std::vector<Token> tokenize(const std::string& text, bool add_special = true,
+                              bool parse_special = true) const;
+  std::string detokenize(const std::vector<Token>& tokens) const;
+  std::string token_text(Token t) const;
+  // Renders chat messages with the model's template (llama.cpp's built-in template support).
+  std::string apply_chat_template(const std::vector<std::pair<std::string, std::string>>& messages,
+                                  bool add_assistant) const;
+
+ private:
+  std::string path_;
+  ModelOptions opt_;
+  llama_model* model_ = nullptr;
+  Fingerprint file_hash_;
+};
+
+// llama.cpp's backends, registered once per process; log output goes through kvstash's logger.
+void init_backend();
+// Routes llama.cpp's log lines (quiet by default: only warnings and errors).
+void set_llama_verbose(bool verbose);
+
+}  // namespace kvstash::engine

@@ -1,0 +1,45 @@
+// Random-weight GGUF models of real shapes (`kvstash mkmodel`).
+//
+// No weights can be downloaded where kvstash is developed and tested, and prefill speed does not
+// depend on weight values, so tests and benchmarks run on generated models: real architectures
+// and shapes, seeded random weights, and a real tokenizer plus chat template copied from one of
+// llama.cpp's models/ggml-vocab-*.gguf files. Tensor data is streamed to disk, so an 8B-class
+// model needs no more memory than its largest tensor.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kvstash::engine {
+
+struct ModelShape {
+  std::string name;  // tiny | qwen3-0.6b | qwen3-8b | hybrid-tiny
+  std::string arch;  // llama.cpp architecture: qwen3 or qwen35
+  uint32_t n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff;
+  bool tied_output;
+  uint32_t n_ctx_train = 40960;
+  float rope_base = 1000000.0f;
+  // qwen35 (gated delta net) only
+  uint32_t full_attention_interval = 0, ssm_state = 0, ssm_groups = 0, ssm_v_heads = 0;
+  uint32_t rope_dims = 0;
+};
+
+const std::vector<ModelShape>& model_shapes();
+const ModelShape& find_shape(const std::string& name);  // throws with the list of valid names
+
+struct GenOptions {
+  std::string shape = "tiny";
+  std::string vocab = "qwen2";  // a name (ggml-vocab-NAME.gguf in the vocab dir) or a path
+  std::string out;
+  uint64_t seed = 42;
+  bool f16 = true;  // matrices in f16 (as shipped checkpoints are); f32 otherwise
+};
+
+// Resolves a vocab name to a file path in the vocab directory (or returns an existing path).
+std::string vocab_path(const std::string& vocab);
+
+// Writes the model (to a temp file, then renames). Returns the number of parameters.
+uint64_t generate_model(const GenOptions& opt);
+
+}  // namespace kvstash::engine

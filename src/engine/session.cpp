@@ -1,0 +1,255 @@
+#include "engine/session.h"
+
+#include <llama.h>
+
+#include <algorithm>
+#include <thread>
+
+#include "engine/kv_blob.h"
+
+#ifndef KVSTASH_LLAMA_COMMIT
+#define KVSTASH_LLAMA_COMMIT "unknown"
+#endif
+
+namespace kvstash::engine {
+
+namespace {
+
+constexpr llama_seq_id kLive = 0;
+constexpr llama_seq_id kScratch = 1;
+
+ggml_type parse_type(const std::string& s) {
+  static const std::pair<const char*, ggml_type> types[] = {
+      {"f32", GGML_TYPE_F32},   {"f16", GGML_TYPE_F16},   {"bf16", GGML_TYPE_BF16},
+      {"q8_0", GGML_TYPE_Q8_0}, {"q4_0", GGML_TYPE_Q4_0}, {"q4_1", GGML_TYPE_Q4_1},
+      {"q5_0", GGML_TYPE_Q5_0}, {"q5_1", GGML_TYPE_Q5_1}, {"iq4_nl", GGML_TYPE_IQ4_NL}};
+  for (const auto& [name, t] : types) {
+    if (s == name) return t;
+  }
+  throw std::invalid_argument("unknown KV cache type '" + s +
+                              "' (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl)");
+}
+
+}  // namespace
+
+Session::Session(Model& model, const SessionOptions& opt) : model_(model), opt_(opt) {
+  if (opt.chunk <= 0 || opt.n_ctx <= 0) throw std::invalid_argument("chunk and n_ctx must be > 0");
+  auto cp = llama_context_default_params();
+  cp.n_ctx = opt.n_ctx;
+  cp.n_batch = opt.chunk;
+  cp.n_ubatch = opt.chunk;
+  cp.n_seq_max = 2;
+  cp.kv_unified = true;
+  const int threads = opt.n_threads > 0 ? opt.n_threads
+                                        : static_cast<int>(std::thread::hardware_concurrency());
+  cp.n_threads = threads;
+  cp.n_threads_batch = threads;
+  cp.type_k = parse_type(opt.type_k);
+  cp.type_v = parse_type(opt.type_v);
+  cp.flash_attn_type = opt.flash_attn ? LLAMA_FLASH_ATTN_TYPE_ENABLED : LLAMA_FLASH_ATTN_TYPE_DISABLED;
+  cp.no_perf = true;
+  ctx_ = llama_init_from_model(model.get(), cp);
+  if (!ctx_) {
+    throw std::runtime_error("cannot create a llama.cpp context (n_ctx=" +
+                             std::to_string(opt.n_ctx) + ", type_k=" + opt.type_k +
+                             ", type_v=" + opt.type_v + ")");
+  }
+  // Everything that changes the bytes of a KV state or how they were computed.
+  fp_settings_ = "arch=" + model.arch() + ";type_k=" + opt.type_k + ";type_v=" + opt.type_v +
+                 ";flash_attn=" + (opt.flash_attn ? "1" : "0") +
+                 ";gpu_layers=" + std::to_string(model.options().n_gpu_layers) +
+                 ";chunk=" + std::to_string(opt.chunk) + ";llama=" + KVSTASH_LLAMA_COMMIT;
+  fp_ = combine(model.file_hash(), fp_settings_);
+}
+
+Session::~Session() { llama_free(ctx_); }
+
+void Session::decode(const std::vector<Token>& toks, size_t pos, bool want_logits) {
+  const int n = static_cast<int>(toks.size());
+  llama_batch b = llama_batch_init(n, 0, 1);
+  for (int i = 0; i < n; ++i) {
+    b.token[i] = toks[i];
+    b.pos[i] = static_cast<llama_pos>(pos + i);
+    b.n_seq_id[i] = 1;
+    b.seq_id[i][0] = kLive;
+    b.logits[i] = want_logits && i == n - 1;
+  }
+  b.n_tokens = n;
+  const int rc = llama_decode(ctx_, b);
+  llama_batch_free(b);
+  if (rc != 0) {
+    throw std::runtime_error("llama_decode failed (rc=" + std::to_string(rc) + ") at position " +
+                             std::to_string(pos) + (rc == 1 ? ": the context is full" : ""));
+  }
+  tokens_.insert(tokens_.end(), toks.begin(), toks.end());
+  if (want_logits) {
+    const float* l = llama_get_logits_ith(ctx_, -1);
+    logits_.assign(l, l + model_.n_vocab());
+  } else {
+    logits_.clear();
+  }
+}
+
+bool Session::prefill(const std::vector<Token>& prompt, const PrefillOptions& opt) {
+  if (prompt.size() < tokens_.size() || !std::equal(tokens_.begin(), tokens_.end(), prompt.begin())) {
+    throw std::logic_error("prefill: the live state is not a prefix of the prompt");
+  }
+  if (prompt.size() > static_cast<size_t>(opt_.n_ctx)) {
+    throw std::invalid_argument("prompt of " + std::to_string(prompt.size()) +
+                                " tokens does not fit the context of " + std::to_string(opt_.n_ctx));
+  }
+  if (prompt.size() == tokens_.size() && logits_.empty() && !tokens_.empty()) {
+    // The state is complete but its logits are unknown: recompute the last token.
+    trim(tokens_.size() - 1);
+  }
+  std::vector<int> snaps = opt.snapshot_at;
+  std::sort(snaps.begin(), snaps.end());
+  std::vector<int> breaks = opt.boundaries;
+  breaks.insert(breaks.end(), snaps.begin(), snaps.end());
+  std::sort(breaks.begin(), breaks.end());
+  const size_t chunk = opt_.chunk;
+  const size_t total = prompt.size();
+  while (tokens_.size() < total) {
+    const size_t pos = tokens_.size();
+    size_t end = std::min(total, (pos / chunk + 1) * chunk);
+    const auto next = std::upper_bound(breaks.begin(), breaks.end(), static_cast<int>(pos));
+    if (next != breaks.end() && static_cast<size_t>(*next) < end) end = *next;
+    decode(std::vector<Token>(prompt.begin() + pos, prompt.begin() + end), pos, true);
+    if (opt.on_snapshot && std::binary_search(snaps.begin(), snaps.end(), static_cast<int>(end))) {
+      opt.on_snapshot(static_cast<int>(end));
+    }
+    if (opt.on_progress && !opt.on_progress(static_cast<int>(end), static_cast<int>(total))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+void Session::decode_one(Token t) { decode({t}, tokens_.size(), true); }
+
+Token Session::greedy() const {
+  if (logits_.empty()) throw std::logic_error("no logits to sample from");
+  return static_cast<Token>(std::max_element(logits_.begin(), logits_.end()) - logits_.begin());
+}
+
+void Session::clear() {
+  llama_memory_seq_rm(llama_get_memory(ctx_), kLive, -1, -1);
+  tokens_.clear();
+  logits_.clear();
+}
+
+void Session::trim(size_t n) {
+  if (n >= tokens_.size()) return;
+  if (model_.resume_kind() != ResumeKind::kAnyBoundary) {
+    throw std::logic_error("this model's state cannot be cut to a shorter prefix");
+  }
+  if (!llama_memory_seq_rm(llama_get_memory(ctx_), kLive, static_cast<llama_pos>(n), -1)) {
+    throw std::runtime_error("llama.cpp refused to trim the KV cache");
+  }
+  tokens_.resize(n);
+  logits_.clear();
+}
+
+Snapshot Session::snapshot() const {
+  Snapshot s;
+  s.fingerprint = fp_;
+  s.tokens = tokens_;
+  s.logits = logits_;
+  s.state.resize(llama_state_seq_get_size(ctx_, kLive));
+  const size_t n = llama_state_seq_get_data(ctx_, s.state.data(), s.state.size(), kLive);
+  if (n == 0 || n > s.state.size()) throw std::runtime_error("llama.cpp could not save the state");
+  s.state.resize(n);
+  return s;
+}
+
+void Session::check(const Fingerprint& fp) const {
+  if (fp != fp_) {
+    throw StateMismatch("saved state belongs to model/settings " + fp.hex() +
+                        " but this session is " + fp_.hex() + " (" + fp_settings_ +
+                        "): another model file or other KV settings; refusing to restore it");
+  }
+}
+
+void Session::load_state(const std::vector<uint8_t>& state) {
+  llama_memory_seq_rm(llama_get_memory(ctx_), kLive, -1, -1);
+  tokens_.clear();
+  logits_.clear();
+  if (llama_state_seq_set_data(ctx_, state.data(), state.size(), kLive) == 0) {
+    llama_memory_seq_rm(llama_get_memory(ctx_), kLive, -1, -1);
+    throw StateMismatch("llama.cpp rejected the saved state (layout does not match this context)");
+  }
+}
+
+void Session::restore(const Snapshot& s) {
+  check(s.fingerprint);
+  if (s.tokens.size() > static_cast<size_t>(opt_.n_ctx)) {
+    throw std::invalid_argument("saved state is longer than this context");
+  }
+  load_state(s.state);
+  const llama_pos last = llama_memory_seq_pos_max(llama_get_memory(ctx_), kLive);
+  if (last + 1 != static_cast<llama_pos>(s.tokens.size())) {
+    clear();
+    throw StateMismatch("saved state holds " + std::to_string(last + 1) + " positions, expected " +
+                        std::to_string(s.tokens.size()));
+  }
+  tokens_ = s.tokens;
+  if (s.logits.size() == static_cast<size_t>(model_.n_vocab())) logits_ = s.logits;
+}
+
+std::vector<uint8_t> Session::extract_kv(int begin, int end) {
+  if (begin < 0 || end <= begin || static_cast<size_t>(end) > tokens_.size()) {
+    throw std::out_of_range("extract_kv: range outside the live state");
+  }
+  auto* mem = llama_get_memory(ctx_);
+  llama_memory_seq_rm(mem, kScratch, -1, -1);
+  llama_memory_seq_cp(mem, kLive, kScratch, begin, end);
+  std::vector<uint8_t> blob(llama_state_seq_get_size(ctx_, kScratch));
+  const size_t n = llama_state_seq_get_data(ctx_, blob.data(), blob.size(), kScratch);
+  llama_memory_seq_rm(mem, kScratch, -1, -1);
+  if (n == 0) throw std::runtime_error("llama.cpp could not save the KV range");
+  const auto body = strip_seq_header({blob.data(), n});
+  const KvSection sec = parse_kv_section(body, model_.cell_ext_size());
+  if (sec.cell_count != static_cast<uint32_t>(end - begin) || sec.first_pos(body) != begin) {
+    throw std::runtime_error("KV range [" + std::to_string(begin) + "," + std::to_string(end) +
+                             ") came out with " + std::to_string(sec.cell_count) + " cells");
+  }
+  // Drop a hybrid model's recurrent part: it belongs to snapshots.
+  return {body.begin(), body.begin() + sec.end};
+}
+
+std::vector<uint8_t> Session::partial_state() const {
+  if (!model_.hybrid()) throw std::logic_error("partial_state: only hybrid models have one");
+  std::vector<uint8_t> out(
+      llama_state_seq_get_size_ext(ctx_, kLive, LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY));
+  const size_t n = llama_state_seq_get_data_ext(ctx_, out.data(), out.size(), kLive,
+                                                LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY);
+  if (n == 0) throw std::runtime_error("llama.cpp could not save the recurrent state");
+  const auto body = strip_seq_header({out.data(), n});
+  return {body.begin(), body.end()};
+}
+
+void Session::restore_chunks(const std::vector<std::span<const uint8_t>>& chunks,
+                             std::span<const uint8_t> partial, const std::vector<Token>& tokens,
+                             const std::vector<float>& logits) {
+  if (model_.hybrid() == partial.empty()) {
+    throw std::invalid_argument(model_.hybrid()
+                                    ? "a hybrid model needs the recurrent state to resume"
+                                    : "this model has no recurrent state to restore");
+  }
+  if (!model_.hybrid() && model_.resume_kind() != ResumeKind::kAnyBoundary) {
+    throw std::invalid_argument("this model can only resume from whole snapshots");
+  }
+  std::vector<uint8_t> kv = concat_kv_sections(chunks, model_.cell_ext_size());
+  const KvSection sec = parse_kv_section(kv, model_.cell_ext_size());
+  if (sec.cell_count != tokens.size() || sec.first_pos(kv) != 0) {
+    throw StateMismatch("KV chunks hold " + std::to_string(sec.cell_count) +
+                        " cells from position " + std::to_string(sec.first_pos(kv)) +
+                        ", expected " + std::to_string(tokens.size()) + " from 0");
+  }
+  kv.insert(kv.end(), partial.begin(), partial.end());
+  load_state(with_seq_header(kv));
+  tokens_ = tokens;
+  if (logits.size() == static_cast<size_t>(model_.n_vocab())) logits_ = logits;
+}
+
+}  // namespace kvstash::engine

@@ -1,0 +1,111 @@
+// An engine session: one live sequence over a llama.cpp context, with exact-position snapshots.
+//
+// Bit-exact restore rests on one rule: a prefill's batches are a function of the prompt alone.
+// Kernels are not batch-invariant (matmul tiling, the gated delta net's 64-token chunking), so a
+// token computed in another batch shape can differ in its last bits. Batches therefore break at
+// absolute multiples of `chunk` and at `boundaries`, positions the caller derives from the prompt's
+// content (chat message starts) and so passes identically for every prompt sharing that prefix.
+// A state restored at such a break position and continued computes exactly the batches of a
+// fresh prefill. Snapshots can also be taken at other exact positions (the end of a prompt, the
+// lucebox end-of-prefill case); those carry their logits and are exact for the same prompt.
+// Every batch requests the logits of its last token, so each snapshot carries them.
+//
+// The context holds two sequences: 0 is the live state, 1 is scratch space used to copy out the
+// KV cells of one token range (llama_memory_seq_cp shares cells in a unified cache, so only those
+// cells are serialised).
+#pragma once
+
+#include <functional>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "engine/fingerprint.h"
+#include "engine/model.h"
+
+struct llama_context;
+
+namespace kvstash::engine {
+
+struct SessionOptions {
+  int n_ctx = 8192;
+  int chunk = 256;        // prefill batch, aligned to absolute positions
+  int n_threads = 0;      // 0: all hardware threads
+  std::string type_k = "f16";
+  std::string type_v = "f16";
+  bool flash_attn = true;
+};
+
+// Raised when a saved state does not belong to this model and these settings.
+struct StateMismatch : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct Snapshot {
+  Fingerprint fingerprint;
+  std::vector<Token> tokens;   // the prefix whose state this is
+  std::vector<uint8_t> state;  // llama.cpp sequence state
+  std::vector<float> logits;   // logits after the last token (empty if not known)
+};
+
+struct PrefillOptions {
+  std::vector<int> boundaries;                // content-derived positions where batches break
+  std::vector<int> snapshot_at;               // exact positions at which to call on_snapshot
+  std::function<void(int pos)> on_snapshot;   // the session holds exactly `pos` tokens then
+  std::function<bool(int done, int total)> on_progress;  // return false to cancel
+};
+
+class Session {
+ public:
+  Session(Model& model, const SessionOptions& opt = {});
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  const Model& model() const { return model_; }
+  const SessionOptions& options() const { return opt_; }
+  // Identifies model file + every setting that changes the KV bytes.
+  const Fingerprint& fingerprint() const { return fp_; }
+  const std::string& fingerprint_settings() const { return fp_settings_; }
+
+  const std::vector<Token>& tokens() const { return tokens_; }
+  const std::vector<float>& logits() const { return logits_; }
+
+  // Extends the live state to `prompt`, which must start with tokens(). Returns false if
+  // on_progress cancelled it (the state then holds the chunks done so far).
+  bool prefill(const std::vector<Token>& prompt, const PrefillOptions& opt = {});
+  void decode_one(Token t);
+  Token greedy() const;
+  void clear();
+  // Cuts the live state to its first n tokens. Only where resume_kind() is kAnyBoundary.
+  void trim(size_t n);
+
+  Snapshot snapshot() const;
+  void restore(const Snapshot& s);
+
+  // The attention KV cells of tokens [begin, end) as a standalone state section (kv_blob.h).
+  std::vector<uint8_t> extract_kv(int begin, int end);
+  // Hybrid models: the recurrent state at the current position (without attention KV).
+  std::vector<uint8_t> partial_state() const;
+  // Rebuilds a prefix from consecutive KV chunks starting at position 0 (plus, for hybrid
+  // models, the recurrent state taken at the prefix end).
+  void restore_chunks(const std::vector<std::span<const uint8_t>>& chunks,
+                      std::span<const uint8_t> partial, const std::vector<Token>& tokens,
+                      const std::vector<float>& logits);
+
+ private:
+  void decode(const std::vector<Token>& toks, size_t pos, bool want_logits);
+  void check(const Fingerprint& fp) const;
+  void load_state(const std::vector<uint8_t>& state);
+
+  Model& model_;
+  SessionOptions opt_;
+  llama_context* ctx_ = nullptr;
+  Fingerprint fp_;
+  std::string fp_settings_;
+  std::vector<Token> tokens_;
+  std::vector<float> logits_;
+};
+
+}  // namespace kvstash::engine

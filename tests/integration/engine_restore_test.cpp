@@ -1,0 +1,179 @@
+// Bit-exactness of restored states against fresh prefills, on real generated models:
+// attention-only (qwen3 shape) and hybrid attention + gated delta net (qwen35 shape).
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "engine/session.h"
+#include "test_models.h"
+
+using namespace kvstash;
+using engine::Session;
+using engine::Token;
+
+namespace {
+
+constexpr int kGreedy = 32;
+constexpr size_t kPrompt = 700;  // chunks of 256: boundaries at 256 and 512, end inside a chunk
+
+engine::SessionOptions opts() {
+  engine::SessionOptions o;
+  o.n_ctx = 1024;
+  o.chunk = 256;
+  return o;
+}
+
+struct Trace {
+  std::vector<float> logits;        // after the prompt
+  std::vector<Token> tokens;        // greedy continuation
+  std::vector<float> final_logits;  // after the continuation
+};
+
+Trace continue_greedy(Session& s) {
+  Trace t;
+  t.logits = s.logits();
+  for (int i = 0; i < kGreedy; ++i) {
+    t.tokens.push_back(s.greedy());
+    s.decode_one(t.tokens.back());
+  }
+  t.final_logits = s.logits();
+  return t;
+}
+
+void expect_same(const Trace& a, const Trace& b) {
+  ASSERT_EQ(a.logits.size(), b.logits.size());
+  EXPECT_EQ(0, std::memcmp(a.logits.data(), b.logits.data(), a.logits.size() * sizeof(float)))
+      << "logits after the prompt differ";
+  EXPECT_EQ(a.tokens, b.tokens) << "greedy continuations differ";
+  EXPECT_EQ(0, std::memcmp(a.final_logits.data(), b.final_logits.data(),
+                           a.final_logits.size() * sizeof(float)))
+      << "logits after the continuation differ";
+}
+
+class EngineRestore : public ::testing::TestWithParam<std::string> {
+ protected:
+  engine::Model& m() { return fixtures::model(GetParam()); }
+  std::vector<Token> prompt() { return fixtures::prompt_tokens(m(), kPrompt); }
+
+  // The prompt's content-derived batch breaks (as a server passes chat message starts).
+  engine::PrefillOptions breaks() {
+    engine::PrefillOptions po;
+    po.boundaries = {300};
+    return po;
+  }
+
+  Trace fresh() {
+    Session s(m(), opts());
+    s.prefill(prompt(), breaks());
+    return continue_greedy(s);
+  }
+
+  // Prefills the prompt taking a snapshot at `pos`, restores it into a new session and finishes.
+  Trace via_snapshot(int pos) {
+    engine::Snapshot snap;
+    {
+      Session s(m(), opts());
+      engine::PrefillOptions po = breaks();
+      po.snapshot_at = {pos};
+      po.on_snapshot = [&](int p) {
+        EXPECT_EQ(p, pos);
+        snap = s.snapshot();
+      };
+      s.prefill(prompt(), po);
+      EXPECT_EQ(snap.tokens.size(), static_cast<size_t>(pos)) << "snapshot did not fire";
+    }
+    Session r(m(), opts());
+    r.restore(snap);
+    EXPECT_EQ(r.tokens().size(), static_cast<size_t>(pos));
+    r.prefill(prompt(), breaks());
+    return continue_greedy(r);
+  }
+};
+
+TEST_P(EngineRestore, SnapshotAtPromptEnd) { expect_same(fresh(), via_snapshot(kPrompt)); }
+// 300 is inside the chunk [256, 512) and a message boundary of the prompt.
+TEST_P(EngineRestore, SnapshotInsideChunk) { expect_same(fresh(), via_snapshot(300)); }
+TEST_P(EngineRestore, SnapshotAtChunkBoundary) { expect_same(fresh(), via_snapshot(512)); }
+
+TEST_P(EngineRestore, PrefixRebuiltFromRangeChunks) {
+  const Trace ref = fresh();
+  std::vector<std::vector<uint8_t>> chunks;
+  std::vector<uint8_t> partial;
+  std::vector<float> logits;
+  {
+    Session s(m(), opts());
+    engine::PrefillOptions po = breaks();
+    po.snapshot_at = {512};
+    po.on_snapshot = [&](int) {
+      if (m().hybrid()) partial = s.partial_state();
+      logits = s.logits();
+    };
+    s.prefill(prompt(), po);
+    chunks.push_back(s.extract_kv(0, 256));
+    chunks.push_back(s.extract_kv(256, 512));
+  }
+  Session r(m(), opts());
+  const auto p = prompt();
+  r.restore_chunks({chunks[0], chunks[1]}, partial, {p.begin(), p.begin() + 512}, logits);
+  r.prefill(p, breaks());
+  expect_same(ref, continue_greedy(r));
+}
+
+TEST_P(EngineRestore, TrimToBoundaryWhereAllowed) {
+  if (m().resume_kind() != engine::ResumeKind::kAnyBoundary) {
+    Session s(m(), opts());
+    s.prefill(prompt());
+    EXPECT_THROW(s.trim(256), std::logic_error);
+    return;
+  }
+  const Trace ref = fresh();
+  Session s(m(), opts());
+  const auto p = prompt();
+  auto other = fixtures::prompt_tokens(m(), kPrompt, 1);
+  std::copy(p.begin(), p.begin() + 256, other.begin());
+  s.prefill(other);  // shares exactly the first 256 tokens
+  s.trim(256);
+  s.prefill(p, breaks());
+  expect_same(ref, continue_greedy(s));
+}
+
+TEST_P(EngineRestore, RefusesStateOfAnotherModel) {
+  const std::string other = GetParam() == "tiny" ? "hybrid-tiny" : "tiny";
+  Session a(fixtures::model(other), opts());
+  a.prefill(fixtures::prompt_tokens(fixtures::model(other), 300));
+  const auto snap = a.snapshot();
+  Session b(m(), opts());
+  try {
+    b.restore(snap);
+    FAIL() << "restore of another model's state succeeded";
+  } catch (const engine::StateMismatch& e) {
+    EXPECT_NE(std::string(e.what()).find("another model file or other KV settings"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_TRUE(b.tokens().empty());
+}
+
+TEST_P(EngineRestore, RefusesStateWithOtherKvSettings) {
+  auto q8 = opts();
+  q8.type_k = "q8_0";
+  q8.type_v = "q8_0";
+  Session a(m(), q8);
+  a.prefill(fixtures::prompt_tokens(m(), 300));
+  auto snap = a.snapshot();
+  Session b(m(), opts());
+  EXPECT_NE(a.fingerprint(), b.fingerprint());
+  EXPECT_THROW(b.restore(snap), engine::StateMismatch);
+  // Even with a forged fingerprint, llama.cpp's own checks refuse the foreign layout.
+  snap.fingerprint = b.fingerprint();
+  EXPECT_THROW(b.restore(snap), engine::StateMismatch);
+  EXPECT_TRUE(b.tokens().empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, EngineRestore, ::testing::Values("tiny", "hybrid-tiny"),
+                         [](const auto& info) {
+                           return info.param == "tiny" ? std::string("Attention")
+                                                       : std::string("Hybrid");
+                         });
+
+}  // namespace
