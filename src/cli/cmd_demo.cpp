@@ -4,6 +4,7 @@
 // prefilled cold and its state saved to a file. Turn 2 extends the conversation. It is answered
 // twice: cold (full prefill) and restored (load the file, prefill only the new tokens). The demo
 // prints both times-to-first-token and checks that the two give bit-identical logits.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -48,6 +49,17 @@ std::string system_prompt(size_t approx_chars) {
   return s;
 }
 
+// Positions of the chat template's message-start token (<|im_start|> in ChatML templates).
+std::vector<int> message_starts(const engine::Model& model, const std::vector<engine::Token>& p) {
+  const auto start = model.tokenize("<|im_start|>", false, true);
+  std::vector<int> out;
+  if (start.size() != 1) return out;
+  for (size_t i = 1; i < p.size(); ++i) {
+    if (p[i] == start[0]) out.push_back(static_cast<int>(i));
+  }
+  return out;
+}
+
 void write_file(const std::string& path, const engine::Snapshot& s) {
   const std::string tmp = path + ".tmp";
   std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(tmp.c_str(), "wb"), &std::fclose);
@@ -90,7 +102,8 @@ Run add_demo(CLI::App& app) {
   struct Opts {
     std::string model, state = "/tmp/kvstash-demo.state";
     size_t prompt_tokens = 6000;
-    int threads = 0;
+    int threads = 0, chunk = 256;
+    bool flash_attn = true;
   };
   auto o = std::make_shared<Opts>();
   app.add_option("-m,--model", o->model, "GGUF model")->required();
@@ -98,13 +111,20 @@ Run add_demo(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--state-file", o->state, "where turn 1's state is saved")->capture_default_str();
   app.add_option("-t,--threads", o->threads, "threads (0: all)");
+  app.add_option("--chunk", o->chunk, "prefill batch (tokens)")->capture_default_str();
+  app.add_flag("!--no-flash-attn", o->flash_attn, "disable flash attention");
   return [o] {
     engine::Model model(o->model);
     engine::SessionOptions so;
     so.n_threads = o->threads;
+    so.chunk = o->chunk;
+    so.flash_attn = o->flash_attn;
     so.n_ctx = static_cast<int>(o->prompt_tokens + 2048);
 
-    Messages msgs{{"system", system_prompt(o->prompt_tokens * 3)},
+    // Size the system prompt in tokens: measure the tokenizer's chars per token on a sample.
+    const std::string sample = system_prompt(20000);
+    const double chars_per_token = double(sample.size()) / model.tokenize(sample).size();
+    Messages msgs{{"system", system_prompt(size_t(o->prompt_tokens * chars_per_token))},
                   {"user", "The test suite fails in tests/test_cache.py; find out why."},
                   {"assistant", "Running the failing test first."},
                   {"tool", "FAILED tests/test_cache.py::test_evict - AssertionError: 3 != 2"}};
@@ -114,6 +134,13 @@ Run add_demo(CLI::App& app) {
     const auto p2 = model.tokenize(model.apply_chat_template(msgs, true));
     size_t common = 0;
     while (common < p1.size() && common < p2.size() && p1[common] == p2[common]) ++common;
+    // Batches break at message starts (content-derived, the same for both turns), so turn 2 can
+    // resume bit-exactly from the last message start it shares with turn 1.
+    const auto breaks = message_starts(model, p2);
+    size_t resume = common / o->chunk * o->chunk;
+    for (int b : breaks) {
+      if (static_cast<size_t>(b) <= common) resume = std::max(resume, static_cast<size_t>(b));
+    }
     std::cerr << "kvstash demo: model " << o->model << " (" << model.arch() << "), turn 1 "
               << p1.size() << " tokens, turn 2 " << p2.size() << " tokens (" << p2.size() - common
               << " new)\n";
@@ -125,6 +152,7 @@ Run add_demo(CLI::App& app) {
     };
     engine::PrefillOptions po;
     po.on_progress = progress;
+    po.boundaries = breaks;
     {
       engine::Session s(model, so);
       const auto t0 = Clock::now();
@@ -151,12 +179,15 @@ Run add_demo(CLI::App& app) {
       const auto t0 = Clock::now();
       s.restore(read_file(o->state));
       const double load = since(t0);
-      if (model.resume_kind() == engine::ResumeKind::kAnyBoundary) s.trim(common);
-      s.prefill(p2);
+      if (model.resume_kind() == engine::ResumeKind::kAnyBoundary) s.trim(resume);
+      const size_t prefilled = p2.size() - s.tokens().size();
+      engine::PrefillOptions warm_po;
+      warm_po.boundaries = breaks;
+      s.prefill(p2, warm_po);
       const engine::Token tok = s.greedy();
       warm = since(t0);
       const bool exact = s.logits() == cold_logits && tok == cold_tok;
-      std::cerr << "turn 2 restored: load " << load * 1000 << " ms, prefilled " << p2.size() - common
+      std::cerr << "turn 2 restored: load " << load * 1000 << " ms, prefilled " << prefilled
                 << " tokens, logits " << (exact ? "bit-identical to cold" : "DIFFER FROM COLD")
                 << "\n";
       std::printf("turn 2 (%zu tokens): cold TTFT %.2f s, restored TTFT %.3f s, %.1fx faster\n",
