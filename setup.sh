@@ -11,11 +11,13 @@ BUILD_DIR=${BUILD_DIR:-build}
 
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo
-PKGS=(build-essential cmake git pkg-config ca-certificates nodejs npm
+PKGS=(build-essential cmake git pkg-config ca-certificates
       libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev
       libcpp-httplib-dev libxxhash-dev libzstd-dev libssl-dev)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+# npm fetches the pinned llama.cpp; any npm will do (some machines ship Node.js outside Debian).
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "kvstash: installing ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
