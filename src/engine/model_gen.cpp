@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <stdexcept>
+#include <unistd.h>
 
 #ifndef KVSTASH_VOCAB_DIR
 #define KVSTASH_VOCAB_DIR ""
@@ -209,7 +210,8 @@ uint64_t generate_model(const GenOptions& opt) {
     n_params += ggml_nelements(x);
   }
 
-  const std::string tmp = opt.out + ".tmp";
+  // Unique per process: concurrent generators of one model each rename a whole file into place.
+  const std::string tmp = opt.out + ".tmp." + std::to_string(::getpid());
   std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(tmp.c_str(), "wb"), &std::fclose);
   if (!f) throw std::runtime_error("cannot create " + tmp + ": " + std::strerror(errno));
   std::vector<uint8_t> meta(gguf_get_meta_size(g.get()));
