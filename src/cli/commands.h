@@ -11,5 +11,7 @@ using Run = std::function<int()>;
 
 Run add_mkmodel(CLI::App& app);
 Run add_demo(CLI::App& app);
+Run add_generate(CLI::App& app);
+Run add_cache(CLI::App& app);
 
 }  // namespace kvstash::cli

@@ -14,6 +14,9 @@ int main(int argc, char** argv) {
     verbs[sub] = fn(*sub);
   };
   add("mkmodel", "write a random-weight GGUF model of a real shape", kvstash::cli::add_mkmodel);
+  add("generate", "run one prompt through the cache and print a JSON report",
+      kvstash::cli::add_generate);
+  add("cache", "inspect and maintain a cache directory", kvstash::cli::add_cache);
   add("demo", "cold prefill vs restored prefix on a long agent-like prompt", kvstash::cli::add_demo);
   CLI11_PARSE(app, argc, argv);
   try {

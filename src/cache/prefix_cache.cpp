@@ -1,0 +1,482 @@
+#include "cache/prefix_cache.h"
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <set>
+#include <unordered_set>
+
+#include "tiers/disk_tier.h"
+#include "tiers/ram_tier.h"
+#include "util/log.h"
+#include "util/size.h"
+
+namespace kvstash::cache {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using ObjId = std::pair<ObjKind, Key>;
+
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+std::string fmt_ms(double ms) {
+  char b[32];
+  std::snprintf(b, sizeof(b), "%.1f", ms);
+  return b;
+}
+
+}  // namespace
+
+PrefixCache::PrefixCache(const CacheConfig& cfg, const std::array<uint8_t, 16>& fingerprint)
+    : cfg_(cfg), index_(root_key(fingerprint), cfg.chunk, cfg.snapshot_only) {
+  if (cfg.chunk == 0) throw std::invalid_argument("the cache chunk size must be > 0");
+  if (!cfg.dir.empty()) disk_ = std::make_unique<tiers::DiskTier>(cfg.dir, fingerprint);
+  if (cfg.ram_budget > 0) ram_ = std::make_unique<tiers::RamTier>();
+  if (disk_) {
+    const auto t0 = Clock::now();
+    std::lock_guard lock(mu_);
+    const auto rep = disk_->scan([&](ObjKind, const Key&, const tiers::StoredObject* o) {
+      if (o) index_.upsert(o->meta, o->stats).on_disk = true;
+    });
+    // An object whose parent is gone can never be restored: remove it now.
+    size_t orphans = 0;
+    for (auto unreachable = index_.unreachable(); !unreachable.empty();
+         unreachable = index_.unreachable()) {
+      for (const auto& [kind, key] : unreachable) {
+        if (Node* n = index_.find(kind, key)) remove_locked(*n, "orphan", false);
+        ++orphans;
+      }
+    }
+    log::info("kv cache disk " + disk_->dir() + ": " + std::to_string(rep.objects - orphans) +
+              " objects, " + format_size(tier_bytes_locked(true)) + " of " +
+              format_size(cfg.disk_budget) + " budget; removed " +
+              std::to_string(rep.removed_damaged) + " damaged, " +
+              std::to_string(rep.removed_temp) + " temporary, " + std::to_string(orphans) +
+              " orphaned files (scan " + fmt_ms(ms_since(t0)) + " ms)");
+    st_.damaged += rep.removed_damaged;
+  }
+}
+
+PrefixCache::~PrefixCache() = default;
+
+uint64_t PrefixCache::tier_bytes_locked(bool disk) {
+  uint64_t total = 0;
+  index_.for_each([&](Node& n) {
+    if (disk && n.on_disk) total += disk_->object_size(n.meta);
+    if (!disk && n.in_ram) total += ram_->object_size(n.meta);
+  });
+  return total;
+}
+
+void PrefixCache::sync_locked(bool force) {
+  if (!disk_ || !(disk_->changed_since_last_check() || force)) return;
+  std::set<ObjId> seen;
+  disk_->scan(
+      [&](ObjKind kind, const Key& key, const tiers::StoredObject* o) {
+        seen.insert({kind, key});
+        if (o) index_.upsert(o->meta, o->stats).on_disk = true;
+      },
+      [&](ObjKind kind, const Key& key) {
+        const Node* n = index_.find(kind, key);
+        return n && n->on_disk;
+      });
+  std::vector<ObjId> gone;
+  index_.for_each([&](Node& n) {
+    if (n.on_disk && !seen.contains({n.meta.kind, n.meta.key})) gone.push_back({n.meta.kind, n.meta.key});
+  });
+  for (const auto& [kind, key] : gone) {
+    Node* n = index_.find(kind, key);
+    n->on_disk = false;
+    if (!n->in_ram) index_.erase(kind, key);
+  }
+}
+
+void PrefixCache::enforce_budget() {
+  std::lock_guard lock(mu_);
+  if (disk_) make_room_locked(*disk_, cfg_.disk_budget, 0, {}, {}, {});
+  if (ram_) make_room_locked(*ram_, cfg_.ram_budget, 0, {}, {}, {});
+}
+
+void PrefixCache::refresh() {
+  std::lock_guard lock(mu_);
+  sync_locked(true);
+}
+
+void PrefixCache::remove_locked(Node& n, const char* why, bool log_it) {
+  if (log_it) {
+    log::info(std::string("kv cache evicted reason=") + why + " kind=" +
+              (n.meta.kind == ObjKind::kChunk ? "chunk" : "entry") +
+              " tokens=" + std::to_string(n.meta.n_tokens) + " hits=" +
+              std::to_string(n.stats.hits) + " size=" + format_size(n.meta.payload_bytes) +
+              (n.meta.kind == ObjKind::kEntry ? std::string(" entry_reason=") + reason_name(n.meta.reason) : ""));
+  }
+  if (n.on_disk && disk_) disk_->remove(n.meta.kind, n.meta.key);
+  if (n.in_ram && ram_) ram_->remove(n.meta.kind, n.meta.key);
+  index_.erase(n.meta.kind, n.meta.key);
+}
+
+void PrefixCache::forget_locked(ObjKind kind, const Key& key) {
+  if (Node* n = index_.find(kind, key)) remove_locked(*n, "damaged", false);
+}
+
+RestorePlan PrefixCache::plan(std::span<const Token> prompt,
+                              const std::vector<uint32_t>& boundaries) {
+  std::lock_guard lock(mu_);
+  sync_locked(false);
+  const auto chain = chain_keys(index_.root(), prompt, cfg_.chunk);
+  return index_.plan(prompt, chain, Breaks(cfg_.chunk, boundaries));
+}
+
+std::optional<PrefixCache::Loaded> PrefixCache::load(const RestorePlan& plan) {
+  std::lock_guard lock(mu_);
+  Loaded out;
+  auto fetch = [&](ObjKind kind, const Key& key) -> std::optional<std::vector<uint8_t>> {
+    Node* n = index_.find(kind, key);
+    if (!n) return std::nullopt;
+    std::string why;
+    if (n->in_ram) {
+      if (auto p = ram_->get(kind, key, &why)) return p;
+      n->in_ram = false;
+      log::warn("kv cache RAM copy unusable (" + why + "), trying disk");
+    }
+    if (n->on_disk) {
+      if (auto p = disk_->get(kind, key, &why)) {
+        st_.bytes_read += p->size();
+        if (ram_) put_ram_locked(n->meta, n->stats, *p);  // promotion
+        return p;
+      }
+      ++st_.damaged;
+    }
+    log::warn("kv cache object " + key.hex() + " unusable: " + why);
+    forget_locked(kind, key);
+    return std::nullopt;
+  };
+  for (const Key& k : plan.chunks) {
+    auto p = fetch(ObjKind::kChunk, k);
+    if (!p) return std::nullopt;
+    out.chunks.push_back(std::move(*p));
+  }
+  if (plan.entry) {
+    auto p = fetch(ObjKind::kEntry, *plan.entry);
+    if (!p) return std::nullopt;
+    out.entry = std::move(*p);
+  }
+  return out;
+}
+
+void PrefixCache::record_hit(const RestorePlan& plan) {
+  std::lock_guard lock(mu_);
+  const int64_t now = now_ms();
+  auto bump = [&](ObjKind kind, const Key& key) {
+    if (Node* n = index_.find(kind, key)) {
+      ++n->stats.hits;
+      n->stats.last_used_ms = now;
+      if (n->on_disk) disk_->update_stats(kind, key, n->stats);
+    }
+  };
+  for (const Key& k : plan.chunks) bump(ObjKind::kChunk, k);
+  if (plan.entry) bump(ObjKind::kEntry, *plan.entry);
+  ++st_.hits;
+  st_.tokens_reused += plan.resume_at;
+}
+
+void PrefixCache::record_miss() {
+  std::lock_guard lock(mu_);
+  ++st_.misses;
+}
+
+void PrefixCache::put_ram_locked(const ObjectMeta& meta, const ObjectStats& st,
+                                 std::span<const uint8_t> payload) {
+  if (!ram_ || payload.size() > cfg_.ram_budget) return;
+  if (!make_room_locked(*ram_, cfg_.ram_budget, payload.size(), {{meta.kind, meta.key}},
+                        {meta.parent}, {})) {
+    return;
+  }
+  ram_->put(meta, st, payload);
+  index_.upsert(meta, st).in_ram = true;
+}
+
+bool PrefixCache::make_room_locked(tiers::Tier& tier, uint64_t budget, uint64_t incoming,
+                                   const std::vector<ObjId>& incoming_objs,
+                                   const std::vector<Key>& incoming_parents,
+                                   std::span<const Token> protect) {
+  const bool is_disk = &tier == disk_.get();
+  const uint64_t used = tier_bytes_locked(is_disk) + incoming;
+  if (used <= budget) return true;
+
+  // Candidates: every indexed object (those not in this tier only as structure), then the
+  // incoming ones. Parent links use chunk keys.
+  std::vector<Node*> nodes;
+  std::unordered_map<Key, size_t, KeyHash> chunk_idx;
+  index_.for_each([&](Node& n) {
+    if (n.meta.kind == ObjKind::kChunk) chunk_idx[n.meta.key] = nodes.size();
+    nodes.push_back(&n);
+  });
+  std::unordered_set<Key, KeyHash> protected_keys, has_child_chunk, useful;
+  if (!protect.empty()) {
+    const auto chain = chain_keys(index_.root(), protect, cfg_.chunk);
+    protected_keys.insert(chain.begin(), chain.end());
+    for (const Node* e : index_.entries_on_path(protect, chain)) protected_keys.insert(e->meta.key);
+  }
+  for (Node* n : nodes) {
+    if (n->meta.kind == ObjKind::kChunk) has_child_chunk.insert(n->meta.parent);
+  }
+  // Snapshot-only models restore only through entries: chunks with no entry below are useless.
+  for (Node* n : nodes) {
+    if (n->meta.kind != ObjKind::kEntry) continue;
+    for (Key k = n->meta.parent; chunk_idx.contains(k) && useful.insert(k).second;) {
+      k = nodes[chunk_idx[k]]->meta.parent;
+    }
+  }
+  for (const Key& p : incoming_parents) {
+    for (Key k = p; chunk_idx.contains(k) && useful.insert(k).second;) k = nodes[chunk_idx[k]]->meta.parent;
+  }
+
+  const int64_t now = now_ms();
+  std::vector<Candidate> cands;
+  for (Node* n : nodes) {
+    Candidate c;
+    auto pit = chunk_idx.find(n->meta.parent);
+    c.parent = pit == chunk_idx.end() ? -1 : static_cast<int64_t>(pit->second);
+    c.hits = n->stats.hits;
+    c.tokens = n->meta.n_tokens;
+    const bool here = is_disk ? n->on_disk : n->in_ram;
+    c.bytes = here ? tier.object_size(n->meta) : 0;
+    c.pinned = n->pins > 0 || !here;
+    c.age_s = (now - std::max(n->stats.last_used_ms, n->meta.created_ms)) / 1000.0;
+    c.protected_prefix = protected_keys.contains(n->meta.key);
+    // A continued checkpoint at a chunk boundary is superseded once the chain goes on below it.
+    c.superseded = n->meta.kind == ObjKind::kEntry && n->meta.reason == Reason::kContinued &&
+                   n->meta.n_tokens == n->meta.depth * cfg_.chunk &&
+                   has_child_chunk.contains(n->meta.parent);
+    c.useless = cfg_.snapshot_only && n->meta.kind == ObjKind::kChunk && !useful.contains(n->meta.key);
+    cands.push_back(c);
+  }
+  for (size_t i = 0; i < incoming_objs.size(); ++i) {
+    Candidate c;
+    c.just_written = true;
+    auto pit = chunk_idx.find(incoming_parents[i]);
+    c.parent = pit == chunk_idx.end() ? -1 : static_cast<int64_t>(pit->second);
+    cands.push_back(c);
+  }
+  const EvictionPlan ep = plan_eviction(cands, used, budget, cfg_.evict);
+  if (!ep.fits) return false;
+  for (size_t v : ep.victims) {
+    Node* n = nodes[v];
+    if (is_disk) {
+      remove_locked(*n, "disk-cache-full", true);
+    } else {
+      // RAM eviction: demote what exists nowhere else, if the disk has room without evicting.
+      if (!n->on_disk && disk_ &&
+          tier_bytes_locked(true) + disk_->object_size(n->meta) <= cfg_.disk_budget) {
+        if (auto p = ram_->get(n->meta.kind, n->meta.key, nullptr)) {
+          if (disk_->put(n->meta, n->stats, *p).empty()) {
+            n->on_disk = true;
+            st_.bytes_written += p->size();
+            log::info("kv cache demoted tokens=" + std::to_string(n->meta.n_tokens) +
+                      " size=" + format_size(p->size()) + " to disk");
+          }
+        }
+      }
+      ram_->remove(n->meta.kind, n->meta.key);
+      n->in_ram = false;
+      if (!n->on_disk) remove_locked(*n, "ram-cache-full", true);
+    }
+    ++st_.evictions;
+  }
+  return true;
+}
+
+PrefixCache::StoreResult PrefixCache::store(const StoreRequest& req) {
+  std::lock_guard lock(mu_);
+  const auto t0 = Clock::now();
+  StoreResult res;
+  sync_locked(false);
+  const uint32_t C = cfg_.chunk;
+  const auto n = static_cast<uint32_t>(req.tokens.size());
+  const uint32_t k = n / C;
+  const auto chain = chain_keys(index_.root(), req.tokens, C);
+  const Key parent = k ? chain[k - 1] : index_.root();
+  const Key ekey = entry_key(parent, req.tokens.subspan(size_t(k) * C));
+  const int64_t now = now_ms();
+
+  if (Node* e = index_.find(ObjKind::kEntry, ekey)) {
+    e->stats.last_used_ms = now;
+    if (e->on_disk) disk_->update_stats(ObjKind::kEntry, ekey, e->stats);
+    res.existed = true;
+    return res;
+  }
+
+  // pr175: continued checkpoints this store makes redundant.
+  if (req.reason == Reason::kCold || req.reason == Reason::kContinued) {
+    std::vector<EntryView> views;
+    for (const Node* e : index_.entries_on_path(req.tokens, chain)) {
+      views.push_back({e->meta.key, e->meta.n_tokens, e->meta.reason, true});
+    }
+    for (const Key& key : superseded_by(req.reason, n, views)) {
+      if (Node* e = index_.find(ObjKind::kEntry, key); e && e->pins == 0) {
+        log::info("kv cache dropped superseded continued entry tokens=" +
+                  std::to_string(e->meta.n_tokens) + " (its chunks stay shared)");
+        remove_locked(*e, "superseded", false);
+      }
+    }
+  }
+
+  std::vector<uint32_t> fresh;
+  for (uint32_t i = 0; i < k; ++i) {
+    if (!index_.find(ObjKind::kChunk, chain[i])) fresh.push_back(i);
+  }
+  const std::vector<uint8_t> entry = req.entry_payload();
+  std::vector<uint8_t> first;
+  if (!fresh.empty()) first = req.chunk_payload(fresh[0]);
+
+  ObjectMeta em;
+  em.kind = ObjKind::kEntry;
+  em.key = ekey;
+  em.parent = parent;
+  em.depth = k;
+  em.n_tokens = n;
+  em.reason = req.reason;
+  em.has_logits = req.has_logits;
+  em.created_ms = now;
+  em.payload_bytes = entry.size();
+  auto chunk_meta = [&](uint32_t i, uint64_t bytes) {
+    ObjectMeta m;
+    m.kind = ObjKind::kChunk;
+    m.key = chain[i];
+    m.parent = i ? chain[i - 1] : index_.root();
+    m.depth = i;
+    m.n_tokens = C;
+    m.created_ms = now;
+    m.payload_bytes = bytes;
+    return m;
+  };
+  std::vector<ObjId> incoming;
+  std::vector<Key> parents;
+  for (uint32_t i : fresh) {
+    incoming.push_back({ObjKind::kChunk, chain[i]});
+    parents.push_back(i ? chain[i - 1] : index_.root());
+  }
+  incoming.push_back({ObjKind::kEntry, ekey});
+  parents.push_back(parent);
+  const uint64_t payload_total = first.size() * fresh.size() + entry.size();
+  res.bytes = payload_total;
+  res.new_chunks = static_cast<uint32_t>(fresh.size());
+
+  auto skip = [&](const std::string& why) {
+    res.skipped = why;
+    ++st_.stores_skipped;
+    log::info("kv cache store skipped tokens=" + std::to_string(n) + " reason=" +
+              reason_name(req.reason) + " size=" + format_size(payload_total) + ": " + why);
+    return res;
+  };
+
+  tiers::Tier* primary = disk_ ? static_cast<tiers::Tier*>(disk_.get()) : ram_.get();
+  if (!primary) return skip("no cache tier is configured");
+  const uint64_t budget = disk_ ? cfg_.disk_budget : cfg_.ram_budget;
+  const uint64_t incoming_bytes =
+      disk_ ? payload_total + tiers::kHeaderSize * incoming.size() : payload_total;
+  if (!make_room_locked(*primary, budget, incoming_bytes, incoming, parents, req.protect)) {
+    return skip(std::string("it does not fit the ") + primary->name() + " budget of " +
+                format_size(budget) + " without evicting what this store writes");
+  }
+
+  // Parents before children: a reader (this or another process) never sees an entry whose
+  // chunks are not there yet.
+  auto put = [&](const ObjectMeta& m, std::span<const uint8_t> payload) -> bool {
+    const ObjectStats st{0, now};
+    if (disk_) {
+      const std::string err = disk_->put(m, st, payload);
+      if (!err.empty()) {
+        log::error("kv cache store failed tokens=" + std::to_string(n) + ": " + err);
+        return false;
+      }
+      index_.upsert(m, st).on_disk = true;
+      st_.bytes_written += payload.size();
+      if (ram_) put_ram_locked(m, st, payload);
+    } else {
+      ram_->put(m, st, payload);
+      index_.upsert(m, st).in_ram = true;
+    }
+    return true;
+  };
+  for (size_t j = 0; j < fresh.size(); ++j) {
+    std::vector<uint8_t> p = j == 0 ? std::move(first) : req.chunk_payload(fresh[j]);
+    if (!put(chunk_meta(fresh[j], p.size()), p)) return skip("write failed");
+  }
+  if (!put(em, entry)) return skip("write failed");
+  res.stored = true;
+  res.ms = ms_since(t0);
+  ++st_.stores;
+  log::info("kv cache stored tokens=" + std::to_string(n) + " reason=" + reason_name(req.reason) +
+            " size=" + format_size(payload_total) + " new_chunks=" + std::to_string(fresh.size()) +
+            " save=" + fmt_ms(res.ms) + " ms");
+  return res;
+}
+
+PrefixCache::Pin::Pin(PrefixCache* c, std::vector<ObjId> objs) : cache_(c), objs_(std::move(objs)) {
+  std::lock_guard lock(cache_->mu_);
+  for (const auto& [kind, key] : objs_) {
+    if (Node* n = cache_->index_.find(kind, key)) ++n->pins;
+  }
+}
+PrefixCache::Pin::Pin(Pin&& o) noexcept : cache_(o.cache_), objs_(std::move(o.objs_)) {
+  o.cache_ = nullptr;
+}
+PrefixCache::Pin& PrefixCache::Pin::operator=(Pin&& o) noexcept {
+  if (this != &o) {
+    release();
+    cache_ = o.cache_;
+    objs_ = std::move(o.objs_);
+    o.cache_ = nullptr;
+  }
+  return *this;
+}
+PrefixCache::Pin::~Pin() { release(); }
+void PrefixCache::Pin::release() {
+  if (!cache_) return;
+  std::lock_guard lock(cache_->mu_);
+  for (const auto& [kind, key] : objs_) {
+    if (Node* n = cache_->index_.find(kind, key); n && n->pins > 0) --n->pins;
+  }
+  cache_ = nullptr;
+}
+
+PrefixCache::Pin PrefixCache::pin(const RestorePlan& plan) {
+  std::vector<ObjId> objs;
+  for (const Key& k : plan.chunks) objs.push_back({ObjKind::kChunk, k});
+  if (plan.entry) objs.push_back({ObjKind::kEntry, *plan.entry});
+  return Pin(this, std::move(objs));
+}
+
+CacheStats PrefixCache::stats() {
+  std::lock_guard lock(mu_);
+  CacheStats s = st_;
+  s.chunks = s.entries = 0;
+  index_.for_each([&](Node& n) { (n.meta.kind == ObjKind::kChunk ? s.chunks : s.entries)++; });
+  s.disk_bytes = disk_ ? tier_bytes_locked(true) : 0;
+  s.ram_bytes = ram_ ? tier_bytes_locked(false) : 0;
+  return s;
+}
+
+std::vector<Node> PrefixCache::objects() {
+  std::lock_guard lock(mu_);
+  sync_locked(false);
+  std::vector<Node> out;
+  index_.for_each([&](Node& n) { out.push_back(n); });
+  return out;
+}
+
+void PrefixCache::clear() {
+  std::lock_guard lock(mu_);
+  std::vector<ObjId> all;
+  index_.for_each([&](Node& n) { all.push_back({n.meta.kind, n.meta.key}); });
+  for (const auto& [kind, key] : all) {
+    if (Node* n = index_.find(kind, key)) remove_locked(*n, "clear", false);
+  }
+}
+
+}  // namespace kvstash::cache

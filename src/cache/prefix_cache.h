@@ -1,0 +1,130 @@
+// The prefix cache of one model namespace: the index, the tiers behind it, and the policies that
+// decide what goes in and what comes out. Engine-agnostic: KV bytes arrive through callbacks and
+// leave as byte vectors; src/engine/cache_bridge.* connects it to a session.
+//
+// Tiers: RAM in front of disk. A store writes through to disk (the persistent tier) and keeps a
+// copy in RAM; a disk hit is promoted into RAM; an object evicted from RAM that is not on disk is
+// demoted to it. Each tier has its own byte budget and its own eviction (eviction.h).
+#pragma once
+
+#include <array>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "cache/eviction.h"
+#include "cache/prefix_index.h"
+#include "cache/store_policy.h"
+#include "cache/types.h"
+
+namespace kvstash::tiers {
+class DiskTier;
+class RamTier;
+class Tier;
+}  // namespace kvstash::tiers
+
+namespace kvstash::cache {
+
+struct CacheConfig {
+  std::string dir;                        // disk tier directory; empty: no disk tier
+  uint64_t disk_budget = 40ull << 30;     // --cache-disk-budget
+  uint64_t ram_budget = 0;                // --cache-ram-budget; 0: no RAM tier
+  uint32_t chunk = 256;                   // --cache-chunk-tokens
+  bool snapshot_only = false;             // the model resumes only at stored snapshots
+  EvictConfig evict;
+};
+
+struct CacheStats {
+  uint64_t disk_bytes = 0, ram_bytes = 0;
+  size_t chunks = 0, entries = 0;
+  uint64_t bytes_written = 0, bytes_read = 0;
+  uint64_t hits = 0, misses = 0, tokens_reused = 0;
+  uint64_t evictions = 0, stores = 0, stores_skipped = 0, damaged = 0;
+};
+
+class PrefixCache {
+ public:
+  PrefixCache(const CacheConfig& cfg, const std::array<uint8_t, 16>& fingerprint);
+  ~PrefixCache();
+
+  const CacheConfig& config() const { return cfg_; }
+  const Key& root() const { return index_.root(); }
+
+  RestorePlan plan(std::span<const Token> prompt, const std::vector<uint32_t>& boundaries);
+
+  struct Loaded {
+    std::vector<std::vector<uint8_t>> chunks;
+    std::vector<uint8_t> entry;  // encoded EntryPayload (empty without an entry)
+  };
+  // Fetches the plan's objects. nullopt if one is missing or damaged (the index forgets it, so a
+  // new plan() finds the next best prefix).
+  std::optional<Loaded> load(const RestorePlan& plan);
+  void record_hit(const RestorePlan& plan);
+  void record_miss();
+
+  struct StoreRequest {
+    std::span<const Token> tokens;  // the prefix to store
+    Reason reason = Reason::kCold;
+    bool has_logits = false;
+    std::function<std::vector<uint8_t>(uint32_t chunk_index)> chunk_payload;
+    std::function<std::vector<uint8_t>()> entry_payload;
+    std::span<const Token> protect;  // the incoming prompt on a live miss (pr448)
+  };
+  struct StoreResult {
+    bool stored = false, existed = false;
+    uint64_t bytes = 0;
+    uint32_t new_chunks = 0;
+    double ms = 0;
+    std::string skipped;  // why nothing was written
+  };
+  StoreResult store(const StoreRequest& req);
+
+  // Objects a running request depends on are never evicted while pinned.
+  class Pin {
+   public:
+    Pin() = default;
+    Pin(PrefixCache* c, std::vector<std::pair<ObjKind, Key>> objs);
+    Pin(Pin&& o) noexcept;
+    Pin& operator=(Pin&& o) noexcept;
+    ~Pin();
+
+   private:
+    void release();
+    PrefixCache* cache_ = nullptr;
+    std::vector<std::pair<ObjKind, Key>> objs_;
+  };
+  Pin pin(const RestorePlan& plan);
+
+  CacheStats stats();
+  // Every object, for `kvstash cache ls` and tests.
+  std::vector<Node> objects();
+  // Drops every object of this namespace from all tiers.
+  void clear();
+  // Evicts down to the budgets (after a budget was lowered).
+  void enforce_budget();
+  // Rescans the disk directory (picks up other processes' objects, drops vanished ones).
+  void refresh();
+
+ private:
+  void sync_locked(bool force);
+  void forget_locked(ObjKind kind, const Key& key);
+  void remove_locked(Node& n, const char* why, bool log_it);
+  bool make_room_locked(tiers::Tier& tier, uint64_t budget, uint64_t incoming,
+                        const std::vector<std::pair<ObjKind, Key>>& incoming_objs,
+                        const std::vector<Key>& incoming_parents, std::span<const Token> protect);
+  uint64_t tier_bytes_locked(bool disk);
+  void put_ram_locked(const ObjectMeta& meta, const ObjectStats& st,
+                      std::span<const uint8_t> payload);
+
+  CacheConfig cfg_;
+  std::recursive_mutex mu_;
+  PrefixIndex index_;
+  std::unique_ptr<tiers::DiskTier> disk_;
+  std::unique_ptr<tiers::RamTier> ram_;
+  CacheStats st_;
+};
+
+}  // namespace kvstash::cache

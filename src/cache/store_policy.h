@@ -1,0 +1,76 @@
+// When to store: the checkpoint decisions of SPEC section 3, as pure functions over plain data.
+//
+// ds4-server learned these rules in production: the cold anchor (the stable chat prefix before the
+// last user turn), its refresh after a partial hit below it (pr394), continued checkpoints during
+// long prefills, and never two stores at one prefix length in a request (issue157). Each rule has
+// a unit test named after its scenario.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cache/types.h"
+
+namespace kvstash::cache {
+
+struct StoreConfig {
+  uint32_t min_tokens = 512;             // --cache-min-tokens: nothing shorter is stored
+  uint32_t cold_max_tokens = 30000;      // --cache-cold-max-tokens: 0 disables the cold store
+  uint32_t boundary_align = 2048;        // --cache-boundary-align
+  uint32_t boundary_trim = 0;            // --cache-boundary-trim
+  uint32_t continued_interval = 10240;   // --cache-continued-interval: 0 disables
+};
+
+// The prefill a request is about to run.
+struct PrefillFacts {
+  uint32_t prompt_tokens = 0;
+  uint32_t cached_tokens = 0;    // restored from the cache or the live state
+  uint32_t anchor_boundary = 0;  // chat boundary before the last user turn (0: none known)
+};
+
+struct ColdDecision {
+  uint32_t store_at = 0;  // 0: no cold store
+  std::string hint;       // one-line explanation when a cold store was skipped for size
+};
+
+// The stable anchor: the chat boundary before the last user turn (else the prompt end), minus
+// boundary_trim, aligned down to boundary_align.
+uint32_t anchor_position(const PrefillFacts& f, const StoreConfig& c);
+
+// Cold store on a cold prefill; anchor refresh after a partial hit below the anchor, because the
+// lookup returning a shorter prefix proves the stored anchor no longer matches (pr394). Hits at
+// or past the anchor store nothing.
+ColdDecision cold_store(const PrefillFacts& f, const StoreConfig& c);
+
+struct PlannedStore {
+  uint32_t at;
+  Reason reason;
+  bool operator==(const PlannedStore&) const = default;
+};
+
+// Every store this prefill makes, in position order: the cold anchor and continued checkpoints
+// every continued_interval tokens past the cached prefix. One store per position: where the cold
+// anchor lands on a continued boundary, only the cold store happens (issue157).
+std::vector<PlannedStore> prefill_stores(const PrefillFacts& f, const StoreConfig& c,
+                                         ColdDecision* cold_out = nullptr);
+
+// A live state about to be replaced (evict) or kept at exit (shutdown) is stored when it is long
+// enough and not already stored at that length.
+bool store_live_state(uint32_t live_tokens, uint32_t already_stored_at, const StoreConfig& c);
+
+// An existing entry, as the superseded rule sees it.
+struct EntryView {
+  Key key;
+  uint32_t n_tokens;
+  Reason reason;
+  bool prefix_of_new;  // its prefix is a prefix of the entry being stored
+};
+
+// pr175: continued entries that are strict prefixes of a new cold/continued entry are redundant
+// and dropped. Evict/shutdown stores drop nothing (their state may hold post-divergence tokens,
+// so the shorter continued entries remain the better match for what comes next).
+std::vector<Key> superseded_by(Reason new_reason, uint32_t new_tokens,
+                               const std::vector<EntryView>& existing);
+
+}  // namespace kvstash::cache

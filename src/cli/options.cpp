@@ -1,0 +1,67 @@
+#include "cli/options.h"
+
+#include "util/size.h"
+
+namespace kvstash::cli {
+
+void EngineFlags::add(CLI::App& app) {
+  app.add_option("-m,--model", model, "GGUF model file")->required()->check(CLI::ExistingFile);
+  app.add_option("-c,--ctx-size", session.n_ctx, "context size (tokens)")->capture_default_str();
+  app.add_option("-t,--threads", session.n_threads, "threads (0: all)");
+  app.add_option("--chunk", session.chunk,
+                 "prefill batch and cache chunk size (tokens); part of the cache key")
+      ->capture_default_str()
+      ->check(CLI::Range(16, 8192));
+  app.add_option("--cache-type-k", session.type_k, "KV cache type for K")->capture_default_str();
+  app.add_option("--cache-type-v", session.type_v, "KV cache type for V")->capture_default_str();
+  app.add_flag("!--no-flash-attn", session.flash_attn, "disable flash attention");
+  app.add_option("--n-gpu-layers,--ngl", n_gpu_layers, "layers on the GPU (-1: all)");
+}
+
+void CacheFlags::add(CLI::App& app) {
+  app.add_option("--cache-dir", dir, "disk cache directory (the persistent tier)");
+  app.add_option("--cache-disk-budget", disk_budget, "disk tier budget, e.g. 40G")
+      ->capture_default_str();
+  app.add_option("--cache-ram-budget", ram_budget, "RAM tier budget (0: no RAM tier)")
+      ->capture_default_str();
+  app.add_option("--cache-min-tokens", store.min_tokens, "shortest prefix worth storing")
+      ->capture_default_str();
+  app.add_option("--cache-cold-max-tokens", store.cold_max_tokens,
+                 "longest cold anchor stored (0: no cold stores)")
+      ->capture_default_str();
+  app.add_option("--cache-boundary-align", store.boundary_align, "cold anchor alignment (tokens)")
+      ->capture_default_str();
+  app.add_option("--cache-boundary-trim", store.boundary_trim,
+                 "tokens cut from the anchor before alignment")
+      ->capture_default_str();
+  app.add_option("--cache-continued-interval", store.continued_interval,
+                 "checkpoint every N prefilled tokens (0: never)")
+      ->capture_default_str();
+  app.add_option("--cache-recency-boost", evict.recency_boost, "eviction recency boost K")
+      ->capture_default_str();
+  app.add_option("--cache-recency-half-life", evict.half_life_s,
+                 "eviction recency half-life (seconds)")
+      ->capture_default_str();
+}
+
+cache::CacheConfig CacheFlags::config(uint32_t chunk, bool snapshot_only) const {
+  cache::CacheConfig c;
+  c.dir = dir;
+  c.disk_budget = parse_size(disk_budget);
+  c.ram_budget = parse_size(ram_budget);
+  c.chunk = chunk;
+  c.snapshot_only = snapshot_only;
+  c.evict = evict;
+  return c;
+}
+
+std::unique_ptr<cache::PrefixCache> CacheFlags::open(const engine::Model& model,
+                                                     const engine::Session& session) const {
+  if (!enabled) return nullptr;
+  const auto cfg = config(static_cast<uint32_t>(session.options().chunk),
+                          model.resume_kind() != engine::ResumeKind::kAnyBoundary);
+  if (cfg.dir.empty() && cfg.ram_budget == 0) return nullptr;
+  return std::make_unique<cache::PrefixCache>(cfg, session.fingerprint().bytes);
+}
+
+}  // namespace kvstash::cli

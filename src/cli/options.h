@@ -1,0 +1,36 @@
+// Flags shared by the verbs that run a model with the cache (generate, serve, ...).
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <memory>
+#include <string>
+
+#include "cache/prefix_cache.h"
+#include "cache/store_policy.h"
+#include "engine/model.h"
+#include "engine/session.h"
+
+namespace kvstash::cli {
+
+struct EngineFlags {
+  std::string model;
+  engine::SessionOptions session;
+  int n_gpu_layers = 0;
+  void add(CLI::App& app);
+};
+
+struct CacheFlags {
+  std::string dir;
+  std::string disk_budget = "40G", ram_budget = "0";
+  cache::StoreConfig store;
+  cache::EvictConfig evict;
+  bool enabled = true;  // --cache-scope off turns it off
+  void add(CLI::App& app);
+  // The cache for this model and session, or null when disabled or without a directory/RAM.
+  std::unique_ptr<cache::PrefixCache> open(const engine::Model& model,
+                                           const engine::Session& session) const;
+  // A cache over DIR for a fingerprint, for the maintenance verbs.
+  cache::CacheConfig config(uint32_t chunk, bool snapshot_only) const;
+};
+
+}  // namespace kvstash::cli

@@ -1,0 +1,75 @@
+// A session backed by the prefix cache: the request-level flow of SPEC sections 2-3.
+//
+// For each prompt it picks the best starting state (the live state if it shares more than the
+// cache can restore, else the cache's longest restorable prefix), stores the live state first if
+// it is about to be replaced (evict), prefills the rest while taking the policy's checkpoints
+// (cold anchor, anchor refresh, continued), and on shutdown stores the live state.
+//
+// Only states computed by prefill at batch breaks are ever stored: decoded tokens were computed
+// one at a time, and a fresh prefill would compute them in a batch, so reusing their KV would not
+// be bit-exact. A live state is therefore stored and reused only up to the last break of the part
+// that prefill computed.
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cache/prefix_cache.h"
+#include "cache/store_policy.h"
+#include "engine/session.h"
+
+namespace kvstash::engine {
+
+struct PromptInfo {
+  std::vector<uint32_t> boundaries;  // chat message starts (content-derived batch breaks)
+  uint32_t anchor = 0;               // the boundary before the last user turn (0: unknown)
+};
+
+struct PrefillReport {
+  uint32_t prompt_tokens = 0;
+  uint32_t cached_tokens = 0;  // tokens not prefilled (restored or kept from the live state)
+  bool from_live = false;
+  double restore_ms = 0, prefill_ms = 0;
+  bool cancelled = false;
+};
+
+class CachedSession {
+ public:
+  // `cache` may be null: then nothing is restored or stored (--cache-scope off).
+  CachedSession(Session& session, cache::PrefixCache* cache, const cache::StoreConfig& store);
+
+  Session& session() { return s_; }
+
+  PrefillReport prefill(const std::vector<Token>& prompt, const PromptInfo& info,
+                        const std::function<bool(int, int)>& progress = nullptr);
+  // Stores the live state (graceful exit).
+  void shutdown();
+
+ private:
+  uint32_t live_resume(const std::vector<Token>& prompt, const cache::Breaks& breaks) const;
+  void store_live(cache::Reason reason, std::span<const Token> protect);
+  bool store_at(uint32_t n, cache::Reason reason, std::span<const Token> protect);
+
+  Session& s_;
+  cache::PrefixCache* cache_;
+  cache::StoreConfig store_cfg_;
+  std::vector<uint32_t> breaks_;   // boundaries of the prompt the live state was prefilled for
+  uint32_t computed_ = 0;          // leading live tokens computed by prefill
+  uint32_t last_stored_ = 0;       // live prefix length stored last
+  // Snapshot-only models: the state at the last break of the last prefill (what an evict or
+  // shutdown store saves, since the live state has moved on past it).
+  struct Checkpoint {
+    uint32_t at = 0;
+    std::vector<uint8_t> partial;
+    std::vector<float> logits;
+  };
+  Checkpoint checkpoint_;
+};
+
+// Restores `plan` into the session. Throws on a damaged or inconsistent state.
+void restore_plan(Session& s, const cache::RestorePlan& plan, const cache::PrefixCache::Loaded& l,
+                  std::span<const Token> prompt);
+
+}  // namespace kvstash::engine

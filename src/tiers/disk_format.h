@@ -1,0 +1,50 @@
+// The on-disk format of one cache object (a chunk or an entry): a 128-byte header, then the
+// payload.
+//
+//   off size field
+//     0    8 magic "KVSTASH\x1a"
+//     8    4 version (1)
+//    12    1 kind (1 chunk, 2 entry)      13 1 reason   14 1 flags (bit 0: has logits)  15 1 0
+//    16   16 model fingerprint (namespace)
+//    32   16 key                          48 16 parent key
+//    64    4 depth                        68  4 token count
+//    72    8 created (ms since epoch)     80  8 payload size
+//    88    8 XXH3-64 of the payload       96  8 XXH3-64 of bytes 0..95
+//   104    4 hits                        108  4 0
+//   112    8 last used (ms)              120  8 0
+//   128      payload
+// Bytes 104..127 are usage statistics, updated in place and outside the checksums: a torn update
+// there can only misrank an object, never change what is restored. All integers little-endian.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <variant>
+
+#include "cache/types.h"
+
+namespace kvstash::tiers {
+
+constexpr size_t kHeaderSize = 128;
+constexpr size_t kStatsOffset = 104;
+constexpr uint32_t kFormatVersion = 1;
+
+using Fingerprint16 = std::array<uint8_t, 16>;
+
+struct FileHeader {
+  cache::ObjectMeta meta;
+  cache::ObjectStats stats;
+  Fingerprint16 fingerprint{};
+  uint64_t payload_checksum = 0;
+};
+
+std::array<uint8_t, kHeaderSize> encode_header(const FileHeader& h);
+std::array<uint8_t, 16> encode_stats(const cache::ObjectStats& s);
+// Returns the header, or a one-line reason why these bytes are not a valid header for `expected`.
+std::variant<FileHeader, std::string> decode_header(std::span<const uint8_t> bytes,
+                                                    const Fingerprint16& expected);
+uint64_t payload_checksum(std::span<const uint8_t> payload);
+
+}  // namespace kvstash::tiers

@@ -1,0 +1,279 @@
+#include "tiers/disk_tier.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "util/log.h"
+
+namespace kvstash::tiers {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+const char* subdir(cache::ObjKind k) { return k == cache::ObjKind::kChunk ? "chunks" : "entries"; }
+
+std::string errno_text() { return std::strerror(errno); }
+
+// RAII file descriptor.
+struct Fd {
+  int fd = -1;
+  explicit Fd(int f) : fd(f) {}
+  ~Fd() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+bool write_all(int fd, const uint8_t* p, size_t n) {
+  while (n > 0) {
+    const ssize_t w = ::write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+
+bool read_all(int fd, uint8_t* p, size_t n, off_t off) {
+  while (n > 0) {
+    const ssize_t r = ::pread(fd, p, n, off);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    p += r;
+    off += r;
+    n -= static_cast<size_t>(r);
+  }
+  return true;
+}
+
+void fsync_dir(const std::string& dir) {
+  Fd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY));
+  if (d.fd >= 0) ::fsync(d.fd);
+}
+
+int64_t mtime_ns(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return -1;
+  return int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+}
+
+}  // namespace
+
+DiskTier::DiskTier(const std::string& root, const Fingerprint16& fingerprint) : fp_(fingerprint) {
+  if (root.empty()) throw std::invalid_argument("the disk cache needs a directory");
+  static const char* hex = "0123456789abcdef";
+  std::string fp_hex;
+  for (uint8_t b : fingerprint) {
+    fp_hex += hex[b >> 4];
+    fp_hex += hex[b & 15];
+  }
+  dir_ = (fs::path(root) / fp_hex).string();
+  for (const char* sub : {"chunks", "entries", "tmp"}) {
+    std::error_code ec;
+    fs::create_directories(fs::path(dir_) / sub, ec);
+    if (ec || !fs::is_directory(fs::path(dir_) / sub)) {
+      throw std::runtime_error("cannot use cache directory " + dir_ + "/" + sub + ": " +
+                               (ec ? ec.message() : "not a directory"));
+    }
+  }
+}
+
+std::string DiskTier::path(cache::ObjKind kind, const cache::Key& key) const {
+  return dir_ + "/" + subdir(kind) + "/" + key.hex() + ".kv";
+}
+
+std::string DiskTier::put(const cache::ObjectMeta& meta, const cache::ObjectStats& stats,
+                          std::span<const uint8_t> payload) {
+  static std::atomic<uint64_t> seq{0};
+  const std::string final_path = path(meta.kind, meta.key);
+  const std::string tmp = dir_ + "/tmp/" + meta.key.hex() + "." + std::to_string(::getpid()) +
+                          "." + std::to_string(seq++) + ".tmp";
+  FileHeader h;
+  h.meta = meta;
+  h.meta.payload_bytes = payload.size();
+  h.stats = stats;
+  h.fingerprint = fp_;
+  h.payload_checksum = payload_checksum(payload);
+  const auto header = encode_header(h);
+  std::string err;
+  {
+    Fd f(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+    if (f.fd < 0) return "cannot create " + tmp + ": " + errno_text();
+    if (!write_all(f.fd, header.data(), header.size()) ||
+        !write_all(f.fd, payload.data(), payload.size())) {
+      err = "write to " + tmp + " failed: " + errno_text();
+    } else if (::fsync(f.fd) != 0) {
+      err = "fsync of " + tmp + " failed: " + errno_text();
+    }
+  }
+  if (err.empty() && ::rename(tmp.c_str(), final_path.c_str()) != 0) {
+    err = "rename to " + final_path + " failed: " + errno_text();
+  }
+  if (!err.empty()) {
+    ::unlink(tmp.c_str());
+    return err;
+  }
+  fsync_dir(dir_ + "/" + subdir(meta.kind));
+  return {};
+}
+
+std::optional<std::vector<uint8_t>> DiskTier::get(cache::ObjKind kind, const cache::Key& key,
+                                                  std::string* why) {
+  const std::string p = path(kind, key);
+  Fd f(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+  if (f.fd < 0) {
+    if (why) *why = "missing: " + p;
+    return std::nullopt;
+  }
+  auto fail = [&](const std::string& reason) -> std::optional<std::vector<uint8_t>> {
+    log::warn("kv cache removing damaged file " + p + ": " + reason);
+    ::unlink(p.c_str());
+    if (why) *why = reason;
+    return std::nullopt;
+  };
+  struct stat st;
+  if (::fstat(f.fd, &st) != 0 || !S_ISREG(st.st_mode)) return fail("not a regular file");
+  std::array<uint8_t, kHeaderSize> hb{};
+  if (static_cast<size_t>(st.st_size) < kHeaderSize || !read_all(f.fd, hb.data(), kHeaderSize, 0)) {
+    return fail("shorter than a header (torn write?)");
+  }
+  auto dec = decode_header(hb, fp_);
+  if (auto* e = std::get_if<std::string>(&dec)) return fail(*e);
+  const FileHeader& h = std::get<FileHeader>(dec);
+  if (h.meta.kind != kind || h.meta.key != key) return fail("header names another object");
+  if (static_cast<uint64_t>(st.st_size) != kHeaderSize + h.meta.payload_bytes) {
+    return fail("size " + std::to_string(st.st_size) + " does not match the header's " +
+                std::to_string(kHeaderSize + h.meta.payload_bytes));
+  }
+  std::vector<uint8_t> payload(h.meta.payload_bytes);
+  if (!read_all(f.fd, payload.data(), payload.size(), kHeaderSize)) return fail("read failed");
+  if (payload_checksum(payload) != h.payload_checksum) return fail("payload checksum mismatch");
+  return payload;
+}
+
+void DiskTier::remove(cache::ObjKind kind, const cache::Key& key) {
+  ::unlink(path(kind, key).c_str());
+}
+
+void DiskTier::update_stats(cache::ObjKind kind, const cache::Key& key,
+                            const cache::ObjectStats& stats) {
+  Fd f(::open(path(kind, key).c_str(), O_WRONLY | O_CLOEXEC));
+  if (f.fd < 0) return;  // evicted meanwhile: nothing to update
+  const auto b = encode_stats(stats);
+  (void)!::pwrite(f.fd, b.data(), b.size(), kStatsOffset);
+}
+
+std::optional<StoredObject> DiskTier::probe(cache::ObjKind kind, const cache::Key& key) {
+  const std::string p = path(kind, key);
+  Fd f(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+  if (f.fd < 0) return std::nullopt;
+  std::array<uint8_t, kHeaderSize> hb{};
+  struct stat st;
+  if (::fstat(f.fd, &st) != 0 || !read_all(f.fd, hb.data(), kHeaderSize, 0)) return std::nullopt;
+  auto dec = decode_header(hb, fp_);
+  if (auto* h = std::get_if<FileHeader>(&dec)) {
+    if (h->meta.kind == kind && h->meta.key == key &&
+        static_cast<uint64_t>(st.st_size) == kHeaderSize + h->meta.payload_bytes) {
+      return StoredObject{h->meta, h->stats};
+    }
+  }
+  return std::nullopt;  // damaged: get() removes it when someone tries to use it
+}
+
+DiskTier::ScanReport DiskTier::scan(const Found& found, const Known& known) {
+  ScanReport rep;
+  // Abandoned temporary files: their writer is gone, or they are older than an hour.
+  const auto now = fs::file_time_type::clock::now();
+  std::error_code ec;
+  for (const auto& de : fs::directory_iterator(dir_ + "/tmp", ec)) {
+    const std::string name = de.path().filename().string();
+    const auto dot2 = name.rfind('.', name.size() - 5);
+    const auto dot1 = dot2 == std::string::npos ? dot2 : name.rfind('.', dot2 - 1);
+    pid_t pid = 0;
+    if (dot1 != std::string::npos) pid = static_cast<pid_t>(std::atoll(name.c_str() + dot1 + 1));
+    const bool writer_alive = pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM);
+    std::error_code tec;
+    const auto age = now - fs::last_write_time(de.path(), tec);
+    if (!writer_alive || age > std::chrono::hours(1)) {
+      fs::remove_all(de.path(), tec);
+      ++rep.removed_temp;
+      log::info("kv cache removed abandoned temporary file " + de.path().string());
+    }
+  }
+  for (auto kind : {cache::ObjKind::kChunk, cache::ObjKind::kEntry}) {
+    for (const auto& de : fs::directory_iterator(dir_ + "/" + subdir(kind), ec)) {
+      const std::string name = de.path().filename().string();
+      auto drop = [&](const std::string& reason) {
+        log::warn("kv cache removing damaged file " + de.path().string() + ": " + reason);
+        std::error_code rec;
+        fs::remove_all(de.path(), rec);
+        ++rep.removed_damaged;
+      };
+      const auto key = name.size() == 35 && name.ends_with(".kv")
+                           ? cache::Key::from_hex(name.substr(0, 32))
+                           : std::nullopt;
+      if (!key) {
+        drop("unexpected name");
+        continue;
+      }
+      if (!de.is_regular_file()) {
+        drop("not a regular file");
+        continue;
+      }
+      if (known && known(kind, *key)) {
+        ++rep.objects;
+        found(kind, *key, nullptr);
+        continue;
+      }
+      Fd f(::open(de.path().c_str(), O_RDONLY | O_CLOEXEC));
+      std::array<uint8_t, kHeaderSize> hb{};
+      struct stat st;
+      if (f.fd < 0 || ::fstat(f.fd, &st) != 0) continue;  // vanished: another process evicted it
+      if (static_cast<size_t>(st.st_size) < kHeaderSize ||
+          !read_all(f.fd, hb.data(), kHeaderSize, 0)) {
+        drop("shorter than a header (torn write?)");
+        continue;
+      }
+      auto dec = decode_header(hb, fp_);
+      if (auto* e = std::get_if<std::string>(&dec)) {
+        drop(*e);
+        continue;
+      }
+      const FileHeader& h = std::get<FileHeader>(dec);
+      if (h.meta.kind != kind || h.meta.key != *key) {
+        drop("header names another object");
+        continue;
+      }
+      if (static_cast<uint64_t>(st.st_size) != kHeaderSize + h.meta.payload_bytes) {
+        drop("truncated: " + std::to_string(st.st_size) + " of " +
+             std::to_string(kHeaderSize + h.meta.payload_bytes) + " bytes");
+        continue;
+      }
+      ++rep.objects;
+      const StoredObject obj{h.meta, h.stats};
+      found(kind, *key, &obj);
+    }
+  }
+  changed_since_last_check();
+  return rep;
+}
+
+bool DiskTier::changed_since_last_check() {
+  const int64_t m = std::max(mtime_ns(dir_ + "/chunks"), mtime_ns(dir_ + "/entries"));
+  const bool changed = m != seen_mtime_ns_;
+  seen_mtime_ns_ = m;
+  return changed;
+}
+
+}  // namespace kvstash::tiers

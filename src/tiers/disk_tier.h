@@ -1,0 +1,63 @@
+// The disk tier: one file per object under DIR/<fingerprint>/{chunks,entries}/<key>.kv.
+//
+// Crash safety: an object is written to DIR/<fingerprint>/tmp/<key>.<pid>.<n>.tmp, fsynced,
+// renamed into place, and the directory fsynced, so a file under its final name is always
+// complete. The header and payload carry checksums (disk_format.h): a damaged file is detected,
+// logged, removed, and never served.
+//
+// Sharing: several processes may use one directory. The discipline is atomic rename, no locks:
+// objects are content-addressed (one key, one content), so two writers of one key write the same
+// bytes and the last rename wins; readers hold an open descriptor, unaffected by a concurrent
+// rename or unlink. Temporary files carry their writer's pid; a scan removes those whose writer is
+// gone (or that are over an hour old). Each process keeps its own index and picks up the others'
+// writes when a directory's modification time changes (see changed_since()).
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include "tiers/disk_format.h"
+#include "tiers/tier.h"
+
+namespace kvstash::tiers {
+
+class DiskTier : public Tier {
+ public:
+  DiskTier(const std::string& root, const Fingerprint16& fingerprint);
+
+  const char* name() const override { return "disk"; }
+  std::string put(const cache::ObjectMeta& meta, const cache::ObjectStats& stats,
+                  std::span<const uint8_t> payload) override;
+  std::optional<std::vector<uint8_t>> get(cache::ObjKind kind, const cache::Key& key,
+                                          std::string* why) override;
+  void remove(cache::ObjKind kind, const cache::Key& key) override;
+  void update_stats(cache::ObjKind kind, const cache::Key& key,
+                    const cache::ObjectStats& stats) override;
+  uint64_t object_size(const cache::ObjectMeta& meta) const override {
+    return kHeaderSize + meta.payload_bytes;
+  }
+
+  struct ScanReport {
+    size_t objects = 0, removed_damaged = 0, removed_temp = 0;
+  };
+  // Lists every object; removes damaged files and abandoned temporary files, logging each.
+  // Calls `found` for every object: with its header, or with nullptr where known(kind, key) said
+  // the caller has it already (so a rescan reads only new files' headers).
+  using Found = std::function<void(cache::ObjKind, const cache::Key&, const StoredObject*)>;
+  using Known = std::function<bool(cache::ObjKind, const cache::Key&)>;
+  ScanReport scan(const Found& found, const Known& known = nullptr);
+  // Reads one object's header if its file exists (how another process's write is picked up).
+  std::optional<StoredObject> probe(cache::ObjKind kind, const cache::Key& key);
+  // True if a file was added or removed since the last call (directory modification times).
+  bool changed_since_last_check();
+
+  const std::string& dir() const { return dir_; }
+  std::string path(cache::ObjKind kind, const cache::Key& key) const;
+
+ private:
+  std::string dir_;  // DIR/<fingerprint>
+  Fingerprint16 fp_;
+  int64_t seen_mtime_ns_ = -1;
+};
+
+}  // namespace kvstash::tiers

@@ -1,0 +1,38 @@
+#include "tiers/ram_tier.h"
+
+#include "tiers/disk_format.h"
+
+namespace kvstash::tiers {
+
+std::string RamTier::put(const cache::ObjectMeta& meta, const cache::ObjectStats&,
+                         std::span<const uint8_t> payload) {
+  std::lock_guard lock(mu_);
+  objs_[{meta.kind, meta.key}] = {{payload.begin(), payload.end()}, payload_checksum(payload)};
+  return {};
+}
+
+std::optional<std::vector<uint8_t>> RamTier::get(cache::ObjKind kind, const cache::Key& key,
+                                                 std::string* why) {
+  std::lock_guard lock(mu_);
+  auto it = objs_.find({kind, key});
+  if (it == objs_.end()) {
+    if (why) *why = "not in RAM";
+    return std::nullopt;
+  }
+  // Memory can be damaged too (a stray write); the checksum costs little next to a restore.
+  if (payload_checksum(it->second.payload) != it->second.checksum) {
+    objs_.erase(it);
+    if (why) *why = "checksum mismatch in RAM";
+    return std::nullopt;
+  }
+  return it->second.payload;
+}
+
+void RamTier::remove(cache::ObjKind kind, const cache::Key& key) {
+  std::lock_guard lock(mu_);
+  objs_.erase({kind, key});
+}
+
+uint64_t RamTier::object_size(const cache::ObjectMeta& meta) const { return meta.payload_bytes; }
+
+}  // namespace kvstash::tiers
