@@ -1,0 +1,170 @@
+// The disk tier's file discipline: atomic writes, checksums, damaged files never served.
+#include "tiers/disk_tier.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "tiers/disk_format.h"
+
+using namespace kvstash;
+using namespace kvstash::tiers;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct TempDir {
+  std::string path;
+  TempDir() {
+    char tmpl[] = "/tmp/kvstash-test-XXXXXX";
+    path = ::mkdtemp(tmpl);
+  }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+Fingerprint16 fp(uint8_t v) {
+  Fingerprint16 f;
+  f.fill(v);
+  return f;
+}
+
+cache::ObjectMeta meta(uint64_t k, cache::ObjKind kind = cache::ObjKind::kChunk) {
+  cache::ObjectMeta m;
+  m.kind = kind;
+  m.key = {k, k};
+  m.n_tokens = 256;
+  m.created_ms = 1;
+  return m;
+}
+
+std::vector<uint8_t> payload(size_t n, uint8_t seed) {
+  std::vector<uint8_t> p(n);
+  for (size_t i = 0; i < n; ++i) p[i] = static_cast<uint8_t>(i * 7 + seed);
+  return p;
+}
+
+void flip_byte(const std::string& path, size_t off) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(off);
+  char c;
+  f.get(c);
+  f.seekp(off);
+  f.put(static_cast<char>(c ^ 0x40));
+}
+
+size_t scan_count(DiskTier& d) {
+  size_t n = 0;
+  d.scan([&](cache::ObjKind, const cache::Key&, const StoredObject*) { ++n; });
+  return n;
+}
+
+}  // namespace
+
+TEST(DiskFormat, HeaderRoundTripsAndRejectsDamage) {
+  FileHeader h;
+  h.meta = meta(5, cache::ObjKind::kEntry);
+  h.meta.reason = cache::Reason::kContinued;
+  h.meta.has_logits = true;
+  h.meta.payload_bytes = 77;
+  h.fingerprint = fp(3);
+  h.payload_checksum = 1234;
+  h.stats = {9, 42};
+  auto b = encode_header(h);
+  auto d = decode_header(b, fp(3));
+  ASSERT_TRUE(std::holds_alternative<FileHeader>(d));
+  const auto& g = std::get<FileHeader>(d);
+  EXPECT_EQ(g.meta.key, h.meta.key);
+  EXPECT_EQ(g.meta.reason, cache::Reason::kContinued);
+  EXPECT_TRUE(g.meta.has_logits);
+  EXPECT_EQ(g.stats.hits, 9u);
+  EXPECT_TRUE(std::holds_alternative<std::string>(decode_header(b, fp(4))));  // foreign model
+  for (size_t off : {0, 9, 40, 85}) {
+    auto bad = b;
+    bad[off] ^= 1;
+    EXPECT_TRUE(std::holds_alternative<std::string>(decode_header(bad, fp(3)))) << off;
+  }
+  auto stats_changed = b;
+  stats_changed[kStatsOffset] ^= 1;  // usage statistics are outside the checksum
+  EXPECT_TRUE(std::holds_alternative<FileHeader>(decode_header(stats_changed, fp(3))));
+}
+
+TEST(DiskTier, RoundTripAndSurvivesReopen) {
+  TempDir t;
+  {
+    DiskTier d(t.path, fp(1));
+    EXPECT_EQ(d.put(meta(1), {}, payload(1000, 1)), "");
+  }
+  DiskTier d(t.path, fp(1));
+  EXPECT_EQ(scan_count(d), 1u);
+  auto got = d.get(cache::ObjKind::kChunk, {1, 1}, nullptr);
+  ASSERT_TRUE(got);
+  EXPECT_EQ(*got, payload(1000, 1));
+  EXPECT_TRUE(fs::is_empty(d.dir() + "/tmp")) << "no temporary file is left behind";
+}
+
+TEST(DiskTier, FlippedPayloadByteIsDetectedRemovedAndNeverServed) {
+  TempDir t;
+  DiskTier d(t.path, fp(1));
+  d.put(meta(1), {}, payload(1000, 1));
+  flip_byte(d.path(cache::ObjKind::kChunk, {1, 1}), kHeaderSize + 500);
+  std::string why;
+  EXPECT_FALSE(d.get(cache::ObjKind::kChunk, {1, 1}, &why));
+  EXPECT_NE(why.find("checksum"), std::string::npos) << why;
+  EXPECT_FALSE(fs::exists(d.path(cache::ObjKind::kChunk, {1, 1})));
+}
+
+TEST(DiskTier, ScanRemovesTruncatedZeroLengthForeignAndMisplacedFiles) {
+  TempDir t;
+  DiskTier d(t.path, fp(1));
+  for (uint64_t k = 1; k <= 6; ++k) d.put(meta(k), {}, payload(1000, uint8_t(k)));
+  fs::resize_file(d.path(cache::ObjKind::kChunk, {1, 1}), kHeaderSize + 10);   // torn
+  fs::resize_file(d.path(cache::ObjKind::kChunk, {2, 2}), 0);                  // zero length
+  flip_byte(d.path(cache::ObjKind::kChunk, {3, 3}), 0);                        // bad magic
+  {
+    DiskTier other(t.path, fp(9));  // another model's file copied into our namespace
+    other.put(meta(7), {}, payload(100, 7));
+    fs::copy_file(other.path(cache::ObjKind::kChunk, {7, 7}),
+                  d.path(cache::ObjKind::kChunk, {7, 7}));
+  }
+  fs::create_directory(d.path(cache::ObjKind::kChunk, {8, 8}));  // a directory, not a file
+  std::ofstream(d.dir() + "/chunks/garbage.txt") << "x";
+  const auto rep = d.scan([](cache::ObjKind, const cache::Key&, const StoredObject*) {});
+  EXPECT_EQ(rep.objects, 3u);
+  EXPECT_EQ(rep.removed_damaged, 6u);
+  EXPECT_EQ(scan_count(d), 3u) << "a second scan finds only the valid files";
+}
+
+TEST(DiskTier, AbandonedTemporaryFilesAreRemovedLiveWritersKept) {
+  TempDir t;
+  DiskTier d(t.path, fp(1));
+  // pid 1 always exists (init); a pid past pid_max never does.
+  const std::string live = d.dir() + "/tmp/" + cache::Key{1, 1}.hex() + ".1.0.tmp";
+  const std::string dead = d.dir() + "/tmp/" + cache::Key{2, 2}.hex() + ".99999999.0.tmp";
+  std::ofstream(live) << "partial";
+  std::ofstream(dead) << "partial";
+  const auto rep = d.scan([](cache::ObjKind, const cache::Key&, const StoredObject*) {});
+  EXPECT_EQ(rep.removed_temp, 1u);
+  EXPECT_TRUE(fs::exists(live));
+  EXPECT_FALSE(fs::exists(dead));
+}
+
+TEST(DiskTier, StatsUpdateInPlaceKeepsTheFileValid) {
+  TempDir t;
+  DiskTier d(t.path, fp(1));
+  d.put(meta(1), {}, payload(100, 1));
+  d.update_stats(cache::ObjKind::kChunk, {1, 1}, {5, 123});
+  auto o = d.probe(cache::ObjKind::kChunk, {1, 1});
+  ASSERT_TRUE(o);
+  EXPECT_EQ(o->stats.hits, 5u);
+  EXPECT_TRUE(d.get(cache::ObjKind::kChunk, {1, 1}, nullptr));
+}
+
+TEST(DiskTier, NamespacesOfDifferentFingerprintsAreSeparate) {
+  TempDir t;
+  DiskTier a(t.path, fp(1)), b(t.path, fp(2));
+  a.put(meta(1), {}, payload(100, 1));
+  EXPECT_FALSE(b.get(cache::ObjKind::kChunk, {1, 1}, nullptr));
+  EXPECT_EQ(scan_count(b), 0u);
+}
