@@ -55,7 +55,8 @@ EvictionPlan plan_eviction(const std::vector<Candidate>& nodes, uint64_t used, u
       plan.victims.push_back(i);
       plan.used_after -= nodes[i].bytes;
       const int64_t p = nodes[i].parent;
-      if (p >= 0 && --children[p] == 0 && evictable(p)) heap.push({score[p], nodes[p].age_s, size_t(p)});
+      if (p >= 0 && --children[p] == 0 && evictable(p))
+        heap.push({score[p], nodes[p].age_s, size_t(p)});
     }
     if (plan.used_after <= budget) return plan;
   }

@@ -18,9 +18,9 @@
 namespace kvstash::cache {
 
 struct EvictConfig {
-  double recency_boost = 3.0;        // K
-  double half_life_s = 1800.0;       // recency and "recent" horizon
-  double superseded_factor = 0.25;   // applied to superseded continued entries once not recent
+  double recency_boost = 3.0;       // K
+  double half_life_s = 1800.0;      // recency and "recent" horizon
+  double superseded_factor = 0.25;  // applied to superseded continued entries once not recent
 };
 
 struct Candidate {

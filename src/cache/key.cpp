@@ -38,9 +38,12 @@ std::optional<Key> Key::from_hex(const std::string& s) {
   for (size_t i = 0; i < 32; ++i) {
     const char c = s[i];
     int v;
-    if (c >= '0' && c <= '9') v = c - '0';
-    else if (c >= 'a' && c <= 'f') v = c - 'a' + 10;
-    else return std::nullopt;
+    if (c >= '0' && c <= '9')
+      v = c - '0';
+    else if (c >= 'a' && c <= 'f')
+      v = c - 'a' + 10;
+    else
+      return std::nullopt;
     uint64_t& w = i < 16 ? k.hi : k.lo;
     w = (w << 4) | static_cast<uint64_t>(v);
   }

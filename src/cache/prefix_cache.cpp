@@ -85,7 +85,8 @@ void PrefixCache::sync_locked(bool force) {
       });
   std::vector<ObjId> gone;
   index_.for_each([&](Node& n) {
-    if (n.on_disk && !seen.contains({n.meta.kind, n.meta.key})) gone.push_back({n.meta.kind, n.meta.key});
+    if (n.on_disk && !seen.contains({n.meta.kind, n.meta.key}))
+      gone.push_back({n.meta.kind, n.meta.key});
   });
   for (const auto& [kind, key] : gone) {
     Node* n = index_.find(kind, key);
@@ -107,11 +108,13 @@ void PrefixCache::refresh() {
 
 void PrefixCache::remove_locked(Node& n, const char* why, bool log_it) {
   if (log_it) {
-    log::info(std::string("kv cache evicted reason=") + why + " kind=" +
-              (n.meta.kind == ObjKind::kChunk ? "chunk" : "entry") +
-              " tokens=" + std::to_string(n.meta.n_tokens) + " hits=" +
-              std::to_string(n.stats.hits) + " size=" + format_size(n.meta.payload_bytes) +
-              (n.meta.kind == ObjKind::kEntry ? std::string(" entry_reason=") + reason_name(n.meta.reason) : ""));
+    log::info(
+        std::string("kv cache evicted reason=") + why +
+        " kind=" + (n.meta.kind == ObjKind::kChunk ? "chunk" : "entry") +
+        " tokens=" + std::to_string(n.meta.n_tokens) + " hits=" + std::to_string(n.stats.hits) +
+        " size=" + format_size(n.meta.payload_bytes) +
+        (n.meta.kind == ObjKind::kEntry ? std::string(" entry_reason=") + reason_name(n.meta.reason)
+                                        : ""));
   }
   if (n.on_disk && disk_) disk_->remove(n.meta.kind, n.meta.key);
   if (n.in_ram && ram_) ram_->remove(n.meta.kind, n.meta.key);
@@ -232,7 +235,8 @@ bool PrefixCache::make_room_locked(tiers::Tier& tier, uint64_t budget, uint64_t 
     }
   }
   for (const Key& p : incoming_parents) {
-    for (Key k = p; chunk_idx.contains(k) && useful.insert(k).second;) k = nodes[chunk_idx[k]]->meta.parent;
+    for (Key k = p; chunk_idx.contains(k) && useful.insert(k).second;)
+      k = nodes[chunk_idx[k]]->meta.parent;
   }
 
   const int64_t now = now_ms();
@@ -252,7 +256,8 @@ bool PrefixCache::make_room_locked(tiers::Tier& tier, uint64_t budget, uint64_t 
     c.superseded = n->meta.kind == ObjKind::kEntry && n->meta.reason == Reason::kContinued &&
                    n->meta.n_tokens == n->meta.depth * cfg_.chunk &&
                    has_child_chunk.contains(n->meta.parent);
-    c.useless = cfg_.snapshot_only && n->meta.kind == ObjKind::kChunk && !useful.contains(n->meta.key);
+    c.useless =
+        cfg_.snapshot_only && n->meta.kind == ObjKind::kChunk && !useful.contains(n->meta.key);
     cands.push_back(c);
   }
   for (size_t i = 0; i < incoming_objs.size(); ++i) {

@@ -29,11 +29,11 @@ class Tier;
 namespace kvstash::cache {
 
 struct CacheConfig {
-  std::string dir;                        // disk tier directory; empty: no disk tier
-  uint64_t disk_budget = 40ull << 30;     // --cache-disk-budget
-  uint64_t ram_budget = 0;                // --cache-ram-budget; 0: no RAM tier
-  uint32_t chunk = 256;                   // --cache-chunk-tokens
-  bool snapshot_only = false;             // the model resumes only at stored snapshots
+  std::string dir;                     // disk tier directory; empty: no disk tier
+  uint64_t disk_budget = 40ull << 30;  // --cache-disk-budget
+  uint64_t ram_budget = 0;             // --cache-ram-budget; 0: no RAM tier
+  uint32_t chunk = 256;                // --cache-chunk-tokens
+  bool snapshot_only = false;          // the model resumes only at stored snapshots
   EvictConfig evict;
 };
 

@@ -137,8 +137,10 @@ std::vector<std::pair<ObjKind, Key>> PrefixIndex::unreachable() const {
   std::vector<std::pair<ObjKind, Key>> out;
   for (const Node* n : by_depth) {
     const bool reach = n->meta.depth == 0 ? n->meta.parent == root_ : ok.contains(n->meta.parent);
-    if (reach) ok.insert(n->meta.key);
-    else out.push_back({ObjKind::kChunk, n->meta.key});
+    if (reach)
+      ok.insert(n->meta.key);
+    else
+      out.push_back({ObjKind::kChunk, n->meta.key});
   }
   for (const auto& [k, n] : entries_) {
     const bool reach = n.meta.depth == 0 ? n.meta.parent == root_ : ok.contains(n.meta.parent);

@@ -5,9 +5,8 @@
 namespace kvstash::cache {
 
 uint32_t anchor_position(const PrefillFacts& f, const StoreConfig& c) {
-  uint32_t base = f.anchor_boundary > 0 && f.anchor_boundary <= f.prompt_tokens
-                      ? f.anchor_boundary
-                      : f.prompt_tokens;
+  uint32_t base = f.anchor_boundary > 0 && f.anchor_boundary <= f.prompt_tokens ? f.anchor_boundary
+                                                                                : f.prompt_tokens;
   base = base > c.boundary_trim ? base - c.boundary_trim : 0;
   return c.boundary_align ? base / c.boundary_align * c.boundary_align : base;
 }

@@ -15,11 +15,11 @@
 namespace kvstash::cache {
 
 struct StoreConfig {
-  uint32_t min_tokens = 512;             // --cache-min-tokens: nothing shorter is stored
-  uint32_t cold_max_tokens = 30000;      // --cache-cold-max-tokens: 0 disables the cold store
-  uint32_t boundary_align = 2048;        // --cache-boundary-align
-  uint32_t boundary_trim = 0;            // --cache-boundary-trim
-  uint32_t continued_interval = 10240;   // --cache-continued-interval: 0 disables
+  uint32_t min_tokens = 512;            // --cache-min-tokens: nothing shorter is stored
+  uint32_t cold_max_tokens = 30000;     // --cache-cold-max-tokens: 0 disables the cold store
+  uint32_t boundary_align = 2048;       // --cache-boundary-align
+  uint32_t boundary_trim = 0;           // --cache-boundary-trim
+  uint32_t continued_interval = 10240;  // --cache-continued-interval: 0 disables
 };
 
 // The prefill a request is about to run.

@@ -27,9 +27,9 @@ enum class ObjKind : uint8_t { kChunk = 1, kEntry = 2 };
 struct ObjectMeta {
   ObjKind kind = ObjKind::kChunk;
   Key key;
-  Key parent;             // previous chunk (or the root key)
-  uint32_t depth = 0;     // chunk: its index; entry: number of full chunks below it
-  uint32_t n_tokens = 0;  // chunk: tokens in it; entry: prefix length
+  Key parent;                     // previous chunk (or the root key)
+  uint32_t depth = 0;             // chunk: its index; entry: number of full chunks below it
+  uint32_t n_tokens = 0;          // chunk: tokens in it; entry: prefix length
   Reason reason = Reason::kCold;  // entries only
   bool has_logits = false;        // entry carries the logits after its last token
   int64_t created_ms = 0;

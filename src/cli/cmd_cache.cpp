@@ -37,7 +37,8 @@ std::optional<std::array<uint8_t, 16>> parse_fp(const std::string& hex) {
 void for_each_namespace(const CacheVerbOpts& o,
                         const std::function<void(const std::string&, cache::PrefixCache&)>& fn) {
   if (o.cache.dir.empty()) throw std::invalid_argument("--cache-dir is required");
-  if (!fs::is_directory(o.cache.dir)) throw std::invalid_argument(o.cache.dir + " is not a directory");
+  if (!fs::is_directory(o.cache.dir))
+    throw std::invalid_argument(o.cache.dir + " is not a directory");
   for (const auto& de : fs::directory_iterator(o.cache.dir)) {
     const std::string name = de.path().filename().string();
     const auto fp = parse_fp(name);
@@ -67,8 +68,10 @@ Run add_cache(CLI::App& app) {
   };
   auto* ls = app.add_subcommand("ls", "list the entries (checkpoints) of each namespace");
   auto* inspect = app.add_subcommand("inspect", "show one object");
-  auto* verify = app.add_subcommand("verify", "read and checksum every object; remove damaged ones");
-  auto* gc = app.add_subcommand("gc", "remove damaged, temporary and orphaned files; enforce the budget");
+  auto* verify =
+      app.add_subcommand("verify", "read and checksum every object; remove damaged ones");
+  auto* gc =
+      app.add_subcommand("gc", "remove damaged, temporary and orphaned files; enforce the budget");
   auto* stats = app.add_subcommand("stats", "totals per namespace");
   auto* clear = app.add_subcommand("clear", "remove every object");
   for (auto* s : {ls, inspect, verify, gc, stats, clear}) common(s);
@@ -101,13 +104,14 @@ Run add_cache(CLI::App& app) {
       } else if (inspect->parsed()) {
         for (const auto& n : objs) {
           if (n.meta.key.hex() != o->key) continue;
-          std::printf("%s %s\n  namespace %s\n  parent %s depth %u tokens %u\n  payload %s\n"
-                      "  hits %u, created %s ago, last used %s ago\n",
-                      n.meta.kind == cache::ObjKind::kChunk ? "chunk" : "entry",
-                      n.meta.key.hex().c_str(), ns.c_str(), n.meta.parent.hex().c_str(),
-                      n.meta.depth, n.meta.n_tokens, format_size(n.meta.payload_bytes).c_str(),
-                      n.stats.hits, age(n.meta.created_ms).c_str(),
-                      n.stats.last_used_ms ? age(n.stats.last_used_ms).c_str() : "never");
+          std::printf(
+              "%s %s\n  namespace %s\n  parent %s depth %u tokens %u\n  payload %s\n"
+              "  hits %u, created %s ago, last used %s ago\n",
+              n.meta.kind == cache::ObjKind::kChunk ? "chunk" : "entry", n.meta.key.hex().c_str(),
+              ns.c_str(), n.meta.parent.hex().c_str(), n.meta.depth, n.meta.n_tokens,
+              format_size(n.meta.payload_bytes).c_str(), n.stats.hits,
+              age(n.meta.created_ms).c_str(),
+              n.stats.last_used_ms ? age(n.stats.last_used_ms).c_str() : "never");
           if (n.meta.kind == cache::ObjKind::kEntry) {
             std::printf("  reason %s%s\n", cache::reason_name(n.meta.reason),
                         n.meta.has_logits ? ", with logits" : "");
@@ -117,8 +121,10 @@ Run add_cache(CLI::App& app) {
         size_t ok = 0, bad = 0;
         for (const auto& n : objs) {
           cache::RestorePlan p;
-          if (n.meta.kind == cache::ObjKind::kChunk) p.chunks = {n.meta.key};
-          else p.entry = n.meta.key;
+          if (n.meta.kind == cache::ObjKind::kChunk)
+            p.chunks = {n.meta.key};
+          else
+            p.entry = n.meta.key;
           (c.load(p) ? ok : bad)++;
         }
         std::printf("namespace %s: %zu objects verified, %zu damaged and removed\n", ns.c_str(), ok,

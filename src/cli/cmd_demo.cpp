@@ -4,14 +4,15 @@
 // prefilled cold and its state saved to a file. Turn 2 extends the conversation. It is answered
 // twice: cold (full prefill) and restored (load the file, prefill only the new tokens). The demo
 // prints both times-to-first-token and checks that the two give bit-identical logits.
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <fcntl.h>
 #include <iostream>
 #include <memory>
-#include <unistd.h>
 
 #include "cli/commands.h"
 #include "engine/model.h"
@@ -34,17 +35,19 @@ std::string system_prompt(size_t approx_chars) {
       "You are a coding agent working in a large repository. Use the tools to read, search and "
       "edit files; run tests before you claim success; keep answers short.\n\n# Tools\n";
   const char* verbs[] = {"read", "write", "search", "list", "run", "patch", "diff", "grep"};
-  const char* things[] = {"file", "directory", "symbol", "test", "branch", "issue", "log", "config"};
+  const char* things[] = {"file",   "directory", "symbol", "test",
+                          "branch", "issue",     "log",    "config"};
   for (int i = 0; s.size() < approx_chars; ++i) {
-    const std::string name = std::string(verbs[i % 8]) + "_" + things[(i / 8) % 8] + "_" +
-                             std::to_string(i);
-    s += "{\"type\":\"function\",\"function\":{\"name\":\"" + name +
-         "\",\"description\":\"" + verbs[i % 8] + " a " + things[(i / 8) % 8] +
+    const std::string name =
+        std::string(verbs[i % 8]) + "_" + things[(i / 8) % 8] + "_" + std::to_string(i);
+    s += "{\"type\":\"function\",\"function\":{\"name\":\"" + name + "\",\"description\":\"" +
+         verbs[i % 8] + " a " + things[(i / 8) % 8] +
          " in the workspace; returns JSON with status, content and a cursor for paging. Call it "
          "again with the cursor to continue.\",\"parameters\":{\"type\":\"object\",\"properties\":"
          "{\"path\":{\"type\":\"string\"},\"limit\":{\"type\":\"integer\",\"minimum\":1,"
          "\"maximum\":" +
-         std::to_string(100 + i) + "},\"cursor\":{\"type\":\"string\"}},\"required\":[\"path\"]}}}\n";
+         std::to_string(100 + i) +
+         "},\"cursor\":{\"type\":\"string\"}},\"required\":[\"path\"]}}}\n";
   }
   return s;
 }

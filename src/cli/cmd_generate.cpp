@@ -26,7 +26,8 @@ Run add_generate(CLI::App& app) {
   o->cache.add(app);
   app.add_option("--messages", o->messages_file, "JSON file: [{\"role\":..., \"content\":...}]");
   app.add_option("-p,--prompt", o->prompt, "raw prompt text (instead of --messages)");
-  app.add_option("-n,--n-predict", o->n_predict, "tokens to generate (greedy)")->capture_default_str();
+  app.add_option("-n,--n-predict", o->n_predict, "tokens to generate (greedy)")
+      ->capture_default_str();
   app.add_flag("!--no-cache", o->cache.enabled, "neither restore nor store");
   return [o] {
     engine::Model model(o->engine.model, {o->engine.n_gpu_layers});

@@ -17,7 +17,8 @@ int main(int argc, char** argv) {
   add("generate", "run one prompt through the cache and print a JSON report",
       kvstash::cli::add_generate);
   add("cache", "inspect and maintain a cache directory", kvstash::cli::add_cache);
-  add("demo", "cold prefill vs restored prefix on a long agent-like prompt", kvstash::cli::add_demo);
+  add("demo", "cold prefill vs restored prefix on a long agent-like prompt",
+      kvstash::cli::add_demo);
   CLI11_PARSE(app, argc, argv);
   try {
     for (auto& [sub, run] : verbs) {

@@ -41,9 +41,10 @@ CachedSession::CachedSession(Session& session, cache::PrefixCache* cache,
     : s_(session), cache_(cache), store_cfg_(store) {
   const uint32_t C = session.options().chunk;
   if (store.boundary_align % C || store.continued_interval % C) {
-    throw std::invalid_argument("--cache-boundary-align and --cache-continued-interval must be "
-                                "multiples of the chunk size (" + std::to_string(C) +
-                                ") so checkpoints fall on batch breaks");
+    throw std::invalid_argument(
+        "--cache-boundary-align and --cache-continued-interval must be "
+        "multiples of the chunk size (" +
+        std::to_string(C) + ") so checkpoints fall on batch breaks");
   }
   if (cache && cache->config().chunk != static_cast<uint32_t>(C)) {
     throw std::invalid_argument("the cache chunk size must equal the engine's prefill chunk");
@@ -81,7 +82,10 @@ bool CachedSession::store_at(uint32_t n, cache::Reason reason, std::span<const T
   req.tokens = toks;
   req.reason = reason;
   req.protect = protect;
-  req.has_logits = snapshot_only;
+  // Logits matter only to a request whose prompt ends exactly here; any longer prompt computes
+  // its own. Recurrent states cannot recompute them, so they are kept for the prompt end only.
+  const bool with_logits = snapshot_only && at_live_end && n == prompt_len_;
+  req.has_logits = with_logits;
   req.chunk_payload = [&](uint32_t i) { return s_.extract_kv(i * C, (i + 1) * C); };
   req.entry_payload = [&] {
     cache::EntryPayload p;
@@ -89,7 +93,7 @@ bool CachedSession::store_at(uint32_t n, cache::Reason reason, std::span<const T
     if (n > start) p.tail_kv = s_.extract_kv(start, n);
     if (snapshot_only) {
       p.partial_state = at_live_end ? s_.partial_state() : checkpoint_.partial;
-      p.logits = at_live_end ? s_.logits() : checkpoint_.logits;
+      if (with_logits) p.logits = s_.logits();
     }
     return cache::encode_entry_payload(p);
   };
@@ -137,6 +141,7 @@ PrefillReport CachedSession::prefill(const std::vector<Token>& prompt, const Pro
     s_.clear();
     computed_ = 0;
     last_stored_ = 0;
+    checkpoint_ = {};
     for (int attempt = 0; cache_ && plan.resume_at > 0 && attempt < 3; ++attempt) {
       const auto tl = Clock::now();
       pin = cache_->pin(plan);
@@ -147,9 +152,9 @@ PrefillReport CachedSession::prefill(const std::vector<Token>& prompt, const Pro
           cache_->record_hit(plan);
           rep.cached_tokens = plan.resume_at;
           rep.restore_ms = ms_since(tl);
-          log::info("kv cache hit tokens=" + std::to_string(plan.resume_at) +
-                    " load=" + fmt(rep.restore_ms) + " ms chunks=" +
-                    std::to_string(plan.chunks.size()) + (plan.entry ? " entry=1" : ""));
+          log::info("kv cache hit tokens=" + std::to_string(plan.resume_at) + " load=" +
+                    fmt(rep.restore_ms) + " ms chunks=" + std::to_string(plan.chunks.size()) +
+                    (plan.entry ? " entry=1" : ""));
           break;
         } catch (const std::exception& e) {
           log::warn(std::string("kv cache restore failed, not served: ") + e.what());
@@ -162,12 +167,16 @@ PrefillReport CachedSession::prefill(const std::vector<Token>& prompt, const Pro
   }
   computed_ = rep.cached_tokens;
   breaks_ = info.boundaries;
+  prompt_len_ = rep.prompt_tokens;
+  // A snapshot-only state restored (or kept) at a break is the checkpoint until prefill passes
+  // the next one.
+  if (snapshot_only && rep.cached_tokens > 0) checkpoint_ = {rep.cached_tokens, s_.partial_state()};
 
   // Checkpoints this prefill takes.
   cache::PrefillFacts facts{rep.prompt_tokens, rep.cached_tokens, info.anchor};
   cache::ColdDecision cold;
-  auto stores = cache_ ? cache::prefill_stores(facts, store_cfg_, &cold)
-                       : std::vector<cache::PlannedStore>{};
+  auto stores =
+      cache_ ? cache::prefill_stores(facts, store_cfg_, &cold) : std::vector<cache::PlannedStore>{};
   if (!cold.hint.empty()) log::info(cold.hint);
   PrefillOptions po;
   po.boundaries.assign(info.boundaries.begin(), info.boundaries.end());
@@ -179,7 +188,7 @@ PrefillReport CachedSession::prefill(const std::vector<Token>& prompt, const Pro
   po.on_snapshot = [&](int pos) {
     computed_ = static_cast<uint32_t>(pos);
     if (snapshot_only && static_cast<uint32_t>(pos) == last_break) {
-      checkpoint_ = {last_break, s_.partial_state(), s_.logits()};
+      checkpoint_ = {last_break, s_.partial_state()};
     }
     for (const auto& st : stores) {
       if (st.at == static_cast<uint32_t>(pos)) store_at(st.at, st.reason, {});

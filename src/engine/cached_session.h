@@ -55,15 +55,15 @@ class CachedSession {
   Session& s_;
   cache::PrefixCache* cache_;
   cache::StoreConfig store_cfg_;
-  std::vector<uint32_t> breaks_;   // boundaries of the prompt the live state was prefilled for
-  uint32_t computed_ = 0;          // leading live tokens computed by prefill
-  uint32_t last_stored_ = 0;       // live prefix length stored last
+  std::vector<uint32_t> breaks_;  // boundaries of the prompt the live state was prefilled for
+  uint32_t computed_ = 0;         // leading live tokens computed by prefill
+  uint32_t last_stored_ = 0;      // live prefix length stored last
+  uint32_t prompt_len_ = 0;       // of the last prefill
   // Snapshot-only models: the state at the last break of the last prefill (what an evict or
   // shutdown store saves, since the live state has moved on past it).
   struct Checkpoint {
     uint32_t at = 0;
     std::vector<uint8_t> partial;
-    std::vector<float> logits;
   };
   Checkpoint checkpoint_;
 };

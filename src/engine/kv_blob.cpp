@@ -26,7 +26,8 @@ class Reader {
 
  private:
   void need(size_t n) const {
-    if (n > b_.size() - off_) throw KvBlobError("kv state truncated at byte " + std::to_string(off_));
+    if (n > b_.size() - off_)
+      throw KvBlobError("kv state truncated at byte " + std::to_string(off_));
   }
   std::span<const uint8_t> b_;
   size_t off_ = 0;

@@ -8,9 +8,9 @@
 //          !v_trans: n_layer x (i32 v_type, u64 v_row_size, cell_count rows)
 //           v_trans: n_layer x (i32 v_type, u32 v_el_size, u32 n_embd_v, n_embd_v x cell_count els)
 // llama_state_seq_get_data() puts an 8-byte header in front (u32 magic, i32 seq id); chunks are
-// stored without it. A hybrid model appends its recurrent state after this section. kvstash stores attention KV in
-// chunks of cells (one blob per token range) and rebuilds a prefix by concatenating them, which
-// this module does without llama.cpp: it is pure byte work, unit-tested on its own.
+// stored without it. A hybrid model appends its recurrent state after this section. kvstash stores
+// attention KV in chunks of cells (one blob per token range) and rebuilds a prefix by concatenating
+// them, which this module does without llama.cpp: it is pure byte work, unit-tested on its own.
 #pragma once
 
 #include <cstddef>
@@ -35,9 +35,9 @@ std::vector<uint8_t> with_seq_header(std::span<const uint8_t> body);
 
 struct KvLayer {
   int32_t type = 0;
-  uint64_t row_size = 0;    // bytes per cell (non-transposed) or element size (transposed V)
-  uint32_t n_embd = 0;      // transposed V only: number of rows
-  size_t offset = 0;        // where the cell data starts in the blob
+  uint64_t row_size = 0;  // bytes per cell (non-transposed) or element size (transposed V)
+  uint32_t n_embd = 0;    // transposed V only: number of rows
+  size_t offset = 0;      // where the cell data starts in the blob
 };
 
 // A parsed attention KV section: one stream, cells in position order.

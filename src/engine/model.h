@@ -38,8 +38,8 @@ class Model {
   const ModelOptions& options() const { return opt_; }
   std::string arch() const;
   ResumeKind resume_kind() const;
-  bool hybrid() const;            // attention + recurrent (attention KV can be chunked)
-  size_t cell_ext_size() const;   // bytes of per-cell position extension in KV state (M-RoPE)
+  bool hybrid() const;           // attention + recurrent (attention KV can be chunked)
+  size_t cell_ext_size() const;  // bytes of per-cell position extension in KV state (M-RoPE)
   int n_vocab() const;
   int n_ctx_train() const;
 

@@ -2,6 +2,7 @@
 
 #include <ggml.h>
 #include <gguf.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
@@ -10,7 +11,6 @@
 #include <functional>
 #include <memory>
 #include <stdexcept>
-#include <unistd.h>
 
 #ifndef KVSTASH_VOCAB_DIR
 #define KVSTASH_VOCAB_DIR ""
@@ -80,8 +80,7 @@ std::vector<TensorSpec> tensor_specs(const ModelShape& s, uint32_t n_vocab) {
   for (uint32_t il = 0; il < s.n_layer; ++il) {
     const std::string b = "blk." + std::to_string(il) + ".";
     t.push_back({b + "attn_norm.weight", E, 0, TensorSpec::kOnes});
-    const bool recurrent =
-        s.arch == "qwen35" && (il + 1) % s.full_attention_interval != 0;
+    const bool recurrent = s.arch == "qwen35" && (il + 1) % s.full_attention_interval != 0;
     if (s.arch == "qwen3") {
       t.push_back({b + "attn_q.weight", E, q});
       t.push_back({b + "attn_k.weight", E, kv});
@@ -137,10 +136,18 @@ void fill(const TensorSpec& t, uint64_t seed, std::vector<float>& v) {
   const float scale = t.ne1 ? 1.7f / std::sqrt(float(t.ne0)) : 0.5f;
   for (auto& x : v) {
     switch (t.init) {
-      case TensorSpec::kWeight: x = rng.uniform() * scale; break;
-      case TensorSpec::kOnes: x = 1.0f + 0.05f * rng.uniform(); break;
-      case TensorSpec::kNegative: x = -0.5f - 0.5f * std::fabs(rng.uniform()); break;
-      case TensorSpec::kZero: x = 0.0f; break;
+      case TensorSpec::kWeight:
+        x = rng.uniform() * scale;
+        break;
+      case TensorSpec::kOnes:
+        x = 1.0f + 0.05f * rng.uniform();
+        break;
+      case TensorSpec::kNegative:
+        x = -0.5f - 0.5f * std::fabs(rng.uniform());
+        break;
+      case TensorSpec::kZero:
+        x = 0.0f;
+        break;
     }
   }
 }
@@ -183,9 +190,10 @@ uint64_t generate_model(const GenOptions& opt) {
   if (s.arch == "qwen35") {
     set_u32(g.get(), a + ".rope.dimension_count", s.rope_dims);
     const int32_t q = static_cast<int32_t>(s.rope_dims / 2 / 3);
-    const int32_t sections[4] = {q + 1, q + 1, static_cast<int32_t>(s.rope_dims / 2) - 2 * q - 2, 0};
-    gguf_set_arr_data(g.get(), (a + ".rope.dimension_sections").c_str(), GGUF_TYPE_INT32,
-                      sections, 4);
+    const int32_t sections[4] = {q + 1, q + 1, static_cast<int32_t>(s.rope_dims / 2) - 2 * q - 2,
+                                 0};
+    gguf_set_arr_data(g.get(), (a + ".rope.dimension_sections").c_str(), GGUF_TYPE_INT32, sections,
+                      4);
     set_u32(g.get(), a + ".full_attention_interval", s.full_attention_interval);
     set_u32(g.get(), a + ".ssm.conv_kernel", 4);
     set_u32(g.get(), a + ".ssm.state_size", s.ssm_state);

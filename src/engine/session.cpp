@@ -40,19 +40,20 @@ Session::Session(Model& model, const SessionOptions& opt) : model_(model), opt_(
   cp.n_ubatch = opt.chunk;
   cp.n_seq_max = 2;
   cp.kv_unified = true;
-  const int threads = opt.n_threads > 0 ? opt.n_threads
-                                        : static_cast<int>(std::thread::hardware_concurrency());
+  const int threads =
+      opt.n_threads > 0 ? opt.n_threads : static_cast<int>(std::thread::hardware_concurrency());
   cp.n_threads = threads;
   cp.n_threads_batch = threads;
   cp.type_k = parse_type(opt.type_k);
   cp.type_v = parse_type(opt.type_v);
-  cp.flash_attn_type = opt.flash_attn ? LLAMA_FLASH_ATTN_TYPE_ENABLED : LLAMA_FLASH_ATTN_TYPE_DISABLED;
+  cp.flash_attn_type =
+      opt.flash_attn ? LLAMA_FLASH_ATTN_TYPE_ENABLED : LLAMA_FLASH_ATTN_TYPE_DISABLED;
   cp.no_perf = true;
   ctx_ = llama_init_from_model(model.get(), cp);
   if (!ctx_) {
-    throw std::runtime_error("cannot create a llama.cpp context (n_ctx=" +
-                             std::to_string(opt.n_ctx) + ", type_k=" + opt.type_k +
-                             ", type_v=" + opt.type_v + ")");
+    throw std::runtime_error(
+        "cannot create a llama.cpp context (n_ctx=" + std::to_string(opt.n_ctx) +
+        ", type_k=" + opt.type_k + ", type_v=" + opt.type_v + ")");
   }
   // Everything that changes the bytes of a KV state or how they were computed.
   fp_settings_ = "arch=" + model.arch() + ";type_k=" + opt.type_k + ";type_v=" + opt.type_v +
@@ -91,12 +92,14 @@ void Session::decode(const std::vector<Token>& toks, size_t pos, bool want_logit
 }
 
 bool Session::prefill(const std::vector<Token>& prompt, const PrefillOptions& opt) {
-  if (prompt.size() < tokens_.size() || !std::equal(tokens_.begin(), tokens_.end(), prompt.begin())) {
+  if (prompt.size() < tokens_.size() ||
+      !std::equal(tokens_.begin(), tokens_.end(), prompt.begin())) {
     throw std::logic_error("prefill: the live state is not a prefix of the prompt");
   }
   if (prompt.size() > static_cast<size_t>(opt_.n_ctx)) {
     throw std::invalid_argument("prompt of " + std::to_string(prompt.size()) +
-                                " tokens does not fit the context of " + std::to_string(opt_.n_ctx));
+                                " tokens does not fit the context of " +
+                                std::to_string(opt_.n_ctx));
   }
   if (prompt.size() == tokens_.size() && logits_.empty() && !tokens_.empty()) {
     // The state is complete but its logits are unknown: recompute the last token.

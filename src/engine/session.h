@@ -30,8 +30,8 @@ namespace kvstash::engine {
 
 struct SessionOptions {
   int n_ctx = 8192;
-  int chunk = 256;        // prefill batch, aligned to absolute positions
-  int n_threads = 0;      // 0: all hardware threads
+  int chunk = 256;    // prefill batch, aligned to absolute positions
+  int n_threads = 0;  // 0: all hardware threads
   std::string type_k = "f16";
   std::string type_v = "f16";
   bool flash_attn = true;
@@ -50,9 +50,9 @@ struct Snapshot {
 };
 
 struct PrefillOptions {
-  std::vector<int> boundaries;                // content-derived positions where batches break
-  std::vector<int> snapshot_at;               // exact positions at which to call on_snapshot
-  std::function<void(int pos)> on_snapshot;   // the session holds exactly `pos` tokens then
+  std::vector<int> boundaries;               // content-derived positions where batches break
+  std::vector<int> snapshot_at;              // exact positions at which to call on_snapshot
+  std::function<void(int pos)> on_snapshot;  // the session holds exactly `pos` tokens then
   std::function<bool(int done, int total)> on_progress;  // return false to cancel
 };
 

@@ -97,8 +97,8 @@ std::string DiskTier::put(const cache::ObjectMeta& meta, const cache::ObjectStat
                           std::span<const uint8_t> payload) {
   static std::atomic<uint64_t> seq{0};
   const std::string final_path = path(meta.kind, meta.key);
-  const std::string tmp = dir_ + "/tmp/" + meta.key.hex() + "." + std::to_string(::getpid()) +
-                          "." + std::to_string(seq++) + ".tmp";
+  const std::string tmp = dir_ + "/tmp/" + meta.key.hex() + "." + std::to_string(::getpid()) + "." +
+                          std::to_string(seq++) + ".tmp";
   FileHeader h;
   h.meta = meta;
   h.meta.payload_bytes = payload.size();

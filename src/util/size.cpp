@@ -9,7 +9,8 @@ namespace kvstash {
 
 uint64_t parse_size(const std::string& text) {
   size_t i = 0;
-  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) ++i;
+  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.'))
+    ++i;
   if (i == 0) throw std::invalid_argument("not a size: '" + text + "' (e.g. 40G, 512M, 0)");
   double v = std::stod(text.substr(0, i));
   std::string unit = text.substr(i);

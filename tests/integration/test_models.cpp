@@ -30,8 +30,8 @@ engine::Model& model(const std::string& shape) {
 }
 
 std::vector<engine::Token> prompt_tokens(engine::Model& m, size_t n, int variant) {
-  std::string text = "<|im_start|>system\nYou are agent " + std::to_string(variant) +
-                     ". Tools follow.\n";
+  std::string text =
+      "<|im_start|>system\nYou are agent " + std::to_string(variant) + ". Tools follow.\n";
   std::vector<engine::Token> toks;
   for (int i = 0;; ++i) {
     text += "{\"name\":\"tool_" + std::to_string(i * 7 + variant) +

@@ -119,9 +119,9 @@ TEST(DiskTier, ScanRemovesTruncatedZeroLengthForeignAndMisplacedFiles) {
   TempDir t;
   DiskTier d(t.path, fp(1));
   for (uint64_t k = 1; k <= 6; ++k) d.put(meta(k), {}, payload(1000, uint8_t(k)));
-  fs::resize_file(d.path(cache::ObjKind::kChunk, {1, 1}), kHeaderSize + 10);   // torn
-  fs::resize_file(d.path(cache::ObjKind::kChunk, {2, 2}), 0);                  // zero length
-  flip_byte(d.path(cache::ObjKind::kChunk, {3, 3}), 0);                        // bad magic
+  fs::resize_file(d.path(cache::ObjKind::kChunk, {1, 1}), kHeaderSize + 10);  // torn
+  fs::resize_file(d.path(cache::ObjKind::kChunk, {2, 2}), 0);                 // zero length
+  flip_byte(d.path(cache::ObjKind::kChunk, {3, 3}), 0);                       // bad magic
   {
     DiskTier other(t.path, fp(9));  // another model's file copied into our namespace
     other.put(meta(7), {}, payload(100, 7));

@@ -1,0 +1,161 @@
+// The cache end to end on real generated models: every request is its own process (a restart),
+// and every answer must equal, bit for bit, the answer of a fresh prefill without the cache.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "subprocess.h"
+#include "test_models.h"
+#include "tiers/disk_format.h"
+
+using namespace kvstash;
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct TempDir {
+  std::string path;
+  TempDir() {
+    char tmpl[] = "/tmp/kvstash-it-XXXXXX";
+    path = ::mkdtemp(tmpl);
+  }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+// An agent conversation: long system prompt with tool schemas, then turns with tool output.
+json conversation(int turns, int variant) {
+  std::string sys = "You are coding agent #" + std::to_string(variant) + ". Tools:\n";
+  for (int i = 0; i < 90; ++i) {
+    sys += "{\"name\":\"tool_" + std::to_string(i) + "\",\"description\":\"reads file " +
+           std::to_string(i * variant) + " and returns numbered lines\"}\n";
+  }
+  json msgs = json::array({{{"role", "system"}, {"content", sys}},
+                           {{"role", "user"}, {"content", "Make the test suite pass."}}});
+  for (int t = 1; t < turns; ++t) {
+    msgs.push_back(
+        {{"role", "assistant"}, {"content", "Calling run_tests, step " + std::to_string(t)}});
+    std::string out = "test output " + std::to_string(t) + ":\n";
+    for (int l = 0; l < 25; ++l)
+      out += "FAILED tests/test_" + std::to_string(l) + ".py line " + std::to_string(t * l) + "\n";
+    msgs.push_back({{"role", "user"}, {"content", out}});
+  }
+  return msgs;
+}
+
+class CacheRestart : public ::testing::TestWithParam<std::string> {
+ protected:
+  TempDir dir;
+  std::string model() { return fixtures::model_path(GetParam()); }
+
+  std::string write_messages(const json& msgs, const std::string& name) {
+    const std::string p = dir.path + "/" + name + ".json";
+    std::ofstream(p) << msgs.dump();
+    return p;
+  }
+
+  json generate(const std::string& messages, std::vector<std::string> extra,
+                fixtures::ProcResult* raw = nullptr) {
+    std::vector<std::string> args = {
+        "generate", "-m", model(),      "--messages", messages,
+        "-n",       "8",  "--ctx-size", "8192",       "--cache-boundary-align",
+        "256"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto r = fixtures::run_kvstash(args);
+    EXPECT_EQ(r.rc, 0) << r.err;
+    if (raw) *raw = r;
+    return json::parse(r.out.empty() ? "{}" : r.out);
+  }
+
+  json fresh(const std::string& messages) { return generate(messages, {"--no-cache"}); }
+  json cached(const std::string& messages, const std::string& cache_dir,
+              std::vector<std::string> extra = {}, fixtures::ProcResult* raw = nullptr) {
+    extra.insert(extra.begin(), {"--cache-dir", cache_dir});
+    return generate(messages, extra, raw);
+  }
+};
+
+void expect_same_answer(const json& a, const json& b) {
+  EXPECT_EQ(a.at("logits_hash"), b.at("logits_hash")) << "logits after the prompt differ";
+  EXPECT_EQ(a.at("tokens"), b.at("tokens")) << "greedy tokens differ";
+}
+
+TEST_P(CacheRestart, MultiTurnConversationRestoresBitExactAfterEachRestart) {
+  const std::string cache_dir = dir.path + "/cache";
+  uint32_t prev_prompt = 0;
+  for (int turn = 1; turn <= 4; ++turn) {
+    const auto m = write_messages(conversation(turn, 1), "turn" + std::to_string(turn));
+    const json c = cached(m, cache_dir);
+    expect_same_answer(c, fresh(m));
+    if (turn > 1) {
+      EXPECT_GT(c.at("cached_tokens").get<uint32_t>(), prev_prompt * 9 / 10)
+          << "turn " << turn << " should restore nearly all of the previous turn";
+    }
+    prev_prompt = c.at("prompt_tokens");
+  }
+}
+
+TEST_P(CacheRestart, DamagedFilesAreDetectedAndNeverServed) {
+  const std::string cache_dir = dir.path + "/cache";
+  cached(write_messages(conversation(1, 2), "t1"), cache_dir);
+  // Damage every file in a different way: payload byte, header byte, truncation.
+  int i = 0;
+  for (const auto& de : fs::recursive_directory_iterator(cache_dir)) {
+    if (!de.is_regular_file()) continue;
+    const std::string p = de.path();
+    switch (i++ % 3) {
+      case 0: {
+        std::fstream f(p, std::ios::in | std::ios::out | std::ios::binary);
+        f.seekp(tiers::kHeaderSize + 3);
+        f.put('\x55');
+        break;
+      }
+      case 1: {
+        std::fstream f(p, std::ios::in | std::ios::out | std::ios::binary);
+        f.seekp(20);
+        f.put('\x55');
+        break;
+      }
+      case 2:
+        fs::resize_file(p, fs::file_size(p) / 2);
+        break;
+    }
+  }
+  ASSERT_GT(i, 2);
+  const auto m2 = write_messages(conversation(2, 2), "t2");
+  fixtures::ProcResult raw;
+  const json c = cached(m2, cache_dir, {}, &raw);
+  expect_same_answer(c, fresh(m2));
+  EXPECT_EQ(c.at("cached_tokens"), 0) << "nothing damaged may be restored";
+  EXPECT_NE(raw.err.find("removing damaged file"), std::string::npos) << raw.err;
+}
+
+TEST_P(CacheRestart, TinyBudgetForcesEvictionsWithoutBreakingARestore) {
+  const std::string cache_dir = dir.path + "/cache";
+  std::string log;
+  for (int round = 0; round < 2; ++round) {
+    for (int conv = 1; conv <= 3; ++conv) {
+      const auto m = write_messages(conversation(1 + round, 10 + conv), "c" + std::to_string(conv));
+      fixtures::ProcResult raw;
+      const json c = cached(m, cache_dir, {"--cache-disk-budget", "2M"}, &raw);
+      expect_same_answer(c, fresh(m));
+      log += raw.err;
+    }
+  }
+  EXPECT_NE(log.find("kv cache evicted reason=disk-cache-full"), std::string::npos);
+  uint64_t bytes = 0;
+  for (const auto& de : fs::recursive_directory_iterator(cache_dir)) {
+    if (de.is_regular_file()) bytes += de.file_size();
+  }
+  EXPECT_LE(bytes, 2u << 20);
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, CacheRestart, ::testing::Values("tiny", "hybrid-tiny"),
+                         [](const auto& info) {
+                           return info.param == "tiny" ? std::string("Attention")
+                                                       : std::string("Hybrid");
+                         });
+
+}  // namespace
