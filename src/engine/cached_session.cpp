@@ -103,7 +103,7 @@ bool CachedSession::store_at(uint32_t n, cache::Reason reason, std::span<const T
 }
 
 void CachedSession::store_live(cache::Reason reason, std::span<const Token> protect) {
-  if (!cache_ || computed_ == 0) return;
+  if (!cache_ || computed_ == 0 || !live_checkpoints_) return;
   const cache::Breaks breaks(s_.options().chunk, breaks_);
   uint32_t at = breaks.last_at_or_below(computed_);
   if (s_.model().resume_kind() != ResumeKind::kAnyBoundary) at = checkpoint_.at;
@@ -123,7 +123,8 @@ PrefillReport CachedSession::prefill(const std::vector<Token>& prompt, const Pro
 
   uint32_t live = s_.tokens().empty() ? 0 : live_resume(prompt, breaks);
   cache::RestorePlan plan;
-  if (cache_) plan = cache_->plan(prompt, info.boundaries);
+  const bool restore = cache_ && info.policy.restore;
+  if (restore) plan = cache_->plan(prompt, info.boundaries);
   cache::PrefixCache::Pin pin;
 
   if (live > 0 && live >= plan.resume_at) {
@@ -136,13 +137,13 @@ PrefillReport CachedSession::prefill(const std::vector<Token>& prompt, const Pro
     // Prefixes of the incoming prompt are protected while it makes room (pr448).
     if (!s_.tokens().empty()) {
       store_live(cache::Reason::kEvict, prompt);
-      if (cache_) plan = cache_->plan(prompt, info.boundaries);
+      if (restore) plan = cache_->plan(prompt, info.boundaries);
     }
     s_.clear();
     computed_ = 0;
     last_stored_ = 0;
     checkpoint_ = {};
-    for (int attempt = 0; cache_ && plan.resume_at > 0 && attempt < 3; ++attempt) {
+    for (int attempt = 0; restore && plan.resume_at > 0 && attempt < 3; ++attempt) {
       const auto tl = Clock::now();
       pin = cache_->pin(plan);
       auto loaded = cache_->load(plan);
@@ -163,11 +164,12 @@ PrefillReport CachedSession::prefill(const std::vector<Token>& prompt, const Pro
       }
       plan = cache_->plan(prompt, info.boundaries);  // the index forgot what failed
     }
-    if (cache_ && rep.cached_tokens == 0) cache_->record_miss();
+    if (restore && rep.cached_tokens == 0) cache_->record_miss();
   }
   computed_ = rep.cached_tokens;
   breaks_ = info.boundaries;
   prompt_len_ = rep.prompt_tokens;
+  live_checkpoints_ = info.policy.checkpoints;
   // A snapshot-only state restored (or kept) at a break is the checkpoint until prefill passes
   // the next one.
   if (snapshot_only && rep.cached_tokens > 0) checkpoint_ = {rep.cached_tokens, s_.partial_state()};
@@ -175,9 +177,15 @@ PrefillReport CachedSession::prefill(const std::vector<Token>& prompt, const Pro
   // Checkpoints this prefill takes.
   cache::PrefillFacts facts{rep.prompt_tokens, rep.cached_tokens, info.anchor};
   cache::ColdDecision cold;
-  auto stores =
-      cache_ ? cache::prefill_stores(facts, store_cfg_, &cold) : std::vector<cache::PlannedStore>{};
-  if (!cold.hint.empty()) log::info(cold.hint);
+  std::vector<cache::PlannedStore> stores;
+  if (info.policy.scope_boundary > 0) {
+    if (cache_ && info.policy.scope_boundary > rep.cached_tokens) {
+      stores.push_back({info.policy.scope_boundary, cache::Reason::kScope});
+    }
+  } else if (cache_ && info.policy.checkpoints) {
+    stores = cache::prefill_stores(facts, store_cfg_, &cold);
+    if (!cold.hint.empty()) log::info(cold.hint);
+  }
   PrefillOptions po;
   po.boundaries.assign(info.boundaries.begin(), info.boundaries.end());
   for (const auto& st : stores) po.snapshot_at.push_back(static_cast<int>(st.at));

@@ -22,9 +22,17 @@
 
 namespace kvstash::engine {
 
+// What one request may do with the cache (SPEC section 5: off, full, or a scope boundary).
+struct RequestPolicy {
+  bool restore = true;          // look the prompt up in the cache
+  bool checkpoints = true;      // full mode: cold, continued, evict and shutdown stores
+  uint32_t scope_boundary = 0;  // scoped modes: store exactly this prefix (reason=scope)
+};
+
 struct PromptInfo {
   std::vector<uint32_t> boundaries;  // chat message starts (content-derived batch breaks)
   uint32_t anchor = 0;               // the boundary before the last user turn (0: unknown)
+  RequestPolicy policy;
 };
 
 struct PrefillReport {
@@ -59,6 +67,7 @@ class CachedSession {
   uint32_t computed_ = 0;         // leading live tokens computed by prefill
   uint32_t last_stored_ = 0;      // live prefix length stored last
   uint32_t prompt_len_ = 0;       // of the last prefill
+  bool live_checkpoints_ = true;  // the live state's request allows evict/shutdown stores
   // Snapshot-only models: the state at the last break of the last prefill (what an evict or
   // shutdown store saves, since the live state has moved on past it).
   struct Checkpoint {

@@ -1,0 +1,46 @@
+// The scoped prefix policy (SPEC section 5, from lucebox pr364).
+//
+// Agent prompts are a large stable context followed by a tail that changes on every request. With
+// `full`, the whole prompt is the cache scope and a changed tail can cost a hit. A scope caches a
+// shorter, stable prefix instead:
+//   off       no restore, no save
+//   full      the checkpoints of SPEC sections 3-4 (default)
+//   N         exactly the first N prompt tokens, aligned down to a chat boundary
+//   auto[:W]  the longest common token prefix with any of the last W requests (W defaults to 30),
+//             aligned down to a chat boundary (a message start)
+// The server prefills exactly to the chosen boundary, snapshots it (reason=scope), then continues.
+#pragma once
+
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "cache/key.h"
+
+namespace kvstash::cache {
+
+struct Scope {
+  enum class Kind { kOff, kFull, kFixed, kAuto } kind = Kind::kFull;
+  uint32_t n = 0;  // kFixed: tokens; kAuto: window
+  std::string str() const;
+};
+
+constexpr uint32_t kDefaultAutoWindow = 30;
+
+// Parses off | full | auto | auto:N | N. On failure returns nullopt and says why in *error.
+std::optional<Scope> parse_scope(const std::string& text, std::string* error);
+
+struct ScopeChoice {
+  uint32_t boundary = 0;  // 0: nothing to snapshot for this request
+  std::string log;        // one line: the candidates and the choice (auto and fixed modes)
+};
+
+// `history` holds recent prompts, most recent last; `boundaries` are this prompt's chat
+// boundaries (message starts), sorted.
+ScopeChoice choose_scope_boundary(const Scope& scope, std::span<const Token> prompt,
+                                  const std::vector<uint32_t>& boundaries,
+                                  const std::vector<std::vector<Token>>& history,
+                                  uint32_t min_tokens);
+
+}  // namespace kvstash::cache
