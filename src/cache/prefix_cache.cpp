@@ -170,7 +170,8 @@ std::optional<PrefixCache::Loaded> PrefixCache::load(const RestorePlan& plan) {
   return out;
 }
 
-void PrefixCache::record_hit(const RestorePlan& plan) {
+void PrefixCache::record_hit(const RestorePlan& plan, double load_seconds) {
+  load_hist_.observe(load_seconds);
   std::lock_guard lock(mu_);
   const int64_t now = now_ms();
   auto bump = [&](ObjKind kind, const Key& key) {
@@ -291,6 +292,7 @@ bool PrefixCache::make_room_locked(tiers::Tier& tier, uint64_t budget, uint64_t 
       if (!n->on_disk) remove_locked(*n, "ram-cache-full", true);
     }
     ++st_.evictions;
+    ++st_.evictions_by_reason[is_disk ? "disk-cache-full" : "ram-cache-full"];
   }
   return true;
 }
@@ -415,6 +417,7 @@ PrefixCache::StoreResult PrefixCache::store(const StoreRequest& req) {
   if (!put(em, entry)) return skip("write failed");
   res.stored = true;
   res.ms = ms_since(t0);
+  store_hist_.observe(res.ms / 1000.0);
   ++st_.stores;
   log::info("kv cache stored tokens=" + std::to_string(n) + " reason=" + reason_name(req.reason) +
             " size=" + format_size(payload_total) + " new_chunks=" + std::to_string(fresh.size()) +

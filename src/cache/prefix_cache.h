@@ -8,6 +8,7 @@
 #pragma once
 
 #include <array>
+#include <map>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -19,6 +20,7 @@
 #include "cache/prefix_index.h"
 #include "cache/store_policy.h"
 #include "cache/types.h"
+#include "util/histogram.h"
 
 namespace kvstash::tiers {
 class DiskTier;
@@ -43,6 +45,7 @@ struct CacheStats {
   uint64_t bytes_written = 0, bytes_read = 0;
   uint64_t hits = 0, misses = 0, tokens_reused = 0;
   uint64_t evictions = 0, stores = 0, stores_skipped = 0, damaged = 0;
+  std::map<std::string, uint64_t> evictions_by_reason;  // disk-cache-full, ram-cache-full
 };
 
 class PrefixCache {
@@ -62,7 +65,7 @@ class PrefixCache {
   // Fetches the plan's objects. nullopt if one is missing or damaged (the index forgets it, so a
   // new plan() finds the next best prefix).
   std::optional<Loaded> load(const RestorePlan& plan);
-  void record_hit(const RestorePlan& plan);
+  void record_hit(const RestorePlan& plan, double load_seconds);
   void record_miss();
 
   struct StoreRequest {
@@ -99,6 +102,8 @@ class PrefixCache {
   Pin pin(const RestorePlan& plan);
 
   CacheStats stats();
+  const Histogram& store_latency() const { return store_hist_; }
+  const Histogram& load_latency() const { return load_hist_; }
   // Every object, for `kvstash cache ls` and tests.
   std::vector<Node> objects();
   // Drops every object of this namespace from all tiers.
@@ -125,6 +130,7 @@ class PrefixCache {
   std::unique_ptr<tiers::DiskTier> disk_;
   std::unique_ptr<tiers::RamTier> ram_;
   CacheStats st_;
+  Histogram store_hist_, load_hist_;
 };
 
 }  // namespace kvstash::cache

@@ -13,5 +13,6 @@ Run add_mkmodel(CLI::App& app);
 Run add_demo(CLI::App& app);
 Run add_generate(CLI::App& app);
 Run add_cache(CLI::App& app);
+Run add_serve(CLI::App& app);
 
 }  // namespace kvstash::cli

@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
     verbs[sub] = fn(*sub);
   };
   add("mkmodel", "write a random-weight GGUF model of a real shape", kvstash::cli::add_mkmodel);
+  add("serve", "serve the OpenAI-compatible HTTP API", kvstash::cli::add_serve);
   add("generate", "run one prompt through the cache and print a JSON report",
       kvstash::cli::add_generate);
   add("cache", "inspect and maintain a cache directory", kvstash::cli::add_cache);

@@ -112,7 +112,7 @@ void CachedSession::store_live(cache::Reason reason, std::span<const Token> prot
 }
 
 PrefillReport CachedSession::prefill(const std::vector<Token>& prompt, const PromptInfo& info,
-                                     const std::function<bool(int, int)>& progress) {
+                                     const std::function<bool(int, int, int)>& progress) {
   PrefillReport rep;
   rep.prompt_tokens = static_cast<uint32_t>(prompt.size());
   if (prompt.empty()) throw std::invalid_argument("empty prompt");
@@ -150,9 +150,9 @@ PrefillReport CachedSession::prefill(const std::vector<Token>& prompt, const Pro
       if (loaded) {
         try {
           restore_plan(s_, plan, *loaded, prompt);
-          cache_->record_hit(plan);
           rep.cached_tokens = plan.resume_at;
           rep.restore_ms = ms_since(tl);
+          cache_->record_hit(plan, rep.restore_ms / 1000.0);
           log::info("kv cache hit tokens=" + std::to_string(plan.resume_at) + " load=" +
                     fmt(rep.restore_ms) + " ms chunks=" + std::to_string(plan.chunks.size()) +
                     (plan.entry ? " entry=1" : ""));
@@ -204,7 +204,7 @@ PrefillReport CachedSession::prefill(const std::vector<Token>& prompt, const Pro
   };
   po.on_progress = [&](int done, int total) {
     computed_ = static_cast<uint32_t>(done);
-    return progress ? progress(done, total) : true;
+    return progress ? progress(done, total, static_cast<int>(rep.cached_tokens)) : true;
   };
   const auto tp = Clock::now();
   rep.cancelled = !s_.prefill(prompt, po);

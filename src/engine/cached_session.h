@@ -50,8 +50,9 @@ class CachedSession {
 
   Session& session() { return s_; }
 
+  // progress(done, total, cached) after each batch; returning false cancels.
   PrefillReport prefill(const std::vector<Token>& prompt, const PromptInfo& info,
-                        const std::function<bool(int, int)>& progress = nullptr);
+                        const std::function<bool(int, int, int)>& progress = nullptr);
   // Stores the live state (graceful exit).
   void shutdown();
 

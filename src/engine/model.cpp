@@ -69,6 +69,8 @@ size_t Model::cell_ext_size() const {
 }
 
 int Model::n_vocab() const { return llama_vocab_n_tokens(vocab()); }
+bool Model::is_eog(Token t) const { return llama_vocab_is_eog(vocab(), t); }
+
 int Model::n_ctx_train() const { return llama_model_n_ctx_train(model_); }
 
 std::vector<Token> Model::tokenize(const std::string& text, bool add_special,
@@ -103,6 +105,11 @@ std::string Model::detokenize(const std::vector<Token>& tokens) const {
   }
   out.resize(n < 0 ? 0 : n);
   return out;
+}
+
+std::string Model::chat_template() const {
+  const char* t = llama_model_chat_template(model_, nullptr);
+  return t ? t : "";
 }
 
 std::string Model::apply_chat_template(

@@ -41,12 +41,14 @@ class Model {
   bool hybrid() const;           // attention + recurrent (attention KV can be chunked)
   size_t cell_ext_size() const;  // bytes of per-cell position extension in KV state (M-RoPE)
   int n_vocab() const;
+  bool is_eog(Token t) const;  // end of generation (EOS, end of turn)
   int n_ctx_train() const;
 
   std::vector<Token> tokenize(const std::string& text, bool add_special = true,
                               bool parse_special = true) const;
   std::string detokenize(const std::vector<Token>& tokens) const;
   std::string token_text(Token t) const;
+  std::string chat_template() const;  // as stored in the GGUF (empty if none)
   // Renders chat messages with the model's template (llama.cpp's built-in template support).
   std::string apply_chat_template(const std::vector<std::pair<std::string, std::string>>& messages,
                                   bool add_assistant) const;

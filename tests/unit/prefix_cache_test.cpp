@@ -212,7 +212,7 @@ TEST(PrefixCache, IncomingPromptPrefixSurvivesTheLiveMissStore) {
   put(c, old);
   // Make the incoming prompt's prefix the stale one: the old conversation was used since.
   ASSERT_TRUE(c.load(c.plan(old, {})));
-  c.record_hit(c.plan(old, {}));
+  c.record_hit(c.plan(old, {}), 0.01);
   put(c, live, Reason::kEvict, incoming);  // pr448
   EXPECT_EQ(c.plan(incoming, {}).resume_at, 768u) << "the incoming prompt's prefix was evicted";
 }

@@ -1,0 +1,129 @@
+// kvstash serve: the HTTP server.
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <iostream>
+#include <thread>
+
+#include "cli/commands.h"
+#include "cli/options.h"
+#include "server/http_server.h"
+#include "server/slot_pool.h"
+#include "util/log.h"
+#include "util/size.h"
+
+namespace kvstash::cli {
+
+Run add_serve(CLI::App& app) {
+  struct Opts {
+    EngineFlags engine;
+    CacheFlags cache;
+    server::HttpConfig http;
+    int parallel = 1;
+    std::string scope = "full", alias;
+    int shutdown_timeout = 60;
+    bool verbose = false;
+  };
+  auto o = std::make_shared<Opts>();
+  o->engine.session.n_ctx = 16384;
+  o->engine.add(app);
+  o->cache.add(app);
+  app.add_option("--host", o->http.host, "address to listen on")->capture_default_str();
+  app.add_option("--port", o->http.port, "port (0: any free port)")->capture_default_str();
+  app.add_option("--parallel,--np", o->parallel, "slots: requests served concurrently")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
+  app.add_option("--cache-scope", o->scope, "off | full | auto | auto:N | N")->capture_default_str();
+  app.add_option("-a,--alias", o->alias, "model id reported by the API (default: file name)");
+  app.add_option("--shutdown-timeout", o->shutdown_timeout,
+                 "seconds a graceful shutdown may take before the process exits anyway")
+      ->capture_default_str();
+  app.add_flag("-v,--verbose", o->verbose, "log llama.cpp's own output too");
+  return [o] {
+    std::string err;
+    const auto scope = cache::parse_scope(o->scope, &err);
+    if (!scope) throw std::invalid_argument("--cache-scope: " + err);
+    engine::set_llama_verbose(o->verbose);
+
+    // Signals go to one thread that waits for them; every other thread blocks them.
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+
+    const int total_ctx = o->engine.session.n_ctx;
+    o->engine.session.n_ctx = total_ctx / o->parallel;
+    log::info("loading " + o->engine.model);
+    engine::Model model(o->engine.model, {o->engine.n_gpu_layers});
+    // One session builds the fingerprint and proves the settings work before the slots start.
+    auto probe = std::make_unique<engine::Session>(model, o->engine.session);
+    auto cache = scope->kind == cache::Scope::Kind::kOff ? nullptr : o->cache.open(model, *probe);
+    const std::string fingerprint = probe->fingerprint().hex();
+    const std::string fp_settings = probe->fingerprint_settings();
+    probe.reset();
+
+    server::SlotPool pool(model, o->engine.session, o->parallel, cache.get(), o->cache.store, *scope);
+    o->http.model_id = o->alias.empty() ? std::filesystem::path(o->engine.model).filename().string()
+                                        : o->alias;
+    o->http.slot_ctx = o->engine.session.n_ctx;
+    const auto& st = o->cache.store;
+    nlohmann::json props = {
+        {"model_path", o->engine.model},
+        {"model_alias", o->http.model_id},
+        {"architecture", model.arch()},
+        {"n_ctx", total_ctx},
+        {"n_ctx_per_slot", o->engine.session.n_ctx},
+        {"total_slots", o->parallel},
+        {"chat_template", model.chat_template()},
+        {"fingerprint", fingerprint},
+        {"fingerprint_settings", fp_settings},
+        {"cache",
+         {{"scope", scope->str()},
+          {"enabled", cache != nullptr},
+          {"dir", o->cache.dir},
+          {"disk_budget", cache ? cache->config().disk_budget : 0},
+          {"ram_budget", cache ? cache->config().ram_budget : 0},
+          {"chunk_tokens", o->engine.session.chunk},
+          {"resume", model.resume_kind() == engine::ResumeKind::kAnyBoundary ? "any chunk boundary"
+                                                                              : "snapshots only"},
+          {"min_tokens", st.min_tokens},
+          {"cold_max_tokens", st.cold_max_tokens},
+          {"boundary_align", st.boundary_align},
+          {"boundary_trim", st.boundary_trim},
+          {"continued_interval", st.continued_interval},
+          {"recency_boost", o->cache.evict.recency_boost},
+          {"recency_half_life_s", o->cache.evict.half_life_s}}}};
+    server::HttpServer http(model, pool, cache.get(), o->http, props);
+    if (!http.bind()) return 1;
+
+    std::atomic<bool> stopping{false};
+    std::thread signal_thread([&] {
+      int sig = 0;
+      sigwait(&sigs, &sig);
+      if (stopping.exchange(true)) return;
+      log::info(std::string("received ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") +
+                ": storing live states and shutting down (at most " +
+                std::to_string(o->shutdown_timeout) + " s)");
+      std::thread([t = o->shutdown_timeout] {
+        std::this_thread::sleep_for(std::chrono::seconds(t));
+        log::error("shutdown took longer than --shutdown-timeout; exiting now");
+        _exit(1);
+      }).detach();
+      http.stop();
+    });
+    http.serve();
+    if (!stopping.exchange(true)) {
+      pthread_kill(signal_thread.native_handle(), SIGTERM);  // wake the waiter
+    }
+    signal_thread.join();
+    pool.shutdown();
+    log::info("shutdown complete");
+    return 0;
+  };
+}
+
+}  // namespace kvstash::cli

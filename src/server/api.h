@@ -1,0 +1,50 @@
+// Request bodies of the HTTP API, parsed and validated into plain structs.
+//
+// Every check a client can fail is here, with a message that says what is wrong and where, so
+// the HTTP layer only maps ApiError to a 4xx response. Unknown fields are ignored (clients send
+// many); known fields of the wrong type or out of range are errors.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "cache/scope_policy.h"
+#include "engine/sampler.h"
+#include "server/chat_prompt.h"
+
+namespace kvstash::server {
+
+struct ApiError {
+  int status = 400;
+  std::string message;
+};
+
+enum class Endpoint { kChat, kCompletions, kLlamaCompletion };
+
+struct GenerationParams {
+  int max_tokens = -1;  // -1: until the context is full or the model stops
+  engine::SamplingParams sampling;
+  std::vector<std::string> stop;
+  bool stream = false;
+  bool return_progress = false;
+  std::optional<cache::Scope> scope;  // per-request override of --cache-scope
+};
+
+struct ParsedRequest {
+  Endpoint endpoint;
+  std::vector<ChatMessage> messages;  // kChat
+  std::string prompt_text;            // completions with a text prompt
+  std::vector<int32_t> prompt_tokens; // completions with token ids
+  GenerationParams gen;
+};
+
+std::variant<ParsedRequest, ApiError> parse_request(Endpoint ep, const std::string& body,
+                                                    int n_vocab);
+
+// The JSON error body (OpenAI's shape).
+nlohmann::json error_json(const ApiError& e);
+
+}  // namespace kvstash::server

@@ -1,0 +1,49 @@
+// The HTTP API: OpenAI-compatible and llama.cpp-style endpoints over the slot pool.
+#pragma once
+
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "cache/prefix_cache.h"
+#include "engine/model.h"
+#include "server/slot_pool.h"
+
+namespace httplib {
+class Server;
+}
+
+namespace kvstash::server {
+
+struct HttpConfig {
+  std::string host = "127.0.0.1";
+  int port = 8080;
+  std::string model_id;
+  int slot_ctx = 0;                      // context per slot
+  size_t max_body_bytes = 64ull << 20;   // request size limit
+};
+
+class HttpServer {
+ public:
+  // `props` is what GET /props shows besides the live fields.
+  HttpServer(engine::Model& model, SlotPool& pool, cache::PrefixCache* cache, HttpConfig cfg,
+             nlohmann::json props);
+  ~HttpServer();
+  // Binds; returns false (and logs) if the address is not available. Then serves until stop().
+  bool bind();
+  void serve();
+  void stop();
+  int port() const { return port_; }
+
+ private:
+  void routes();
+  engine::Model& model_;
+  SlotPool& pool_;
+  cache::PrefixCache* cache_;
+  HttpConfig cfg_;
+  nlohmann::json props_;
+  std::unique_ptr<httplib::Server> http_;
+  int port_ = 0;
+};
+
+}  // namespace kvstash::server

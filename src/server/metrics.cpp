@@ -1,0 +1,65 @@
+#include "server/metrics.h"
+
+namespace kvstash::server {
+
+namespace {
+void metric(std::string& out, const char* name, const char* type, const char* help,
+            uint64_t value, const std::string& labels = "") {
+  out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+  out += std::string(name) + labels + " " + std::to_string(value) + "\n";
+}
+}  // namespace
+
+std::string prometheus_metrics(SlotPool& pool, cache::PrefixCache* cache, int n_slots) {
+  std::string out;
+  auto& c = pool.counters();
+  metric(out, "kvstash_requests_total", "counter", "Requests executed by the slots.", c.requests);
+  metric(out, "kvstash_requests_cancelled_total", "counter", "Requests cancelled (client gone).",
+         c.cancelled);
+  metric(out, "kvstash_prompt_tokens_total", "counter", "Prompt tokens received.", c.prompt_tokens);
+  metric(out, "kvstash_tokens_reused_total", "counter",
+         "Prompt tokens not prefilled (restored from the cache or kept from a live state).",
+         c.cached_tokens);
+  metric(out, "kvstash_tokens_prefilled_total", "counter", "Prompt tokens prefilled.",
+         c.prefilled_tokens);
+  metric(out, "kvstash_tokens_generated_total", "counter", "Tokens generated.", c.generated_tokens);
+  metric(out, "kvstash_slots", "gauge", "Slots.", static_cast<uint64_t>(n_slots));
+  metric(out, "kvstash_slots_busy", "gauge", "Slots executing a request.",
+         static_cast<uint64_t>(pool.busy()));
+  if (!cache) return out;
+  const auto s = cache->stats();
+  metric(out, "kvstash_cache_hits_total", "counter", "Requests restored from the cache.", s.hits);
+  metric(out, "kvstash_cache_misses_total", "counter", "Requests the cache had nothing for.",
+         s.misses);
+  metric(out, "kvstash_cache_tokens_restored_total", "counter", "Tokens restored from the cache.",
+         s.tokens_reused);
+  out += "# HELP kvstash_cache_bytes Bytes stored per tier.\n# TYPE kvstash_cache_bytes gauge\n";
+  out += "kvstash_cache_bytes{tier=\"disk\"} " + std::to_string(s.disk_bytes) + "\n";
+  out += "kvstash_cache_bytes{tier=\"ram\"} " + std::to_string(s.ram_bytes) + "\n";
+  metric(out, "kvstash_cache_bytes_written_total", "counter", "Bytes written to the disk tier.",
+         s.bytes_written, "{tier=\"disk\"}");
+  metric(out, "kvstash_cache_bytes_read_total", "counter", "Bytes read from the disk tier.",
+         s.bytes_read, "{tier=\"disk\"}");
+  metric(out, "kvstash_cache_entries", "gauge", "Entries (checkpoints) in the cache.", s.entries);
+  metric(out, "kvstash_cache_chunks", "gauge", "KV chunks in the cache.", s.chunks);
+  metric(out, "kvstash_cache_stores_total", "counter", "Stores written.", s.stores);
+  metric(out, "kvstash_cache_stores_skipped_total", "counter",
+         "Stores skipped (budget could not be met without evicting themselves, or write errors).",
+         s.stores_skipped);
+  metric(out, "kvstash_cache_damaged_total", "counter", "Damaged objects detected and removed.",
+         s.damaged);
+  out += "# HELP kvstash_cache_evictions_total Objects evicted, by reason.\n"
+         "# TYPE kvstash_cache_evictions_total counter\n";
+  for (const char* reason : {"disk-cache-full", "ram-cache-full"}) {
+    auto it = s.evictions_by_reason.find(reason);
+    out += std::string("kvstash_cache_evictions_total{reason=\"") + reason + "\"} " +
+           std::to_string(it == s.evictions_by_reason.end() ? 0 : it->second) + "\n";
+  }
+  out += cache->store_latency().prometheus("kvstash_cache_store_seconds",
+                                           "Time to store a prefix (extract and write).");
+  out += cache->load_latency().prometheus("kvstash_cache_load_seconds",
+                                          "Time to restore a prefix (read and load).");
+  return out;
+}
+
+}  // namespace kvstash::server

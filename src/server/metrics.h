@@ -1,0 +1,13 @@
+// GET /metrics: Prometheus text exposition of the server and cache counters.
+#pragma once
+
+#include <string>
+
+#include "cache/prefix_cache.h"
+#include "server/slot_pool.h"
+
+namespace kvstash::server {
+
+std::string prometheus_metrics(SlotPool& pool, cache::PrefixCache* cache, int n_slots);
+
+}  // namespace kvstash::server

@@ -1,0 +1,266 @@
+#include "server/slot_pool.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "util/log.h"
+
+namespace kvstash::server {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+constexpr size_t kHistory = 64;  // recent prompts kept for auto:N (N <= kHistory is exact)
+}  // namespace
+
+struct SlotPool::Slot {
+  int id;
+  std::unique_ptr<engine::Session> session;
+  std::unique_ptr<engine::CachedSession> cached;
+  std::shared_ptr<Job> job;  // assigned work, guarded by the pool mutex
+  std::vector<engine::Token> live;  // copy of the live tokens for slot selection
+  uint64_t last_used = 0, requests = 0;
+  std::thread thread;
+};
+
+SlotPool::SlotPool(engine::Model& model, const engine::SessionOptions& session, int n_slots,
+                   cache::PrefixCache* cache, const cache::StoreConfig& store, cache::Scope scope)
+    : model_(model), cache_(cache), store_(store), scope_(scope) {
+  if (n_slots < 1) throw std::invalid_argument("--parallel must be at least 1");
+  for (int i = 0; i < n_slots; ++i) {
+    auto s = std::make_unique<Slot>();
+    s->id = i;
+    s->session = std::make_unique<engine::Session>(model, session);
+    s->cached = std::make_unique<engine::CachedSession>(*s->session, cache, store);
+    slots_.push_back(std::move(s));
+  }
+  for (auto& s : slots_) s->thread = std::thread([this, p = s.get()] { run(*p); });
+}
+
+SlotPool::~SlotPool() { shutdown(); }
+
+void SlotPool::submit(std::shared_ptr<Job> job) {
+  std::lock_guard lock(mu_);
+  if (stopping_) {
+    Job::Result r;
+    r.finish_reason = "error";
+    r.error = "the server is shutting down";
+    job->on_done(r);
+    return;
+  }
+  queue_.push_back(std::move(job));
+  cv_.notify_all();
+}
+
+void SlotPool::run(Slot& s) {
+  for (;;) {
+    std::shared_ptr<Job> job;
+    {
+      std::unique_lock lock(mu_);
+      // A slot takes the first queued job for which it is the best idle slot.
+      cv_.wait(lock, [&] {
+        if (stopping_) return true;
+        for (auto it = queue_.begin(); it != queue_.end(); ++it) {
+          Slot* best = nullptr;
+          size_t best_lcp = 0;
+          for (auto& o : slots_) {
+            if (o->job) continue;
+            const auto& p = (*it)->prompt;
+            const size_t lcp = std::mismatch(o->live.begin(), o->live.end(), p.begin(), p.end()).first -
+                               o->live.begin();
+            if (!best || lcp > best_lcp || (lcp == best_lcp && o->last_used < best->last_used)) {
+              best = o.get();
+              best_lcp = lcp;
+            }
+          }
+          if (best == &s) {
+            job = *it;
+            queue_.erase(it);
+            s.job = job;
+            return true;
+          }
+          if (best) break;  // another idle slot is better for the head of the queue
+        }
+        return false;
+      });
+      if (!job) break;  // stopping
+    }
+    ++busy_;
+    execute(s, *job);
+    --busy_;
+    std::lock_guard lock(mu_);
+    s.job.reset();
+    s.live = s.session->tokens();
+    s.last_used = ++s.requests + static_cast<uint64_t>(Clock::now().time_since_epoch().count());
+    cv_.notify_all();
+  }
+  // Graceful exit: the live state may be the only copy of its prefix.
+  try {
+    s.cached->shutdown();
+  } catch (const std::exception& e) {
+    log::error("slot " + std::to_string(s.id) + ": shutdown store failed: " + e.what());
+  }
+}
+
+engine::RequestPolicy SlotPool::policy_for(Job& job) {
+  const cache::Scope scope = job.scope.value_or(scope_);
+  engine::RequestPolicy p;
+  switch (scope.kind) {
+    case cache::Scope::Kind::kOff:
+      p.restore = false;
+      p.checkpoints = false;
+      break;
+    case cache::Scope::Kind::kFull:
+      break;
+    case cache::Scope::Kind::kFixed:
+    case cache::Scope::Kind::kAuto: {
+      p.checkpoints = false;
+      std::vector<std::vector<engine::Token>> hist;
+      {
+        std::lock_guard lock(mu_);
+        hist.assign(history_.begin(), history_.end());
+      }
+      const auto c = cache::choose_scope_boundary(scope, job.prompt, job.info.boundaries, hist,
+                                                  store_.min_tokens);
+      if (!c.log.empty()) log::info(c.log);
+      p.scope_boundary = c.boundary;
+      break;
+    }
+  }
+  std::lock_guard lock(mu_);
+  history_.push_back(job.prompt);
+  if (history_.size() > kHistory) history_.pop_front();
+  return p;
+}
+
+void SlotPool::execute(Slot& s, Job& job) {
+  Job::Result r;
+  r.slot = s.id;
+  r.prompt_tokens = static_cast<uint32_t>(job.prompt.size());
+  ++counters_.requests;
+  counters_.prompt_tokens += job.prompt.size();
+  try {
+    job.info.policy = policy_for(job);
+    const auto t0 = Clock::now();
+    int last_logged = 0;
+    const auto rep = s.cached->prefill(job.prompt, job.info, [&](int done, int total, int cached) {
+      if (job.on_progress) job.on_progress(done, total, cached);
+      if (done - last_logged >= 2048 || done == total) {
+        log::info("slot " + std::to_string(s.id) + " prefill " + std::to_string(done) + "/" +
+                  std::to_string(total) + " (" + std::to_string(done * 100 / std::max(total, 1)) + "%)");
+        last_logged = done;
+      }
+      return !job.cancelled.load();
+    });
+    r.cached_tokens = rep.cached_tokens;
+    r.prompt_ms = ms_since(t0);
+    counters_.cached_tokens += rep.cached_tokens;
+    counters_.prefilled_tokens += job.prompt.size() - rep.cached_tokens;
+    if (rep.cancelled) {
+      r.finish_reason = "cancelled";
+      ++counters_.cancelled;
+      log::info("slot " + std::to_string(s.id) + " request cancelled during prefill at " +
+                std::to_string(s.session->tokens().size()) + " tokens");
+      job.on_done(r);
+      return;
+    }
+    if (job.on_progress) job.on_progress(r.prompt_tokens, r.prompt_tokens, r.cached_tokens);
+
+    // Decode.
+    const auto tg = Clock::now();
+    engine::Sampler sampler(model_, job.sampling);
+    const int room = s.session->options().n_ctx - static_cast<int>(s.session->tokens().size());
+    const int limit = job.max_tokens < 0 ? room : std::min(job.max_tokens, room);
+    std::string text;
+    size_t emitted = 0;
+    r.finish_reason = "length";
+    for (int i = 0; i < limit; ++i) {
+      if (job.cancelled.load()) {
+        r.finish_reason = "cancelled";
+        ++counters_.cancelled;
+        break;
+      }
+      const engine::Token t = sampler.sample(s.session->logits());
+      if (model_.is_eog(t)) {
+        r.finish_reason = "stop";
+        break;
+      }
+      ++r.completion_tokens;
+      text += model_.token_text(t);
+      // Stop strings: cut the text at the first one and end.
+      size_t cut = std::string::npos;
+      for (const auto& st : job.stop) cut = std::min(cut, text.find(st, emitted > st.size() ? emitted - st.size() : 0));
+      if (cut != std::string::npos) {
+        text.resize(cut);
+        r.finish_reason = "stop";
+      }
+      // Hold back what could still start a stop string, and incomplete UTF-8.
+      size_t safe = text.size();
+      if (r.finish_reason != "stop") {
+        for (const auto& st : job.stop) {
+          for (size_t k = std::min(st.size() - 1, text.size()); k > 0; --k) {
+            if (text.compare(text.size() - k, k, st, 0, k) == 0) {
+              safe = std::min(safe, text.size() - k);
+              break;
+            }
+          }
+        }
+        size_t back = 0;
+        while (back < 4 && back < safe && (static_cast<unsigned char>(text[safe - 1 - back]) & 0xC0) == 0x80) ++back;
+        if (back < safe) {
+          const unsigned char lead = static_cast<unsigned char>(text[safe - 1 - back]);
+          const size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+          if (need > back + 1) safe -= back + 1;
+        }
+      }
+      if (safe > emitted && job.on_text) job.on_text(text.substr(emitted, safe - emitted));
+      emitted = std::max(emitted, safe);
+      if (r.finish_reason == "stop") break;
+      s.session->decode_one(t);
+    }
+    if (emitted < text.size() && job.on_text) job.on_text(text.substr(emitted));
+    r.generation_ms = ms_since(tg);
+    counters_.generated_tokens += r.completion_tokens;
+  } catch (const std::exception& e) {
+    r.finish_reason = "error";
+    r.error = e.what();
+    log::error("slot " + std::to_string(s.id) + ": " + e.what());
+    // The live state may be half-written: start the next request from a clean slot.
+    s.session->clear();
+  }
+  job.on_done(r);
+}
+
+std::vector<SlotInfo> SlotPool::slots() {
+  std::lock_guard lock(mu_);
+  std::vector<SlotInfo> out;
+  for (auto& s : slots_) out.push_back({s->id, s->job != nullptr, s->live.size(), s->requests});
+  return out;
+}
+
+void SlotPool::shutdown() {
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_ && slots_.empty()) return;
+    stopping_ = true;
+    for (auto& s : slots_) {
+      if (s->job) s->job->cancelled = true;
+    }
+    for (auto& j : queue_) {
+      Job::Result r;
+      r.finish_reason = "error";
+      r.error = "the server is shutting down";
+      j->on_done(r);
+    }
+    queue_.clear();
+    cv_.notify_all();
+  }
+  for (auto& s : slots_) {
+    if (s->thread.joinable()) s->thread.join();
+  }
+  slots_.clear();
+}
+
+}  // namespace kvstash::server

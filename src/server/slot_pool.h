@@ -1,0 +1,99 @@
+// Slots: the server's concurrent request executors, sharing one prefix cache.
+//
+// Each slot owns an engine session (its own llama.cpp context over the shared model) and its live
+// state. A request goes to the idle slot whose live state shares the longest prefix with it (else
+// the least recently used one) and waits when all are busy. Slots run in their own threads, so N
+// requests decode concurrently.
+//
+// Why one context per slot rather than one batch across slots: llama.cpp's kernels are not batch-
+// or layout-invariant, so a prefill computed beside another slot's tokens (in one batch, or with
+// its cells interleaved in a shared KV buffer) differs in its last bits from the same prefill
+// alone. The cache promises bit-exact restores, so each slot computes alone.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cache/prefix_cache.h"
+#include "cache/scope_policy.h"
+#include "engine/cached_session.h"
+#include "engine/sampler.h"
+
+namespace kvstash::server {
+
+struct Job {
+  std::vector<engine::Token> prompt;
+  engine::PromptInfo info;             // boundaries, anchor (policy is filled by the pool)
+  std::optional<cache::Scope> scope;   // per-request override
+  int max_tokens = -1;
+  engine::SamplingParams sampling;
+  std::vector<std::string> stop;
+  std::atomic<bool> cancelled{false};
+
+  // Called from the slot thread.
+  std::function<void(int done, int total, int cached)> on_progress;
+  std::function<void(const std::string& piece)> on_text;
+  struct Result {
+    uint32_t prompt_tokens = 0, cached_tokens = 0, completion_tokens = 0;
+    std::string finish_reason;  // stop | length | cancelled | error
+    std::string error;
+    double prompt_ms = 0, generation_ms = 0;
+    int slot = -1;
+  };
+  std::function<void(const Result&)> on_done;
+};
+
+struct SlotInfo {
+  int id;
+  bool busy;
+  size_t live_tokens;
+  uint64_t requests;
+};
+
+struct PoolCounters {
+  std::atomic<uint64_t> requests{0}, prompt_tokens{0}, cached_tokens{0}, prefilled_tokens{0},
+      generated_tokens{0}, cancelled{0};
+};
+
+class SlotPool {
+ public:
+  SlotPool(engine::Model& model, const engine::SessionOptions& session, int n_slots,
+           cache::PrefixCache* cache, const cache::StoreConfig& store, cache::Scope scope);
+  ~SlotPool();
+
+  void submit(std::shared_ptr<Job> job);
+  std::vector<SlotInfo> slots();
+  const cache::Scope& default_scope() const { return scope_; }
+  PoolCounters& counters() { return counters_; }
+  int busy() const { return busy_.load(); }
+  // Cancels running work, stores every live state (reason=shutdown), joins the threads.
+  void shutdown();
+
+ private:
+  struct Slot;
+  void run(Slot& s);
+  void execute(Slot& s, Job& job);
+  engine::RequestPolicy policy_for(Job& job);
+
+  engine::Model& model_;
+  cache::PrefixCache* cache_;
+  cache::StoreConfig store_;
+  cache::Scope scope_;
+  std::vector<std::unique_ptr<Slot>> slots_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::shared_ptr<Job>> queue_;
+  std::deque<std::vector<engine::Token>> history_;  // recent prompts for the auto scope
+  bool stopping_ = false;
+  std::atomic<int> busy_{0};
+  PoolCounters counters_;
+};
+
+}  // namespace kvstash::server
