@@ -8,8 +8,8 @@
 #pragma once
 
 #include <array>
-#include <map>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <span>

@@ -21,10 +21,14 @@ uint32_t align_down(uint32_t pos, const std::vector<uint32_t>& boundaries) {
 
 std::string Scope::str() const {
   switch (kind) {
-    case Kind::kOff: return "off";
-    case Kind::kFull: return "full";
-    case Kind::kFixed: return std::to_string(n);
-    case Kind::kAuto: return "auto:" + std::to_string(n);
+    case Kind::kOff:
+      return "off";
+    case Kind::kFull:
+      return "full";
+    case Kind::kFixed:
+      return std::to_string(n);
+    case Kind::kAuto:
+      return "auto:" + std::to_string(n);
   }
   return "full";
 }
@@ -89,7 +93,8 @@ ScopeChoice choose_scope_boundary(const Scope& scope, std::span<const Token> pro
   std::sort(lcps.rbegin(), lcps.rend());
   std::string head = "kv cache scope " + scope.str() + ": " + std::to_string(lcps.size()) +
                      " candidates, longest common prefixes [";
-  for (size_t i = 0; i < lcps.size() && i < 5; ++i) head += (i ? "," : "") + std::to_string(lcps[i]);
+  for (size_t i = 0; i < lcps.size() && i < 5; ++i)
+    head += (i ? "," : "") + std::to_string(lcps[i]);
   head += lcps.size() > 5 ? ",...]" : "]";
   if (lcps.empty()) {
     c.log = head + " selected=none (no recent requests)";

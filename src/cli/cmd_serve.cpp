@@ -36,7 +36,8 @@ Run add_serve(CLI::App& app) {
   app.add_option("--parallel,--np", o->parallel, "slots: requests served concurrently")
       ->capture_default_str()
       ->check(CLI::Range(1, 64));
-  app.add_option("--cache-scope", o->scope, "off | full | auto | auto:N | N")->capture_default_str();
+  app.add_option("--cache-scope", o->scope, "off | full | auto | auto:N | N")
+      ->capture_default_str();
   app.add_option("-a,--alias", o->alias, "model id reported by the API (default: file name)");
   app.add_option("--shutdown-timeout", o->shutdown_timeout,
                  "seconds a graceful shutdown may take before the process exits anyway")
@@ -66,9 +67,10 @@ Run add_serve(CLI::App& app) {
     const std::string fp_settings = probe->fingerprint_settings();
     probe.reset();
 
-    server::SlotPool pool(model, o->engine.session, o->parallel, cache.get(), o->cache.store, *scope);
-    o->http.model_id = o->alias.empty() ? std::filesystem::path(o->engine.model).filename().string()
-                                        : o->alias;
+    server::SlotPool pool(model, o->engine.session, o->parallel, cache.get(), o->cache.store,
+                          *scope);
+    o->http.model_id =
+        o->alias.empty() ? std::filesystem::path(o->engine.model).filename().string() : o->alias;
     o->http.slot_ctx = o->engine.session.n_ctx;
     const auto& st = o->cache.store;
     nlohmann::json props = {
@@ -89,7 +91,7 @@ Run add_serve(CLI::App& app) {
           {"ram_budget", cache ? cache->config().ram_budget : 0},
           {"chunk_tokens", o->engine.session.chunk},
           {"resume", model.resume_kind() == engine::ResumeKind::kAnyBoundary ? "any chunk boundary"
-                                                                              : "snapshots only"},
+                                                                             : "snapshots only"},
           {"min_tokens", st.min_tokens},
           {"cold_max_tokens", st.cold_max_tokens},
           {"boundary_align", st.boundary_align},

@@ -7,6 +7,8 @@
 
 int main(int argc, char** argv) {
   CLI::App app{"kvstash: LLM inference with a persistent, tiered KV prefix cache"};
+  // A repeated flag overrides the earlier one, as in llama-server (scripts append overrides).
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app.require_subcommand(1);
   std::map<CLI::App*, kvstash::cli::Run> verbs;
   auto add = [&](const char* name, const char* help, kvstash::cli::Run (*fn)(CLI::App&)) {

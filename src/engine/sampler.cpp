@@ -27,7 +27,8 @@ Token Sampler::sample(const std::vector<float>& logits) {
     return static_cast<Token>(std::max_element(logits.begin(), logits.end()) - logits.begin());
   }
   std::vector<llama_token_data> cand(logits.size());
-  for (size_t i = 0; i < logits.size(); ++i) cand[i] = {static_cast<llama_token>(i), logits[i], 0.0f};
+  for (size_t i = 0; i < logits.size(); ++i)
+    cand[i] = {static_cast<llama_token>(i), logits[i], 0.0f};
   llama_token_data_array arr{cand.data(), cand.size(), -1, false};
   llama_sampler_apply(chain_, &arr);
   if (arr.selected < 0 || static_cast<size_t>(arr.selected) >= arr.size) {

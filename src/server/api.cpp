@@ -69,11 +69,13 @@ void parse_gen(const json& j, Endpoint ep, GenerationParams& g) {
   if (ep == Endpoint::kChat && field(j, "max_completion_tokens")) {
     g.max_tokens = static_cast<int>(integer(j, "max_completion_tokens", 0, kMaxTokens));
   }
-  if (field(j, "temperature")) g.sampling.temperature = static_cast<float>(number(j, "temperature", 0, 100));
+  if (field(j, "temperature"))
+    g.sampling.temperature = static_cast<float>(number(j, "temperature", 0, 100));
   if (field(j, "top_p")) g.sampling.top_p = static_cast<float>(number(j, "top_p", 0, 1));
   if (field(j, "min_p")) g.sampling.min_p = static_cast<float>(number(j, "min_p", 0, 1));
   if (field(j, "top_k")) g.sampling.top_k = static_cast<int>(integer(j, "top_k", 0, 1 << 20));
-  if (field(j, "seed")) g.sampling.seed = static_cast<uint32_t>(integer(j, "seed", 0, 0xFFFFFFFFll));
+  if (field(j, "seed"))
+    g.sampling.seed = static_cast<uint32_t>(integer(j, "seed", 0, 0xFFFFFFFFll));
   if (field(j, "stream")) g.stream = boolean(j, "stream");
   if (field(j, "return_progress")) g.return_progress = boolean(j, "return_progress");
   if (const json* s = field(j, "stop")) {
@@ -154,8 +156,8 @@ std::variant<ParsedRequest, ApiError> parse_request(Endpoint ep, const std::stri
         if (!content && rs != "assistant") {
           fail("messages[" + std::to_string(i) + "].content is required");
         }
-        r.messages.push_back({rs == "developer" ? "system" : rs,
-                              content ? content_text(*content, i) : ""});
+        r.messages.push_back(
+            {rs == "developer" ? "system" : rs, content ? content_text(*content, i) : ""});
       }
     } else {
       const json* p = field(j, "prompt");

@@ -35,9 +35,9 @@ struct GenerationParams {
 
 struct ParsedRequest {
   Endpoint endpoint;
-  std::vector<ChatMessage> messages;  // kChat
-  std::string prompt_text;            // completions with a text prompt
-  std::vector<int32_t> prompt_tokens; // completions with token ids
+  std::vector<ChatMessage> messages;   // kChat
+  std::string prompt_text;             // completions with a text prompt
+  std::vector<int32_t> prompt_tokens;  // completions with token ids
   GenerationParams gen;
 };
 

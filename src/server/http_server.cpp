@@ -57,7 +57,11 @@ std::atomic<uint64_t> g_request_id{0};
 
 HttpServer::HttpServer(engine::Model& model, SlotPool& pool, cache::PrefixCache* cache,
                        HttpConfig cfg, json props)
-    : model_(model), pool_(pool), cache_(cache), cfg_(std::move(cfg)), props_(std::move(props)),
+    : model_(model),
+      pool_(pool),
+      cache_(cache),
+      cfg_(std::move(cfg)),
+      props_(std::move(props)),
       http_(std::make_unique<httplib::Server>()) {
   http_->set_payload_max_length(cfg_.max_body_bytes);
   routes();
@@ -81,28 +85,30 @@ void HttpServer::stop() { http_->stop(); }
 
 void HttpServer::routes() {
   auto& s = *http_;
-  s.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
-    std::string what = "internal error";
-    try {
-      std::rethrow_exception(ep);
-    } catch (const std::exception& e) {
-      what = e.what();
-    } catch (...) {
-    }
-    send_error(res, {500, what});
-  });
+  s.set_exception_handler(
+      [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+        std::string what = "internal error";
+        try {
+          std::rethrow_exception(ep);
+        } catch (const std::exception& e) {
+          what = e.what();
+        } catch (...) {
+        }
+        send_error(res, {500, what});
+      });
   s.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
-    if (res.status == 404) send_error(res, {404, "no endpoint " + req.method + " " + req.path});
+    if (res.status == 404)
+      send_error(res, {404, "no endpoint " + req.method + " " + req.path});
     else if (res.status == 413) {
       // httplib caps form-encoded bodies at 8 KiB: `curl -d` sends that content type.
-      const bool form = req.get_header_value("Content-Type").find("x-www-form-urlencoded") !=
-                        std::string::npos;
+      const bool form =
+          req.get_header_value("Content-Type").find("x-www-form-urlencoded") != std::string::npos;
       send_error(res, {413, form ? "request body too large for Content-Type "
                                    "application/x-www-form-urlencoded; send application/json"
                                  : "request body too large"});
-    }
-    else send_error(res, {res.status, "request failed with HTTP " + std::to_string(res.status)});
+    } else
+      send_error(res, {res.status, "request failed with HTTP " + std::to_string(res.status)});
   });
 
   s.Get("/health", [](const httplib::Request&, httplib::Response& res) {
@@ -158,7 +164,8 @@ void HttpServer::routes() {
     }
     std::vector<engine::Token> toks;
     for (const auto& t : j["tokens"]) {
-      if (!t.is_number_integer() || t.get<long long>() < 0 || t.get<long long>() >= model_.n_vocab()) {
+      if (!t.is_number_integer() || t.get<long long>() < 0 ||
+          t.get<long long>() >= model_.n_vocab()) {
         return send_error(res, {400, "'tokens' must hold integers in [0, " +
                                          std::to_string(model_.n_vocab()) + ")"});
       }
@@ -203,16 +210,17 @@ void HttpServer::routes() {
       const auto t0 = std::chrono::steady_clock::now();
       job->on_progress = [ch, want_progress, t0](int done, int total, int cached) {
         if (!want_progress) return;
-        const double ms = std::chrono::duration<double, std::milli>(
-                              std::chrono::steady_clock::now() - t0).count();
+        const double ms =
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                .count();
         ch->push({{"prompt_progress",
                    {{"total", total}, {"cache", cached}, {"processed", done}, {"time_ms", ms}}}});
       };
       job->on_text = [ch](const std::string& piece) { ch->push({{"text", piece}}); };
       job->on_done = [ch](const Job::Result& res) { ch->finish(res); };
 
-      const std::string id = (ep == Endpoint::kChat ? "chatcmpl-" : "cmpl-") +
-                             std::to_string(++g_request_id);
+      const std::string id =
+          (ep == Endpoint::kChat ? "chatcmpl-" : "cmpl-") + std::to_string(++g_request_id);
       const int64_t created = unix_now();
       const std::string model_id = cfg_.model_id;
 
@@ -237,16 +245,21 @@ void HttpServer::routes() {
         if (ev.contains("prompt_progress")) {
           json c = ep == Endpoint::kLlamaCompletion
                        ? json{{"content", ""}, {"stop", false}}
-                       : json{{"id", id}, {"object", ep == Endpoint::kChat ? "chat.completion.chunk" : "text_completion"},
-                              {"created", created}, {"model", model_id}, {"choices", json::array()}};
+                       : json{{"id", id},
+                              {"object",
+                               ep == Endpoint::kChat ? "chat.completion.chunk" : "text_completion"},
+                              {"created", created},
+                              {"model", model_id},
+                              {"choices", json::array()}};
           c["prompt_progress"] = ev["prompt_progress"];
           return c;
         }
         const std::string text = ev["text"];
         if (ep == Endpoint::kLlamaCompletion) return {{"content", text}, {"stop", false}};
-        json choice = ep == Endpoint::kChat
-                          ? json{{"index", 0}, {"delta", {{"content", text}}}, {"finish_reason", nullptr}}
-                          : json{{"index", 0}, {"text", text}, {"finish_reason", nullptr}};
+        json choice =
+            ep == Endpoint::kChat
+                ? json{{"index", 0}, {"delta", {{"content", text}}}, {"finish_reason", nullptr}}
+                : json{{"index", 0}, {"text", text}, {"finish_reason", nullptr}};
         return {{"id", id},
                 {"object", ep == Endpoint::kChat ? "chat.completion.chunk" : "text_completion"},
                 {"created", created},
@@ -255,14 +268,18 @@ void HttpServer::routes() {
       };
       auto final_chunk = [=](const Job::Result& d) -> json {
         if (ep == Endpoint::kLlamaCompletion) {
-          return {{"content", ""}, {"stop", true}, {"tokens_cached", d.cached_tokens},
-                  {"tokens_evaluated", d.prompt_tokens}, {"tokens_predicted", d.completion_tokens},
+          return {{"content", ""},
+                  {"stop", true},
+                  {"tokens_cached", d.cached_tokens},
+                  {"tokens_evaluated", d.prompt_tokens},
+                  {"tokens_predicted", d.completion_tokens},
                   {"stop_type", d.finish_reason == "length" ? "limit" : "eos"},
                   {"timings", timings(d)}};
         }
-        json choice = ep == Endpoint::kChat
-                          ? json{{"index", 0}, {"delta", json::object()}, {"finish_reason", finish(d)}}
-                          : json{{"index", 0}, {"text", ""}, {"finish_reason", finish(d)}};
+        json choice =
+            ep == Endpoint::kChat
+                ? json{{"index", 0}, {"delta", json::object()}, {"finish_reason", finish(d)}}
+                : json{{"index", 0}, {"text", ""}, {"finish_reason", finish(d)}};
         return {{"id", id},
                 {"object", ep == Endpoint::kChat ? "chat.completion.chunk" : "text_completion"},
                 {"created", created},
@@ -281,7 +298,9 @@ void HttpServer::routes() {
                           ? json{{"index", 0},
                                  {"message", {{"role", "assistant"}, {"content", text}}},
                                  {"finish_reason", finish(d)}}
-                          : json{{"index", 0}, {"text", text}, {"logprobs", nullptr},
+                          : json{{"index", 0},
+                                 {"text", text},
+                                 {"logprobs", nullptr},
                                  {"finish_reason", finish(d)}};
         return {{"id", id},
                 {"object", ep == Endpoint::kChat ? "chat.completion" : "text_completion"},

@@ -19,8 +19,8 @@ struct HttpConfig {
   std::string host = "127.0.0.1";
   int port = 8080;
   std::string model_id;
-  int slot_ctx = 0;                      // context per slot
-  size_t max_body_bytes = 64ull << 20;   // request size limit
+  int slot_ctx = 0;                     // context per slot
+  size_t max_body_bytes = 64ull << 20;  // request size limit
 };
 
 class HttpServer {

@@ -3,8 +3,8 @@
 namespace kvstash::server {
 
 namespace {
-void metric(std::string& out, const char* name, const char* type, const char* help,
-            uint64_t value, const std::string& labels = "") {
+void metric(std::string& out, const char* name, const char* type, const char* help, uint64_t value,
+            const std::string& labels = "") {
   out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
   out += std::string(name) + labels + " " + std::to_string(value) + "\n";
 }
@@ -48,8 +48,9 @@ std::string prometheus_metrics(SlotPool& pool, cache::PrefixCache* cache, int n_
          s.stores_skipped);
   metric(out, "kvstash_cache_damaged_total", "counter", "Damaged objects detected and removed.",
          s.damaged);
-  out += "# HELP kvstash_cache_evictions_total Objects evicted, by reason.\n"
-         "# TYPE kvstash_cache_evictions_total counter\n";
+  out +=
+      "# HELP kvstash_cache_evictions_total Objects evicted, by reason.\n"
+      "# TYPE kvstash_cache_evictions_total counter\n";
   for (const char* reason : {"disk-cache-full", "ram-cache-full"}) {
     auto it = s.evictions_by_reason.find(reason);
     out += std::string("kvstash_cache_evictions_total{reason=\"") + reason + "\"} " +

@@ -19,7 +19,7 @@ struct SlotPool::Slot {
   int id;
   std::unique_ptr<engine::Session> session;
   std::unique_ptr<engine::CachedSession> cached;
-  std::shared_ptr<Job> job;  // assigned work, guarded by the pool mutex
+  std::shared_ptr<Job> job;         // assigned work, guarded by the pool mutex
   std::vector<engine::Token> live;  // copy of the live tokens for slot selection
   uint64_t last_used = 0, requests = 0;
   std::thread thread;
@@ -68,8 +68,9 @@ void SlotPool::run(Slot& s) {
           for (auto& o : slots_) {
             if (o->job) continue;
             const auto& p = (*it)->prompt;
-            const size_t lcp = std::mismatch(o->live.begin(), o->live.end(), p.begin(), p.end()).first -
-                               o->live.begin();
+            const size_t lcp =
+                std::mismatch(o->live.begin(), o->live.end(), p.begin(), p.end()).first -
+                o->live.begin();
             if (!best || lcp > best_lcp || (lcp == best_lcp && o->last_used < best->last_used)) {
               best = o.get();
               best_lcp = lcp;
@@ -149,7 +150,8 @@ void SlotPool::execute(Slot& s, Job& job) {
       if (job.on_progress) job.on_progress(done, total, cached);
       if (done - last_logged >= 2048 || done == total) {
         log::info("slot " + std::to_string(s.id) + " prefill " + std::to_string(done) + "/" +
-                  std::to_string(total) + " (" + std::to_string(done * 100 / std::max(total, 1)) + "%)");
+                  std::to_string(total) + " (" + std::to_string(done * 100 / std::max(total, 1)) +
+                  "%)");
         last_logged = done;
       }
       return !job.cancelled.load();
@@ -166,7 +168,6 @@ void SlotPool::execute(Slot& s, Job& job) {
       job.on_done(r);
       return;
     }
-    if (job.on_progress) job.on_progress(r.prompt_tokens, r.prompt_tokens, r.cached_tokens);
 
     // Decode.
     const auto tg = Clock::now();
@@ -191,7 +192,8 @@ void SlotPool::execute(Slot& s, Job& job) {
       text += model_.token_text(t);
       // Stop strings: cut the text at the first one and end.
       size_t cut = std::string::npos;
-      for (const auto& st : job.stop) cut = std::min(cut, text.find(st, emitted > st.size() ? emitted - st.size() : 0));
+      for (const auto& st : job.stop)
+        cut = std::min(cut, text.find(st, emitted > st.size() ? emitted - st.size() : 0));
       if (cut != std::string::npos) {
         text.resize(cut);
         r.finish_reason = "stop";
@@ -208,7 +210,9 @@ void SlotPool::execute(Slot& s, Job& job) {
           }
         }
         size_t back = 0;
-        while (back < 4 && back < safe && (static_cast<unsigned char>(text[safe - 1 - back]) & 0xC0) == 0x80) ++back;
+        while (back < 4 && back < safe &&
+               (static_cast<unsigned char>(text[safe - 1 - back]) & 0xC0) == 0x80)
+          ++back;
         if (back < safe) {
           const unsigned char lead = static_cast<unsigned char>(text[safe - 1 - back]);
           const size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;

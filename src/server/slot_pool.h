@@ -30,8 +30,8 @@ namespace kvstash::server {
 
 struct Job {
   std::vector<engine::Token> prompt;
-  engine::PromptInfo info;             // boundaries, anchor (policy is filled by the pool)
-  std::optional<cache::Scope> scope;   // per-request override
+  engine::PromptInfo info;            // boundaries, anchor (policy is filled by the pool)
+  std::optional<cache::Scope> scope;  // per-request override
   int max_tokens = -1;
   engine::SamplingParams sampling;
   std::vector<std::string> stop;

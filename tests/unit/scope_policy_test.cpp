@@ -51,7 +51,8 @@ TEST(ScopePolicy, AutoPicksTheBestMatchingRecentRequest) {
   };
   const std::vector<std::vector<Token>> history = {seq({{9, 2500}}), with_tail(1), with_tail(2)};
   const auto prompt = with_tail(3);
-  const auto c = choose_scope_boundary({Scope::Kind::kAuto, 30}, prompt, {100, 1990, 2100}, history, 512);
+  const auto c =
+      choose_scope_boundary({Scope::Kind::kAuto, 30}, prompt, {100, 1990, 2100}, history, 512);
   EXPECT_EQ(c.boundary, 1990u) << "LCP 2000 aligned down to the message start at 1990";
   EXPECT_NE(c.log.find("3 candidates"), std::string::npos) << c.log;
   EXPECT_NE(c.log.find("best=2000"), std::string::npos) << c.log;

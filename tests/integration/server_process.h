@@ -1,0 +1,28 @@
+// A real `kvstash serve` process on a loopback port, for tests that talk HTTP.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+namespace kvstash::fixtures {
+
+class ServerProcess {
+ public:
+  // Starts `kvstash serve --host 127.0.0.1 --port 0 ARGS...` and waits until it listens.
+  explicit ServerProcess(const std::vector<std::string>& args);
+  ~ServerProcess();
+  int port() const { return port_; }
+  std::string log() const;
+  // Sends `sig` and waits up to `timeout_s` for the exit; returns the exit code (-1: timed out).
+  int stop(int sig, int timeout_s = 30);
+  bool running() const { return pid_ > 0; }
+
+ private:
+  pid_t pid_ = -1;
+  int port_ = 0;
+  std::string log_path_;
+};
+
+}  // namespace kvstash::fixtures

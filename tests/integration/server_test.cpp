@@ -1,0 +1,331 @@
+// The HTTP server end to end: a real `kvstash serve` on loopback, a real generated model.
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <signal.h>
+
+#include <filesystem>
+#include <future>
+#include <nlohmann/json.hpp>
+
+#include "server_process.h"
+#include "test_models.h"
+
+using namespace kvstash;
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct TempDir {
+  std::string path;
+  TempDir() {
+    char tmpl[] = "/tmp/kvstash-srv-XXXXXX";
+    path = ::mkdtemp(tmpl);
+  }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+struct Reply {
+  int status = 0;
+  json body;
+  std::string raw;
+};
+
+Reply post(int port, const std::string& path, const std::string& body) {
+  httplib::Client c("127.0.0.1", port);
+  c.set_read_timeout(120, 0);
+  auto r = c.Post(path.c_str(), body, "application/json");
+  Reply out;
+  if (!r) return out;
+  out.status = r->status;
+  out.raw = r->body;
+  out.body = json::parse(r->body, nullptr, false);
+  return out;
+}
+
+Reply get(int port, const std::string& path) {
+  httplib::Client c("127.0.0.1", port);
+  auto r = c.Get(path.c_str());
+  Reply out;
+  if (!r) return out;
+  out.status = r->status;
+  out.raw = r->body;
+  out.body = json::parse(r->body, nullptr, false);
+  return out;
+}
+
+json agent(int variant, int turns, int tail = 0) {
+  std::string sys = "You are agent " + std::to_string(variant) + ". Tools:\n";
+  for (int i = 0; i < 80; ++i) {
+    sys += "{\"name\":\"t" + std::to_string(i) + "\",\"description\":\"opens file " +
+           std::to_string(i * (variant + 3)) + " and lists it\"}\n";
+  }
+  json m =
+      json::array({{{"role", "system"}, {"content", sys}},
+                   {{"role", "user"}, {"content", "Task " + std::to_string(tail) + ": fix it."}}});
+  for (int t = 1; t < turns; ++t) {
+    m.push_back({{"role", "assistant"}, {"content", "step " + std::to_string(t)}});
+    std::string out;
+    for (int l = 0; l < 30; ++l) out += "line " + std::to_string(l * t) + " failed\n";
+    m.push_back({{"role", "user"}, {"content", out}});
+  }
+  return m;
+}
+
+std::string chat_body(const json& msgs, int max_tokens = 8, json extra = json::object()) {
+  json b = {{"messages", msgs}, {"max_tokens", max_tokens}, {"temperature", 0}};
+  b.update(extra);
+  return b.dump();
+}
+
+std::string content(const Reply& r) { return r.body["choices"][0]["message"]["content"]; }
+int cached(const Reply& r) { return r.body["usage"]["prompt_tokens_details"]["cached_tokens"]; }
+
+class Server : public ::testing::Test {
+ protected:
+  TempDir dir;
+  std::string model = fixtures::model_path("tiny");
+  std::vector<std::string> base(std::vector<std::string> extra = {}) {
+    std::vector<std::string> a = {"-m",
+                                  model,
+                                  "--ctx-size",
+                                  "16384",
+                                  "--cache-dir",
+                                  dir.path + "/cache",
+                                  "--cache-boundary-align",
+                                  "256"};
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+  }
+  // The answer of a fresh prefill: a server without any cache.
+  std::string fresh_answer(const json& msgs, int max_tokens = 8) {
+    fixtures::ServerProcess ref({"-m", model, "--ctx-size", "16384", "--cache-scope", "off"});
+    return content(post(ref.port(), "/v1/chat/completions", chat_body(msgs, max_tokens)));
+  }
+};
+
+TEST_F(Server, ChatNonStreamingAndStreamingAgreeWithAFreshPrefill) {
+  fixtures::ServerProcess srv(base());
+  const json msgs = agent(1, 1);
+  const Reply a = post(srv.port(), "/v1/chat/completions", chat_body(msgs));
+  ASSERT_EQ(a.status, 200) << a.raw;
+  EXPECT_EQ(a.body["object"], "chat.completion");
+  EXPECT_EQ(a.body["usage"]["completion_tokens"], 8);
+  EXPECT_EQ(content(a), fresh_answer(msgs));
+
+  const Reply s = post(srv.port(), "/v1/chat/completions",
+                       chat_body(msgs, 8, {{"stream", true}, {"return_progress", true}}));
+  ASSERT_EQ(s.status, 200);
+  std::string text;
+  bool progress = false, done = false, usage = false;
+  std::istringstream in(s.raw);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("data: ", 0) != 0) continue;
+    if (line == "data: [DONE]") {
+      done = true;
+      continue;
+    }
+    const json c = json::parse(line.substr(6));
+    progress |= c.contains("prompt_progress");
+    usage |= c.contains("usage");
+    if (!c["choices"].empty() && c["choices"][0]["delta"].contains("content")) {
+      text += c["choices"][0]["delta"]["content"].get<std::string>();
+    }
+  }
+  EXPECT_TRUE(progress && done && usage) << s.raw;
+  EXPECT_EQ(text, content(a));
+}
+
+TEST_F(Server, CachedTokensRiseOnTheSecondTurn) {
+  fixtures::ServerProcess srv(base());
+  const Reply t1 = post(srv.port(), "/v1/chat/completions", chat_body(agent(2, 1)));
+  ASSERT_EQ(t1.status, 200);
+  EXPECT_EQ(cached(t1), 0);
+  const json msgs2 = agent(2, 2);
+  const Reply t2 = post(srv.port(), "/v1/chat/completions", chat_body(msgs2));
+  ASSERT_EQ(t2.status, 200);
+  EXPECT_GT(cached(t2), t1.body["usage"]["prompt_tokens"].get<int>() * 9 / 10);
+  EXPECT_EQ(content(t2), fresh_answer(msgs2));
+}
+
+TEST_F(Server, RestartThenDiskHit) {
+  const json msgs2 = agent(3, 2);
+  {
+    fixtures::ServerProcess srv(base());
+    ASSERT_EQ(post(srv.port(), "/v1/chat/completions", chat_body(agent(3, 1))).status, 200);
+    EXPECT_EQ(srv.stop(SIGTERM), 0) << "graceful shutdown exits 0";
+    EXPECT_NE(srv.log().find("reason=shutdown"), std::string::npos) << srv.log();
+  }
+  fixtures::ServerProcess srv(base());
+  const Reply t2 = post(srv.port(), "/v1/chat/completions", chat_body(msgs2));
+  ASSERT_EQ(t2.status, 200);
+  EXPECT_GT(cached(t2), 1000);
+  EXPECT_NE(srv.log().find("kv cache hit tokens="), std::string::npos);
+  EXPECT_EQ(content(t2), fresh_answer(msgs2));
+}
+
+TEST_F(Server, ConcurrentRequestsOnTwoSlots) {
+  fixtures::ServerProcess srv(base({"--parallel", "2"}));
+  std::vector<std::future<Reply>> fs;
+  for (int i = 0; i < 4; ++i) {
+    fs.push_back(std::async(std::launch::async, [&, i] {
+      return post(srv.port(), "/v1/chat/completions", chat_body(agent(10 + i % 2, 1 + i / 2), 6));
+    }));
+  }
+  std::vector<Reply> rs;
+  for (auto& f : fs) rs.push_back(f.get());
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_EQ(rs[i].status, 200) << rs[i].raw;
+    EXPECT_EQ(content(rs[i]), fresh_answer(agent(10 + i % 2, 1 + i / 2), 6)) << "request " << i;
+  }
+  const Reply slots = get(srv.port(), "/slots");
+  EXPECT_EQ(slots.body.size(), 2u);
+  uint64_t total = 0;
+  for (const auto& s : slots.body) total += s["requests"].get<uint64_t>();
+  EXPECT_EQ(total, 4u);
+}
+
+TEST_F(Server, BadInputGetsAClearErrorAndTheServerStaysUp) {
+  fixtures::ServerProcess srv(base({"--ctx-size", "4096"}));
+  const int p = srv.port();
+  const json ok_msgs = json::array({{{"role", "user"}, {"content", "hi"}}});
+  struct Case {
+    std::string path, body, expect;
+  };
+  std::string huge(40000, 'x');
+  for (int i = 0; i < 40000; i += 5) huge[i] = ' ';
+  const std::vector<Case> cases = {
+      {"/v1/chat/completions", "{not json", "not valid JSON"},
+      {"/v1/chat/completions", "[1,2]", "JSON object"},
+      {"/v1/chat/completions", R"({"messages": "hi"})", "'messages' must be a non-empty array"},
+      {"/v1/chat/completions", R"({"messages": []})", "'messages' must be a non-empty array"},
+      {"/v1/chat/completions", R"({"messages": [{"role": "wizard", "content": "x"}]})", "role"},
+      {"/v1/chat/completions", R"({"messages": [{"role": "user", "content": 5}]})", "content"},
+      {"/v1/chat/completions", chat_body(ok_msgs, -5), "max_tokens"},
+      {"/v1/chat/completions", chat_body(ok_msgs, 1 << 30), "max_tokens"},
+      {"/v1/chat/completions", chat_body(ok_msgs, 4, {{"temperature", "hot"}}), "temperature"},
+      {"/v1/chat/completions", chat_body(ok_msgs, 4, {{"temperature", -1}}), "temperature"},
+      {"/v1/chat/completions", chat_body(ok_msgs, 4, {{"top_p", 2}}), "top_p"},
+      {"/v1/chat/completions", chat_body(ok_msgs, 4, {{"stop", 7}}), "stop"},
+      {"/v1/chat/completions", chat_body(ok_msgs, 4, {{"stream", "yes"}}), "stream"},
+      {"/v1/chat/completions", chat_body(ok_msgs, 4, {{"prefix_cache", {{"scope", "auto:0"}}}}),
+       "scope"},
+      {"/v1/chat/completions", chat_body(ok_msgs, 4, {{"prefix_cache", {{"scope", "sometimes"}}}}),
+       "scope"},
+      {"/v1/chat/completions",
+       chat_body(ok_msgs, 4, {{"prefix_cache", {{"scope", "full"}, {"window", 8}}}}), "window"},
+      {"/v1/chat/completions", chat_body(json::array({{{"role", "user"}, {"content", huge}}})),
+       "context"},
+      {"/v1/completions", R"({"prompt": [1, -4]})", "token ids"},
+      {"/v1/completions", R"({"prompt": ""})", "prompt"},
+      {"/completion", R"({"n_predict": "many", "prompt": "x"})", "n_predict"},
+      {"/tokenize", R"({"text": "x"})", "content"},
+      {"/detokenize", R"({"tokens": [999999999]})", "tokens"},
+  };
+  for (const auto& c : cases) {
+    const Reply r = post(p, c.path, c.body);
+    EXPECT_GE(r.status, 400) << c.path << " " << c.body.substr(0, 80);
+    EXPECT_LT(r.status, 500) << c.path << " " << c.body.substr(0, 80);
+    ASSERT_TRUE(r.body.is_object()) << r.raw;
+    const std::string msg = r.body["error"]["message"];
+    EXPECT_NE(msg.find(c.expect), std::string::npos) << c.path << ": " << msg;
+  }
+  EXPECT_EQ(get(p, "/nope").status, 404);
+  EXPECT_EQ(get(p, "/health").status, 200);
+  const Reply ok = post(p, "/v1/chat/completions", chat_body(ok_msgs, 3));
+  EXPECT_EQ(ok.status, 200) << "a good request after all the bad ones";
+}
+
+TEST_F(Server, EndpointsAnswerInTheirDocumentedShapes) {
+  fixtures::ServerProcess srv(base({"--cache-scope", "auto:8"}));
+  const int p = srv.port();
+  EXPECT_EQ(get(p, "/v1/models").body["data"][0]["id"], "tiny.gguf");
+  const Reply props = get(p, "/props");
+  EXPECT_EQ(props.body["cache"]["scope"], "auto:8");
+  EXPECT_EQ(props.body["cache"]["chunk_tokens"], 256);
+  EXPECT_TRUE(props.body["cache"].contains("disk_budget"));
+  const Reply tok = post(p, "/tokenize", R"({"content": "hello world"})");
+  ASSERT_EQ(tok.status, 200);
+  const Reply detok = post(p, "/detokenize", json{{"tokens", tok.body["tokens"]}}.dump());
+  EXPECT_EQ(detok.body["content"], "hello world");
+  const Reply c1 =
+      post(p, "/completion", R"({"prompt": "Once upon a time", "n_predict": 4, "temperature": 0})");
+  ASSERT_EQ(c1.status, 200) << c1.raw;
+  EXPECT_EQ(c1.body["tokens_predicted"], 4);
+  const Reply c2 = post(p, "/v1/completions",
+                        R"({"prompt": "Once upon a time", "max_tokens": 4, "temperature": 0})");
+  ASSERT_EQ(c2.status, 200) << c2.raw;
+  EXPECT_EQ(c2.body["choices"][0]["text"], c1.body["content"]);
+  const Reply m = get(p, "/metrics");
+  for (const char* name : {"kvstash_requests_total 2", "kvstash_cache_hits_total",
+                           "kvstash_cache_bytes_written_total{tier=\"disk\"}",
+                           "kvstash_cache_evictions_total{reason=\"disk-cache-full\"}",
+                           "kvstash_cache_load_seconds_bucket", "kvstash_tokens_prefilled_total"}) {
+    EXPECT_NE(m.raw.find(name), std::string::npos) << name;
+  }
+}
+
+TEST_F(Server, AutoScopeTurnsChangingTailsIntoDiskHits) {
+  // One slot, two agents taking turns: the live state is always the other agent's, so every hit
+  // past the first rounds comes from the disk, and every request's tail is new.
+  fixtures::ServerProcess srv(base({"--cache-scope", "auto:30", "--cache-min-tokens", "256"}));
+  int hits = 0;
+  for (int round = 0; round < 4; ++round) {
+    for (int a = 0; a < 2; ++a) {
+      const json msgs = agent(20 + a, 1, round);
+      const Reply r = post(srv.port(), "/v1/chat/completions", chat_body(msgs, 4));
+      ASSERT_EQ(r.status, 200) << r.raw;
+      if (round >= 2) {
+        EXPECT_GT(cached(r), 1000) << "round " << round << " agent " << a;
+        EXPECT_EQ(content(r), fresh_answer(msgs, 4));
+      }
+      hits += cached(r) > 0;
+    }
+  }
+  EXPECT_GE(hits, 4);
+  const std::string log = srv.log();
+  EXPECT_NE(log.find("kv cache scope auto:30:"), std::string::npos);
+  EXPECT_NE(log.find("reason=scope"), std::string::npos);
+  EXPECT_NE(log.find("kv cache hit tokens="), std::string::npos) << "hits come from the disk";
+}
+
+TEST_F(Server, ClientDisconnectCancelsThePrefillAndKeepsItsCheckpoint) {
+  fixtures::ServerProcess srv(
+      base({"--ctx-size", "40000", "--threads", "1", "--cache-continued-interval", "1024"}));
+  // A long prompt (about 20k tokens).
+  json msgs = agent(30, 1);
+  std::string big;
+  for (int i = 0; i < 4000; ++i) big += "row " + std::to_string(i) + " ok\n";
+  msgs.push_back({{"role", "assistant"}, {"content", "reading"}});
+  msgs.push_back({{"role", "user"}, {"content", big}});
+  httplib::Client c("127.0.0.1", srv.port());
+  bool got_progress = false;
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/v1/chat/completions";
+  req.body = chat_body(msgs, 8, {{"stream", true}, {"return_progress", true}});
+  req.set_header("Content-Type", "application/json");
+  // Hang up once a continued checkpoint (every 1024 tokens) must have been stored.
+  std::string received;
+  req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
+    received.append(data, n);
+    for (size_t at = received.find("\"processed\":"); at != std::string::npos;
+         at = received.find("\"processed\":", at + 1)) {
+      if (std::stoi(received.substr(at + 12)) >= 2048) got_progress = true;
+    }
+    return !got_progress;  // returning false closes the connection
+  };
+  c.send(req);
+  EXPECT_TRUE(got_progress);
+  std::string log;
+  for (int i = 0; i < 200; ++i) {
+    log = srv.log();
+    if (log.find("cancelled during prefill") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_NE(log.find("cancelled during prefill"), std::string::npos) << log;
+  EXPECT_NE(log.find("reason=continued"), std::string::npos) << "the checkpoint made so far stays";
+  EXPECT_EQ(get(srv.port(), "/health").status, 200);
+}
+
+}  // namespace
