@@ -8,6 +8,7 @@
 
 #include "tiers/disk_tier.h"
 #include "tiers/ram_tier.h"
+#include "tiers/remote_tier.h"
 #include "util/log.h"
 #include "util/size.h"
 
@@ -35,6 +36,8 @@ PrefixCache::PrefixCache(const CacheConfig& cfg, const std::array<uint8_t, 16>& 
   if (cfg.chunk == 0) throw std::invalid_argument("the cache chunk size must be > 0");
   if (!cfg.dir.empty()) disk_ = std::make_unique<tiers::DiskTier>(cfg.dir, fingerprint);
   if (cfg.ram_budget > 0) ram_ = std::make_unique<tiers::RamTier>();
+  if (!cfg.remote.url.empty())
+    remote_ = std::make_unique<tiers::RemoteTier>(cfg.remote, fingerprint);
   if (disk_) {
     const auto t0 = Clock::now();
     std::lock_guard lock(mu_);
@@ -60,7 +63,37 @@ PrefixCache::PrefixCache(const CacheConfig& cfg, const std::array<uint8_t, 16>& 
   }
 }
 
-PrefixCache::~PrefixCache() = default;
+PrefixCache::~PrefixCache() {
+  // Stores made just before exit (reason=shutdown) should reach the shared tier.
+  if (remote_ && !remote_->drain(5000)) log::warn("kv cache remote writes still queued at exit");
+}
+
+bool PrefixCache::drain_remote(int timeout_ms) { return !remote_ || remote_->drain(timeout_ms); }
+
+void PrefixCache::discover_remote_locked(const std::vector<Key>& chain) {
+  if (!remote_) return;
+  size_t local = 0;
+  while (local < chain.size() && index_.find(ObjKind::kChunk, chain[local])) ++local;
+  const std::vector<Key> rest(chain.begin() + local, chain.end());
+  const size_t more = remote_->chunk_depth(rest);
+  for (size_t i = 0; i < more; ++i) {
+    ObjectMeta m;
+    m.kind = ObjKind::kChunk;
+    m.key = chain[local + i];
+    m.parent = local + i ? chain[local + i - 1] : index_.root();
+    m.depth = static_cast<uint32_t>(local + i);
+    m.n_tokens = cfg_.chunk;
+    index_.upsert(m, {}).on_remote = true;
+  }
+  for (size_t k = 0; k <= local + more; ++k) {
+    for (const ObjectMeta& e : remote_->entries_under(k ? chain[k - 1] : index_.root())) {
+      if (!index_.find(ObjKind::kEntry, e.key))
+        index_.upsert(e, {}).on_remote = true;
+      else
+        index_.find(ObjKind::kEntry, e.key)->on_remote = true;
+    }
+  }
+}
 
 uint64_t PrefixCache::tier_bytes_locked(bool disk) {
   uint64_t total = 0;
@@ -91,7 +124,7 @@ void PrefixCache::sync_locked(bool force) {
   for (const auto& [kind, key] : gone) {
     Node* n = index_.find(kind, key);
     n->on_disk = false;
-    if (!n->in_ram) index_.erase(kind, key);
+    if (!n->in_ram && !n->on_remote) index_.erase(kind, key);
   }
 }
 
@@ -118,11 +151,16 @@ void PrefixCache::remove_locked(Node& n, const char* why, bool log_it) {
   }
   if (n.on_disk && disk_) disk_->remove(n.meta.kind, n.meta.key);
   if (n.in_ram && ram_) ram_->remove(n.meta.kind, n.meta.key);
-  index_.erase(n.meta.kind, n.meta.key);
+  n.on_disk = n.in_ram = false;
+  // The shared tier keeps its copy (it has its own budget); the index still knows where it is.
+  if (!n.on_remote) index_.erase(n.meta.kind, n.meta.key);
 }
 
 void PrefixCache::forget_locked(ObjKind kind, const Key& key) {
-  if (Node* n = index_.find(kind, key)) remove_locked(*n, "damaged", false);
+  if (Node* n = index_.find(kind, key)) {
+    n->on_remote = false;
+    remove_locked(*n, "damaged", false);
+  }
 }
 
 RestorePlan PrefixCache::plan(std::span<const Token> prompt,
@@ -130,6 +168,7 @@ RestorePlan PrefixCache::plan(std::span<const Token> prompt,
   std::lock_guard lock(mu_);
   sync_locked(false);
   const auto chain = chain_keys(index_.root(), prompt, cfg_.chunk);
+  discover_remote_locked(chain);
   return index_.plan(prompt, chain, Breaks(cfg_.chunk, boundaries));
 }
 
@@ -152,6 +191,26 @@ std::optional<PrefixCache::Loaded> PrefixCache::load(const RestorePlan& plan) {
         return p;
       }
       ++st_.damaged;
+      n->on_disk = false;
+    }
+    if (n->on_remote) {
+      if (auto p = remote_->get(kind, key, &why)) {
+        // Promotion into the local tiers: the next request finds it here.
+        ObjectMeta m = n->meta;
+        m.payload_bytes = p->size();
+        m.created_ms = now_ms();
+        n->meta = m;
+        const ObjectStats st = n->stats;
+        if (disk_ &&
+            make_room_locked(*disk_, cfg_.disk_budget, disk_->object_size(m), {{kind, key}},
+                             {m.parent}, {}) &&
+            disk_->put(m, st, *p).empty()) {
+          if (Node* again = index_.find(kind, key)) again->on_disk = true;
+          st_.bytes_written += p->size();
+        }
+        if (ram_) put_ram_locked(m, st, *p);
+        return p;
+      }
     }
     log::warn("kv cache object " + key.hex() + " unusable: " + why);
     forget_locked(kind, key);
@@ -310,7 +369,8 @@ PrefixCache::StoreResult PrefixCache::store(const StoreRequest& req) {
   const Key ekey = entry_key(parent, req.tokens.subspan(size_t(k) * C));
   const int64_t now = now_ms();
 
-  if (Node* e = index_.find(ObjKind::kEntry, ekey)) {
+  auto local = [](const Node* n) { return n && (n->on_disk || n->in_ram); };
+  if (Node* e = index_.find(ObjKind::kEntry, ekey); local(e)) {
     e->stats.last_used_ms = now;
     if (e->on_disk) disk_->update_stats(ObjKind::kEntry, ekey, e->stats);
     res.existed = true;
@@ -334,7 +394,7 @@ PrefixCache::StoreResult PrefixCache::store(const StoreRequest& req) {
 
   std::vector<uint32_t> fresh;
   for (uint32_t i = 0; i < k; ++i) {
-    if (!index_.find(ObjKind::kChunk, chain[i])) fresh.push_back(i);
+    if (!local(index_.find(ObjKind::kChunk, chain[i]))) fresh.push_back(i);
   }
   const std::vector<uint8_t> entry = req.entry_payload();
   std::vector<uint8_t> first;
@@ -408,6 +468,10 @@ PrefixCache::StoreResult PrefixCache::store(const StoreRequest& req) {
       ram_->put(m, st, payload);
       index_.upsert(m, st).in_ram = true;
     }
+    if (Node* n = index_.find(m.kind, m.key); remote_ && !n->on_remote) {
+      remote_->put(m, st, payload);  // queued: written behind, never blocking this request
+      n->on_remote = true;
+    }
     return true;
   };
   for (size_t j = 0; j < fresh.size(); ++j) {
@@ -467,6 +531,7 @@ CacheStats PrefixCache::stats() {
   index_.for_each([&](Node& n) { (n.meta.kind == ObjKind::kChunk ? s.chunks : s.entries)++; });
   s.disk_bytes = disk_ ? tier_bytes_locked(true) : 0;
   s.ram_bytes = ram_ ? tier_bytes_locked(false) : 0;
+  if (remote_) s.remote = remote_->stats();
   return s;
 }
 

@@ -20,11 +20,13 @@
 #include "cache/prefix_index.h"
 #include "cache/store_policy.h"
 #include "cache/types.h"
+#include "tiers/remote_tier.h"
 #include "util/histogram.h"
 
 namespace kvstash::tiers {
 class DiskTier;
 class RamTier;
+class RemoteTier;
 class Tier;
 }  // namespace kvstash::tiers
 
@@ -34,9 +36,10 @@ struct CacheConfig {
   std::string dir;                     // disk tier directory; empty: no disk tier
   uint64_t disk_budget = 40ull << 30;  // --cache-disk-budget
   uint64_t ram_budget = 0;             // --cache-ram-budget; 0: no RAM tier
-  uint32_t chunk = 256;                // --cache-chunk-tokens
+  uint32_t chunk = 256;                // --chunk (the engine's prefill batch)
   bool snapshot_only = false;          // the model resumes only at stored snapshots
   EvictConfig evict;
+  tiers::RemoteConfig remote;  // remote.url empty: no remote tier
 };
 
 struct CacheStats {
@@ -46,6 +49,7 @@ struct CacheStats {
   uint64_t hits = 0, misses = 0, tokens_reused = 0;
   uint64_t evictions = 0, stores = 0, stores_skipped = 0, damaged = 0;
   std::map<std::string, uint64_t> evictions_by_reason;  // disk-cache-full, ram-cache-full
+  std::optional<tiers::RemoteStats> remote;
 };
 
 class PrefixCache {
@@ -106,7 +110,9 @@ class PrefixCache {
   const Histogram& load_latency() const { return load_hist_; }
   // Every object, for `kvstash cache ls` and tests.
   std::vector<Node> objects();
-  // Drops every object of this namespace from all tiers.
+  // Waits (bounded) until queued remote writes are sent.
+  bool drain_remote(int timeout_ms);
+  // Drops every object of this namespace from the local tiers.
   void clear();
   // Evicts down to the budgets (after a budget was lowered).
   void enforce_budget();
@@ -123,12 +129,15 @@ class PrefixCache {
   uint64_t tier_bytes_locked(bool disk);
   void put_ram_locked(const ObjectMeta& meta, const ObjectStats& st,
                       std::span<const uint8_t> payload);
+  // Learns which objects along `chain` the remote tier has beyond what the index knows.
+  void discover_remote_locked(const std::vector<Key>& chain);
 
   CacheConfig cfg_;
   std::recursive_mutex mu_;
   PrefixIndex index_;
   std::unique_ptr<tiers::DiskTier> disk_;
   std::unique_ptr<tiers::RamTier> ram_;
+  std::unique_ptr<tiers::RemoteTier> remote_;
   CacheStats st_;
   Histogram store_hist_, load_hist_;
 };

@@ -30,6 +30,7 @@ struct Node {
   ObjectStats stats;
   bool on_disk = false;
   bool in_ram = false;
+  bool on_remote = false;  // seen in the shared remote tier
   uint32_t pins = 0;
 };
 

@@ -37,6 +37,13 @@ void CacheFlags::add(CLI::App& app) {
   app.add_option("--cache-continued-interval", store.continued_interval,
                  "checkpoint every N prefilled tokens (0: never)")
       ->capture_default_str();
+  app.add_option("--cache-remote", remote_url,
+                 "shared remote tier: redis://host:port (a Redis server or Cluster node)");
+  app.add_option("--cache-remote-ttl", remote_ttl_s, "seconds a remote object lives")
+      ->capture_default_str();
+  app.add_option("--cache-remote-queue", remote_queue,
+                 "bytes of remote writes queued before new ones are dropped")
+      ->capture_default_str();
   app.add_option("--cache-recency-boost", evict.recency_boost, "eviction recency boost K")
       ->capture_default_str();
   app.add_option("--cache-recency-half-life", evict.half_life_s,
@@ -52,6 +59,9 @@ cache::CacheConfig CacheFlags::config(uint32_t chunk, bool snapshot_only) const 
   c.chunk = chunk;
   c.snapshot_only = snapshot_only;
   c.evict = evict;
+  c.remote.url = remote_url;
+  c.remote.ttl_s = remote_ttl_s;
+  c.remote.queue_bytes = parse_size(remote_queue);
   return c;
 }
 
@@ -60,7 +70,14 @@ std::unique_ptr<cache::PrefixCache> CacheFlags::open(const engine::Model& model,
   if (!enabled) return nullptr;
   const auto cfg = config(static_cast<uint32_t>(session.options().chunk),
                           model.resume_kind() != engine::ResumeKind::kAnyBoundary);
-  if (cfg.dir.empty() && cfg.ram_budget == 0) return nullptr;
+  if (cfg.dir.empty() && cfg.ram_budget == 0) {
+    if (!cfg.remote.url.empty()) {
+      throw std::invalid_argument(
+          "--cache-remote needs a local tier too (--cache-dir or "
+          "--cache-ram-budget): remote objects are promoted into it");
+    }
+    return nullptr;
+  }
   return std::make_unique<cache::PrefixCache>(cfg, session.fingerprint().bytes);
 }
 

@@ -24,6 +24,8 @@ struct CacheFlags {
   std::string disk_budget = "40G", ram_budget = "0";
   cache::StoreConfig store;
   cache::EvictConfig evict;
+  std::string remote_url, remote_queue = "256M";
+  uint32_t remote_ttl_s = 7 * 24 * 3600;
   bool enabled = true;  // --cache-scope off turns it off
   void add(CLI::App& app);
   // The cache for this model and session, or null when disabled or without a directory/RAM.

@@ -56,6 +56,25 @@ std::string prometheus_metrics(SlotPool& pool, cache::PrefixCache* cache, int n_
     out += std::string("kvstash_cache_evictions_total{reason=\"") + reason + "\"} " +
            std::to_string(it == s.evictions_by_reason.end() ? 0 : it->second) + "\n";
   }
+  if (s.remote) {
+    const auto& r = *s.remote;
+    metric(out, "kvstash_cache_remote_up", "gauge", "1 while the remote tier answers.", r.up);
+    metric(out, "kvstash_cache_remote_writes_total", "counter",
+           "Objects written to the remote tier.", r.writes);
+    metric(out, "kvstash_cache_bytes_written_total", "counter", "Bytes written to the remote tier.",
+           r.write_bytes, "{tier=\"remote\"}");
+    metric(out, "kvstash_cache_bytes_read_total", "counter", "Bytes read from the remote tier.",
+           r.read_bytes, "{tier=\"remote\"}");
+    metric(out, "kvstash_cache_remote_reads_total", "counter", "Objects read from the remote tier.",
+           r.reads);
+    metric(out, "kvstash_cache_remote_dropped_total", "counter",
+           "Remote writes dropped (queue full or remote down).", r.dropped);
+    metric(out, "kvstash_cache_remote_errors_total", "counter", "Remote tier errors.", r.errors);
+    metric(out, "kvstash_cache_remote_damaged_total", "counter",
+           "Damaged remote objects detected and deleted.", r.damaged);
+    metric(out, "kvstash_cache_remote_pending_bytes", "gauge", "Remote writes queued.",
+           r.pending_bytes);
+  }
   out += cache->store_latency().prometheus("kvstash_cache_store_seconds",
                                            "Time to store a prefix (extract and write).");
   out += cache->load_latency().prometheus("kvstash_cache_load_seconds",

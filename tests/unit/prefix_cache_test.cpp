@@ -4,12 +4,15 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <numeric>
 #include <set>
+#include <thread>
 
 #include "cache/entry_payload.h"
+#include "synthetic_kv.h"
 #include "tiers/disk_format.h"
 #include "util/log.h"
 
@@ -19,8 +22,11 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr uint32_t C = 256;
-constexpr size_t kChunkBytes = 4096;  // 16 bytes of "KV" per token
+constexpr uint32_t C = fixtures::kSynthChunk;
+constexpr size_t kChunkBytes = fixtures::kSynthChunkBytes;
+using fixtures::conv;
+using fixtures::kv;
+using fixtures::put;
 
 struct TempDir {
   std::string path;
@@ -37,51 +43,11 @@ std::array<uint8_t, 16> fp() {
   return f;
 }
 
-std::vector<Token> conv(size_t n, Token seed = 0) {
-  std::vector<Token> t(n);
-  for (size_t i = 0; i < n; ++i) t[i] = static_cast<Token>((i * 31 + seed * 1009) % 50000);
-  return t;
-}
-
-// KV bytes that identify their token range, so a wrong restore is visible.
-std::vector<uint8_t> kv(std::span<const Token> t, size_t begin, size_t end) {
-  std::vector<uint8_t> out;
-  for (size_t i = begin; i < end; ++i) {
-    for (int b = 0; b < 16; ++b) out.push_back(static_cast<uint8_t>(t[i] * 13 + b + i));
-  }
-  return out;
-}
-
-PrefixCache::StoreResult put(PrefixCache& c, std::span<const Token> t, Reason r = Reason::kCold,
-                             std::span<const Token> protect = {}) {
-  PrefixCache::StoreRequest req;
-  req.tokens = t;
-  req.reason = r;
-  req.protect = protect;
-  req.chunk_payload = [&](uint32_t i) { return kv(t, size_t(i) * C, size_t(i + 1) * C); };
-  req.entry_payload = [&] {
-    EntryPayload p;
-    p.tail_kv = kv(t, t.size() / C * C, t.size());
-    return encode_entry_payload(p);
-  };
-  return c.store(req);
-}
-
 // Loads the plan and checks every byte against what the prompt's KV must be.
 void expect_restores(PrefixCache& c, std::span<const Token> prompt, uint32_t expect_resume) {
-  const auto plan = c.plan(prompt, {});
-  ASSERT_EQ(plan.resume_at, expect_resume);
-  if (plan.resume_at == 0) return;
-  auto l = c.load(plan);
-  ASSERT_TRUE(l);
-  for (size_t i = 0; i < l->chunks.size(); ++i) {
-    EXPECT_EQ(l->chunks[i], kv(prompt, i * C, (i + 1) * C)) << "chunk " << i;
-  }
-  if (plan.entry) {
-    auto e = decode_entry_payload(l->entry);
-    ASSERT_TRUE(e);
-    EXPECT_EQ(e->tail_kv, kv(prompt, plan.chunks.size() * C, plan.restore_tokens));
-  }
+  std::string err;
+  EXPECT_EQ(fixtures::check_restore(c, prompt, &err), expect_resume);
+  EXPECT_EQ(err, "");
 }
 
 CacheConfig cfg(const std::string& dir, uint64_t disk_budget = 1ull << 30) {
@@ -293,4 +259,20 @@ TEST(PrefixCache, TwoProcessesShareOneDirectory) {
   const auto tokens = conv(1500);
   put(a, tokens);
   expect_restores(b, tokens, 1280);  // b picks up a's files
+}
+
+TEST(PrefixCacheConcurrency, TwoRequestsStoringOnePrefixAtOnceWriteItOnce) {
+  TempDir t;
+  PrefixCache c(cfg(t.path), fp());
+  const auto tokens = conv(2000);
+  std::atomic<int> stored{0};
+  std::vector<std::thread> th;
+  for (int i = 0; i < 4; ++i) {
+    th.emplace_back([&] { stored += put(c, tokens).stored ? 1 : 0; });
+  }
+  for (auto& x : th) x.join();
+  EXPECT_EQ(stored.load(), 1);
+  const auto s = c.stats();
+  EXPECT_EQ(s.chunks, 7u);
+  EXPECT_EQ(s.bytes_written, 7 * kChunkBytes + 24 + (2000 - 1792) * 16);
 }

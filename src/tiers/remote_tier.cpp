@@ -1,0 +1,381 @@
+#include "tiers/remote_tier.h"
+
+#include <hiredis/hiredis.h>
+
+#include <chrono>
+#include <cstring>
+
+#include "util/log.h"
+
+namespace kvstash::tiers {
+
+namespace {
+
+constexpr int64_t kRetryMs = 3000;
+
+int64_t steady_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string hex(const Fingerprint16& fp) {
+  static const char* d = "0123456789abcdef";
+  std::string s;
+  for (uint8_t b : fp) {
+    s += d[b >> 4];
+    s += d[b & 15];
+  }
+  return s;
+}
+
+}  // namespace
+
+std::pair<std::string, int> parse_redis_url(const std::string& url) {
+  const std::string scheme = "redis://";
+  if (url.rfind(scheme, 0) != 0) {
+    throw std::invalid_argument("--cache-remote must look like redis://host:port, got '" + url +
+                                "'");
+  }
+  std::string rest = url.substr(scheme.size());
+  if (auto slash = rest.find('/'); slash != std::string::npos) rest.resize(slash);
+  if (rest.empty()) throw std::invalid_argument("--cache-remote names no host: '" + url + "'");
+  int port = 6379;
+  if (auto colon = rest.rfind(':'); colon != std::string::npos) {
+    const std::string p = rest.substr(colon + 1);
+    try {
+      port = std::stoi(p);
+    } catch (...) {
+      port = -1;
+    }
+    if (port <= 0 || port > 65535) throw std::invalid_argument("bad port in '" + url + "'");
+    rest.resize(colon);
+  }
+  return {rest, port};
+}
+
+// --- RedisConn ----------------------------------------------------------------------------
+
+RedisConn::RedisConn(std::string host, int port, int timeout_ms)
+    : host_(std::move(host)), port_(port), timeout_ms_(timeout_ms) {}
+
+RedisConn::~RedisConn() {
+  for (auto& [name, c] : nodes_) redisFree(c);
+}
+
+redisContext* RedisConn::connect(const std::string& host, int port) {
+  const std::string name = host + ":" + std::to_string(port);
+  if (auto it = nodes_.find(name); it != nodes_.end()) {
+    if (!it->second->err) return it->second;
+    redisFree(it->second);
+    nodes_.erase(it);
+  }
+  timeval tv{timeout_ms_ / 1000, (timeout_ms_ % 1000) * 1000};
+  redisContext* c = redisConnectWithTimeout(host.c_str(), port, tv);
+  if (!c || c->err) {
+    err_ = c ? c->errstr : "cannot allocate a connection";
+    if (c) redisFree(c);
+    return nullptr;
+  }
+  redisSetTimeout(c, tv);
+  nodes_[name] = c;
+  return c;
+}
+
+std::unique_ptr<RedisConn::Reply> RedisConn::command(const std::vector<std::string>& argv) {
+  std::vector<const char*> a;
+  std::vector<size_t> len;
+  for (const auto& s : argv) {
+    a.push_back(s.data());
+    len.push_back(s.size());
+  }
+  std::string host = host_;
+  int port = port_;
+  for (int hop = 0; hop < 4; ++hop) {
+    redisContext* c = connect(host, port);
+    if (!c) return nullptr;
+    auto* r = static_cast<redisReply*>(
+        redisCommandArgv(c, static_cast<int>(a.size()), a.data(), len.data()));
+    if (!r) {
+      err_ = c->errstr[0] ? c->errstr : "connection lost";
+      redisFree(c);
+      nodes_.erase(host + ":" + std::to_string(port));
+      return nullptr;
+    }
+    auto out = std::make_unique<Reply>();
+    out->type = r->type;
+    out->integer = r->integer;
+    if (r->str) out->str.assign(r->str, r->len);
+    for (size_t i = 0; i < r->elements; ++i) {
+      const redisReply* e = r->element[i];
+      out->elements.emplace_back(e && e->str ? std::string(e->str, e->len) : std::string());
+    }
+    freeReplyObject(r);
+    // Cluster: "MOVED <slot> <host>:<port>" or "ASK ..." names the node that owns the key.
+    if (out->type == REDIS_REPLY_ERROR &&
+        (out->str.rfind("MOVED ", 0) == 0 || out->str.rfind("ASK ", 0) == 0)) {
+      const std::string target = out->str.substr(out->str.rfind(' ') + 1);
+      const auto colon = target.rfind(':');
+      host = target.substr(0, colon);
+      if (host.empty()) host = host_;
+      port = std::stoi(target.substr(colon + 1));
+      if (out->str.rfind("ASK ", 0) == 0) {
+        if (redisContext* n = connect(host, port)) {
+          if (auto* ok = static_cast<redisReply*>(redisCommand(n, "ASKING"))) freeReplyObject(ok);
+        }
+      }
+      continue;
+    }
+    return out;
+  }
+  err_ = "too many cluster redirections";
+  return nullptr;
+}
+
+// --- RemoteTier ---------------------------------------------------------------------------
+
+RemoteTier::RemoteTier(const RemoteConfig& cfg, const Fingerprint16& fingerprint)
+    : cfg_(cfg), fp_(fingerprint), prefix_("kvstash:" + hex(fingerprint) + ":") {
+  std::tie(host_, port_) = parse_redis_url(cfg.url);
+  reader_ = std::make_unique<RedisConn>(host_, port_, cfg.timeout_ms);
+  {
+    std::lock_guard lock(read_mu_);
+    if (available_locked()) log::info("kv cache remote tier " + cfg_.url + " connected");
+  }
+  writer_ = std::thread([this] { writer(); });
+}
+
+RemoteTier::~RemoteTier() {
+  {
+    std::lock_guard lock(q_mu_);
+    stop_ = true;
+    q_cv_.notify_all();
+  }
+  writer_.join();
+}
+
+std::string RemoteTier::redis_key(cache::ObjKind kind, const cache::Key& key) const {
+  return prefix_ + (kind == cache::ObjKind::kChunk ? "c:" : "e:") + key.hex();
+}
+
+std::string RemoteTier::kids_key(const cache::Key& parent) const {
+  return prefix_ + "kids:" + parent.hex();
+}
+
+void RemoteTier::mark_down(const std::string& why) {
+  if (up_.exchange(false)) {
+    log::warn("kv cache remote tier " + cfg_.url + " unavailable (" + why +
+              "); serving from local tiers until it returns");
+  }
+  retry_at_ms_ = steady_ms() + kRetryMs;
+  std::lock_guard lock(st_mu_);
+  ++st_.errors;
+}
+
+bool RemoteTier::available_locked() {
+  if (up_) return true;
+  if (steady_ms() < retry_at_ms_) return false;
+  auto r = reader_->command({"PING"});
+  if (!r || r->type == REDIS_REPLY_ERROR) {
+    mark_down(r ? r->str : reader_->last_error());
+    return false;
+  }
+  if (retry_at_ms_ != 0) log::info("kv cache remote tier " + cfg_.url + " is back");
+  up_ = true;
+  return true;
+}
+
+std::string RemoteTier::put(const cache::ObjectMeta& meta, const cache::ObjectStats& stats,
+                            std::span<const uint8_t> payload) {
+  FileHeader h;
+  h.meta = meta;
+  h.meta.payload_bytes = payload.size();
+  h.stats = stats;
+  h.fingerprint = fp_;
+  h.payload_checksum = payload_checksum(payload);
+  const auto header = encode_header(h);
+  Pending p;
+  p.meta = h.meta;
+  p.blob.reserve(header.size() + payload.size());
+  p.blob.insert(p.blob.end(), header.begin(), header.end());
+  p.blob.insert(p.blob.end(), payload.begin(), payload.end());
+  std::lock_guard lock(q_mu_);
+  if (queued_bytes_ + p.blob.size() > cfg_.queue_bytes || !up_) {
+    std::lock_guard s(st_mu_);
+    ++st_.dropped;  // overloaded or down: the local tiers still have it
+    return {};
+  }
+  queued_bytes_ += p.blob.size();
+  queue_.push_back(std::move(p));
+  q_cv_.notify_all();
+  return {};
+}
+
+void RemoteTier::writer() {
+  RedisConn conn(host_, port_, cfg_.timeout_ms);
+  for (;;) {
+    Pending p;
+    {
+      std::unique_lock lock(q_mu_);
+      q_cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      if (queue_.empty()) return;
+      p = std::move(queue_.front());
+      queue_.pop_front();
+      in_flight_ = true;
+    }
+    const std::string key = redis_key(p.meta.kind, p.meta.key);
+    auto r = conn.command(
+        {"SET", key, std::string(p.blob.begin(), p.blob.end()), "EX", std::to_string(cfg_.ttl_s)});
+    bool ok = r && r->type != REDIS_REPLY_ERROR;
+    if (ok && p.meta.kind == cache::ObjKind::kEntry) {
+      const std::string member = p.meta.key.hex() + ":" + std::to_string(p.meta.n_tokens) + ":" +
+                                 std::to_string(p.meta.depth) + ":" +
+                                 std::to_string(static_cast<int>(p.meta.reason)) + ":" +
+                                 (p.meta.has_logits ? "1" : "0");
+      const std::string kids = kids_key(p.meta.parent);
+      auto s = conn.command({"SADD", kids, member});
+      auto e = conn.command({"EXPIRE", kids, std::to_string(cfg_.ttl_s)});
+      ok = s && e && s->type != REDIS_REPLY_ERROR;
+    }
+    {
+      std::lock_guard lock(q_mu_);
+      queued_bytes_ -= p.blob.size();
+      in_flight_ = false;
+      q_cv_.notify_all();
+    }
+    if (ok) {
+      std::lock_guard s(st_mu_);
+      ++st_.writes;
+      st_.write_bytes += p.blob.size();
+    } else {
+      mark_down(r ? r->str : conn.last_error());
+    }
+  }
+}
+
+bool RemoteTier::drain(int timeout_ms) {
+  std::unique_lock lock(q_mu_);
+  return q_cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms),
+                        [&] { return queue_.empty() && !in_flight_; });
+}
+
+std::optional<std::vector<uint8_t>> RemoteTier::get(cache::ObjKind kind, const cache::Key& key,
+                                                    std::string* why) {
+  std::lock_guard lock(read_mu_);
+  if (!available_locked()) {
+    if (why) *why = "remote tier unavailable";
+    return std::nullopt;
+  }
+  auto r = reader_->command({"GET", redis_key(kind, key)});
+  if (!r) {
+    mark_down(reader_->last_error());
+    if (why) *why = "remote read failed";
+    return std::nullopt;
+  }
+  std::lock_guard s(st_mu_);
+  if (r->type != REDIS_REPLY_STRING) {
+    ++st_.misses;
+    if (why) *why = "not in the remote tier (evicted?)";
+    return std::nullopt;
+  }
+  const std::span<const uint8_t> blob(reinterpret_cast<const uint8_t*>(r->str.data()),
+                                      r->str.size());
+  std::string bad;
+  auto dec = decode_header(blob, fp_);
+  if (auto* e = std::get_if<std::string>(&dec))
+    bad = *e;
+  else {
+    const FileHeader& h = std::get<FileHeader>(dec);
+    if (h.meta.kind != kind || h.meta.key != key)
+      bad = "header names another object";
+    else if (blob.size() != kHeaderSize + h.meta.payload_bytes)
+      bad = "size does not match the header";
+    else if (payload_checksum(blob.subspan(kHeaderSize)) != h.payload_checksum)
+      bad = "payload checksum mismatch";
+  }
+  if (!bad.empty()) {
+    ++st_.damaged;
+    log::warn("kv cache remote object " + key.hex() + " damaged (" + bad + "), deleting it");
+    reader_->command({"DEL", redis_key(kind, key)});
+    if (why) *why = bad;
+    return std::nullopt;
+  }
+  ++st_.reads;
+  st_.read_bytes += blob.size();
+  return std::vector<uint8_t>(blob.begin() + kHeaderSize, blob.end());
+}
+
+void RemoteTier::remove(cache::ObjKind kind, const cache::Key& key) {
+  std::lock_guard lock(read_mu_);
+  if (available_locked()) reader_->command({"DEL", redis_key(kind, key)});
+}
+
+size_t RemoteTier::chunk_depth(const std::vector<cache::Key>& chunks) {
+  std::lock_guard lock(read_mu_);
+  if (chunks.empty() || !available_locked()) return 0;
+  // EXISTS per key (keys may live on different cluster nodes), stopping at the first gap.
+  size_t d = 0;
+  for (; d < chunks.size(); ++d) {
+    auto r = reader_->command({"EXISTS", redis_key(cache::ObjKind::kChunk, chunks[d])});
+    if (!r) {
+      mark_down(reader_->last_error());
+      break;
+    }
+    if (r->type != REDIS_REPLY_INTEGER || r->integer != 1) break;
+  }
+  return d;
+}
+
+std::vector<cache::ObjectMeta> RemoteTier::entries_under(const cache::Key& parent) {
+  std::vector<cache::ObjectMeta> out;
+  std::lock_guard lock(read_mu_);
+  if (!available_locked()) return out;
+  auto r = reader_->command({"SMEMBERS", kids_key(parent)});
+  if (!r) {
+    mark_down(reader_->last_error());
+    return out;
+  }
+  for (const auto& m : r->elements) {
+    // <key>:<tokens>:<depth>:<reason>:<logits>
+    std::vector<std::string> f;
+    size_t start = 0;
+    for (size_t i = 0; i <= m.size(); ++i) {
+      if (i == m.size() || m[i] == ':') {
+        f.push_back(m.substr(start, i - start));
+        start = i + 1;
+      }
+    }
+    const auto key = f.size() == 5 ? cache::Key::from_hex(f[0]) : std::nullopt;
+    if (!key) continue;
+    cache::ObjectMeta meta;
+    meta.kind = cache::ObjKind::kEntry;
+    meta.key = *key;
+    meta.parent = parent;
+    try {
+      meta.n_tokens = static_cast<uint32_t>(std::stoul(f[1]));
+      meta.depth = static_cast<uint32_t>(std::stoul(f[2]));
+      const int reason = std::stoi(f[3]);
+      if (reason < 1 || reason > 5) continue;
+      meta.reason = static_cast<cache::Reason>(reason);
+    } catch (...) {
+      continue;
+    }
+    meta.has_logits = f[4] == "1";
+    out.push_back(meta);
+  }
+  return out;
+}
+
+RemoteStats RemoteTier::stats() {
+  RemoteStats s;
+  {
+    std::lock_guard lock(st_mu_);
+    s = st_;
+  }
+  std::lock_guard lock(q_mu_);
+  s.pending_bytes = queued_bytes_;
+  s.up = up_;
+  return s;
+}
+
+}  // namespace kvstash::tiers

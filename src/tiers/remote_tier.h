@@ -1,0 +1,142 @@
+// The shared remote tier: cache objects in Redis, so a fleet of servers reuses each other's
+// prefixes (`--cache-remote redis://host:port`, a single Redis or any node of a Redis Cluster).
+//
+// Layout: each object is one string key, kvstash:<fingerprint>:<c|e>:<key>, holding the same
+// 128-byte header as a disk file (disk_format.h: checksums included) followed by the payload.
+// Entries are also listed in a set per parent chunk, kvstash:<fingerprint>:kids:<parent>, whose
+// members are "<key>:<tokens>:<depth>:<flags>", so a lookup finds the entries along a prompt's
+// chain without scanning. Redis' own eviction (maxmemory-policy) and a TTL on every key
+// (--cache-remote-ttl) are the budget: a key may vanish at any time, and a lookup that finds a
+// chain broken stops at the last complete prefix.
+//
+// Reads happen on a local miss, synchronously, with a short timeout. Writes go behind the local
+// store through a bounded queue and a writer thread, never blocking a request; what does not fit
+// the queue is dropped and counted. An outage degrades to local-only with one log line and is
+// retried every few seconds; recovery is logged too. Cluster redirections (MOVED/ASK) are
+// followed by connecting to the named node.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tiers/disk_format.h"
+#include "tiers/tier.h"
+
+struct redisContext;
+
+namespace kvstash::tiers {
+
+struct RemoteConfig {
+  std::string url;                      // redis://host:port
+  uint32_t ttl_s = 7 * 24 * 3600;       // --cache-remote-ttl
+  uint64_t queue_bytes = 256ull << 20;  // --cache-remote-queue
+  int timeout_ms = 1000;
+};
+
+struct RemoteStats {
+  uint64_t writes = 0, write_bytes = 0, dropped = 0, reads = 0, read_bytes = 0, misses = 0,
+           damaged = 0, errors = 0;
+  uint64_t pending_bytes = 0;
+  bool up = false;
+};
+
+// One connection that follows cluster redirections. Not thread-safe: one per thread.
+class RedisConn {
+ public:
+  RedisConn(std::string host, int port, int timeout_ms);
+  ~RedisConn();
+  // Runs a command (argv form, binary-safe). Returns nullptr on a connection problem (the reason
+  // in last_error()). The reply is owned by the caller (freeReplyObject via RedisReply).
+  struct Reply;
+  std::unique_ptr<Reply> command(const std::vector<std::string>& argv);
+  const std::string& last_error() const { return err_; }
+
+ private:
+  redisContext* connect(const std::string& host, int port);
+  std::string host_;
+  int port_;
+  int timeout_ms_;
+  redisContext* ctx_ = nullptr;
+  std::map<std::string, redisContext*> nodes_;  // cluster nodes by "host:port"
+  std::string err_;
+};
+
+struct RedisConn::Reply {
+  int type = 0;  // REDIS_REPLY_*
+  long long integer = 0;
+  std::string str;
+  std::vector<std::string> elements;
+};
+
+class RemoteTier : public Tier {
+ public:
+  RemoteTier(const RemoteConfig& cfg, const Fingerprint16& fingerprint);
+  ~RemoteTier() override;
+
+  const char* name() const override { return "remote"; }
+  // Queues the object for the writer thread (returns "" even when it is dropped: drops are
+  // counted in stats(), a remote write is never required for correctness).
+  std::string put(const cache::ObjectMeta& meta, const cache::ObjectStats& stats,
+                  std::span<const uint8_t> payload) override;
+  std::optional<std::vector<uint8_t>> get(cache::ObjKind kind, const cache::Key& key,
+                                          std::string* why) override;
+  void remove(cache::ObjKind kind, const cache::Key& key) override;
+  void update_stats(cache::ObjKind, const cache::Key&, const cache::ObjectStats&) override {}
+  uint64_t object_size(const cache::ObjectMeta& meta) const override {
+    return kHeaderSize + meta.payload_bytes;
+  }
+
+  // How many of `chunks` (in order) exist remotely, stopping at the first missing one.
+  size_t chunk_depth(const std::vector<cache::Key>& chunks);
+  // Entries recorded under `parent`.
+  std::vector<cache::ObjectMeta> entries_under(const cache::Key& parent);
+  RemoteStats stats();
+  // Waits until the write queue is empty (tests and graceful shutdown), up to timeout_ms.
+  bool drain(int timeout_ms);
+
+ private:
+  struct Pending {
+    cache::ObjectMeta meta;
+    std::vector<uint8_t> blob;  // header + payload
+  };
+  std::string redis_key(cache::ObjKind kind, const cache::Key& key) const;
+  std::string kids_key(const cache::Key& parent) const;
+  bool available_locked();  // reconnects after an outage, at most every few seconds
+  void mark_down(const std::string& why);
+  void writer();
+
+  RemoteConfig cfg_;
+  Fingerprint16 fp_;
+  std::string prefix_;
+  std::string host_;
+  int port_ = 6379;
+
+  std::mutex read_mu_;
+  std::unique_ptr<RedisConn> reader_;
+  std::atomic<bool> up_{false};
+  std::atomic<int64_t> retry_at_ms_{0};
+
+  std::mutex q_mu_;
+  std::condition_variable q_cv_;
+  std::deque<Pending> queue_;
+  uint64_t queued_bytes_ = 0;
+  bool in_flight_ = false;
+  bool stop_ = false;
+  std::thread writer_;
+
+  std::mutex st_mu_;
+  RemoteStats st_;
+};
+
+// Parses redis://host[:port]; throws std::invalid_argument with the reason.
+std::pair<std::string, int> parse_redis_url(const std::string& url);
+
+}  // namespace kvstash::tiers

@@ -1,0 +1,26 @@
+// A real redis-server (Debian's package) on a loopback port, started and stopped by a test.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+
+namespace kvstash::fixtures {
+
+class RedisProcess {
+ public:
+  // port 0: pick a free one.
+  explicit RedisProcess(int port = 0);
+  ~RedisProcess();
+  int port() const { return port_; }
+  std::string url() const { return "redis://127.0.0.1:" + std::to_string(port_); }
+  void kill();  // SIGKILL, as an outage
+  // Runs redis-cli against it and returns its output.
+  std::string cli(const std::string& args) const;
+
+ private:
+  pid_t pid_ = -1;
+  int port_ = 0;
+};
+
+}  // namespace kvstash::fixtures

@@ -1,0 +1,195 @@
+// The shared remote tier against a real redis-server: two caches (two "servers", each with its
+// own disk directory) reuse each other's prefixes through it.
+#include "tiers/remote_tier.h"
+
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "redis_process.h"
+#include "server_process.h"
+#include "synthetic_kv.h"
+#include "test_models.h"
+#include "util/log.h"
+
+using namespace kvstash;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct TempDir {
+  std::string path;
+  TempDir() {
+    char tmpl[] = "/tmp/kvstash-remote-XXXXXX";
+    path = ::mkdtemp(tmpl);
+  }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+std::array<uint8_t, 16> fp() {
+  std::array<uint8_t, 16> f;
+  f.fill(9);
+  return f;
+}
+
+cache::CacheConfig cfg(const std::string& dir, const std::string& url) {
+  cache::CacheConfig c;
+  c.dir = dir;
+  c.chunk = fixtures::kSynthChunk;
+  c.remote.url = url;
+  c.remote.timeout_ms = 300;
+  return c;
+}
+
+}  // namespace
+
+TEST(RemoteTier, ParsesUrls) {
+  EXPECT_EQ(tiers::parse_redis_url("redis://10.0.0.1:7000"),
+            (std::pair<std::string, int>{"10.0.0.1", 7000}));
+  EXPECT_EQ(tiers::parse_redis_url("redis://cache").second, 6379);
+  EXPECT_THROW(tiers::parse_redis_url("http://x"), std::invalid_argument);
+  EXPECT_THROW(tiers::parse_redis_url("redis://x:99999"), std::invalid_argument);
+}
+
+TEST(RemoteTier, PrefixStoredByOneCacheIsRestoredByAnother) {
+  fixtures::RedisProcess redis;
+  TempDir a_dir, b_dir;
+  cache::PrefixCache a(cfg(a_dir.path, redis.url()), fp());
+  cache::PrefixCache b(cfg(b_dir.path, redis.url()), fp());
+  const auto tokens = fixtures::conv(1500, 3);
+  ASSERT_TRUE(fixtures::put(a, std::span(tokens).first(1300)).stored);
+  ASSERT_TRUE(a.drain_remote(5000));
+  std::string err;
+  EXPECT_EQ(fixtures::check_restore(b, tokens, &err), 1280u);
+  EXPECT_EQ(err, "");
+  const auto s = b.stats();
+  ASSERT_TRUE(s.remote.has_value());
+  EXPECT_GT(s.remote->reads, 0u);
+  EXPECT_GT(s.disk_bytes, 0u) << "remote hits are promoted into the local disk tier";
+}
+
+TEST(RemoteTier, MissingChunkStopsTheLookupAtTheLastCompletePrefix) {
+  fixtures::RedisProcess redis;
+  TempDir a_dir, b_dir;
+  cache::PrefixCache a(cfg(a_dir.path, redis.url()), fp());
+  const auto tokens = fixtures::conv(1500, 4);
+  fixtures::put(a, std::span(tokens).first(1280));
+  ASSERT_TRUE(a.drain_remote(5000));
+  // Redis evicts chunk 2 (of 0..4).
+  const auto chain = cache::chain_keys(a.root(), tokens, fixtures::kSynthChunk);
+  std::string fp_hex;
+  for (uint8_t x : fp()) fp_hex += "09";
+  redis.cli("DEL kvstash:" + fp_hex + ":c:" + chain[2].hex());
+  cache::PrefixCache b(cfg(b_dir.path, redis.url()), fp());
+  std::string err;
+  EXPECT_EQ(fixtures::check_restore(b, tokens, &err), 512u);
+  EXPECT_EQ(err, "");
+}
+
+TEST(RemoteTier, DamagedRemoteObjectIsNeverServed) {
+  fixtures::RedisProcess redis;
+  TempDir a_dir, b_dir;
+  cache::PrefixCache a(cfg(a_dir.path, redis.url()), fp());
+  const auto tokens = fixtures::conv(800, 5);
+  fixtures::put(a, std::span(tokens).first(768));
+  ASSERT_TRUE(a.drain_remote(5000));
+  const auto chain = cache::chain_keys(a.root(), tokens, fixtures::kSynthChunk);
+  std::string fp_hex;
+  for (uint8_t x : fp()) fp_hex += "09";
+  redis.cli("SETRANGE kvstash:" + fp_hex + ":c:" + chain[1].hex() + " 300 XYZ");
+  cache::PrefixCache b(cfg(b_dir.path, redis.url()), fp());
+  std::string err;
+  const uint32_t got = fixtures::check_restore(b, tokens, &err);
+  // The first plan fails on the damaged chunk (never served); the next finds chunk 0 only.
+  EXPECT_TRUE(got == 0 && err == "load failed") << got << " " << err;
+  EXPECT_EQ(fixtures::check_restore(b, tokens, &err), 256u);
+  EXPECT_EQ(b.stats().remote->damaged, 1u);
+}
+
+TEST(RemoteTier, OutageDegradesToLocalOnlyAndRecovers) {
+  auto redis = std::make_unique<fixtures::RedisProcess>();
+  const int port = redis->port();
+  TempDir a_dir;
+  std::vector<std::string> logs;
+  log::set_hook([&](const std::string& l) { logs.push_back(l); });
+  cache::PrefixCache a(cfg(a_dir.path, redis->url()), fp());
+  const auto t1 = fixtures::conv(800, 6), t2 = fixtures::conv(800, 7);
+  fixtures::put(a, t1);
+  ASSERT_TRUE(a.drain_remote(5000));
+  redis->kill();
+  // Lookups and stores go on against the local tiers.
+  std::string err;
+  EXPECT_EQ(fixtures::check_restore(a, t1, &err), 768u);
+  EXPECT_TRUE(fixtures::put(a, t2).stored);
+  EXPECT_EQ(fixtures::check_restore(a, t2, &err), 768u);
+  EXPECT_FALSE(a.stats().remote->up);
+  redis = std::make_unique<fixtures::RedisProcess>(port);
+  std::this_thread::sleep_for(std::chrono::milliseconds(3200));  // the retry interval
+  fixtures::check_restore(a, fixtures::conv(900, 8), &err);
+  EXPECT_TRUE(a.stats().remote->up);
+  log::set_hook(nullptr);
+  bool down = false, back = false;
+  for (const auto& l : logs) {
+    down |= l.find("unavailable") != std::string::npos;
+    back |= l.find("is back") != std::string::npos;
+  }
+  EXPECT_TRUE(down && back);
+}
+
+TEST(RemoteTier, TwoServersShareAPrefixAndSurviveARedisOutage) {
+  fixtures::RedisProcess redis;
+  TempDir dir;
+  const std::string model = fixtures::model_path("tiny");
+  auto args = [&](const std::string& cache_dir) {
+    return std::vector<std::string>{"-m",
+                                    model,
+                                    "--ctx-size",
+                                    "8192",
+                                    "--cache-dir",
+                                    cache_dir,
+                                    "--cache-remote",
+                                    redis.url(),
+                                    "--cache-boundary-align",
+                                    "256"};
+  };
+  fixtures::ServerProcess a(args(dir.path + "/a")), b(args(dir.path + "/b"));
+  nlohmann::json msgs = nlohmann::json::array();
+  std::string sys = "You are a fleet agent. Tools:\n";
+  for (int i = 0; i < 80; ++i) sys += "{\"name\":\"tool_" + std::to_string(i) + "\"}\n";
+  msgs.push_back({{"role", "system"}, {"content", sys}});
+  msgs.push_back({{"role", "user"}, {"content", "Summarise the repository."}});
+  auto ask = [&](int port, const nlohmann::json& m) {
+    httplib::Client c("127.0.0.1", port);
+    c.set_read_timeout(60, 0);
+    auto r = c.Post("/v1/chat/completions",
+                    nlohmann::json{{"messages", m}, {"max_tokens", 6}, {"temperature", 0}}.dump(),
+                    "application/json");
+    return r ? nlohmann::json::parse(r->body) : nlohmann::json();
+  };
+  const auto ra = ask(a.port(), msgs);
+  ASSERT_TRUE(ra.contains("usage")) << ra.dump();
+  // Wait until A's writes reached Redis.
+  for (int i = 0; i < 100; ++i) {
+    httplib::Client c("127.0.0.1", a.port());
+    auto m = c.Get("/metrics");
+    if (m && m->body.find("kvstash_cache_remote_pending_bytes 0") != std::string::npos &&
+        m->body.find("kvstash_cache_remote_writes_total 0") == std::string::npos) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  // B has never seen this prompt and its disk is empty: A's cold anchor comes through Redis.
+  const auto rb = ask(b.port(), msgs);
+  EXPECT_GE(rb["usage"]["prompt_tokens_details"]["cached_tokens"].get<int>(), 512) << b.log();
+  EXPECT_NE(b.log().find("kv cache hit tokens="), std::string::npos);
+  EXPECT_EQ(rb["choices"][0]["message"]["content"], ra["choices"][0]["message"]["content"]);
+  redis.kill();
+  msgs.push_back({{"role", "assistant"}, {"content", "ok"}});
+  msgs.push_back({{"role", "user"}, {"content", "And the tests?"}});
+  EXPECT_TRUE(ask(a.port(), msgs).contains("usage")) << "A serves without Redis";
+  EXPECT_TRUE(ask(b.port(), msgs).contains("usage")) << "B serves without Redis";
+}
