@@ -237,12 +237,6 @@ void RemoteTier::writer() {
       auto e = conn.command({"EXPIRE", kids, std::to_string(cfg_.ttl_s)});
       ok = s && e && s->type != REDIS_REPLY_ERROR;
     }
-    {
-      std::lock_guard lock(q_mu_);
-      queued_bytes_ -= p.blob.size();
-      in_flight_ = false;
-      q_cv_.notify_all();
-    }
     if (ok) {
       std::lock_guard s(st_mu_);
       ++st_.writes;
@@ -250,6 +244,10 @@ void RemoteTier::writer() {
     } else {
       mark_down(r ? r->str : conn.last_error());
     }
+    std::lock_guard lock(q_mu_);  // after the stats, so drain() sees them
+    queued_bytes_ -= p.blob.size();
+    in_flight_ = false;
+    q_cv_.notify_all();
   }
 }
 

@@ -9,34 +9,51 @@
 #include <array>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <stdexcept>
 #include <thread>
 
 namespace kvstash::fixtures {
 
 namespace {
-int free_port() {
+bool can_bind(int port) {
   const int s = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  socklen_t len = sizeof(a);
-  ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  const bool ok = ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
   ::close(s);
-  return ntohs(a.sin_port);
+  return ok;
+}
+
+// A free port below the ephemeral range whose cluster bus port (+10000) is free too.
+int free_port() {
+  static unsigned seed = static_cast<unsigned>(::getpid()) * 7919u;
+  for (int i = 0; i < 1000; ++i) {
+    const int p = 20000 + static_cast<int>(rand_r(&seed) % 10000);
+    if (can_bind(p) && can_bind(p + 10000)) return p;
+  }
+  throw std::runtime_error("no free port for redis-server");
 }
 }  // namespace
 
-RedisProcess::RedisProcess(int port) : port_(port ? port : free_port()) {
+RedisProcess::RedisProcess(int port, const std::vector<std::string>& extra)
+    : port_(port ? port : free_port()) {
   if (::access("/usr/bin/redis-server", X_OK) != 0) {
     throw std::runtime_error("redis-server is not installed (./setup.sh installs it)");
   }
   pid_ = ::fork();
   if (pid_ == 0) {
-    const std::string p = std::to_string(port_);
-    ::execl("/usr/bin/redis-server", "redis-server", "--port", p.c_str(), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "no", "--loglevel", "warning", nullptr);
+    std::vector<std::string> args = {"redis-server", "--port",       std::to_string(port_),
+                                     "--bind",       "127.0.0.1",    "--save",
+                                     "",             "--appendonly", "no",
+                                     "--loglevel",   "warning"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv("/usr/bin/redis-server", argv.data());
     std::_Exit(127);
   }
   for (int i = 0; i < 100; ++i) {
@@ -67,6 +84,33 @@ std::string RedisProcess::cli(const std::string& args) const {
     ::pclose(f);
   }
   return out;
+}
+
+RedisCluster::RedisCluster() {
+  char tmpl[] = "/tmp/kvstash-cluster-XXXXXX";
+  dir_ = ::mkdtemp(tmpl);
+  std::string create = "redis-cli --cluster create";
+  for (int i = 0; i < 3; ++i) {
+    const std::string conf = dir_ + "/nodes-" + std::to_string(i) + ".conf";
+    nodes_.push_back(std::make_unique<RedisProcess>(
+        0, std::vector<std::string>{"--cluster-enabled", "yes", "--cluster-config-file", conf}));
+    create += " 127.0.0.1:" + std::to_string(nodes_.back()->port());
+  }
+  create += " --cluster-replicas 0 --cluster-yes > /dev/null 2>&1";
+  if (std::system(create.c_str()) != 0) throw std::runtime_error("redis-cli --cluster create failed");
+  for (int i = 0; i < 100; ++i) {
+    if (nodes_[0]->cli("CLUSTER INFO").find("cluster_state:ok") != std::string::npos &&
+        nodes_[2]->cli("CLUSTER INFO").find("cluster_state:ok") != std::string::npos) {
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  throw std::runtime_error("the Redis Cluster did not become ready");
+}
+
+RedisCluster::~RedisCluster() {
+  nodes_.clear();
+  std::system(("rm -rf " + dir_).c_str());
 }
 
 }  // namespace kvstash::fixtures

@@ -3,14 +3,16 @@
 
 #include <sys/types.h>
 
+#include <memory>
 #include <string>
+#include <vector>
 
 namespace kvstash::fixtures {
 
 class RedisProcess {
  public:
   // port 0: pick a free one.
-  explicit RedisProcess(int port = 0);
+  explicit RedisProcess(int port = 0, const std::vector<std::string>& extra = {});
   ~RedisProcess();
   int port() const { return port_; }
   std::string url() const { return "redis://127.0.0.1:" + std::to_string(port_); }
@@ -21,6 +23,18 @@ class RedisProcess {
  private:
   pid_t pid_ = -1;
   int port_ = 0;
+};
+
+// Three masters of a Redis Cluster, all slots assigned.
+class RedisCluster {
+ public:
+  RedisCluster();
+  ~RedisCluster();
+  std::string url(int node) const { return nodes_[node]->url(); }
+
+ private:
+  std::string dir_;
+  std::vector<std::unique_ptr<RedisProcess>> nodes_;
 };
 
 }  // namespace kvstash::fixtures

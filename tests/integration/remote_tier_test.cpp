@@ -72,6 +72,22 @@ TEST(RemoteTier, PrefixStoredByOneCacheIsRestoredByAnother) {
   EXPECT_GT(s.disk_bytes, 0u) << "remote hits are promoted into the local disk tier";
 }
 
+TEST(RemoteTier, WorksAcrossTheNodesOfARedisCluster) {
+  fixtures::RedisCluster cluster;
+  TempDir a_dir, b_dir;
+  // Each cache talks to a different node; keys live on all three (MOVED redirections).
+  cache::PrefixCache a(cfg(a_dir.path, cluster.url(0)), fp());
+  cache::PrefixCache b(cfg(b_dir.path, cluster.url(2)), fp());
+  const auto tokens = fixtures::conv(3000, 11);
+  ASSERT_TRUE(fixtures::put(a, std::span(tokens).first(2900)).stored);
+  ASSERT_TRUE(a.drain_remote(5000));
+  EXPECT_GT(a.stats().remote->writes, 11u);
+  std::string err;
+  EXPECT_EQ(fixtures::check_restore(b, tokens, &err), 2816u);
+  EXPECT_EQ(err, "");
+  EXPECT_EQ(b.stats().remote->errors, 0u);
+}
+
 TEST(RemoteTier, MissingChunkStopsTheLookupAtTheLastCompletePrefix) {
   fixtures::RedisProcess redis;
   TempDir a_dir, b_dir;
