@@ -63,6 +63,20 @@ Key entry_key(const Key& parent, std::span<const Token> tail) {
   return hash(parent, tail, kEntrySeed);
 }
 
+Key salted_root(const Key& root, const std::string& salt) {
+  if (salt.empty()) return root;
+  XXH3_state_t st;
+  XXH3_128bits_reset_withSeed(&st, 0x73616c74);
+  XXH3_128bits_update(&st, &root, sizeof(root));
+  XXH3_128bits_update(&st, salt.data(), salt.size());
+  const XXH128_hash_t h = XXH3_128bits_digest(&st);
+  return {h.high64, h.low64};
+}
+
+Chain make_chain(const Key& root, std::span<const Token> tokens, uint32_t chunk) {
+  return {root, chain_keys(root, tokens, chunk)};
+}
+
 std::vector<Key> chain_keys(const Key& root, std::span<const Token> tokens, uint32_t chunk) {
   std::vector<Key> out;
   Key parent = root;

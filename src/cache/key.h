@@ -30,9 +30,20 @@ struct KeyHash {
 };
 
 Key root_key(std::span<const uint8_t> fingerprint);
+// A tenant's own key space under the model's root (vLLM's cache_salt): prefixes stored with one
+// salt never match a request with another, so tenants cannot hit or time each other's prefixes.
+Key salted_root(const Key& root, const std::string& salt);
 Key chunk_key(const Key& parent, std::span<const Token> tokens);
 Key entry_key(const Key& parent, std::span<const Token> tail);
 // Keys of every full chunk of `tokens`.
 std::vector<Key> chain_keys(const Key& root, std::span<const Token> tokens, uint32_t chunk);
+
+// A prompt's chain: its root and the keys of its full chunks.
+struct Chain {
+  Key root;
+  std::vector<Key> keys;
+  const Key& parent_of(size_t i) const { return i ? keys[i - 1] : root; }
+};
+Chain make_chain(const Key& root, std::span<const Token> tokens, uint32_t chunk);
 
 }  // namespace kvstash::cache

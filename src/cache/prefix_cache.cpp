@@ -70,8 +70,9 @@ PrefixCache::~PrefixCache() {
 
 bool PrefixCache::drain_remote(int timeout_ms) { return !remote_ || remote_->drain(timeout_ms); }
 
-void PrefixCache::discover_remote_locked(const std::vector<Key>& chain) {
+void PrefixCache::discover_remote_locked(const Chain& c) {
   if (!remote_) return;
+  const auto& chain = c.keys;
   size_t local = 0;
   while (local < chain.size() && index_.find(ObjKind::kChunk, chain[local])) ++local;
   const std::vector<Key> rest(chain.begin() + local, chain.end());
@@ -80,13 +81,13 @@ void PrefixCache::discover_remote_locked(const std::vector<Key>& chain) {
     ObjectMeta m;
     m.kind = ObjKind::kChunk;
     m.key = chain[local + i];
-    m.parent = local + i ? chain[local + i - 1] : index_.root();
+    m.parent = c.parent_of(local + i);
     m.depth = static_cast<uint32_t>(local + i);
     m.n_tokens = cfg_.chunk;
     index_.upsert(m, {}).on_remote = true;
   }
   for (size_t k = 0; k <= local + more; ++k) {
-    for (const ObjectMeta& e : remote_->entries_under(k ? chain[k - 1] : index_.root())) {
+    for (const ObjectMeta& e : remote_->entries_under(c.parent_of(k))) {
       if (!index_.find(ObjKind::kEntry, e.key))
         index_.upsert(e, {}).on_remote = true;
       else
@@ -164,10 +165,10 @@ void PrefixCache::forget_locked(ObjKind kind, const Key& key) {
 }
 
 RestorePlan PrefixCache::plan(std::span<const Token> prompt,
-                              const std::vector<uint32_t>& boundaries) {
+                              const std::vector<uint32_t>& boundaries, const std::string& salt) {
   std::lock_guard lock(mu_);
   sync_locked(false);
-  const auto chain = chain_keys(index_.root(), prompt, cfg_.chunk);
+  const Chain chain = make_chain(salted_root(index_.root(), salt), prompt, cfg_.chunk);
   discover_remote_locked(chain);
   return index_.plan(prompt, chain, Breaks(cfg_.chunk, boundaries));
 }
@@ -265,7 +266,7 @@ void PrefixCache::put_ram_locked(const ObjectMeta& meta, const ObjectStats& st,
 bool PrefixCache::make_room_locked(tiers::Tier& tier, uint64_t budget, uint64_t incoming,
                                    const std::vector<ObjId>& incoming_objs,
                                    const std::vector<Key>& incoming_parents,
-                                   std::span<const Token> protect) {
+                                   std::span<const Token> protect, const std::string& salt) {
   const bool is_disk = &tier == disk_.get();
   const uint64_t used = tier_bytes_locked(is_disk) + incoming;
   if (used <= budget) return true;
@@ -280,8 +281,8 @@ bool PrefixCache::make_room_locked(tiers::Tier& tier, uint64_t budget, uint64_t 
   });
   std::unordered_set<Key, KeyHash> protected_keys, has_child_chunk, useful;
   if (!protect.empty()) {
-    const auto chain = chain_keys(index_.root(), protect, cfg_.chunk);
-    protected_keys.insert(chain.begin(), chain.end());
+    const Chain chain = make_chain(salted_root(index_.root(), salt), protect, cfg_.chunk);
+    protected_keys.insert(chain.keys.begin(), chain.keys.end());
     for (const Node* e : index_.entries_on_path(protect, chain)) protected_keys.insert(e->meta.key);
   }
   for (Node* n : nodes) {
@@ -364,8 +365,9 @@ PrefixCache::StoreResult PrefixCache::store(const StoreRequest& req) {
   const uint32_t C = cfg_.chunk;
   const auto n = static_cast<uint32_t>(req.tokens.size());
   const uint32_t k = n / C;
-  const auto chain = chain_keys(index_.root(), req.tokens, C);
-  const Key parent = k ? chain[k - 1] : index_.root();
+  const Chain ch = make_chain(salted_root(index_.root(), req.salt), req.tokens, C);
+  const auto& chain = ch.keys;
+  const Key parent = ch.parent_of(k);
   const Key ekey = entry_key(parent, req.tokens.subspan(size_t(k) * C));
   const int64_t now = now_ms();
 
@@ -380,7 +382,7 @@ PrefixCache::StoreResult PrefixCache::store(const StoreRequest& req) {
   // pr175: continued checkpoints this store makes redundant.
   if (req.reason == Reason::kCold || req.reason == Reason::kContinued) {
     std::vector<EntryView> views;
-    for (const Node* e : index_.entries_on_path(req.tokens, chain)) {
+    for (const Node* e : index_.entries_on_path(req.tokens, ch)) {
       views.push_back({e->meta.key, e->meta.n_tokens, e->meta.reason, true});
     }
     for (const Key& key : superseded_by(req.reason, n, views)) {
@@ -414,7 +416,7 @@ PrefixCache::StoreResult PrefixCache::store(const StoreRequest& req) {
     ObjectMeta m;
     m.kind = ObjKind::kChunk;
     m.key = chain[i];
-    m.parent = i ? chain[i - 1] : index_.root();
+    m.parent = ch.parent_of(i);
     m.depth = i;
     m.n_tokens = C;
     m.created_ms = now;
@@ -425,7 +427,7 @@ PrefixCache::StoreResult PrefixCache::store(const StoreRequest& req) {
   std::vector<Key> parents;
   for (uint32_t i : fresh) {
     incoming.push_back({ObjKind::kChunk, chain[i]});
-    parents.push_back(i ? chain[i - 1] : index_.root());
+    parents.push_back(ch.parent_of(i));
   }
   incoming.push_back({ObjKind::kEntry, ekey});
   parents.push_back(parent);
@@ -446,7 +448,8 @@ PrefixCache::StoreResult PrefixCache::store(const StoreRequest& req) {
   const uint64_t budget = disk_ ? cfg_.disk_budget : cfg_.ram_budget;
   const uint64_t incoming_bytes =
       disk_ ? payload_total + tiers::kHeaderSize * incoming.size() : payload_total;
-  if (!make_room_locked(*primary, budget, incoming_bytes, incoming, parents, req.protect)) {
+  if (!make_room_locked(*primary, budget, incoming_bytes, incoming, parents, req.protect,
+                        req.protect_salt)) {
     return skip(std::string("it does not fit the ") + primary->name() + " budget of " +
                 format_size(budget) + " without evicting what this store writes");
   }

@@ -60,7 +60,9 @@ class PrefixCache {
   const CacheConfig& config() const { return cfg_; }
   const Key& root() const { return index_.root(); }
 
-  RestorePlan plan(std::span<const Token> prompt, const std::vector<uint32_t>& boundaries);
+  // `salt`: the request's cache_salt ("" for none).
+  RestorePlan plan(std::span<const Token> prompt, const std::vector<uint32_t>& boundaries,
+                   const std::string& salt = "");
 
   struct Loaded {
     std::vector<std::vector<uint8_t>> chunks;
@@ -79,6 +81,8 @@ class PrefixCache {
     std::function<std::vector<uint8_t>(uint32_t chunk_index)> chunk_payload;
     std::function<std::vector<uint8_t>()> entry_payload;
     std::span<const Token> protect;  // the incoming prompt on a live miss (pr448)
+    std::string salt;                // cache_salt of the stored prefix
+    std::string protect_salt;        // cache_salt of the incoming prompt
   };
   struct StoreResult {
     bool stored = false, existed = false;
@@ -125,12 +129,13 @@ class PrefixCache {
   void remove_locked(Node& n, const char* why, bool log_it);
   bool make_room_locked(tiers::Tier& tier, uint64_t budget, uint64_t incoming,
                         const std::vector<std::pair<ObjKind, Key>>& incoming_objs,
-                        const std::vector<Key>& incoming_parents, std::span<const Token> protect);
+                        const std::vector<Key>& incoming_parents, std::span<const Token> protect,
+                        const std::string& salt = "");
   uint64_t tier_bytes_locked(bool disk);
   void put_ram_locked(const ObjectMeta& meta, const ObjectStats& st,
                       std::span<const uint8_t> payload);
   // Learns which objects along `chain` the remote tier has beyond what the index knows.
-  void discover_remote_locked(const std::vector<Key>& chain);
+  void discover_remote_locked(const Chain& chain);
 
   CacheConfig cfg_;
   std::recursive_mutex mu_;

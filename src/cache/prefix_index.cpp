@@ -71,11 +71,11 @@ void PrefixIndex::for_each(const std::function<void(Node&)>& fn) {
 }
 
 std::vector<const Node*> PrefixIndex::entries_on_path(std::span<const Token> tokens,
-                                                      const std::vector<Key>& chain) const {
+                                                      const Chain& chain) const {
   std::vector<const Node*> out;
-  for (size_t k = 0; k <= chain.size(); ++k) {
-    if (k > 0 && !chunks_.contains(chain[k - 1])) break;
-    const Key& parent = k == 0 ? root_ : chain[k - 1];
+  for (size_t k = 0; k <= chain.keys.size(); ++k) {
+    if (k > 0 && !chunks_.contains(chain.keys[k - 1])) break;
+    const Key& parent = chain.parent_of(k);
     auto [b, e] = entries_by_parent_.equal_range(parent);
     for (auto it = b; it != e; ++it) {
       const Node& n = entries_.at(it->second);
@@ -89,20 +89,20 @@ std::vector<const Node*> PrefixIndex::entries_on_path(std::span<const Token> tok
   return out;
 }
 
-RestorePlan PrefixIndex::plan(std::span<const Token> prompt, const std::vector<Key>& chain,
+RestorePlan PrefixIndex::plan(std::span<const Token> prompt, const Chain& chain,
                               const Breaks& breaks) const {
   RestorePlan best;
   const auto len = static_cast<uint32_t>(prompt.size());
   if (len < 2) return best;
   uint32_t depth = 0;
-  while (depth < chain.size() && chunks_.contains(chain[depth])) ++depth;
+  while (depth < chain.keys.size() && chunks_.contains(chain.keys[depth])) ++depth;
 
   auto consider = [&](uint32_t n_chunks, std::optional<Key> entry, uint32_t restore,
                       uint32_t resume) {
     if (resume == 0 || resume < best.resume_at) return;
     // Equal resume points: prefer the plan that loads less.
     if (resume == best.resume_at && restore >= best.restore_tokens) return;
-    best.chunks.assign(chain.begin(), chain.begin() + n_chunks);
+    best.chunks.assign(chain.keys.begin(), chain.keys.begin() + n_chunks);
     best.entry = entry;
     best.restore_tokens = restore;
     best.resume_at = resume;
@@ -114,7 +114,8 @@ RestorePlan PrefixIndex::plan(std::span<const Token> prompt, const std::vector<K
     const uint32_t n = (r + chunk_ - 1) / chunk_;
     consider(n, std::nullopt, n * chunk_, r);
   }
-  for (const Node* e : entries_on_path(prompt, {chain.begin(), chain.begin() + depth})) {
+  const Chain known{chain.root, {chain.keys.begin(), chain.keys.begin() + depth}};
+  for (const Node* e : entries_on_path(prompt, known)) {
     const uint32_t n = e->meta.n_tokens;
     if (snapshot_only_) {
       if ((n < len && breaks.is_break(n)) || (n == len && e->meta.has_logits)) {
@@ -136,14 +137,14 @@ std::vector<std::pair<ObjKind, Key>> PrefixIndex::unreachable() const {
             [](const Node* a, const Node* b) { return a->meta.depth < b->meta.depth; });
   std::vector<std::pair<ObjKind, Key>> out;
   for (const Node* n : by_depth) {
-    const bool reach = n->meta.depth == 0 ? n->meta.parent == root_ : ok.contains(n->meta.parent);
+    const bool reach = n->meta.depth == 0 || ok.contains(n->meta.parent);
     if (reach)
       ok.insert(n->meta.key);
     else
       out.push_back({ObjKind::kChunk, n->meta.key});
   }
   for (const auto& [k, n] : entries_) {
-    const bool reach = n.meta.depth == 0 ? n.meta.parent == root_ : ok.contains(n.meta.parent);
+    const bool reach = n.meta.depth == 0 || ok.contains(n.meta.parent);
     if (!reach) out.push_back({ObjKind::kEntry, k});
   }
   return out;

@@ -69,12 +69,12 @@ class PrefixIndex {
   void for_each(const std::function<void(Node&)>& fn);
 
   // The longest restorable prefix of `prompt` (an empty plan if none).
-  RestorePlan plan(std::span<const Token> prompt, const std::vector<Key>& chain,
-                   const Breaks& breaks) const;
+  RestorePlan plan(std::span<const Token> prompt, const Chain& chain, const Breaks& breaks) const;
   // Entries whose prefix is a prefix of `tokens` (at any length up to tokens.size()).
-  std::vector<const Node*> entries_on_path(std::span<const Token> tokens,
-                                           const std::vector<Key>& chain) const;
-  // Objects not reachable from the root through parents present in the index.
+  std::vector<const Node*> entries_on_path(std::span<const Token> tokens, const Chain& chain) const;
+  // Objects not reachable from a root through parents present in the index. (Depth-0 objects
+  // hang under the model's root or a salted one, which the index cannot tell apart from a typo:
+  // they count as reachable.)
   std::vector<std::pair<ObjKind, Key>> unreachable() const;
 
  private:

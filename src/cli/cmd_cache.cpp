@@ -79,6 +79,13 @@ Run add_cache(CLI::App& app) {
   gc->add_option("--cache-disk-budget", o->cache.disk_budget, "evict down to this size");
 
   return [o, ls, inspect, verify, gc, stats, clear] {
+    // Names are hex digests, never paths: nothing given here can reach outside DIR.
+    if (!o->fingerprint.empty() && !cache::Key::from_hex(o->fingerprint)) {
+      throw std::invalid_argument("--fingerprint must be 32 hex digits (a namespace under DIR)");
+    }
+    if (inspect->parsed() && !cache::Key::from_hex(o->key)) {
+      throw std::invalid_argument("'" + o->key + "' is not an object key (32 hex digits)");
+    }
     int rc = 0;
     for_each_namespace(*o, [&](const std::string& ns, cache::PrefixCache& c) {
       auto objs = c.objects();

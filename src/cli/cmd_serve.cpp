@@ -23,7 +23,7 @@ Run add_serve(CLI::App& app) {
     CacheFlags cache;
     server::HttpConfig http;
     int parallel = 1;
-    std::string scope = "full", alias;
+    std::string scope = "full", alias, max_body = "64M";
     int shutdown_timeout = 60;
     bool verbose = false;
   };
@@ -43,6 +43,10 @@ Run add_serve(CLI::App& app) {
                  "seconds a graceful shutdown may take before the process exits anyway")
       ->capture_default_str();
   app.add_flag("-v,--verbose", o->verbose, "log llama.cpp's own output too");
+  app.add_option("--api-key", o->http.api_key,
+                 "require this key on every endpoint but /health (also $KVSTASH_API_KEY)");
+  app.add_option("--max-request-bytes", o->max_body, "largest request body accepted")
+      ->capture_default_str();
   return [o] {
     std::string err;
     const auto scope = cache::parse_scope(o->scope, &err);
@@ -72,6 +76,10 @@ Run add_serve(CLI::App& app) {
     o->http.model_id =
         o->alias.empty() ? std::filesystem::path(o->engine.model).filename().string() : o->alias;
     o->http.slot_ctx = o->engine.session.n_ctx;
+    o->http.max_body_bytes = parse_size(o->max_body);
+    if (o->http.api_key.empty()) {
+      if (const char* k = std::getenv("KVSTASH_API_KEY")) o->http.api_key = k;
+    }
     const auto& st = o->cache.store;
     nlohmann::json props = {
         {"model_path", o->engine.model},

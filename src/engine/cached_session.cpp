@@ -71,7 +71,8 @@ uint32_t CachedSession::live_resume(const std::vector<Token>& prompt,
   return whole && common < prompt.size() && breaks.is_break(common) ? common : 0;
 }
 
-bool CachedSession::store_at(uint32_t n, cache::Reason reason, std::span<const Token> protect) {
+bool CachedSession::store_at(uint32_t n, cache::Reason reason, std::span<const Token> protect,
+                             const std::string& protect_salt) {
   if (!cache_ || n == 0) return false;
   const bool snapshot_only = s_.model().resume_kind() != ResumeKind::kAnyBoundary;
   const bool at_live_end = n == s_.tokens().size();
@@ -82,6 +83,8 @@ bool CachedSession::store_at(uint32_t n, cache::Reason reason, std::span<const T
   req.tokens = toks;
   req.reason = reason;
   req.protect = protect;
+  req.salt = live_salt_;
+  req.protect_salt = protect_salt;
   // Logits matter only to a request whose prompt ends exactly here; any longer prompt computes
   // its own. Recurrent states cannot recompute them, so they are kept for the prompt end only.
   const bool with_logits = snapshot_only && at_live_end && n == prompt_len_;
@@ -102,13 +105,14 @@ bool CachedSession::store_at(uint32_t n, cache::Reason reason, std::span<const T
   return r.stored;
 }
 
-void CachedSession::store_live(cache::Reason reason, std::span<const Token> protect) {
+void CachedSession::store_live(cache::Reason reason, std::span<const Token> protect,
+                               const std::string& protect_salt) {
   if (!cache_ || computed_ == 0 || !live_checkpoints_) return;
   const cache::Breaks breaks(s_.options().chunk, breaks_);
   uint32_t at = breaks.last_at_or_below(computed_);
   if (s_.model().resume_kind() != ResumeKind::kAnyBoundary) at = checkpoint_.at;
   if (!cache::store_live_state(at, last_stored_, store_cfg_)) return;
-  store_at(at, reason, protect);
+  store_at(at, reason, protect, protect_salt);
 }
 
 PrefillReport CachedSession::prefill(const std::vector<Token>& prompt, const PromptInfo& info,
@@ -121,10 +125,12 @@ PrefillReport CachedSession::prefill(const std::vector<Token>& prompt, const Pro
   const bool snapshot_only = s_.model().resume_kind() != ResumeKind::kAnyBoundary;
   const auto t0 = Clock::now();
 
-  uint32_t live = s_.tokens().empty() ? 0 : live_resume(prompt, breaks);
+  // Another tenant's live state is never reused (it would reveal that the prefix was seen).
+  uint32_t live =
+      s_.tokens().empty() || info.salt != live_salt_ ? 0 : live_resume(prompt, breaks);
   cache::RestorePlan plan;
   const bool restore = cache_ && info.policy.restore;
-  if (restore) plan = cache_->plan(prompt, info.boundaries);
+  if (restore) plan = cache_->plan(prompt, info.boundaries, info.salt);
   cache::PrefixCache::Pin pin;
 
   if (live > 0 && live >= plan.resume_at) {
@@ -136,8 +142,8 @@ PrefillReport CachedSession::prefill(const std::vector<Token>& prompt, const Pro
     // Live miss: the live state is about to be replaced, and may be the only copy (evict store).
     // Prefixes of the incoming prompt are protected while it makes room (pr448).
     if (!s_.tokens().empty()) {
-      store_live(cache::Reason::kEvict, prompt);
-      if (restore) plan = cache_->plan(prompt, info.boundaries);
+      store_live(cache::Reason::kEvict, prompt, info.salt);
+      if (restore) plan = cache_->plan(prompt, info.boundaries, info.salt);
     }
     s_.clear();
     computed_ = 0;
@@ -162,7 +168,7 @@ PrefillReport CachedSession::prefill(const std::vector<Token>& prompt, const Pro
           s_.clear();
         }
       }
-      plan = cache_->plan(prompt, info.boundaries);  // the index forgot what failed
+      plan = cache_->plan(prompt, info.boundaries, info.salt);  // the index forgot what failed
     }
     if (restore && rep.cached_tokens == 0) cache_->record_miss();
   }
@@ -170,6 +176,7 @@ PrefillReport CachedSession::prefill(const std::vector<Token>& prompt, const Pro
   breaks_ = info.boundaries;
   prompt_len_ = rep.prompt_tokens;
   live_checkpoints_ = info.policy.checkpoints;
+  live_salt_ = info.salt;
   // A snapshot-only state restored (or kept) at a break is the checkpoint until prefill passes
   // the next one.
   if (snapshot_only && rep.cached_tokens > 0) checkpoint_ = {rep.cached_tokens, s_.partial_state()};
@@ -199,7 +206,7 @@ PrefillReport CachedSession::prefill(const std::vector<Token>& prompt, const Pro
       checkpoint_ = {last_break, s_.partial_state()};
     }
     for (const auto& st : stores) {
-      if (st.at == static_cast<uint32_t>(pos)) store_at(st.at, st.reason, {});
+      if (st.at == static_cast<uint32_t>(pos)) store_at(st.at, st.reason, {}, {});
     }
   };
   po.on_progress = [&](int done, int total) {
@@ -214,6 +221,6 @@ PrefillReport CachedSession::prefill(const std::vector<Token>& prompt, const Pro
   return rep;
 }
 
-void CachedSession::shutdown() { store_live(cache::Reason::kShutdown, {}); }
+void CachedSession::shutdown() { store_live(cache::Reason::kShutdown, {}, {}); }
 
 }  // namespace kvstash::engine

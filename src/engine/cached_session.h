@@ -33,6 +33,7 @@ struct PromptInfo {
   std::vector<uint32_t> boundaries;  // chat message starts (content-derived batch breaks)
   uint32_t anchor = 0;               // the boundary before the last user turn (0: unknown)
   RequestPolicy policy;
+  std::string salt;                  // cache_salt: the tenant's own key space
 };
 
 struct PrefillReport {
@@ -58,8 +59,10 @@ class CachedSession {
 
  private:
   uint32_t live_resume(const std::vector<Token>& prompt, const cache::Breaks& breaks) const;
-  void store_live(cache::Reason reason, std::span<const Token> protect);
-  bool store_at(uint32_t n, cache::Reason reason, std::span<const Token> protect);
+  void store_live(cache::Reason reason, std::span<const Token> protect,
+                  const std::string& protect_salt);
+  bool store_at(uint32_t n, cache::Reason reason, std::span<const Token> protect,
+                const std::string& protect_salt);
 
   Session& s_;
   cache::PrefixCache* cache_;
@@ -69,6 +72,7 @@ class CachedSession {
   uint32_t last_stored_ = 0;      // live prefix length stored last
   uint32_t prompt_len_ = 0;       // of the last prefill
   bool live_checkpoints_ = true;  // the live state's request allows evict/shutdown stores
+  std::string live_salt_;         // cache_salt of the live state's request
   // Snapshot-only models: the state at the last break of the last prefill (what an evict or
   // shutdown store saves, since the live state has moved on past it).
   struct Checkpoint {

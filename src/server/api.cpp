@@ -93,6 +93,12 @@ void parse_gen(const json& j, Endpoint ep, GenerationParams& g) {
       if (st.empty()) fail("'stop' strings must not be empty");
     }
   }
+  if (const json* salt = field(j, "cache_salt")) {
+    if (!salt->is_string() || salt->get<std::string>().size() > 256) {
+      fail("'cache_salt' must be a string of at most 256 bytes");
+    }
+    g.cache_salt = salt->get<std::string>();
+  }
   if (field(j, "cache_prompt") && !boolean(j, "cache_prompt")) {
     g.scope = cache::Scope{cache::Scope::Kind::kOff, 0};
   }

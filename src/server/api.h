@@ -31,6 +31,7 @@ struct GenerationParams {
   bool stream = false;
   bool return_progress = false;
   std::optional<cache::Scope> scope;  // per-request override of --cache-scope
+  std::string cache_salt;             // the tenant's own cache key space ("" for none)
 };
 
 struct ParsedRequest {

@@ -111,6 +111,16 @@ void HttpServer::routes() {
       send_error(res, {res.status, "request failed with HTTP " + std::to_string(res.status)});
   });
 
+  // Optional API key: "Authorization: Bearer KEY" (or "X-Api-Key: KEY") everywhere but /health.
+  s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    using H = httplib::Server::HandlerResponse;
+    if (cfg_.api_key.empty() || req.path == "/health") return H::Unhandled;
+    const bool ok = req.get_header_value("Authorization") == "Bearer " + cfg_.api_key ||
+                    req.get_header_value("X-Api-Key") == cfg_.api_key;
+    if (ok) return H::Unhandled;
+    send_error(res, {401, "missing or wrong API key (send Authorization: Bearer <key>)"});
+    return H::Handled;
+  });
   s.Get("/health", [](const httplib::Request&, httplib::Response& res) {
     res.set_content(R"({"status":"ok"})", "application/json");
   });
@@ -201,6 +211,7 @@ void HttpServer::routes() {
                                          std::to_string(cfg_.slot_ctx) + " per slot"});
       }
       job->scope = r.gen.scope;
+      job->info.salt = r.gen.cache_salt;
       job->max_tokens = r.gen.max_tokens;
       job->sampling = r.gen.sampling;
       job->stop = r.gen.stop;

@@ -21,6 +21,7 @@ struct HttpConfig {
   std::string model_id;
   int slot_ctx = 0;                     // context per slot
   size_t max_body_bytes = 64ull << 20;  // request size limit
+  std::string api_key;                  // required on every endpoint but /health when set
 };
 
 class HttpServer {

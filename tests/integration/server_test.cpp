@@ -236,6 +236,48 @@ TEST_F(Server, BadInputGetsAClearErrorAndTheServerStaysUp) {
   EXPECT_EQ(ok.status, 200) << "a good request after all the bad ones";
 }
 
+TEST_F(Server, ApiKeyIsRequiredEverywhereButHealth) {
+  fixtures::ServerProcess srv(base({"--api-key", "s3cret"}));
+  httplib::Client c("127.0.0.1", srv.port());
+  EXPECT_EQ(c.Get("/health")->status, 200);
+  for (const char* path : {"/props", "/metrics", "/slots", "/v1/models"}) {
+    auto r = c.Get(path);
+    EXPECT_EQ(r->status, 401) << path;
+    EXPECT_NE(r->body.find("API key"), std::string::npos);
+  }
+  EXPECT_EQ(c.Post("/v1/chat/completions", chat_body(agent(1, 1)), "application/json")->status, 401);
+  httplib::Headers wrong = {{"Authorization", "Bearer nope"}}, right = {{"Authorization", "Bearer s3cret"}};
+  EXPECT_EQ(c.Get("/props", wrong)->status, 401);
+  EXPECT_EQ(c.Get("/props", right)->status, 200);
+  EXPECT_EQ(c.Post("/v1/chat/completions", right, chat_body(agent(1, 1), 2), "application/json")->status, 200);
+}
+
+TEST_F(Server, CacheSaltKeepsTenantsApart) {
+  fixtures::ServerProcess srv(base());
+  const json msgs = agent(5, 1);
+  auto ask = [&](const std::string& salt, int variant) {
+    json extra = salt.empty() ? json::object() : json{{"cache_salt", salt}};
+    return post(srv.port(), "/v1/chat/completions", chat_body(agent(variant, 1), 4, extra));
+  };
+  ASSERT_EQ(ask("tenant-a", 5).status, 200);
+  ASSERT_EQ(ask("tenant-a", 6).status, 200);  // evicts a's live state to the disk
+  const Reply same = ask("tenant-a", 5);
+  EXPECT_GT(cached(same), 1000) << "a tenant hits its own prefix";
+  const Reply other = ask("tenant-b", 5);
+  EXPECT_EQ(cached(other), 0) << "another tenant neither hits nor sees it";
+  const Reply none = ask("", 5);
+  EXPECT_EQ(cached(none), 0);
+  EXPECT_EQ(content(other), content(same));
+  EXPECT_EQ(post(srv.port(), "/v1/chat/completions", chat_body(msgs, 2, {{"cache_salt", 5}})).status, 400);
+}
+
+TEST_F(Server, RequestSizeIsLimited) {
+  fixtures::ServerProcess srv(base({"--max-request-bytes", "2K"}));
+  const Reply r = post(srv.port(), "/v1/chat/completions", chat_body(agent(1, 1)));
+  EXPECT_EQ(r.status, 413);
+  EXPECT_EQ(get(srv.port(), "/health").status, 200);
+}
+
 TEST_F(Server, EndpointsAnswerInTheirDocumentedShapes) {
   fixtures::ServerProcess srv(base({"--cache-scope", "auto:8"}));
   const int p = srv.port();

@@ -43,7 +43,7 @@ void add(PrefixIndex& idx, const std::vector<Token>& t, size_t chunks, int entry
 
 RestorePlan plan(const PrefixIndex& idx, const std::vector<Token>& p,
                  std::vector<uint32_t> bounds = {}) {
-  return idx.plan(p, chain_keys(idx.root(), p, C), Breaks(C, bounds));
+  return idx.plan(p, make_chain(idx.root(), p, C), Breaks(C, bounds));
 }
 }  // namespace
 
@@ -129,4 +129,25 @@ TEST(PrefixIndex, MissingParentMakesDescendantsUnreachable) {
   idx.erase(ObjKind::kChunk, chain_keys(idx.root(), t, C)[1]);
   EXPECT_EQ(plan(idx, t).resume_at, 4u);
   EXPECT_EQ(idx.unreachable().size(), 3u);  // chunks 2, 3 and the entry
+}
+
+TEST(PrefixIndex, SaltedPrefixesLiveInTheirOwnKeySpace) {
+  PrefixIndex idx(root_key(std::vector<uint8_t>(16, 1)), C, false);
+  const auto t = toks(16);
+  const Key a = salted_root(idx.root(), "tenant-a"), b = salted_root(idx.root(), "tenant-b");
+  EXPECT_EQ(salted_root(idx.root(), ""), idx.root());
+  EXPECT_NE(a, b);
+  const auto ca = make_chain(a, t, C);
+  for (size_t i = 0; i < 3; ++i) {
+    ObjectMeta m;
+    m.key = ca.keys[i];
+    m.parent = ca.parent_of(i);
+    m.depth = static_cast<uint32_t>(i);
+    m.n_tokens = C;
+    idx.upsert(m, {});
+  }
+  EXPECT_EQ(idx.plan(t, make_chain(a, t, C), Breaks(C, {})).resume_at, 12u);
+  EXPECT_EQ(idx.plan(t, make_chain(b, t, C), Breaks(C, {})).resume_at, 0u);
+  EXPECT_EQ(idx.plan(t, make_chain(idx.root(), t, C), Breaks(C, {})).resume_at, 0u);
+  EXPECT_TRUE(idx.unreachable().empty()) << "a salted chain is not an orphan";
 }
