@@ -31,7 +31,8 @@ std::vector<engine::Token> prompt(engine::Model& m, size_t n) {
   std::vector<engine::Token> t;
   for (int i = 0; t.size() < n; ++i) {
     for (int j = 0; j < 200; ++j, ++i) {
-      text += "{\"tool\":\"t" + std::to_string(i) + "\",\"out\":\"line " + std::to_string(i * 7) + "\"}\n";
+      text += "{\"tool\":\"t" + std::to_string(i) + "\",\"out\":\"line " + std::to_string(i * 7) +
+              "\"}\n";
     }
     t = m.tokenize(text);
   }
@@ -51,8 +52,8 @@ double restore(engine::Model& m, const engine::SessionOptions& so, cache::Prefix
   engine::restore_plan(s, plan, *loaded, p);
   const double t = secs(t0);
   if (s.tokens().size() != p.size() - 1) {
-    throw std::runtime_error("restored " + std::to_string(s.tokens().size()) + " tokens, expected " +
-                             std::to_string(p.size() - 1));
+    throw std::runtime_error("restored " + std::to_string(s.tokens().size()) +
+                             " tokens, expected " + std::to_string(p.size() - 1));
   }
   return t;
 }
@@ -72,7 +73,9 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   engine::Model m(model_path, {gpu_layers});
-  std::printf("| tokens | KV size | recompute | restore from disk | restore from Redis | disk vs recompute | Redis vs recompute |\n");
+  std::printf(
+      "| tokens | KV size | recompute | restore from disk | restore from Redis | disk vs recompute "
+      "| Redis vs recompute |\n");
   std::printf("|---|---|---|---|---|---|---|\n");
   for (size_t n : sizes) {
     engine::SessionOptions so;

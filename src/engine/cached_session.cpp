@@ -126,8 +126,7 @@ PrefillReport CachedSession::prefill(const std::vector<Token>& prompt, const Pro
   const auto t0 = Clock::now();
 
   // Another tenant's live state is never reused (it would reveal that the prefix was seen).
-  uint32_t live =
-      s_.tokens().empty() || info.salt != live_salt_ ? 0 : live_resume(prompt, breaks);
+  uint32_t live = s_.tokens().empty() || info.salt != live_salt_ ? 0 : live_resume(prompt, breaks);
   cache::RestorePlan plan;
   const bool restore = cache_ && info.policy.restore;
   if (restore) plan = cache_->plan(prompt, info.boundaries, info.salt);

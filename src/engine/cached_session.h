@@ -33,7 +33,7 @@ struct PromptInfo {
   std::vector<uint32_t> boundaries;  // chat message starts (content-derived batch breaks)
   uint32_t anchor = 0;               // the boundary before the last user turn (0: unknown)
   RequestPolicy policy;
-  std::string salt;                  // cache_salt: the tenant's own key space
+  std::string salt;  // cache_salt: the tenant's own key space
 };
 
 struct PrefillReport {

@@ -72,6 +72,8 @@ int64_t mtime_ns(const std::string& path) {
 
 DiskTier::DiskTier(const std::string& root, const Fingerprint16& fingerprint) : fp_(fingerprint) {
   if (root.empty()) throw std::invalid_argument("the disk cache needs a directory");
+  if (const char* f = std::getenv("KVSTASH_FAULT_ENOSPC_AFTER"))
+    fault_after_ = std::strtoull(f, nullptr, 10);
   static const char* hex = "0123456789abcdef";
   std::string fp_hex;
   for (uint8_t b : fingerprint) {
@@ -110,8 +112,10 @@ std::string DiskTier::put(const cache::ObjectMeta& meta, const cache::ObjectStat
   {
     Fd f(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
     if (f.fd < 0) return "cannot create " + tmp + ": " + errno_text();
-    if (!write_all(f.fd, header.data(), header.size()) ||
+    const bool fault = written_ + header.size() + payload.size() > fault_after_;
+    if (fault || !write_all(f.fd, header.data(), header.size()) ||
         !write_all(f.fd, payload.data(), payload.size())) {
+      if (fault) errno = ENOSPC;
       err = "write to " + tmp + " failed: " + errno_text();
     } else if (::fsync(f.fd) != 0) {
       err = "fsync of " + tmp + " failed: " + errno_text();
@@ -125,6 +129,7 @@ std::string DiskTier::put(const cache::ObjectMeta& meta, const cache::ObjectStat
     return err;
   }
   fsync_dir(dir_ + "/" + subdir(meta.kind));
+  written_ += header.size() + payload.size();
   return {};
 }
 

@@ -57,6 +57,9 @@ class DiskTier : public Tier {
  private:
   std::string dir_;  // DIR/<fingerprint>
   Fingerprint16 fp_;
+  // Fault injection for tests ($KVSTASH_FAULT_ENOSPC_AFTER=N): writes fail with ENOSPC once
+  // this process has written N bytes, as on a full disk.
+  uint64_t fault_after_ = UINT64_MAX, written_ = 0;
   int64_t seen_mtime_ns_ = -1;
 };
 

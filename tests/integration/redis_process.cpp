@@ -45,10 +45,9 @@ RedisProcess::RedisProcess(int port, const std::vector<std::string>& extra)
   }
   pid_ = ::fork();
   if (pid_ == 0) {
-    std::vector<std::string> args = {"redis-server", "--port",       std::to_string(port_),
-                                     "--bind",       "127.0.0.1",    "--save",
-                                     "",             "--appendonly", "no",
-                                     "--loglevel",   "warning"};
+    std::vector<std::string> args = {
+        "redis-server", "--port", std::to_string(port_), "--bind", "127.0.0.1", "--save", "",
+        "--appendonly", "no",     "--loglevel",          "warning"};
     args.insert(args.end(), extra.begin(), extra.end());
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
@@ -97,7 +96,8 @@ RedisCluster::RedisCluster() {
     create += " 127.0.0.1:" + std::to_string(nodes_.back()->port());
   }
   create += " --cluster-replicas 0 --cluster-yes > /dev/null 2>&1";
-  if (std::system(create.c_str()) != 0) throw std::runtime_error("redis-cli --cluster create failed");
+  if (std::system(create.c_str()) != 0)
+    throw std::runtime_error("redis-cli --cluster create failed");
   for (int i = 0; i < 100; ++i) {
     if (nodes_[0]->cli("CLUSTER INFO").find("cluster_state:ok") != std::string::npos &&
         nodes_[2]->cli("CLUSTER INFO").find("cluster_state:ok") != std::string::npos) {

@@ -7,10 +7,12 @@
 #include <future>
 #include <nlohmann/json.hpp>
 
+#include "http_helpers.h"
 #include "server_process.h"
 #include "test_models.h"
 
 using namespace kvstash;
+using namespace kvstash::fixtures;
 using nlohmann::json;
 namespace fs = std::filesystem;
 
@@ -24,62 +26,6 @@ struct TempDir {
   }
   ~TempDir() { fs::remove_all(path); }
 };
-
-struct Reply {
-  int status = 0;
-  json body;
-  std::string raw;
-};
-
-Reply post(int port, const std::string& path, const std::string& body) {
-  httplib::Client c("127.0.0.1", port);
-  c.set_read_timeout(120, 0);
-  auto r = c.Post(path.c_str(), body, "application/json");
-  Reply out;
-  if (!r) return out;
-  out.status = r->status;
-  out.raw = r->body;
-  out.body = json::parse(r->body, nullptr, false);
-  return out;
-}
-
-Reply get(int port, const std::string& path) {
-  httplib::Client c("127.0.0.1", port);
-  auto r = c.Get(path.c_str());
-  Reply out;
-  if (!r) return out;
-  out.status = r->status;
-  out.raw = r->body;
-  out.body = json::parse(r->body, nullptr, false);
-  return out;
-}
-
-json agent(int variant, int turns, int tail = 0) {
-  std::string sys = "You are agent " + std::to_string(variant) + ". Tools:\n";
-  for (int i = 0; i < 80; ++i) {
-    sys += "{\"name\":\"t" + std::to_string(i) + "\",\"description\":\"opens file " +
-           std::to_string(i * (variant + 3)) + " and lists it\"}\n";
-  }
-  json m =
-      json::array({{{"role", "system"}, {"content", sys}},
-                   {{"role", "user"}, {"content", "Task " + std::to_string(tail) + ": fix it."}}});
-  for (int t = 1; t < turns; ++t) {
-    m.push_back({{"role", "assistant"}, {"content", "step " + std::to_string(t)}});
-    std::string out;
-    for (int l = 0; l < 30; ++l) out += "line " + std::to_string(l * t) + " failed\n";
-    m.push_back({{"role", "user"}, {"content", out}});
-  }
-  return m;
-}
-
-std::string chat_body(const json& msgs, int max_tokens = 8, json extra = json::object()) {
-  json b = {{"messages", msgs}, {"max_tokens", max_tokens}, {"temperature", 0}};
-  b.update(extra);
-  return b.dump();
-}
-
-std::string content(const Reply& r) { return r.body["choices"][0]["message"]["content"]; }
-int cached(const Reply& r) { return r.body["usage"]["prompt_tokens_details"]["cached_tokens"]; }
 
 class Server : public ::testing::Test {
  protected:
@@ -245,11 +191,15 @@ TEST_F(Server, ApiKeyIsRequiredEverywhereButHealth) {
     EXPECT_EQ(r->status, 401) << path;
     EXPECT_NE(r->body.find("API key"), std::string::npos);
   }
-  EXPECT_EQ(c.Post("/v1/chat/completions", chat_body(agent(1, 1)), "application/json")->status, 401);
-  httplib::Headers wrong = {{"Authorization", "Bearer nope"}}, right = {{"Authorization", "Bearer s3cret"}};
+  EXPECT_EQ(c.Post("/v1/chat/completions", chat_body(agent(1, 1)), "application/json")->status,
+            401);
+  httplib::Headers wrong = {{"Authorization", "Bearer nope"}},
+                   right = {{"Authorization", "Bearer s3cret"}};
   EXPECT_EQ(c.Get("/props", wrong)->status, 401);
   EXPECT_EQ(c.Get("/props", right)->status, 200);
-  EXPECT_EQ(c.Post("/v1/chat/completions", right, chat_body(agent(1, 1), 2), "application/json")->status, 200);
+  EXPECT_EQ(
+      c.Post("/v1/chat/completions", right, chat_body(agent(1, 1), 2), "application/json")->status,
+      200);
 }
 
 TEST_F(Server, CacheSaltKeepsTenantsApart) {
@@ -268,7 +218,9 @@ TEST_F(Server, CacheSaltKeepsTenantsApart) {
   const Reply none = ask("", 5);
   EXPECT_EQ(cached(none), 0);
   EXPECT_EQ(content(other), content(same));
-  EXPECT_EQ(post(srv.port(), "/v1/chat/completions", chat_body(msgs, 2, {{"cache_salt", 5}})).status, 400);
+  EXPECT_EQ(
+      post(srv.port(), "/v1/chat/completions", chat_body(msgs, 2, {{"cache_salt", 5}})).status,
+      400);
 }
 
 TEST_F(Server, RequestSizeIsLimited) {

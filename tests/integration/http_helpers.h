@@ -1,0 +1,71 @@
+// HTTP helpers and agent-like conversations for tests that talk to a real server.
+#pragma once
+
+#include <httplib.h>
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace kvstash::fixtures {
+
+using nlohmann::json;
+
+struct Reply {
+  int status = 0;
+  json body;
+  std::string raw;
+};
+
+inline Reply post(int port, const std::string& path, const std::string& body) {
+  httplib::Client c("127.0.0.1", port);
+  c.set_read_timeout(120, 0);
+  auto r = c.Post(path.c_str(), body, "application/json");
+  Reply out;
+  if (!r) return out;
+  out.status = r->status;
+  out.raw = r->body;
+  out.body = json::parse(r->body, nullptr, false);
+  return out;
+}
+
+inline Reply get(int port, const std::string& path) {
+  httplib::Client c("127.0.0.1", port);
+  auto r = c.Get(path.c_str());
+  Reply out;
+  if (!r) return out;
+  out.status = r->status;
+  out.raw = r->body;
+  out.body = json::parse(r->body, nullptr, false);
+  return out;
+}
+
+inline json agent(int variant, int turns, int tail = 0) {
+  std::string sys = "You are agent " + std::to_string(variant) + ". Tools:\n";
+  for (int i = 0; i < 80; ++i) {
+    sys += "{\"name\":\"t" + std::to_string(i) + "\",\"description\":\"opens file " +
+           std::to_string(i * (variant + 3)) + " and lists it\"}\n";
+  }
+  json m =
+      json::array({{{"role", "system"}, {"content", sys}},
+                   {{"role", "user"}, {"content", "Task " + std::to_string(tail) + ": fix it."}}});
+  for (int t = 1; t < turns; ++t) {
+    m.push_back({{"role", "assistant"}, {"content", "step " + std::to_string(t)}});
+    std::string out;
+    for (int l = 0; l < 30; ++l) out += "line " + std::to_string(l * t) + " failed\n";
+    m.push_back({{"role", "user"}, {"content", out}});
+  }
+  return m;
+}
+
+inline std::string chat_body(const json& msgs, int max_tokens = 8, json extra = json::object()) {
+  json b = {{"messages", msgs}, {"max_tokens", max_tokens}, {"temperature", 0}};
+  b.update(extra);
+  return b.dump();
+}
+
+inline std::string content(const Reply& r) { return r.body["choices"][0]["message"]["content"]; }
+inline int cached(const Reply& r) {
+  return r.body["usage"]["prompt_tokens_details"]["cached_tokens"];
+}
+
+}  // namespace kvstash::fixtures
