@@ -43,7 +43,7 @@ std::optional<EntryPayload> decode_entry_payload(std::span<const uint8_t> bytes)
   p.tail_kv.assign(a.begin(), a.end());
   p.partial_state.assign(b.begin(), b.end());
   p.logits.resize(c.size() / sizeof(float));
-  std::memcpy(p.logits.data(), c.data(), c.size());
+  if (!c.empty()) std::memcpy(p.logits.data(), c.data(), c.size());  // memcpy(null, .., 0) is UB
   return p;
 }
 

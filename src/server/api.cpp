@@ -135,7 +135,7 @@ std::variant<ParsedRequest, ApiError> parse_request(Endpoint ep, const std::stri
   json j;
   try {
     j = json::parse(body);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for huge numbers
     return ApiError{400, std::string("request body is not valid JSON: ") + e.what()};
   }
   if (!j.is_object()) return ApiError{400, "request body must be a JSON object"};
@@ -186,6 +186,8 @@ std::variant<ParsedRequest, ApiError> parse_request(Endpoint ep, const std::stri
     parse_gen(j, ep, r.gen);
   } catch (const Bad& b) {
     return ApiError{400, b.msg};
+  } catch (const json::exception& e) {
+    return ApiError{400, std::string("malformed request: ") + e.what()};
   }
   return r;
 }

@@ -12,7 +12,12 @@ uint64_t parse_size(const std::string& text) {
   while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.'))
     ++i;
   if (i == 0) throw std::invalid_argument("not a size: '" + text + "' (e.g. 40G, 512M, 0)");
-  double v = std::stod(text.substr(0, i));
+  double v;
+  try {
+    v = std::stod(text.substr(0, i));
+  } catch (const std::exception&) {
+    throw std::invalid_argument("not a size: '" + text + "'");
+  }
   std::string unit = text.substr(i);
   for (auto& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   if (unit.size() > 1 && unit.back() == 'B') unit.pop_back();
@@ -22,6 +27,7 @@ uint64_t parse_size(const std::string& text) {
     throw std::invalid_argument("unknown size unit in '" + text + "' (use K, M, G, T)");
   }
   if (unit.size() == 1) v *= std::pow(1024.0, double(units.find(unit[0]) + 1));
+  if (!(v < 9.2e18)) throw std::invalid_argument("size out of range: '" + text + "'");
   return static_cast<uint64_t>(v);
 }
 

@@ -1,0 +1,31 @@
+// Fuzzes request handling that sees client bytes: the JSON bodies of the three generation
+// endpoints and the small parsers of user-given strings (scopes, keys, sizes).
+#include <cstdint>
+#include <string>
+
+#include "cache/key.h"
+#include "cache/scope_policy.h"
+#include "server/api.h"
+#include "util/size.h"
+
+using namespace kvstash;
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const std::string body(reinterpret_cast<const char*>(data), size);
+  for (auto ep : {server::Endpoint::kChat, server::Endpoint::kCompletions,
+                  server::Endpoint::kLlamaCompletion}) {
+    auto r = server::parse_request(ep, body, 151936);
+    // As the server sends it: client bytes in a message may be invalid UTF-8.
+    if (auto* e = std::get_if<server::ApiError>(&r)) {
+      (void)server::error_json(*e).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    }
+  }
+  std::string err;
+  (void)cache::parse_scope(body, &err);
+  (void)cache::Key::from_hex(body);
+  try {
+    (void)parse_size(body);
+  } catch (const std::exception&) {
+  }
+  return 0;
+}
