@@ -47,4 +47,12 @@ std::variant<FileHeader, std::string> decode_header(std::span<const uint8_t> byt
                                                     const Fingerprint16& expected);
 uint64_t payload_checksum(std::span<const uint8_t> payload);
 
+// Decodes the header of a stored object (header + payload, `total_size` bytes in all) and checks
+// that it is the object asked for. Returns the header or why the object must not be served. The
+// payload checksum is checked by the caller once the payload is read.
+std::variant<FileHeader, std::string> check_object(std::span<const uint8_t> header_bytes,
+                                                   const Fingerprint16& expected,
+                                                   cache::ObjKind kind, const cache::Key& key,
+                                                   uint64_t total_size);
+
 }  // namespace kvstash::tiers

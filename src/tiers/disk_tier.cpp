@@ -153,14 +153,9 @@ std::optional<std::vector<uint8_t>> DiskTier::get(cache::ObjKind kind, const cac
   if (static_cast<size_t>(st.st_size) < kHeaderSize || !read_all(f.fd, hb.data(), kHeaderSize, 0)) {
     return fail("shorter than a header (torn write?)");
   }
-  auto dec = decode_header(hb, fp_);
+  auto dec = check_object(hb, fp_, kind, key, static_cast<uint64_t>(st.st_size));
   if (auto* e = std::get_if<std::string>(&dec)) return fail(*e);
   const FileHeader& h = std::get<FileHeader>(dec);
-  if (h.meta.kind != kind || h.meta.key != key) return fail("header names another object");
-  if (static_cast<uint64_t>(st.st_size) != kHeaderSize + h.meta.payload_bytes) {
-    return fail("size " + std::to_string(st.st_size) + " does not match the header's " +
-                std::to_string(kHeaderSize + h.meta.payload_bytes));
-  }
   std::vector<uint8_t> payload(h.meta.payload_bytes);
   if (!read_all(f.fd, payload.data(), payload.size(), kHeaderSize)) return fail("read failed");
   if (payload_checksum(payload) != h.payload_checksum) return fail("payload checksum mismatch");
@@ -186,13 +181,8 @@ std::optional<StoredObject> DiskTier::probe(cache::ObjKind kind, const cache::Ke
   std::array<uint8_t, kHeaderSize> hb{};
   struct stat st;
   if (::fstat(f.fd, &st) != 0 || !read_all(f.fd, hb.data(), kHeaderSize, 0)) return std::nullopt;
-  auto dec = decode_header(hb, fp_);
-  if (auto* h = std::get_if<FileHeader>(&dec)) {
-    if (h->meta.kind == kind && h->meta.key == key &&
-        static_cast<uint64_t>(st.st_size) == kHeaderSize + h->meta.payload_bytes) {
-      return StoredObject{h->meta, h->stats};
-    }
-  }
+  auto dec = check_object(hb, fp_, kind, key, static_cast<uint64_t>(st.st_size));
+  if (auto* h = std::get_if<FileHeader>(&dec)) return StoredObject{h->meta, h->stats};
   return std::nullopt;  // damaged: get() removes it when someone tries to use it
 }
 
@@ -250,21 +240,12 @@ DiskTier::ScanReport DiskTier::scan(const Found& found, const Known& known) {
         drop("shorter than a header (torn write?)");
         continue;
       }
-      auto dec = decode_header(hb, fp_);
+      auto dec = check_object(hb, fp_, kind, *key, static_cast<uint64_t>(st.st_size));
       if (auto* e = std::get_if<std::string>(&dec)) {
         drop(*e);
         continue;
       }
       const FileHeader& h = std::get<FileHeader>(dec);
-      if (h.meta.kind != kind || h.meta.key != *key) {
-        drop("header names another object");
-        continue;
-      }
-      if (static_cast<uint64_t>(st.st_size) != kHeaderSize + h.meta.payload_bytes) {
-        drop("truncated: " + std::to_string(st.st_size) + " of " +
-             std::to_string(kHeaderSize + h.meta.payload_bytes) + " bytes");
-        continue;
-      }
       ++rep.objects;
       const StoredObject obj{h.meta, h.stats};
       found(kind, *key, &obj);

@@ -279,17 +279,12 @@ std::optional<std::vector<uint8_t>> RemoteTier::get(cache::ObjKind kind, const c
   const std::span<const uint8_t> blob(reinterpret_cast<const uint8_t*>(r->str.data()),
                                       r->str.size());
   std::string bad;
-  auto dec = decode_header(blob, fp_);
-  if (auto* e = std::get_if<std::string>(&dec))
+  auto dec = check_object(blob, fp_, kind, key, blob.size());
+  if (auto* e = std::get_if<std::string>(&dec)) {
     bad = *e;
-  else {
-    const FileHeader& h = std::get<FileHeader>(dec);
-    if (h.meta.kind != kind || h.meta.key != key)
-      bad = "header names another object";
-    else if (blob.size() != kHeaderSize + h.meta.payload_bytes)
-      bad = "size does not match the header";
-    else if (payload_checksum(blob.subspan(kHeaderSize)) != h.payload_checksum)
-      bad = "payload checksum mismatch";
+  } else if (payload_checksum(blob.subspan(kHeaderSize)) !=
+             std::get<FileHeader>(dec).payload_checksum) {
+    bad = "payload checksum mismatch";
   }
   if (!bad.empty()) {
     ++st_.damaged;

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "subprocess.h"
+#include "temp_dir.h"
 #include "test_models.h"
 #include "tiers/disk_format.h"
 
@@ -16,14 +17,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/kvstash-it-XXXXXX";
-    path = ::mkdtemp(tmpl);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
+using fixtures::TempDir;
 
 // An agent conversation: long system prompt with tool schemas, then turns with tool output.
 json conversation(int turns, int variant) {

@@ -12,6 +12,7 @@
 #include "http_helpers.h"
 #include "server_process.h"
 #include "synthetic_kv.h"
+#include "temp_dir.h"
 #include "test_models.h"
 #include "util/log.h"
 
@@ -21,22 +22,15 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/kvstash-rel-XXXXXX";
-    path = ::mkdtemp(tmpl);
-  }
-  ~TempDir() {
-    ::umount2(path.c_str(), MNT_DETACH);
-    fs::remove_all(path);
-  }
+// The shared TempDir, plus unmounting a filesystem a test mounted on it.
+struct MountDir : fixtures::TempDir {
+  ~MountDir() { ::umount2(path.c_str(), MNT_DETACH); }
 };
 
 // A small filesystem of its own (tmpfs) where this process may mount, else the disk tier's
 // fault injection, so a full disk is tested either way.
 struct SmallDisk {
-  TempDir dir;
+  MountDir dir;
   bool mounted = false;
   explicit SmallDisk(const std::string& size) {
     mounted = ::mount("tmpfs", dir.path.c_str(), "tmpfs", 0, ("size=" + size).c_str()) == 0;

@@ -13,6 +13,7 @@
 #include "redis_process.h"
 #include "server_process.h"
 #include "synthetic_kv.h"
+#include "temp_dir.h"
 #include "test_models.h"
 #include "util/log.h"
 
@@ -21,14 +22,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/kvstash-remote-XXXXXX";
-    path = ::mkdtemp(tmpl);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
+using fixtures::TempDir;
 
 std::array<uint8_t, 16> fp() {
   std::array<uint8_t, 16> f;

@@ -9,6 +9,7 @@
 
 #include "http_helpers.h"
 #include "server_process.h"
+#include "temp_dir.h"
 #include "test_models.h"
 
 using namespace kvstash;
@@ -18,14 +19,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/kvstash-srv-XXXXXX";
-    path = ::mkdtemp(tmpl);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
+using fixtures::TempDir;
 
 class Server : public ::testing::Test {
  protected:

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "temp_dir.h"
 #include "tiers/disk_format.h"
 
 using namespace kvstash;
@@ -15,14 +16,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/kvstash-test-XXXXXX";
-    path = ::mkdtemp(tmpl);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
+using fixtures::TempDir;
 
 Fingerprint16 fp(uint8_t v) {
   Fingerprint16 f;

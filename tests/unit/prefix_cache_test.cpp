@@ -13,6 +13,7 @@
 
 #include "cache/entry_payload.h"
 #include "synthetic_kv.h"
+#include "temp_dir.h"
 #include "tiers/disk_format.h"
 #include "util/log.h"
 
@@ -28,14 +29,7 @@ using fixtures::conv;
 using fixtures::kv;
 using fixtures::put;
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/kvstash-cache-XXXXXX";
-    path = ::mkdtemp(tmpl);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
+using fixtures::TempDir;
 
 std::array<uint8_t, 16> fp() {
   std::array<uint8_t, 16> f;
