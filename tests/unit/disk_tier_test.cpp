@@ -5,7 +5,10 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <cstring>
 #include <fstream>
+
+#include <xxhash.h>
 
 #include "temp_dir.h"
 #include "tiers/disk_format.h"
@@ -82,6 +85,20 @@ TEST(DiskFormat, HeaderRoundTripsAndRejectsDamage) {
   auto stats_changed = b;
   stats_changed[kStatsOffset] ^= 1;  // usage statistics are outside the checksum
   EXPECT_TRUE(std::holds_alternative<FileHeader>(decode_header(stats_changed, fp(3))));
+}
+
+TEST(DiskFormat, AnotherFormatVersionIsRefusedWithItsNumber) {
+  FileHeader h;
+  h.meta = meta(5);
+  h.fingerprint = fp(3);
+  auto b = encode_header(h);
+  const uint32_t v2 = 2;
+  std::memcpy(b.data() + 8, &v2, 4);
+  const uint64_t sum = XXH3_64bits(b.data(), 96);  // a well-formed header of version 2
+  std::memcpy(b.data() + 96, &sum, 8);
+  auto d = decode_header(b, fp(3));
+  ASSERT_TRUE(std::holds_alternative<std::string>(d));
+  EXPECT_NE(std::get<std::string>(d).find("unsupported format version 2"), std::string::npos);
 }
 
 TEST(DiskTier, RoundTripAndSurvivesReopen) {
