@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <future>
 #include <map>
+#include <mutex>
 #include <random>
 
 #include "http_helpers.h"
@@ -50,6 +51,8 @@ std::string model() { return fixtures::model_path("tiny"); }
 
 // Answers of fresh prefills, one cache-less server for the whole test binary.
 std::string fresh_answer(const json& msgs, int max_tokens) {
+  static std::mutex mu;  // client threads of one test share the reference server
+  std::lock_guard lock(mu);
   static std::unique_ptr<ServerProcess> ref;
   static std::map<std::string, std::string> memo;
   const std::string key = msgs.dump() + std::to_string(max_tokens);
@@ -195,10 +198,10 @@ TEST(Reliability, TwoServersShareOneDirectoryUnderLoad) {
         ServerProcess& second = (k + c) % 2 ? b : a;
         const json t1 = agent(conv, 1), t2 = agent(conv, 2);
         const Reply r1 = post(first.port(), "/v1/chat/completions", chat_body(t1, 4));
-        EXPECT_EQ(r1.status, 200);
+        ASSERT_EQ(r1.status, 200) << first.log();
         EXPECT_EQ(content(r1), fresh_answer(t1, 4));
         const Reply r2 = post(second.port(), "/v1/chat/completions", chat_body(t2, 4));
-        EXPECT_EQ(r2.status, 200);
+        ASSERT_EQ(r2.status, 200) << second.log();
         EXPECT_EQ(content(r2), fresh_answer(t2, 4));
         cross_hits += cached(r2) > 0;
       }
