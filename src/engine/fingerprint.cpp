@@ -8,6 +8,8 @@
 #include <stdexcept>
 #include <vector>
 
+#include "util/hex.h"
+
 namespace kvstash::engine {
 
 namespace {
@@ -20,15 +22,7 @@ Fingerprint from_hash(XXH128_hash_t h) {
 }
 }  // namespace
 
-std::string Fingerprint::hex() const {
-  static const char* digits = "0123456789abcdef";
-  std::string s;
-  for (uint8_t b : bytes) {
-    s += digits[b >> 4];
-    s += digits[b & 15];
-  }
-  return s;
-}
+std::string Fingerprint::hex() const { return to_hex(bytes); }
 
 Fingerprint hash_file(const std::string& path) {
   std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);

@@ -52,6 +52,19 @@ std::array<uint8_t, 16> encode_stats(const cache::ObjectStats& s) {
   return b;
 }
 
+std::array<uint8_t, kHeaderSize> make_header(const cache::ObjectMeta& meta,
+                                             const cache::ObjectStats& stats,
+                                             const Fingerprint16& fingerprint,
+                                             std::span<const uint8_t> payload) {
+  FileHeader h;
+  h.meta = meta;
+  h.meta.payload_bytes = payload.size();
+  h.stats = stats;
+  h.fingerprint = fingerprint;
+  h.payload_checksum = payload_checksum(payload);
+  return encode_header(h);
+}
+
 std::array<uint8_t, kHeaderSize> encode_header(const FileHeader& h) {
   std::array<uint8_t, kHeaderSize> b{};
   uint8_t* p = b.data();

@@ -41,6 +41,11 @@ struct FileHeader {
 };
 
 std::array<uint8_t, kHeaderSize> encode_header(const FileHeader& h);
+// The header of an object about to be written with `payload` (sizes and checksum filled in).
+std::array<uint8_t, kHeaderSize> make_header(const cache::ObjectMeta& meta,
+                                             const cache::ObjectStats& stats,
+                                             const Fingerprint16& fingerprint,
+                                             std::span<const uint8_t> payload);
 std::array<uint8_t, 16> encode_stats(const cache::ObjectStats& s);
 // Returns the header, or a one-line reason why these bytes are not a valid header for `expected`.
 std::variant<FileHeader, std::string> decode_header(std::span<const uint8_t> bytes,

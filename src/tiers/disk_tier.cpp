@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "util/hex.h"
 #include "util/log.h"
 
 namespace kvstash::tiers {
@@ -74,13 +75,7 @@ DiskTier::DiskTier(const std::string& root, const Fingerprint16& fingerprint) : 
   if (root.empty()) throw std::invalid_argument("the disk cache needs a directory");
   if (const char* f = std::getenv("KVSTASH_FAULT_ENOSPC_AFTER"))
     fault_after_ = std::strtoull(f, nullptr, 10);
-  static const char* hex = "0123456789abcdef";
-  std::string fp_hex;
-  for (uint8_t b : fingerprint) {
-    fp_hex += hex[b >> 4];
-    fp_hex += hex[b & 15];
-  }
-  dir_ = (fs::path(root) / fp_hex).string();
+  dir_ = (fs::path(root) / to_hex(fingerprint)).string();
   for (const char* sub : {"chunks", "entries", "tmp"}) {
     std::error_code ec;
     fs::create_directories(fs::path(dir_) / sub, ec);
@@ -101,13 +96,7 @@ std::string DiskTier::put(const cache::ObjectMeta& meta, const cache::ObjectStat
   const std::string final_path = path(meta.kind, meta.key);
   const std::string tmp = dir_ + "/tmp/" + meta.key.hex() + "." + std::to_string(::getpid()) + "." +
                           std::to_string(seq++) + ".tmp";
-  FileHeader h;
-  h.meta = meta;
-  h.meta.payload_bytes = payload.size();
-  h.stats = stats;
-  h.fingerprint = fp_;
-  h.payload_checksum = payload_checksum(payload);
-  const auto header = encode_header(h);
+  const auto header = make_header(meta, stats, fp_, payload);
   std::string err;
   {
     Fd f(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));

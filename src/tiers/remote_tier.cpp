@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "util/hex.h"
 #include "util/log.h"
 
 namespace kvstash::tiers {
@@ -17,16 +18,6 @@ int64_t steady_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
       .count();
-}
-
-std::string hex(const Fingerprint16& fp) {
-  static const char* d = "0123456789abcdef";
-  std::string s;
-  for (uint8_t b : fp) {
-    s += d[b >> 4];
-    s += d[b & 15];
-  }
-  return s;
 }
 
 }  // namespace
@@ -135,7 +126,7 @@ std::unique_ptr<RedisConn::Reply> RedisConn::command(const std::vector<std::stri
 // --- RemoteTier ---------------------------------------------------------------------------
 
 RemoteTier::RemoteTier(const RemoteConfig& cfg, const Fingerprint16& fingerprint)
-    : cfg_(cfg), fp_(fingerprint), prefix_("kvstash:" + hex(fingerprint) + ":") {
+    : cfg_(cfg), fp_(fingerprint), prefix_("kvstash:" + to_hex(fingerprint) + ":") {
   std::tie(host_, port_) = parse_redis_url(cfg.url);
   reader_ = std::make_unique<RedisConn>(host_, port_, cfg.timeout_ms);
   {
@@ -187,15 +178,10 @@ bool RemoteTier::available_locked() {
 
 std::string RemoteTier::put(const cache::ObjectMeta& meta, const cache::ObjectStats& stats,
                             std::span<const uint8_t> payload) {
-  FileHeader h;
-  h.meta = meta;
-  h.meta.payload_bytes = payload.size();
-  h.stats = stats;
-  h.fingerprint = fp_;
-  h.payload_checksum = payload_checksum(payload);
-  const auto header = encode_header(h);
+  const auto header = make_header(meta, stats, fp_, payload);
   Pending p;
-  p.meta = h.meta;
+  p.meta = meta;
+  p.meta.payload_bytes = payload.size();
   p.blob.reserve(header.size() + payload.size());
   p.blob.insert(p.blob.end(), header.begin(), header.end());
   p.blob.insert(p.blob.end(), payload.begin(), payload.end());
