@@ -94,7 +94,8 @@ void SlotPool::run(Slot& s) {
     std::lock_guard lock(mu_);
     s.job.reset();
     s.live = s.session->tokens();
-    s.last_used = ++s.requests + static_cast<uint64_t>(Clock::now().time_since_epoch().count());
+    ++s.requests;
+    s.last_used = static_cast<uint64_t>(Clock::now().time_since_epoch().count());
     cv_.notify_all();
   }
   // Graceful exit: the live state may be the only copy of its prefix.
