@@ -11,23 +11,13 @@
 #include "tiers/remote_tier.h"
 #include "util/log.h"
 #include "util/size.h"
+#include "util/timing.h"
 
 namespace kvstash::cache {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
 using ObjId = std::pair<ObjKind, Key>;
-
-double ms_since(Clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
-
-std::string fmt_ms(double ms) {
-  char b[32];
-  std::snprintf(b, sizeof(b), "%.1f", ms);
-  return b;
-}
 
 }  // namespace
 

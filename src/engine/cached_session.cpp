@@ -6,20 +6,9 @@
 #include "cache/entry_payload.h"
 #include "engine/kv_blob.h"
 #include "util/log.h"
+#include "util/timing.h"
 
 namespace kvstash::engine {
-
-namespace {
-using Clock = std::chrono::steady_clock;
-double ms_since(Clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
-std::string fmt(double v) {
-  char b[32];
-  std::snprintf(b, sizeof(b), "%.1f", v);
-  return b;
-}
-}  // namespace
 
 void restore_plan(Session& s, const cache::RestorePlan& plan, const cache::PrefixCache::Loaded& l,
                   std::span<const Token> prompt) {
@@ -159,7 +148,7 @@ PrefillReport CachedSession::prefill(const std::vector<Token>& prompt, const Pro
           rep.restore_ms = ms_since(tl);
           cache_->record_hit(plan, rep.restore_ms / 1000.0);
           log::info("kv cache hit tokens=" + std::to_string(plan.resume_at) + " load=" +
-                    fmt(rep.restore_ms) + " ms chunks=" + std::to_string(plan.chunks.size()) +
+                    fmt_ms(rep.restore_ms) + " ms chunks=" + std::to_string(plan.chunks.size()) +
                     (plan.entry ? " entry=1" : ""));
           break;
         } catch (const std::exception& e) {

@@ -4,14 +4,11 @@
 #include <chrono>
 
 #include "util/log.h"
+#include "util/timing.h"
 
 namespace kvstash::server {
 
 namespace {
-using Clock = std::chrono::steady_clock;
-double ms_since(Clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
 constexpr size_t kHistory = 64;  // recent prompts kept for auto:N (N <= kHistory is exact)
 }  // namespace
 
