@@ -16,10 +16,8 @@ struct Reply {
   std::string raw;
 };
 
-inline Reply post(int port, const std::string& path, const std::string& body) {
-  httplib::Client c("127.0.0.1", port);
-  c.set_read_timeout(120, 0);
-  auto r = c.Post(path.c_str(), body, "application/json");
+// status 0 and a null body when the request got no answer at all.
+inline Reply to_reply(const httplib::Result& r) {
   Reply out;
   if (!r) return out;
   out.status = r->status;
@@ -28,15 +26,15 @@ inline Reply post(int port, const std::string& path, const std::string& body) {
   return out;
 }
 
+inline Reply post(int port, const std::string& path, const std::string& body) {
+  httplib::Client c("127.0.0.1", port);
+  c.set_read_timeout(120, 0);
+  return to_reply(c.Post(path.c_str(), body, "application/json"));
+}
+
 inline Reply get(int port, const std::string& path) {
   httplib::Client c("127.0.0.1", port);
-  auto r = c.Get(path.c_str());
-  Reply out;
-  if (!r) return out;
-  out.status = r->status;
-  out.raw = r->body;
-  out.body = json::parse(r->body, nullptr, false);
-  return out;
+  return to_reply(c.Get(path.c_str()));
 }
 
 inline json agent(int variant, int turns, int tail = 0) {

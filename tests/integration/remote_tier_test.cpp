@@ -15,6 +15,7 @@
 #include "synthetic_kv.h"
 #include "temp_dir.h"
 #include "test_models.h"
+#include "util/hex.h"
 #include "util/log.h"
 
 using namespace kvstash;
@@ -28,6 +29,11 @@ std::array<uint8_t, 16> fp() {
   std::array<uint8_t, 16> f;
   f.fill(9);
   return f;
+}
+
+// The Redis key of a chunk, as remote_tier.h documents it.
+std::string redis_chunk_key(const cache::Key& key) {
+  return "kvstash:" + to_hex(fp()) + ":c:" + key.hex();
 }
 
 cache::CacheConfig cfg(const std::string& dir, const std::string& url) {
@@ -91,9 +97,7 @@ TEST(RemoteTier, MissingChunkStopsTheLookupAtTheLastCompletePrefix) {
   ASSERT_TRUE(a.drain_remote(5000));
   // Redis evicts chunk 2 (of 0..4).
   const auto chain = cache::chain_keys(a.root(), tokens, fixtures::kSynthChunk);
-  std::string fp_hex;
-  for (uint8_t x : fp()) fp_hex += "09";
-  redis.cli("DEL kvstash:" + fp_hex + ":c:" + chain[2].hex());
+  redis.cli("DEL " + redis_chunk_key(chain[2]));
   cache::PrefixCache b(cfg(b_dir.path, redis.url()), fp());
   std::string err;
   EXPECT_EQ(fixtures::check_restore(b, tokens, &err), 512u);
@@ -108,9 +112,7 @@ TEST(RemoteTier, DamagedRemoteObjectIsNeverServed) {
   fixtures::put(a, std::span(tokens).first(768));
   ASSERT_TRUE(a.drain_remote(5000));
   const auto chain = cache::chain_keys(a.root(), tokens, fixtures::kSynthChunk);
-  std::string fp_hex;
-  for (uint8_t x : fp()) fp_hex += "09";
-  redis.cli("SETRANGE kvstash:" + fp_hex + ":c:" + chain[1].hex() + " 300 XYZ");
+  redis.cli("SETRANGE " + redis_chunk_key(chain[1]) + " 300 XYZ");
   cache::PrefixCache b(cfg(b_dir.path, redis.url()), fp());
   std::string err;
   const uint32_t got = fixtures::check_restore(b, tokens, &err);
