@@ -14,7 +14,7 @@ SUDO=""
 PKGS=(build-essential cmake git pkg-config ca-certificates
       libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev
       libcpp-httplib-dev libxxhash-dev libzstd-dev libssl-dev libhiredis-dev redis-server
-      clang libclang-rt-14-dev)
+      clang libclang-rt-14-dev gnuplot-nox)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 # npm fetches the pinned llama.cpp; any npm will do (some machines ship Node.js outside Debian).

@@ -1,16 +1,27 @@
-// Time to restore a prefix from the local disk tier, from Redis, and to recompute it.
+// Time to restore a prefix from the local disk tier, from Redis, and to recompute it; on the CPU
+// or the GPU (--ngl -1: all layers), with a crossover mode for the load-vs-recompute length.
 //
-//   kvstash-bench-tiers --model M.gguf --redis redis://127.0.0.1:6379 --tokens 8192,32768
+//   kvstash-bench-tiers --model M.gguf [--redis redis://127.0.0.1:6379] --tokens 8192,32768
+//   kvstash-bench-tiers --model M.gguf --ngl -1 --crossover   # 256 .. 32768 tokens
 //
-// For each size: prefill cold (recompute), store the prefix, then restore it into a fresh
-// session from a cache that has it only on disk, and from one that has it only in Redis (RAM as
-// its local tier, so no disk write is timed). A restore is timed from lookup to a loaded state
-// (what replaces the recompute); the restored state's tokens are checked. Bit-exactness of the
-// logits is what the test suite proves. Prints one Markdown table row per size.
+// For each size: prefill cold (recompute; the cold TTFT, as the last token's logits come with
+// it), store the prefix (chunks + an entry, as at a graceful exit), then restore it into a fresh
+// session from a cache that has it only on disk: once with the files dropped from the page cache
+// (posix_fadvise DONTNEED after fdatasync: a cold disk read) and once page-cache warm (RAM
+// speed), and, with --redis, from a cache that has it only in Redis (RAM as its local tier, so
+// no disk write is timed). A restore is timed from lookup to a loaded state (what replaces the
+// recompute); "hit TTFT" adds the prefill of one more token and its logits (a request that goes
+// on past the stored prefix). The restored state's tokens are checked; bit-exactness of the
+// logits is what the test suite proves. Prints one Markdown table row per size; --crossover also
+// prints the shortest length where a cold-disk restore beats the recompute.
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <thread>
 
 #include "cache/prefix_cache.h"
@@ -40,43 +51,100 @@ std::vector<engine::Token> prompt(engine::Model& m, size_t n) {
   return t;
 }
 
-// Restores the prefix p from `cache` into a fresh session; returns seconds.
-double restore(engine::Model& m, const engine::SessionOptions& so, cache::PrefixCache& cache,
-               std::vector<engine::Token> p) {
+// Drops the files under `dir` from the page cache (a cold read next time). Returns false where
+// the kernel keeps them (fadvise is advice).
+bool drop_page_cache(const std::string& dir) {
+  bool ok = true;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir, ec)) {
+    if (!e.is_regular_file()) continue;
+    const int fd = ::open(e.path().c_str(), O_RDONLY);
+    if (fd < 0) {
+      ok = false;
+      continue;
+    }
+    ::fdatasync(fd);
+    if (::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) != 0) ok = false;
+    ::close(fd);
+  }
+  return ok && !ec;
+}
+
+struct Restored {
+  double restore = 0;  // lookup + load + state restore
+  double ttft = 0;     // restore + prefill of one more token (with its logits)
+};
+
+// Restores the prefix p from `cache` into a fresh session, then prefills one more token.
+Restored restore(engine::Model& m, const engine::SessionOptions& so, cache::PrefixCache& cache,
+                 std::vector<engine::Token> p) {
   engine::Session s(m, so);
   p.push_back(p.back());  // a request that goes on past the stored prefix
+  Restored r;
   const auto t0 = Clock::now();
   const auto plan = cache.plan(p, {});
   auto loaded = cache.load(plan);
   if (!loaded) throw std::runtime_error("restore failed: nothing loaded");
   engine::restore_plan(s, plan, *loaded, p);
-  const double t = secs(t0);
+  r.restore = secs(t0);
   if (s.tokens().size() != p.size() - 1) {
     throw std::runtime_error("restored " + std::to_string(s.tokens().size()) +
                              " tokens, expected " + std::to_string(p.size() - 1));
   }
-  return t;
+  s.prefill(p);
+  (void)s.greedy();
+  r.ttft = secs(t0);
+  return r;
+}
+
+std::string ms_or_s(double t) {
+  char b[32];
+  if (t < 1) {
+    std::snprintf(b, sizeof b, "%.0f ms", t * 1e3);
+  } else {
+    std::snprintf(b, sizeof b, "%.2f s", t);
+  }
+  return b;
 }
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"restore from disk vs Redis vs recompute"};
   std::string model_path, redis, dir = "/tmp/kvstash-bench-tiers";
-  std::vector<size_t> sizes = {8192, 32768};
+  std::vector<size_t> sizes;
   int threads = 0, gpu_layers = 0;
+  bool crossover = false, warmup = true;
   app.add_option("-m,--model", model_path)->required();
-  app.add_option("--redis", redis, "redis://host:port")->required();
-  app.add_option("--tokens", sizes)->delimiter(',');
-  app.add_option("--dir", dir);
+  app.add_option("--redis", redis, "redis://host:port (no Redis column without it)");
+  app.add_option("--tokens", sizes, "prompt lengths (default 8192,32768)")->delimiter(',');
+  app.add_flag("--crossover", crossover,
+               "lengths 256..32768 (unless --tokens), and the load-vs-recompute crossover");
+  app.add_option("--dir", dir, "disk tier directory (emptied before each size)");
   app.add_option("-t,--threads", threads);
-  app.add_option("--n-gpu-layers", gpu_layers);
+  app.add_option("--ngl,--n-gpu-layers", gpu_layers, "layers on the GPU (-1: all)");
+  app.add_flag("!--no-warmup", warmup, "skip the untimed warm-up prefill (GPU kernels, caches)");
   CLI11_PARSE(app, argc, argv);
+  if (sizes.empty()) {
+    sizes = crossover ? std::vector<size_t>{256, 512, 1024, 2048, 4096, 8192, 16384, 32768}
+                      : std::vector<size_t>{8192, 32768};
+  }
 
   engine::Model m(model_path, {gpu_layers});
-  std::printf(
-      "| tokens | KV size | recompute | restore from disk | restore from Redis | disk vs recompute "
-      "| Redis vs recompute |\n");
-  std::printf("|---|---|---|---|---|---|---|\n");
+  if (warmup) {
+    engine::SessionOptions so;
+    so.n_ctx = 2048;
+    so.n_threads = threads;
+    engine::Session s(m, so);
+    s.prefill(prompt(m, 1024));
+  }
+  const bool with_redis = !redis.empty();
+  std::printf("| tokens | KV size | recompute (cold TTFT) | disk, cold page cache | disk, page cache "
+              "warm |%s hit TTFT (cold disk) | recompute / cold disk | recompute / warm |\n",
+              with_redis ? " Redis |" : "");
+  std::printf("|---|---|---|---|---|%s---|---|---|\n", with_redis ? "---|" : "");
+  std::fflush(stdout);
+  std::optional<size_t> cross;
+  bool dropped_all = true;
   for (size_t n : sizes) {
     engine::SessionOptions so;
     so.n_ctx = static_cast<int>(n + 256);
@@ -100,22 +168,48 @@ int main(int argc, char** argv) {
       cs.prefill(p, {});
       recompute = secs(t0);
       cs.shutdown();  // stores the prefix: chunks plus an entry, as at a graceful exit
-      writer.drain_remote(600000);
+      if (with_redis) writer.drain_remote(600000);
       bytes = writer.stats().bytes_written;
     }
     cache::CacheConfig disk_only = cc;
     disk_only.remote.url.clear();
-    cache::PrefixCache from_disk(disk_only, cold.fingerprint().bytes);
-    const double t_disk = restore(m, so, from_disk, p);
-    cache::CacheConfig redis_only = cc;
-    redis_only.dir.clear();
-    redis_only.ram_budget = 1ull << 40;
-    cache::PrefixCache from_redis(redis_only, cold.fingerprint().bytes);
-    const double t_redis = restore(m, so, from_redis, p);
-    std::printf("| %zu | %s | %.2f s | %.3f s | %.3f s | %.1fx faster | %.1fx faster |\n", n,
-                format_size(bytes).c_str(), recompute, t_disk, t_redis, recompute / t_disk,
-                recompute / t_redis);
+    dropped_all = drop_page_cache(dir) && dropped_all;
+    Restored cold_disk, warm_disk;
+    {
+      cache::PrefixCache from_disk(disk_only, cold.fingerprint().bytes);
+      cold_disk = restore(m, so, from_disk, p);
+    }
+    {
+      cache::PrefixCache from_disk(disk_only, cold.fingerprint().bytes);
+      warm_disk = restore(m, so, from_disk, p);
+    }
+    std::string redis_col;
+    if (with_redis) {
+      cache::CacheConfig redis_only = cc;
+      redis_only.dir.clear();
+      redis_only.ram_budget = 1ull << 40;
+      cache::PrefixCache from_redis(redis_only, cold.fingerprint().bytes);
+      redis_col = " " + ms_or_s(restore(m, so, from_redis, p).restore) + " |";
+    }
+    std::printf("| %zu | %s | %s | %s | %s |%s %s | %.1fx | %.1fx |\n", n,
+                format_size(bytes).c_str(), ms_or_s(recompute).c_str(),
+                ms_or_s(cold_disk.restore).c_str(), ms_or_s(warm_disk.restore).c_str(),
+                redis_col.c_str(), ms_or_s(cold_disk.ttft).c_str(), recompute / cold_disk.restore,
+                recompute / warm_disk.restore);
     std::fflush(stdout);
+    if (!cross && cold_disk.restore < recompute) cross = n;
+  }
+  if (crossover) {
+    std::printf("\n");
+    if (cross) {
+      std::printf("crossover: from %zu tokens on, a cold-disk restore beats the recompute\n",
+                  *cross);
+    } else {
+      std::printf("crossover: recompute beat the cold-disk restore at every length tried\n");
+    }
+  }
+  if (!dropped_all) {
+    std::printf("note: the page cache did not drop every file (fadvise); 'cold' may be warm\n");
   }
   std::filesystem::remove_all(dir);
   return 0;

@@ -9,6 +9,10 @@
 #   cmake/llama.sh [--src DIR] [--cuda]
 #     --src DIR   build the user's own llama.cpp checkout instead of the pinned one
 #     --cuda      build ggml-cuda (needs nvcc); also KVSTASH_CUDA=1
+#   KVSTASH_LLAMA_CMAKE_ARGS adds CMake arguments (e.g. -DCMAKE_CUDA_ARCHITECTURES=90).
+#   KVSTASH_LLAMA_BUNDLE=FILE clones the pin from a local copy of node-llama-cpp's
+#     llama/gitRelease.bundle instead of `npm pack` (machines without registry access).
+# The install holds libllama, the headers, bin/llama-server and the vocab files.
 set -euo pipefail
 
 NODE_LLAMA_CPP_VERSION=3.22.1
@@ -26,6 +30,14 @@ mkdir -p "$CACHE"
 
 if [ -z "$SRC" ]; then
   SRC=$CACHE/llama.cpp
+  if [ ! -d "$SRC/.git" ] && [ -n "${KVSTASH_LLAMA_BUNDLE:-}" ]; then
+    [ -f "$KVSTASH_LLAMA_BUNDLE" ] ||
+      { echo "kvstash: KVSTASH_LLAMA_BUNDLE=$KVSTASH_LLAMA_BUNDLE is not a file" >&2; exit 1; }
+    echo "kvstash: cloning llama.cpp from $KVSTASH_LLAMA_BUNDLE" >&2
+    rm -rf "$SRC.tmp"
+    git clone -q "$KVSTASH_LLAMA_BUNDLE" "$SRC.tmp"
+    mv "$SRC.tmp" "$SRC"
+  fi
   if [ ! -d "$SRC/.git" ]; then
     echo "kvstash: fetching llama.cpp from npm package node-llama-cpp@$NODE_LLAMA_CPP_VERSION" >&2
     tmp=$(mktemp -d)
@@ -45,19 +57,24 @@ if [ "$CUDA" = 1 ]; then
   BACKEND=cuda
 fi
 PREFIX=$CACHE/llama-$COMMIT-$BACKEND
-if [ -f "$PREFIX/.complete" ] && [ "$SRC" = "$(cat "$PREFIX/.complete")" ]; then
+if [ -f "$PREFIX/.complete" ] && [ "$SRC" = "$(cat "$PREFIX/.complete")" ] &&
+  [ -x "$PREFIX/bin/llama-server" ]; then
   echo "$PREFIX"; exit 0
 fi
 
 BUILD=$CACHE/build-$COMMIT-$BACKEND
 echo "kvstash: building llama.cpp $COMMIT ($BACKEND) in $BUILD (first build takes minutes)" >&2
+# llama-server is built from the same tree and flags: `kvstash bench` runs it as the peer. Only the
+# targets needed are built (the other tools are configured but neither built nor installed); the
+# web UI is left out (its prebuilt assets would be downloaded).
 cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
-  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF \
-  -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_COMMON=OFF \
+  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=ON \
+  -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_COMMON=ON \
+  -DLLAMA_TOOLS_INSTALL=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF \
   -DLLAMA_OPENSSL=OFF -DGGML_NATIVE=ON -DGGML_OPENMP=ON \
-  -DGGML_CUDA=$([ "$CUDA" = 1 ] && echo ON || echo OFF) \
+  -DGGML_CUDA=$([ "$CUDA" = 1 ] && echo ON || echo OFF) ${KVSTASH_LLAMA_CMAKE_ARGS:-} \
   -DCMAKE_INSTALL_PREFIX="$PREFIX" >&2
-cmake --build "$BUILD" -j"$(nproc)" >&2
+cmake --build "$BUILD" -j"$(nproc)" --target llama llama-server >&2
 cmake --install "$BUILD" >&2
 # The vocab files are the tokenizers mkmodel copies; keep them with the install.
 mkdir -p "$PREFIX/share/kvstash/vocab"

@@ -41,8 +41,9 @@ EvictionPlan plan_eviction(const std::vector<Candidate>& nodes, uint64_t used, u
     std::priority_queue<Item, std::vector<Item>, std::greater<Item>> heap;
     auto evictable = [&](size_t i) {
       const auto& n = nodes[i];
-      return !gone[i] && children[i] == 0 && !n.pinned && !n.just_written &&
-             (allow_protected || !n.protected_prefix);
+      return !gone[i] && children[i] == 0 && !n.pinned &&
+             (!n.just_written || !cfg.protect_own_writes) &&
+             (allow_protected || !n.protected_prefix || !cfg.protect_incoming_prefix);
     };
     for (size_t i = 0; i < nodes.size(); ++i) {
       if (evictable(i)) heap.push({score[i], nodes[i].age_s, i});

@@ -21,6 +21,10 @@ struct EvictConfig {
   double recency_boost = 3.0;       // K
   double half_life_s = 1800.0;      // recency and "recent" horizon
   double superseded_factor = 0.25;  // applied to superseded continued entries once not recent
+  // Seed-bug toggles (`kvstash replay --before ...`): false brings back the behaviour a ds4
+  // change fixed. (recency_boost = 0 is the ds4 score before its recency follow-up.)
+  bool protect_own_writes = true;       // issue157: a store never evicts what it just wrote
+  bool protect_incoming_prefix = true;  // pr448: prefixes of the incoming prompt go last
 };
 
 struct Candidate {

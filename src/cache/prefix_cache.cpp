@@ -189,7 +189,7 @@ std::optional<PrefixCache::Loaded> PrefixCache::load(const RestorePlan& plan) {
         // Promotion into the local tiers: the next request finds it here.
         ObjectMeta m = n->meta;
         m.payload_bytes = p->size();
-        m.created_ms = now_ms();
+        m.created_ms = clock_ms();
         n->meta = m;
         const ObjectStats st = n->stats;
         if (disk_ &&
@@ -223,7 +223,7 @@ std::optional<PrefixCache::Loaded> PrefixCache::load(const RestorePlan& plan) {
 void PrefixCache::record_hit(const RestorePlan& plan, double load_seconds) {
   load_hist_.observe(load_seconds);
   std::lock_guard lock(mu_);
-  const int64_t now = now_ms();
+  const int64_t now = clock_ms();
   auto bump = [&](ObjKind kind, const Key& key) {
     if (Node* n = index_.find(kind, key)) {
       ++n->stats.hits;
@@ -256,7 +256,8 @@ void PrefixCache::put_ram_locked(const ObjectMeta& meta, const ObjectStats& st,
 bool PrefixCache::make_room_locked(tiers::Tier& tier, uint64_t budget, uint64_t incoming,
                                    const std::vector<ObjId>& incoming_objs,
                                    const std::vector<Key>& incoming_parents,
-                                   std::span<const Token> protect, const std::string& salt) {
+                                   std::span<const Token> protect, const std::string& salt,
+                                   const std::vector<ObjId>& written) {
   const bool is_disk = &tier == disk_.get();
   const uint64_t used = tier_bytes_locked(is_disk) + incoming;
   if (used <= budget) return true;
@@ -270,6 +271,7 @@ bool PrefixCache::make_room_locked(tiers::Tier& tier, uint64_t budget, uint64_t 
     nodes.push_back(&n);
   });
   std::unordered_set<Key, KeyHash> protected_keys, has_child_chunk, useful;
+  const std::set<ObjId> written_set(written.begin(), written.end());
   if (!protect.empty()) {
     const Chain chain = make_chain(salted_root(index_.root(), salt), protect, cfg_.chunk);
     protected_keys.insert(chain.keys.begin(), chain.keys.end());
@@ -290,7 +292,7 @@ bool PrefixCache::make_room_locked(tiers::Tier& tier, uint64_t budget, uint64_t 
       k = nodes[chunk_idx[k]]->meta.parent;
   }
 
-  const int64_t now = now_ms();
+  const int64_t now = clock_ms();
   std::vector<Candidate> cands;
   for (Node* n : nodes) {
     Candidate c;
@@ -303,6 +305,7 @@ bool PrefixCache::make_room_locked(tiers::Tier& tier, uint64_t budget, uint64_t 
     c.pinned = n->pins > 0 || !here;
     c.age_s = (now - std::max(n->stats.last_used_ms, n->meta.created_ms)) / 1000.0;
     c.protected_prefix = protected_keys.contains(n->meta.key);
+    c.just_written = written_set.contains({n->meta.kind, n->meta.key});
     // A continued checkpoint at a chunk boundary is superseded once the chain goes on below it.
     c.superseded = n->meta.kind == ObjKind::kEntry && n->meta.reason == Reason::kContinued &&
                    n->meta.n_tokens == n->meta.depth * cfg_.chunk &&
@@ -359,7 +362,7 @@ PrefixCache::StoreResult PrefixCache::store(const StoreRequest& req) {
   const auto& chain = ch.keys;
   const Key parent = ch.parent_of(k);
   const Key ekey = entry_key(parent, req.tokens.subspan(size_t(k) * C));
-  const int64_t now = now_ms();
+  const int64_t now = clock_ms();
 
   auto local = [](const Node* n) { return n && (n->on_disk || n->in_ram); };
   if (Node* e = index_.find(ObjKind::kEntry, ekey); local(e)) {
@@ -375,11 +378,14 @@ PrefixCache::StoreResult PrefixCache::store(const StoreRequest& req) {
     for (const Node* e : index_.entries_on_path(req.tokens, ch)) {
       views.push_back({e->meta.key, e->meta.n_tokens, e->meta.reason, true});
     }
-    for (const Key& key : superseded_by(req.reason, n, views)) {
+    StoreConfig sc;
+    sc.drop_superseded = req.drop_superseded;
+    for (const Key& key : superseded_by(req.reason, n, views, sc)) {
       if (Node* e = index_.find(ObjKind::kEntry, key); e && e->pins == 0) {
         log::info("kv cache dropped superseded continued entry tokens=" +
                   std::to_string(e->meta.n_tokens) + " (its chunks stay shared)");
         remove_locked(*e, "superseded", false);
+        ++st_.superseded_dropped;
       }
     }
   }
@@ -438,8 +444,10 @@ PrefixCache::StoreResult PrefixCache::store(const StoreRequest& req) {
   const uint64_t budget = disk_ ? cfg_.disk_budget : cfg_.ram_budget;
   const uint64_t incoming_bytes =
       disk_ ? payload_total + tiers::kHeaderSize * incoming.size() : payload_total;
-  if (!make_room_locked(*primary, budget, incoming_bytes, incoming, parents, req.protect,
-                        req.protect_salt)) {
+  // Before issue157's fix a store wrote first and then evicted, its own objects included.
+  const bool store_then_evict = !cfg_.evict.protect_own_writes;
+  if (!store_then_evict && !make_room_locked(*primary, budget, incoming_bytes, incoming, parents,
+                                             req.protect, req.protect_salt)) {
     return skip(std::string("it does not fit the ") + primary->name() + " budget of " +
                 format_size(budget) + " without evicting what this store writes");
   }
@@ -473,9 +481,16 @@ PrefixCache::StoreResult PrefixCache::store(const StoreRequest& req) {
   }
   if (!put(em, entry)) return skip("write failed");
   res.stored = true;
+  if (store_then_evict) {
+    make_room_locked(*primary, budget, 0, {}, {}, req.protect, req.protect_salt, incoming);
+    for (const auto& [kind, key] : incoming) {
+      if (!local(index_.find(kind, key))) ++st_.own_writes_evicted;
+    }
+  }
   res.ms = ms_since(t0);
   store_hist_.observe(res.ms / 1000.0);
   ++st_.stores;
+  ++st_.stores_by_reason[reason_name(req.reason)];
   log::info("kv cache stored tokens=" + std::to_string(n) + " reason=" + reason_name(req.reason) +
             " size=" + format_size(payload_total) + " new_chunks=" + std::to_string(fresh.size()) +
             " save=" + fmt_ms(res.ms) + " ms");

@@ -40,6 +40,9 @@ struct CacheConfig {
   bool snapshot_only = false;          // the model resumes only at stored snapshots
   EvictConfig evict;
   tiers::RemoteConfig remote;  // remote.url empty: no remote tier
+  // Milliseconds since the epoch for creation and last-use times (null: the wall clock).
+  // `kvstash replay` runs a virtual clock so that recency means what it would in the trace.
+  std::function<int64_t()> clock;
 };
 
 struct CacheStats {
@@ -49,6 +52,9 @@ struct CacheStats {
   uint64_t hits = 0, misses = 0, tokens_reused = 0;
   uint64_t evictions = 0, stores = 0, stores_skipped = 0, damaged = 0;
   std::map<std::string, uint64_t> evictions_by_reason;  // disk-cache-full, ram-cache-full
+  std::map<std::string, uint64_t> stores_by_reason;     // cold, continued, evict, shutdown, scope
+  uint64_t superseded_dropped = 0;  // continued entries dropped by a newer store (pr175)
+  uint64_t own_writes_evicted = 0;  // objects a store evicted right after writing (issue157)
   std::optional<tiers::RemoteStats> remote;
 };
 
@@ -83,6 +89,7 @@ class PrefixCache {
     std::span<const Token> protect;  // the incoming prompt on a live miss (pr448)
     std::string salt;                // cache_salt of the stored prefix
     std::string protect_salt;        // cache_salt of the incoming prompt
+    bool drop_superseded = true;     // StoreConfig::drop_superseded (pr175)
   };
   struct StoreResult {
     bool stored = false, existed = false;
@@ -130,7 +137,9 @@ class PrefixCache {
   bool make_room_locked(tiers::Tier& tier, uint64_t budget, uint64_t incoming,
                         const std::vector<std::pair<ObjKind, Key>>& incoming_objs,
                         const std::vector<Key>& incoming_parents, std::span<const Token> protect,
-                        const std::string& salt = "");
+                        const std::string& salt = "",
+                        const std::vector<std::pair<ObjKind, Key>>& written = {});
+  int64_t clock_ms() const { return cfg_.clock ? cfg_.clock() : now_ms(); }
   uint64_t tier_bytes_locked(bool disk);
   void put_ram_locked(const ObjectMeta& meta, const ObjectStats& st,
                       std::span<const uint8_t> payload);

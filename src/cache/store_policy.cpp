@@ -16,6 +16,7 @@ ColdDecision cold_store(const PrefillFacts& f, const StoreConfig& c) {
   if (c.cold_max_tokens == 0) return d;
   const uint32_t anchor = anchor_position(f, c);
   if (anchor < c.min_tokens || anchor <= f.cached_tokens) return d;  // hit at or past the anchor
+  if (!c.refresh_anchor && f.cached_tokens > 0) return d;            // before pr394
   if (anchor > c.cold_max_tokens) {
     if (f.cached_tokens == 0) {
       d.hint = "kv cache cold store skipped: anchor of " + std::to_string(anchor) +
@@ -49,9 +50,16 @@ bool store_live_state(uint32_t live_tokens, uint32_t already_stored_at, const St
   return live_tokens >= c.min_tokens && live_tokens != already_stored_at;
 }
 
+bool store_before_trim(uint32_t live_tokens, uint32_t keep, uint32_t already_stored_at,
+                       const StoreConfig& c) {
+  return c.store_before_trim && keep < live_tokens &&
+         store_live_state(live_tokens, already_stored_at, c);
+}
+
 std::vector<Key> superseded_by(Reason new_reason, uint32_t new_tokens,
-                               const std::vector<EntryView>& existing) {
+                               const std::vector<EntryView>& existing, const StoreConfig& c) {
   std::vector<Key> out;
+  if (!c.drop_superseded) return out;
   if (new_reason != Reason::kCold && new_reason != Reason::kContinued) return out;
   for (const auto& e : existing) {
     if (e.reason == Reason::kContinued && e.prefix_of_new && e.n_tokens < new_tokens) {

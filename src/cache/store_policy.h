@@ -20,6 +20,11 @@ struct StoreConfig {
   uint32_t boundary_align = 2048;       // --cache-boundary-align
   uint32_t boundary_trim = 0;           // --cache-boundary-trim
   uint32_t continued_interval = 10240;  // --cache-continued-interval: 0 disables
+  // Seed-bug toggles (`kvstash replay --before ...`): false brings back the behaviour a ds4
+  // change fixed, so a replay can show its effect. Servers keep the defaults.
+  bool refresh_anchor = true;     // pr394: store the anchor after a partial hit below it
+  bool drop_superseded = true;    // pr175: drop continued entries a new cold/continued supersedes
+  bool store_before_trim = true;  // store a live state before a partial live hit cuts it
 };
 
 // The prefill a request is about to run.
@@ -40,7 +45,8 @@ uint32_t anchor_position(const PrefillFacts& f, const StoreConfig& c);
 
 // Cold store on a cold prefill; anchor refresh after a partial hit below the anchor, because the
 // lookup returning a shorter prefix proves the stored anchor no longer matches (pr394). Hits at
-// or past the anchor store nothing.
+// or past the anchor store nothing. With refresh_anchor off (before pr394) only a fully cold
+// prefill stores the anchor.
 ColdDecision cold_store(const PrefillFacts& f, const StoreConfig& c);
 
 struct PlannedStore {
@@ -59,6 +65,12 @@ std::vector<PlannedStore> prefill_stores(const PrefillFacts& f, const StoreConfi
 // enough and not already stored at that length.
 bool store_live_state(uint32_t live_tokens, uint32_t already_stored_at, const StoreConfig& c);
 
+// A live hit that keeps only `keep` of the live state's `live_tokens` discards the rest, which may
+// be the only copy (another conversation's tail, when agents share a server): it is stored first,
+// like an evict store, unless it is already stored.
+bool store_before_trim(uint32_t live_tokens, uint32_t keep, uint32_t already_stored_at,
+                       const StoreConfig& c);
+
 // An existing entry, as the superseded rule sees it.
 struct EntryView {
   Key key;
@@ -69,8 +81,9 @@ struct EntryView {
 
 // pr175: continued entries that are strict prefixes of a new cold/continued entry are redundant
 // and dropped. Evict/shutdown stores drop nothing (their state may hold post-divergence tokens,
-// so the shorter continued entries remain the better match for what comes next).
+// so the shorter continued entries remain the better match for what comes next). With
+// c.drop_superseded off (before pr175) nothing is dropped.
 std::vector<Key> superseded_by(Reason new_reason, uint32_t new_tokens,
-                               const std::vector<EntryView>& existing);
+                               const std::vector<EntryView>& existing, const StoreConfig& c = {});
 
 }  // namespace kvstash::cache

@@ -14,5 +14,7 @@ Run add_demo(CLI::App& app);
 Run add_generate(CLI::App& app);
 Run add_cache(CLI::App& app);
 Run add_serve(CLI::App& app);
+Run add_replay(CLI::App& app);
+Run add_bench(CLI::App& app);
 
 }  // namespace kvstash::cli

@@ -20,8 +20,12 @@ int main(int argc, char** argv) {
   add("generate", "run one prompt through the cache and print a JSON report",
       kvstash::cli::add_generate);
   add("cache", "inspect and maintain a cache directory", kvstash::cli::add_cache);
+  add("bench", "run an agent workload against kvstash and llama-server, side by side",
+      kvstash::cli::add_bench);
   add("demo", "cold prefill vs restored prefix on a long agent-like prompt",
       kvstash::cli::add_demo);
+  add("replay", "drive the cache policy with a token-level trace, no model",
+      kvstash::cli::add_replay);
   CLI11_PARSE(app, argc, argv);
   try {
     for (auto& [sub, run] : verbs) {

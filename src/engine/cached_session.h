@@ -1,9 +1,9 @@
-// A session backed by the prefix cache: the request-level flow of SPEC sections 2-3.
+// A llama.cpp session backed by the prefix cache: the request-level flow of SPEC sections 2-3.
 //
-// For each prompt it picks the best starting state (the live state if it shares more than the
-// cache can restore, else the cache's longest restorable prefix), stores the live state first if
-// it is about to be replaced (evict), prefills the rest while taking the policy's checkpoints
-// (cold anchor, anchor refresh, continued), and on shutdown stores the live state.
+// The flow itself (live reuse vs restore, evict store with the incoming prompt protected, cold /
+// continued / scope stores during prefill, shutdown store) is engine-agnostic and lives in
+// cache/request_flow.h, where `kvstash replay` drives it without a model. This class binds it to
+// an engine::Session through the SessionEngine adapter.
 //
 // Only states computed by prefill at batch breaks are ever stored: decoded tokens were computed
 // one at a time, and a fresh prefill would compute them in a batch, so reusing their KV would not
@@ -12,37 +12,20 @@
 #pragma once
 
 #include <functional>
-#include <optional>
-#include <string>
+#include <span>
 #include <vector>
 
 #include "cache/prefix_cache.h"
+#include "cache/request_flow.h"
 #include "cache/store_policy.h"
 #include "engine/session.h"
+#include "engine/session_engine.h"
 
 namespace kvstash::engine {
 
-// What one request may do with the cache (SPEC section 5: off, full, or a scope boundary).
-struct RequestPolicy {
-  bool restore = true;          // look the prompt up in the cache
-  bool checkpoints = true;      // full mode: cold, continued, evict and shutdown stores
-  uint32_t scope_boundary = 0;  // scoped modes: store exactly this prefix (reason=scope)
-};
-
-struct PromptInfo {
-  std::vector<uint32_t> boundaries;  // chat message starts (content-derived batch breaks)
-  uint32_t anchor = 0;               // the boundary before the last user turn (0: unknown)
-  RequestPolicy policy;
-  std::string salt;  // cache_salt: the tenant's own key space
-};
-
-struct PrefillReport {
-  uint32_t prompt_tokens = 0;
-  uint32_t cached_tokens = 0;  // tokens not prefilled (restored or kept from the live state)
-  bool from_live = false;
-  double restore_ms = 0, prefill_ms = 0;
-  bool cancelled = false;
-};
+using RequestPolicy = cache::RequestPolicy;
+using PromptInfo = cache::PromptInfo;
+using PrefillReport = cache::PrefillReport;
 
 class CachedSession {
  public:
@@ -53,33 +36,16 @@ class CachedSession {
 
   // progress(done, total, cached) after each batch; returning false cancels.
   PrefillReport prefill(const std::vector<Token>& prompt, const PromptInfo& info,
-                        const std::function<bool(int, int, int)>& progress = nullptr);
+                        const std::function<bool(int, int, int)>& progress = nullptr) {
+    return flow_.prefill(prompt, info, progress);
+  }
   // Stores the live state (graceful exit).
-  void shutdown();
+  void shutdown() { flow_.shutdown(); }
 
  private:
-  uint32_t live_resume(const std::vector<Token>& prompt, const cache::Breaks& breaks) const;
-  void store_live(cache::Reason reason, std::span<const Token> protect,
-                  const std::string& protect_salt);
-  bool store_at(uint32_t n, cache::Reason reason, std::span<const Token> protect,
-                const std::string& protect_salt);
-
   Session& s_;
-  cache::PrefixCache* cache_;
-  cache::StoreConfig store_cfg_;
-  std::vector<uint32_t> breaks_;  // boundaries of the prompt the live state was prefilled for
-  uint32_t computed_ = 0;         // leading live tokens computed by prefill
-  uint32_t last_stored_ = 0;      // live prefix length stored last
-  uint32_t prompt_len_ = 0;       // of the last prefill
-  bool live_checkpoints_ = true;  // the live state's request allows evict/shutdown stores
-  std::string live_salt_;         // cache_salt of the live state's request
-  // Snapshot-only models: the state at the last break of the last prefill (what an evict or
-  // shutdown store saves, since the live state has moved on past it).
-  struct Checkpoint {
-    uint32_t at = 0;
-    std::vector<uint8_t> partial;
-  };
-  Checkpoint checkpoint_;
+  SessionEngine engine_;
+  cache::RequestFlow flow_;
 };
 
 // Restores `plan` into the session. Throws on a damaged or inconsistent state.

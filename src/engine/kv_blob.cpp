@@ -127,16 +127,24 @@ KvSection parse_kv_section(std::span<const uint8_t> blob, size_t cell_ext_size) 
   return s;
 }
 
-std::vector<uint8_t> concat_kv_sections(const std::vector<std::span<const uint8_t>>& parts,
-                                        size_t cell_ext_size) {
+namespace {
+
+// Parts checked to join into one section, and the size of that section.
+struct Joinable {
   std::vector<KvSection> secs;
-  uint32_t total = 0;
+  uint32_t cells = 0;
+  size_t bytes = 0;
+};
+
+Joinable check_joinable(const std::vector<std::span<const uint8_t>>& parts, size_t cell_ext_size) {
+  Joinable j;
   for (const auto& p : parts) {
-    secs.push_back(parse_kv_section(p, cell_ext_size));
-    if (secs.back().cell_count == 0) throw KvBlobError("empty kv chunk");
-    total += secs.back().cell_count;
+    j.secs.push_back(parse_kv_section(p, cell_ext_size));
+    if (j.secs.back().cell_count == 0) throw KvBlobError("empty kv chunk");
+    j.cells += j.secs.back().cell_count;
   }
-  if (secs.empty()) throw KvBlobError("no kv chunks to join");
+  if (j.secs.empty()) throw KvBlobError("no kv chunks to join");
+  const auto& secs = j.secs;
   const KvSection& a = secs[0];
   for (size_t i = 1; i < secs.size(); ++i) {
     const KvSection& b = secs[i];
@@ -162,13 +170,28 @@ std::vector<uint8_t> concat_kv_sections(const std::vector<std::span<const uint8_
                         std::to_string(secs[i - 1].last_pos(parts[i - 1]) + 1));
     }
   }
+  // The joined section: stream and cell counts, cell meta, v_trans and n_layer, then per layer
+  // its type and row header and the rows of every cell.
+  j.bytes = 4 + 4 + size_t(j.cells) * a.meta_cell_size + 4 + 4;
+  for (const auto& k : a.k) j.bytes += 4 + 8 + k.row_size * j.cells;
+  for (const auto& v : a.v) {
+    j.bytes +=
+        a.v_trans ? 4 + 4 + 4 + v.row_size * v.n_embd * j.cells : 4 + 8 + v.row_size * j.cells;
+  }
+  return j;
+}
 
-  std::vector<uint8_t> out;
+// Appends the joined section to `out`, which has the capacity for it (one copy of each byte,
+// no reallocation).
+void write_joined(std::vector<uint8_t>& out, const std::vector<std::span<const uint8_t>>& parts,
+                  const Joinable& j) {
+  const auto& secs = j.secs;
+  const KvSection& a = secs[0];
+  auto append = [&out](const uint8_t* d, size_t n) { out.insert(out.end(), d, d + n); };
   put<uint32_t>(out, 1);
-  put<uint32_t>(out, total);
+  put<uint32_t>(out, j.cells);
   for (size_t i = 0; i < parts.size(); ++i) {
-    const auto* m = parts[i].data() + secs[i].meta_offset;
-    out.insert(out.end(), m, m + secs[i].cell_count * secs[i].meta_cell_size);
+    append(parts[i].data() + secs[i].meta_offset, secs[i].cell_count * secs[i].meta_cell_size);
   }
   put<uint32_t>(out, a.v_trans ? 1 : 0);
   put<uint32_t>(out, static_cast<uint32_t>(a.k.size()));
@@ -176,8 +199,7 @@ std::vector<uint8_t> concat_kv_sections(const std::vector<std::span<const uint8_
     put<int32_t>(out, a.k[l].type);
     put<uint64_t>(out, a.k[l].row_size);
     for (size_t i = 0; i < parts.size(); ++i) {
-      const auto* d = parts[i].data() + secs[i].k[l].offset;
-      out.insert(out.end(), d, d + secs[i].k[l].row_size * secs[i].cell_count);
+      append(parts[i].data() + secs[i].k[l].offset, secs[i].k[l].row_size * secs[i].cell_count);
     }
   }
   for (size_t l = 0; l < a.v.size(); ++l) {
@@ -185,22 +207,42 @@ std::vector<uint8_t> concat_kv_sections(const std::vector<std::span<const uint8_
     if (!a.v_trans) {
       put<uint64_t>(out, a.v[l].row_size);
       for (size_t i = 0; i < parts.size(); ++i) {
-        const auto* d = parts[i].data() + secs[i].v[l].offset;
-        out.insert(out.end(), d, d + secs[i].v[l].row_size * secs[i].cell_count);
+        append(parts[i].data() + secs[i].v[l].offset, secs[i].v[l].row_size * secs[i].cell_count);
       }
     } else {
       // Transposed V: each embedding row holds one element per cell, so interleave per row.
       put<uint32_t>(out, static_cast<uint32_t>(a.v[l].row_size));
       put<uint32_t>(out, a.v[l].n_embd);
-      for (uint32_t j = 0; j < a.v[l].n_embd; ++j) {
+      for (uint32_t r = 0; r < a.v[l].n_embd; ++r) {
         for (size_t i = 0; i < parts.size(); ++i) {
           const size_t row = a.v[l].row_size * secs[i].cell_count;
-          const auto* d = parts[i].data() + secs[i].v[l].offset + j * row;
-          out.insert(out.end(), d, d + row);
+          append(parts[i].data() + secs[i].v[l].offset + r * row, row);
         }
       }
     }
   }
+}
+
+}  // namespace
+
+std::vector<uint8_t> concat_kv_sections(const std::vector<std::span<const uint8_t>>& parts,
+                                        size_t cell_ext_size) {
+  const Joinable j = check_joinable(parts, cell_ext_size);
+  std::vector<uint8_t> out;
+  out.reserve(j.bytes);
+  write_joined(out, parts, j);
+  return out;
+}
+
+std::vector<uint8_t> concat_seq_state(const std::vector<std::span<const uint8_t>>& parts,
+                                      std::span<const uint8_t> trailer, size_t cell_ext_size) {
+  const Joinable j = check_joinable(parts, cell_ext_size);
+  std::vector<uint8_t> out;
+  out.reserve(kSeqStateHeaderSize + j.bytes + trailer.size());
+  put<uint32_t>(out, kSeqStateMagic);
+  put<int32_t>(out, 0);
+  write_joined(out, parts, j);
+  out.insert(out.end(), trailer.begin(), trailer.end());
   return out;
 }
 

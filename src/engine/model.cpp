@@ -32,9 +32,10 @@ void init_backend() {
 
 Model::Model(const std::string& path, const ModelOptions& opt) : path_(path), opt_(opt) {
   init_backend();
-  file_hash_ = hash_file(path);
+  if (!opt.vocab_only) file_hash_ = hash_file(path);  // a tokenizer needs no fingerprint
   auto mp = llama_model_default_params();
   mp.n_gpu_layers = opt.n_gpu_layers;
+  mp.vocab_only = opt.vocab_only;
   g_last_error.clear();
   model_ = llama_model_load_from_file(path.c_str(), mp);
   if (!model_) {

@@ -20,7 +20,8 @@ using Token = int32_t;
 enum class ResumeKind { kAnyBoundary, kSnapshotOnly };
 
 struct ModelOptions {
-  int n_gpu_layers = 0;  // -1: all
+  int n_gpu_layers = 0;     // -1: all
+  bool vocab_only = false;  // tokenizer and template only (no weights loaded)
 };
 
 class Model {

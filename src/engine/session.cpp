@@ -242,15 +242,17 @@ void Session::restore_chunks(const std::vector<std::span<const uint8_t>>& chunks
   if (!model_.hybrid() && model_.resume_kind() != ResumeKind::kAnyBoundary) {
     throw std::invalid_argument("this model can only resume from whole snapshots");
   }
-  std::vector<uint8_t> kv = concat_kv_sections(chunks, model_.cell_ext_size());
+  // One buffer in llama.cpp's layout, built with one copy of each byte: a large restore is
+  // bounded by memory traffic (and by first-touch page faults on fresh memory), not by parsing.
+  const std::vector<uint8_t> state = concat_seq_state(chunks, partial, model_.cell_ext_size());
+  const auto kv = std::span<const uint8_t>(state).subspan(kSeqStateHeaderSize);
   const KvSection sec = parse_kv_section(kv, model_.cell_ext_size());
   if (sec.cell_count != tokens.size() || sec.first_pos(kv) != 0) {
     throw StateMismatch("KV chunks hold " + std::to_string(sec.cell_count) +
                         " cells from position " + std::to_string(sec.first_pos(kv)) +
                         ", expected " + std::to_string(tokens.size()) + " from 0");
   }
-  kv.insert(kv.end(), partial.begin(), partial.end());
-  load_state(with_seq_header(kv));
+  load_state(state);
   tokens_ = tokens;
   if (logits.size() == static_cast<size_t>(model_.n_vocab())) logits_ = logits;
 }

@@ -117,3 +117,35 @@ TEST(Eviction, NothingToDoUnderBudget) {
   EXPECT_TRUE(p.fits);
   EXPECT_TRUE(p.victims.empty());
 }
+
+// Seed toggles (`kvstash replay --before ...`): off brings back the behaviour before the fix.
+
+TEST(Eviction, BeforeIssue157AStoreEvictsWhatItJustWrote) {
+  // The same candidates as NeverEvictsWhatTheStoreJustWrote: the fresh, less dense object goes.
+  std::vector<Candidate> v = {leaf(1000, 100, 60, 5), leaf(100, 300, 0)};
+  v[1].just_written = true;
+  EvictConfig cfg;
+  cfg.protect_own_writes = false;
+  const auto p = plan_eviction(v, total(v), 350, cfg);
+  ASSERT_TRUE(p.fits);
+  ASSERT_EQ(p.victims.size(), 1u);
+  EXPECT_EQ(p.victims[0], 1u);
+}
+
+TEST(Eviction, BeforePr448IncomingPromptPrefixesAreNotProtected) {
+  std::vector<Candidate> v = {leaf(100, 100, 86400), leaf(1000, 100, 5, 3)};
+  v[0].protected_prefix = true;
+  EvictConfig cfg;
+  cfg.protect_incoming_prefix = false;
+  const auto p = plan_eviction(v, total(v), 150, cfg);
+  ASSERT_EQ(p.victims.size(), 1u);
+  EXPECT_EQ(p.victims[0], 0u) << "the lowest score goes, prefix of the incoming prompt or not";
+}
+
+TEST(Eviction, BeforeRecencyFollowUpAFreshPrefixHasNoAdvantage) {
+  // recency_boost = 0 is ds4's score before its recency follow-up to pr448.
+  EvictConfig cfg;
+  cfg.recency_boost = 0;
+  EXPECT_DOUBLE_EQ(eviction_score(leaf(1000, 100, 5), cfg),
+                   eviction_score(leaf(1000, 100, 86400), cfg));
+}

@@ -96,6 +96,18 @@ TEST(StorePolicy, EvictAndShutdownStoreTheLiveStateOnce) {
   EXPECT_FALSE(store_live_state(300, 0, c)) << "below --cache-min-tokens";
 }
 
+TEST(StorePolicy, PartialLiveHitStoresTheLiveStateItCuts) {
+  StoreConfig c;
+  // Agents sharing a server: session B's request keeps only the system prompt of session A's
+  // live state; A's conversation tail would be lost, so it is stored first.
+  EXPECT_TRUE(store_before_trim(6144, 4096, 0, c));
+  EXPECT_FALSE(store_before_trim(6144, 6144, 0, c)) << "nothing is cut";
+  EXPECT_FALSE(store_before_trim(6144, 4096, 6144, c)) << "already stored";
+  EXPECT_FALSE(store_before_trim(400, 256, 0, c)) << "below --cache-min-tokens";
+  c.store_before_trim = false;
+  EXPECT_FALSE(store_before_trim(6144, 4096, 0, c)) << "switched off: the tail is dropped";
+}
+
 TEST(StorePolicy, SupersededContinuedDroppedOnColdAndContinuedStores) {
   // pr175: nested continued snapshots of one prefill.
   const std::vector<EntryView> existing = {
@@ -121,4 +133,26 @@ TEST(StorePolicy, SupersededKeptOnEvictAndShutdownStores) {
 TEST(StorePolicy, EntryOfTheSameLengthIsNotSuperseded) {
   const std::vector<EntryView> existing = {{{1, 1}, 20480, Reason::kContinued, true}};
   EXPECT_TRUE(superseded_by(Reason::kCold, 20480, existing).empty());
+}
+
+// Seed toggles (`kvstash replay --before ...`): off brings back the behaviour before the fix.
+
+TEST(StorePolicy, BeforePr394NoAnchorRefreshAfterAPartialHit) {
+  auto c = cfg();
+  c.refresh_anchor = false;
+  EXPECT_EQ(cold_store({30222, 20480, 27500}, c).store_at, 0u) << "partial hit: no refresh";
+  EXPECT_EQ(cold_store({30222, 0, 27500}, c).store_at, 26624u) << "cold prefills still store";
+  for (const auto& s : prefill_stores({30222, 20480, 27500}, c)) {
+    EXPECT_NE(s.reason, Reason::kCold);
+  }
+}
+
+TEST(StorePolicy, BeforePr175SupersededContinuedEntriesAreKept) {
+  auto c = cfg();
+  c.drop_superseded = false;
+  const std::vector<EntryView> existing = {{{1, 1}, 10240, Reason::kContinued, true},
+                                           {{2, 2}, 20480, Reason::kContinued, true}};
+  EXPECT_TRUE(superseded_by(Reason::kContinued, 30720, existing, c).empty());
+  EXPECT_TRUE(superseded_by(Reason::kCold, 30720, existing, c).empty());
+  EXPECT_EQ(superseded_by(Reason::kCold, 30720, existing, cfg()).size(), 2u);
 }

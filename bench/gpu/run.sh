@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Builds and benchmarks kvstash on the lent GPU machine (run ON it, from the repo root; the device
+# tool carries .device/, made by bench/gpu/pack.sh). See bench/GPU.md.
+#
+#   bench/gpu/run.sh STEP...          # run steps in the foreground
+#   bench/gpu/run.sh start STEP...    # run them in the background (setsid; survives the call)
+#   bench/gpu/run.sh wait SECONDS     # wait for the background run, then copy results to $OUT
+#
+# Steps (each redoes only what is missing: llama.sh and cmake --build are incremental, models
+# are made once; so a call may stop anywhere and the next goes on):
+#   prep      copy the sysroot and bundle from .device/ to $DEV (the machine's local disk)
+#   llama     build the pinned llama.cpp with CUDA (libllama + llama-server) into $DEV/cache
+#   kvstash   build build-cuda: kvstash kvstash-bench-tiers (KVSTASH_CUDA=ON, no tests)
+#   models    kvstash mkmodel --shape qwen3-8b and qwen3-0.6b into $DEV/models
+#   tiers     kvstash-bench-tiers, 8B, all layers on the GPU: 8k and 32k, then the crossover
+#   agent8b   kvstash bench (kvstash vs llama-server), 8B shape
+#   agent06b  the same, 0.6B shape
+#   all       all of the above in order
+# Builds persist only while the machine stays warm (a new machine starts bare).
+set -uo pipefail
+DEV=${KVSTASH_DEVICE_DIR:-/root/kvstash-device}
+ARCH=${KVSTASH_CUDA_ARCH:-90}
+JOBS=${JOBS:-$(nproc)}
+AGENT_ARGS=${AGENT_ARGS:-}   # extra arguments for kvstash bench (e.g. --sessions 2)
+mkdir -p "$DEV/log" "$DEV/results" "$DEV/models"
+export PKG_CONFIG_PATH=$DEV/sysroot/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
+export LD_LIBRARY_PATH=$DEV/sysroot/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export KVSTASH_CUDA=1 KVSTASH_CACHE=$DEV/cache KVSTASH_LLAMA_BUNDLE=$DEV/gitRelease.bundle
+export KVSTASH_LLAMA_CMAKE_ARGS="-DCMAKE_CUDA_ARCHITECTURES=$ARCH"
+export PATH=$PATH:/usr/local/cuda/bin
+M8=$DEV/models/qwen3-8b.gguf
+M06=$DEV/models/qwen3-0.6b.gguf
+
+say() { echo "== $(date +%T) $*"; }
+mark() { touch "$DEV/log/$1.done"; }
+
+step_prep() {
+  if [ -d .device/sysroot ]; then
+    rm -rf "$DEV/sysroot" && cp -r .device/sysroot "$DEV/sysroot"
+    cp .device/gitRelease.bundle "$DEV/gitRelease.bundle"
+  fi
+  [ -d "$DEV/sysroot" ] || { echo "run.sh: no sysroot: carry .device (bench/gpu/pack.sh)"; return 1; }
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  nvcc --version | tail -2; cmake --version | head -1; g++ --version | head -1
+  lscpu | grep -E '^Model name|^CPU\(s\)'; free -g | head -2
+  df -h "$DEV" /tmp | cat; findmnt -T "$DEV" | cat
+  pkg-config --modversion cpp-httplib hiredis libxxhash
+}
+step_llama() {
+  bash cmake/llama.sh --cuda
+}
+step_kvstash() {
+  cmake -S . -B build-cuda -DCMAKE_BUILD_TYPE=Release -DKVSTASH_CUDA=ON -DKVSTASH_TESTS=OFF \
+    && cmake --build build-cuda -j"$JOBS" --target kvstash kvstash-bench-tiers
+}
+step_models() {
+  [ -f "$M06" ] || build-cuda/kvstash mkmodel --shape qwen3-0.6b -o "$M06" || return 1
+  [ -f "$M8" ] || build-cuda/kvstash mkmodel --shape qwen3-8b -o "$M8" || return 1
+  ls -la "$DEV/models"
+}
+step_tiers() {
+  local o=$DEV/results/tiers.md
+  {
+    echo "## 8B, 8k and 32k tokens, all layers on the GPU"
+    build-cuda/kvstash-bench-tiers -m "$M8" --ngl -1 --tokens 8192,32768 --dir "$DEV/tiers"
+    echo
+    echo "## 8B crossover"
+    build-cuda/kvstash-bench-tiers -m "$M8" --ngl -1 --crossover --dir "$DEV/tiers"
+    echo
+    echo "## 0.6B crossover"
+    build-cuda/kvstash-bench-tiers -m "$M06" --ngl -1 --crossover --dir "$DEV/tiers"
+  } 2> "$DEV/log/tiers.err" | tee "$o"
+}
+agent() {  # name model
+  local out=$DEV/results/$1
+  rm -rf "$out"
+  # shellcheck disable=SC2086
+  build-cuda/kvstash bench -m "$2" --ngl -1 -c 65536 -o "$out" $AGENT_ARGS
+}
+step_agent8b() { agent agent-8b "$M8"; }
+step_agent06b() { agent agent-0.6b "$M06"; }
+
+run_steps() {
+  local s
+  for s in "$@"; do
+    if [ "$s" = all ]; then run_steps prep llama kvstash models tiers agent8b agent06b || return 1; continue; fi
+    say "$s"
+    local t0=$SECONDS
+    if "step_$s" > >(tee "$DEV/log/$s.log") 2>&1; then
+      mark "$s"; say "$s: ok ($((SECONDS - t0)) s)"
+    else
+      say "$s: FAILED ($((SECONDS - t0)) s)"; return 1
+    fi
+  done
+}
+
+collect() {  # copies what should come back into $OUT (at most 8 files, 2 folders down)
+  [ -n "${OUT:-}" ] || return 0
+  tail -c 60000 "$DEV/log/run.log" > "$OUT/run.log" 2>/dev/null
+  [ -f "$DEV/results/tiers.md" ] && cp "$DEV/results/tiers.md" "$OUT/"
+  [ -f "$DEV/log/tiers.err" ] && tail -c 20000 "$DEV/log/tiers.err" > "$OUT/tiers.err"
+  local a
+  for a in agent-8b agent-0.6b; do
+    [ -f "$DEV/results/$a/report.md" ] && cp "$DEV/results/$a/report.md" "$OUT/$a.md"
+    [ -f "$DEV/results/$a/report.json" ] && cp "$DEV/results/$a/report.json" "$OUT/$a.json"
+  done
+  true
+}
+
+case "${1:-}" in
+  start)
+    shift
+    if [ -f "$DEV/run.pid" ] && kill -0 "$(cat "$DEV/run.pid")" 2>/dev/null; then
+      echo "run.sh: already running (pid $(cat "$DEV/run.pid"))"; exit 0
+    fi
+    # prep reads .device/ in the tree of this call; later steps use $DEV only.
+    setsid nohup bash "$0" "$@" >> "$DEV/log/run.log" 2>&1 < /dev/null &
+    echo $! > "$DEV/run.pid"
+    echo "run.sh: started $* (pid $!), log $DEV/log/run.log"
+    ;;
+  wait)
+    lim=${2:-540}; t0=$SECONDS
+    while [ -f "$DEV/run.pid" ] && kill -0 "$(cat "$DEV/run.pid")" 2>/dev/null &&
+      [ $((SECONDS - t0)) -lt "$lim" ]; do sleep 5; done
+    if [ -f "$DEV/run.pid" ] && kill -0 "$(cat "$DEV/run.pid")" 2>/dev/null; then
+      echo "run.sh: still running after $lim s"; else echo "run.sh: finished"; fi
+    collect
+    tail -n 60 "$DEV/log/run.log"
+    ;;
+  "") sed -n 2,22p "$0"; exit 2 ;;
+  *) run_steps "$@"; rc=$?; collect; exit $rc ;;
+esac

@@ -1,0 +1,102 @@
+#include "bench/bench_run.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "bench/server_runner.h"
+
+namespace kvstash::bench {
+
+std::vector<uint32_t> oracle_reuse(const std::vector<std::vector<int32_t>>& prompts) {
+  std::vector<uint32_t> out(prompts.size(), 0);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    for (size_t j = 0; j < i; ++j) {
+      const auto& a = prompts[i];
+      const auto& b = prompts[j];
+      const size_t n = std::min(a.size(), b.size());
+      uint32_t k = static_cast<uint32_t>(std::mismatch(a.begin(), a.begin() + n, b.begin()).first -
+                                         a.begin());
+      // At least the last token is always computed, as on a real server.
+      k = std::min<uint32_t>(k, a.empty() ? 0 : static_cast<uint32_t>(a.size() - 1));
+      out[i] = std::max(out[i], k);
+    }
+  }
+  return out;
+}
+
+namespace {
+void add_counters(ServerRun& run, int port) {
+  const auto m = http_get("127.0.0.1", port, "/metrics");
+  if (!m) return;
+  run.bytes_written += prometheus_value(*m, "kvstash_cache_bytes_written_total");
+  run.bytes_read += prometheus_value(*m, "kvstash_cache_bytes_read_total");
+}
+
+std::string fmt(const char* f, double v) {
+  char b[64];
+  std::snprintf(b, sizeof b, f, v);
+  return b;
+}
+}  // namespace
+
+ServerRun run_server(const ServerSpec& spec, const Workload& w,
+                     const std::vector<uint32_t>& prompt_tokens,
+                     const std::vector<uint32_t>& oracle_tokens, const RunOptions& opt) {
+  ServerRun run;
+  run.name = spec.name;
+  const int port = free_port();
+  std::vector<std::string> argv = spec.argv;
+  for (auto& a : argv) {
+    if (const auto p = a.find("{port}"); p != std::string::npos)
+      a.replace(p, 6, std::to_string(port));
+  }
+  const auto say = [&](const std::string& s) {
+    if (opt.progress) opt.progress("[" + spec.name + "] " + s);
+  };
+  ServerRunner server(argv, opt.out_dir + "/" + spec.name + ".log", port);
+  try {
+    run.startup_s.push_back(server.start(opt.start_timeout_s));
+    say("ready in " + fmt("%.1f", run.startup_s.back()) + " s");
+    size_t req = 0;
+    const size_t n_req = count_requests(w);
+    for (size_t i = 0; i < w.size(); ++i) {
+      const Step& s = w[i];
+      if (s.kind == Step::Kind::kRestart) {
+        add_counters(run, port);
+        const int rc = server.stop(opt.stop_timeout_s);
+        say("restart (exit status " + std::to_string(rc) + ")");
+        run.startup_s.push_back(server.start(opt.start_timeout_s));
+        continue;
+      }
+      RequestRecord r;
+      r.step = i;
+      r.session = s.session;
+      r.prompt_tokens = prompt_tokens.at(req);
+      r.oracle_tokens = oracle_tokens.at(req);
+      r.result = stream_chat("127.0.0.1", port, s.messages, s.max_tokens, opt.request_timeout_s);
+      ++req;
+      if (!r.result.ok) {
+        run.failed = true;
+        run.error = "request " + std::to_string(req) + " (" + s.session + "): " + r.result.error;
+        say(run.error);
+        run.requests.push_back(std::move(r));
+        break;
+      }
+      say(std::to_string(req) + "/" + std::to_string(n_req) + " " + s.session +
+          " prompt=" + std::to_string(r.result.prompt_tokens) +
+          " cached=" + std::to_string(r.result.cached_tokens) +
+          " oracle=" + std::to_string(r.oracle_tokens) + " ttft=" + fmt("%.2f", r.result.ttft_s) +
+          " s decode=" + fmt("%.1f", r.result.decode_tok_s) + " tok/s");
+      run.requests.push_back(std::move(r));
+    }
+    add_counters(run, port);
+    server.stop(opt.stop_timeout_s);
+  } catch (const std::exception& e) {
+    run.failed = true;
+    run.error = e.what();
+    say(std::string("failed: ") + e.what());
+  }
+  return run;
+}
+
+}  // namespace kvstash::bench

@@ -1,0 +1,38 @@
+// One streamed chat completion against any OpenAI-compatible server, timed from the client.
+//
+// TTFT is the time from sending the request to the first streamed token (an SSE chunk carrying
+// content); the server's own figures (prompt and cached tokens) come from the final chunk's
+// `usage` and llama.cpp-style `timings`, which kvstash and llama-server both send.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "bench/workload.h"
+
+namespace kvstash::bench {
+
+struct ChatResult {
+  bool ok = false;
+  std::string error;
+  double ttft_s = 0, total_s = 0;
+  int tokens = 0;           // streamed content chunks (one per token on both servers)
+  double decode_tok_s = 0;  // (tokens - 1) / (time from first to last token)
+  int prompt_tokens = -1;   // as the server counted them (-1: not reported)
+  int cached_tokens = -1;   // prompt tokens the server did not prefill (-1: not reported)
+};
+
+// POSTs /v1/chat/completions with stream=true, greedy sampling, `max_tokens` tokens.
+ChatResult stream_chat(const std::string& host, int port, const std::vector<Message>& messages,
+                       int max_tokens, int timeout_s);
+
+// GET path; nullopt when the server gives no 200 answer.
+std::optional<std::string> http_get(const std::string& host, int port, const std::string& path);
+
+// The sum of a Prometheus metric's samples (all of them, or the one with the given labels text);
+// 0 if absent.
+double prometheus_value(const std::string& text, const std::string& name,
+                        const std::string& labels = "");
+
+}  // namespace kvstash::bench

@@ -1,0 +1,36 @@
+// The benchmark report: totals per server, ratios to the peer, a per-request table, and plots.
+//
+// Written to the output directory: report.md (what a person reads), report.json (everything,
+// for scripts), one requests-<server>.tsv per server, and when gnuplot is installed ttft.png
+// (TTFT per request, all servers) and prefill.png (cumulative TTFT over the run).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "bench/bench_run.h"
+
+namespace kvstash::bench {
+
+struct Totals {
+  size_t requests = 0;
+  double ttft_s = 0;
+  double prompt_tokens = 0, cached_tokens = 0, oracle_tokens = 0;
+  double reuse_of_oracle = 0;  // cached / oracle (1 when the oracle is 0)
+  double decode_tok_s = 0;     // token-weighted mean over requests
+  double bytes_written = 0, bytes_read = 0;
+};
+
+Totals totals(const ServerRun& run);
+
+struct ReportInfo {
+  std::string command;   // how the run was started
+  std::string workload;  // one line describing it
+  std::string model;
+};
+
+// Writes every file; returns the markdown text (also printed by the verb).
+std::string write_report(const std::string& dir, const ReportInfo& info,
+                         const std::vector<ServerRun>& runs);
+
+}  // namespace kvstash::bench

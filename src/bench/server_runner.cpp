@@ -1,0 +1,105 @@
+#include "bench/server_runner.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+#include "bench/chat_client.h"
+
+namespace kvstash::bench {
+
+ServerRunner::ServerRunner(std::vector<std::string> argv, std::string log_path, int port)
+    : argv_(std::move(argv)), log_path_(std::move(log_path)), port_(port) {
+  if (argv_.empty()) throw std::invalid_argument("server command is empty");
+}
+
+ServerRunner::~ServerRunner() {
+  if (pid_ > 0) stop(5);
+}
+
+double ServerRunner::start(int timeout_s) {
+  const int fd = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  if (fd < 0) throw std::runtime_error("cannot open server log " + log_path_);
+  const auto t0 = std::chrono::steady_clock::now();
+  pid_ = ::fork();
+  if (pid_ < 0) throw std::runtime_error("fork failed");
+  if (pid_ == 0) {
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    std::vector<char*> argv;
+    for (auto& a : argv_) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execvp(argv[0], argv.data());
+    std::fprintf(stderr, "cannot run %s\n", argv[0]);
+    std::_Exit(127);
+  }
+  ::close(fd);
+  const auto deadline = t0 + std::chrono::seconds(timeout_s);
+  while (std::chrono::steady_clock::now() < deadline) {
+    int status;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      throw std::runtime_error(argv_[0] + " exited before it was ready:\n" + log_tail());
+    }
+    if (http_get("127.0.0.1", port_, "/health")) {
+      return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  stop(5);
+  throw std::runtime_error(argv_[0] + " was not ready within " + std::to_string(timeout_s) +
+                           " s:\n" + log_tail());
+}
+
+int ServerRunner::stop(int timeout_s) {
+  if (pid_ <= 0) return -1;
+  ::kill(pid_, SIGTERM);
+  for (int i = 0; i < timeout_s * 20; ++i) {
+    int status;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ::kill(pid_, SIGKILL);
+  ::waitpid(pid_, nullptr, 0);
+  pid_ = -1;
+  return 128 + SIGKILL;
+}
+
+std::string ServerRunner::log_tail(size_t bytes) const {
+  std::ifstream f(log_path_);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  const std::string s = ss.str();
+  return s.size() > bytes ? s.substr(s.size() - bytes) : s;
+}
+
+int free_port() {
+  const int s = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  socklen_t len = sizeof(a);
+  if (s < 0 || ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
+      ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    if (s >= 0) ::close(s);
+    throw std::runtime_error("no free loopback port");
+  }
+  ::close(s);
+  return ntohs(a.sin_port);
+}
+
+}  // namespace kvstash::bench

@@ -1,0 +1,42 @@
+// A server under benchmark, run as a child process on a loopback port.
+//
+// The command line is the server's own (kvstash serve or llama-server); the runner adds nothing
+// but what it is told, sends its output to a log file, waits until GET /health answers 200 (the
+// model is loaded), and stops it with SIGTERM (a graceful exit: kvstash stores its live states),
+// then SIGKILL after a timeout.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+namespace kvstash::bench {
+
+class ServerRunner {
+ public:
+  ServerRunner(std::vector<std::string> argv, std::string log_path, int port);
+  ~ServerRunner();
+  ServerRunner(const ServerRunner&) = delete;
+  ServerRunner& operator=(const ServerRunner&) = delete;
+
+  // Starts the process and waits for /health. Throws with the log's tail if it exits or does not
+  // become healthy within `timeout_s`. Returns the seconds it took.
+  double start(int timeout_s);
+  // SIGTERM, then SIGKILL after `timeout_s`. Returns the exit status (128+signal if killed).
+  int stop(int timeout_s);
+  bool running() const { return pid_ > 0; }
+  int port() const { return port_; }
+  std::string log_tail(size_t bytes = 2000) const;
+
+ private:
+  std::vector<std::string> argv_;
+  std::string log_path_;
+  int port_;
+  pid_t pid_ = -1;
+};
+
+// A TCP port on 127.0.0.1 that nothing listens on right now.
+int free_port();
+
+}  // namespace kvstash::bench

@@ -1,0 +1,74 @@
+// Benchmark workloads: what a client sends, as chat requests and restart markers.
+//
+// A workload is a list of steps, either a chat request of one session or a server restart. It is
+// model-free text; `kvstash bench` renders and tokenizes it with the model's template to compute
+// the oracle, and can write it as a text trace (JSONL, readable back) or as a token trace (the
+// input of `kvstash replay`).
+//
+// Text trace lines:
+//   {"type":"request","session":"s0","messages":[{"role":"system","content":"..."},...],
+//    "max_tokens":16}
+//   {"type":"restart"}
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+namespace kvstash::bench {
+
+struct Message {
+  std::string role, content;
+  bool operator==(const Message&) const = default;
+};
+
+struct Step {
+  enum class Kind { kRequest, kRestart } kind = Kind::kRequest;
+  std::string session;  // e.g. "s1" or "s1.sub0" for a sub-agent of s1
+  std::vector<Message> messages;
+  int max_tokens = 16;
+  bool operator==(const Step&) const = default;
+};
+
+using Workload = std::vector<Step>;
+
+// The agent workload of a coding-agent client (issue 5):
+//  - every session starts with a long system prompt: instructions, an environment block and tool
+//    schemas (system_tokens in all);
+//  - the environment block (date, working directory) sits early in the prompt and changes between
+//    groups of sessions, so a stored anchor stops matching (ds4 pr394);
+//  - turns grow the conversation: an assistant tool call, its tool result, the next user message;
+//  - sessions run interleaved (several agents on one server), and each session spawns sub-agents
+//    that branch from its conversation so far;
+//  - the server restarts in the middle of the run.
+struct AgentConfig {
+  uint64_t seed = 1;
+  int sessions = 4;
+  int sessions_per_env = 2;  // sessions sharing one environment block (then it changes)
+  int turns = 4;             // requests per session
+  int subagents = 1;         // per session, branching after turn `subagent_after`
+  int subagent_after = 2;
+  int subagent_turns = 2;
+  uint32_t system_tokens = 20000;      // the whole system prompt (instructions + tools)
+  uint32_t tool_result_tokens = 1500;  // mean size of a tool result
+  uint32_t user_tokens = 120;          // mean size of a user message
+  uint32_t assistant_tokens = 150;     // mean size of an assistant tool call
+  int max_tokens = 16;                 // tokens each request generates
+  bool restart = true;                 // a server restart half-way through
+};
+
+// Counts the tokens of a text (the model's tokenizer, or an estimate without a model).
+using TokenCounter = std::function<size_t(const std::string&)>;
+size_t estimate_tokens(const std::string& text);
+
+Workload agent_workload(const AgentConfig& cfg, const TokenCounter& count = estimate_tokens);
+
+// Text traces (JSONL). read_trace throws std::runtime_error naming the line of a bad record.
+void write_trace(std::ostream& out, const Workload& w);
+Workload read_trace(std::istream& in);
+
+size_t count_requests(const Workload& w);
+
+}  // namespace kvstash::bench

@@ -1,0 +1,93 @@
+// The request-level flow of SPEC sections 2-3, over any KvEngine (kv_engine.h).
+//
+// For each prompt it picks the best starting state (the live state if it shares more than the
+// cache can restore, else the cache's longest restorable prefix), stores the live state first if
+// it is about to be replaced (evict), prefills the rest while taking the policy's checkpoints
+// (cold anchor, anchor refresh, continued, scope), and on shutdown stores the live state.
+//
+// Only states computed by prefill at batch breaks are ever stored: decoded tokens were computed
+// one at a time, and a fresh prefill would compute them in a batch, so reusing their KV would not
+// be bit-exact. A live state is therefore stored and reused only up to the last break of the part
+// that prefill computed.
+//
+// The same code serves the llama.cpp engine (engine/cached_session.h wraps it) and `kvstash
+// replay`, which drives it with a model-free engine (replay/sim_engine.h): what replay measures
+// is this flow, not a copy of it.
+#pragma once
+
+#include <functional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "cache/kv_engine.h"
+#include "cache/prefix_cache.h"
+#include "cache/store_policy.h"
+
+namespace kvstash::cache {
+
+// What one request may do with the cache (SPEC section 5: off, full, or a scope boundary).
+struct RequestPolicy {
+  bool restore = true;          // look the prompt up in the cache
+  bool checkpoints = true;      // full mode: cold, continued, evict and shutdown stores
+  uint32_t scope_boundary = 0;  // scoped modes: store exactly this prefix (reason=scope)
+};
+
+struct PromptInfo {
+  std::vector<uint32_t> boundaries;  // chat message starts (content-derived batch breaks)
+  uint32_t anchor = 0;               // the boundary before the last user turn (0: unknown)
+  RequestPolicy policy;
+  std::string salt;  // cache_salt: the tenant's own key space
+};
+
+struct PrefillReport {
+  uint32_t prompt_tokens = 0;
+  uint32_t cached_tokens = 0;  // tokens not prefilled (restored or kept from the live state)
+  bool from_live = false;
+  double restore_ms = 0, prefill_ms = 0;
+  bool cancelled = false;
+  uint32_t restore_failures = 0;  // loaded states the engine refused (never served)
+};
+
+// Restores `plan` into the engine. Throws on a damaged or inconsistent state.
+void restore_plan(KvEngine& e, const RestorePlan& plan, const PrefixCache::Loaded& l,
+                  std::span<const Token> prompt);
+
+class RequestFlow {
+ public:
+  // `cache` may be null: then nothing is restored or stored (--cache-scope off).
+  RequestFlow(KvEngine& engine, PrefixCache* cache, const StoreConfig& store);
+
+  KvEngine& engine() { return e_; }
+
+  // progress(done, total, cached) after each batch; returning false cancels.
+  PrefillReport prefill(const std::vector<Token>& prompt, const PromptInfo& info,
+                        const std::function<bool(int, int, int)>& progress = nullptr);
+  // Stores the live state (graceful exit).
+  void shutdown();
+
+ private:
+  uint32_t live_resume(const std::vector<Token>& prompt, const Breaks& breaks) const;
+  void store_live(Reason reason, std::span<const Token> protect, const std::string& protect_salt);
+  bool store_at(uint32_t n, Reason reason, std::span<const Token> protect,
+                const std::string& protect_salt);
+
+  KvEngine& e_;
+  PrefixCache* cache_;
+  StoreConfig store_cfg_;
+  std::vector<uint32_t> breaks_;  // boundaries of the prompt the live state was prefilled for
+  uint32_t computed_ = 0;         // leading live tokens computed by prefill
+  uint32_t last_stored_ = 0;      // live prefix length stored last
+  uint32_t prompt_len_ = 0;       // of the last prefill
+  bool live_checkpoints_ = true;  // the live state's request allows evict/shutdown stores
+  std::string live_salt_;         // cache_salt of the live state's request
+  // Snapshot-only engines: the state at the last break of the last prefill (what an evict or
+  // shutdown store saves, since the live state has moved on past it).
+  struct Checkpoint {
+    uint32_t at = 0;
+    std::vector<uint8_t> partial;
+  };
+  Checkpoint checkpoint_;
+};
+
+}  // namespace kvstash::cache

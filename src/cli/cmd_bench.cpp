@@ -1,0 +1,263 @@
+// kvstash bench: an agent workload against kvstash and llama-server, one after the other, with
+// the same model and flags; per-request TTFT, cached tokens and the oracle, totals and ratios,
+// plots. See bench/README.md for the figures and the commands that made them.
+#include <unistd.h>
+
+#include <chrono>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "bench/bench_run.h"
+#include "bench/report.h"
+#include "bench/workload.h"
+#include "cli/commands.h"
+#include "engine/model.h"
+#include "server/chat_prompt.h"
+
+namespace kvstash::cli {
+namespace {
+
+std::string self_exe() {
+  std::error_code ec;
+  auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? "kvstash" : p.string();
+}
+
+// llama-server: $KVSTASH_LLAMA_SERVER, else the one built with the pinned llama.cpp, else PATH.
+std::string default_llama_server() {
+  if (const char* e = std::getenv("KVSTASH_LLAMA_SERVER")) return e;
+#ifdef KVSTASH_LLAMA_SERVER
+  if (std::filesystem::exists(KVSTASH_LLAMA_SERVER)) return KVSTASH_LLAMA_SERVER;
+#endif
+  return "llama-server";
+}
+
+// This process's command line, for the report (how to run it again).
+std::string command_line() {
+  std::ifstream f("/proc/self/cmdline", std::ios::binary);
+  std::string all((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>()), out;
+  for (char c : all) out += c ? c : ' ';
+  while (!out.empty() && out.back() == ' ') out.pop_back();
+  return out;
+}
+
+std::string now_stamp() {
+  const std::time_t t = std::time(nullptr);
+  char b[32];
+  std::strftime(b, sizeof b, "%Y%m%d-%H%M%S", std::localtime(&t));
+  return b;
+}
+
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  for (std::string p; std::getline(ss, p, sep);) {
+    if (!p.empty()) out.push_back(p);
+  }
+  return out;
+}
+
+}  // namespace
+
+Run add_bench(CLI::App& app) {
+  struct Opts {
+    std::string model, trace, out, llama_server = default_llama_server();
+    std::string servers = "kvstash,llama-server", workload = "agent";
+    std::string write_trace, write_token_trace;
+    bench::AgentConfig agent;
+    int ctx = 32768, threads = static_cast<int>(std::thread::hardware_concurrency()), ngl = 0;
+    int cache_ram_mib = 8192;
+    bool dry_run = false, no_restart = false;
+    std::vector<std::string> kvstash_args, llama_args;
+    int request_timeout = 7200;
+  };
+  auto o = std::make_shared<Opts>();
+  app.add_option("-m,--model", o->model, "GGUF model both servers load")
+      ->required()
+      ->check(CLI::ExistingFile);
+  app.add_option("--workload", o->workload, "built-in workload: agent")
+      ->check(CLI::IsMember({"agent"}))
+      ->capture_default_str();
+  app.add_option("--trace", o->trace, "replay a recorded text trace (JSONL) instead")
+      ->check(CLI::ExistingFile);
+  app.add_option("--seed", o->agent.seed, "workload seed")->capture_default_str();
+  app.add_option("--sessions", o->agent.sessions, "agent sessions")->capture_default_str();
+  app.add_option("--sessions-per-env", o->agent.sessions_per_env,
+                 "sessions sharing one early environment block before it changes")
+      ->capture_default_str();
+  app.add_option("--turns", o->agent.turns, "requests per session")->capture_default_str();
+  app.add_option("--subagents", o->agent.subagents, "sub-agents per session")
+      ->capture_default_str();
+  app.add_option("--subagent-turns", o->agent.subagent_turns, "requests per sub-agent")
+      ->capture_default_str();
+  app.add_option("--system-tokens", o->agent.system_tokens,
+                 "system prompt with tool schemas (tokens)")
+      ->capture_default_str();
+  app.add_option("--tool-result-tokens", o->agent.tool_result_tokens, "mean tool result (tokens)")
+      ->capture_default_str();
+  app.add_option("--max-tokens", o->agent.max_tokens, "tokens generated per request")
+      ->capture_default_str();
+  app.add_flag("--no-restart", o->no_restart, "no server restart half-way");
+  app.add_option("--servers", o->servers,
+                 "comma-separated: kvstash, kvstash-nocache, llama-server (first is the subject)")
+      ->capture_default_str();
+  app.add_option("--llama-server", o->llama_server, "llama-server binary")->capture_default_str();
+  app.add_option("-c,--ctx-size", o->ctx, "context size for both servers")->capture_default_str();
+  app.add_option("-t,--threads", o->threads, "threads for both servers")->capture_default_str();
+  app.add_option("--ngl", o->ngl, "layers on the GPU for both servers (-1: all)")
+      ->capture_default_str();
+  app.add_option("--llama-cache-ram", o->cache_ram_mib,
+                 "llama-server --cache-ram (MiB): its in-memory prompt cache")
+      ->capture_default_str();
+  app.add_option("--kvstash-arg", o->kvstash_args, "extra argument for kvstash serve (repeat)")
+      ->allow_extra_args(false);
+  app.add_option("--llama-server-arg", o->llama_args, "extra argument for llama-server (repeat)")
+      ->allow_extra_args(false);
+  app.add_option("-o,--out", o->out, "output directory (default bench-results/<time>)");
+  app.add_option("--request-timeout", o->request_timeout, "seconds per request")
+      ->capture_default_str();
+  app.add_option("--write-trace", o->write_trace, "write the workload as a text trace (JSONL)");
+  app.add_option("--write-token-trace", o->write_token_trace,
+                 "write the workload as a token trace for `kvstash replay`");
+  app.add_flag("--dry-run", o->dry_run, "only build the workload (and write traces), no servers");
+
+  return [o] {
+    o->agent.restart = !o->no_restart;
+    bench::Workload w;
+    engine::Model tok(o->model, {0, true});
+    const auto count = [&](const std::string& s) { return tok.tokenize(s, false, false).size(); };
+    std::string desc;
+    if (!o->trace.empty()) {
+      std::ifstream f(o->trace);
+      w = bench::read_trace(f);
+      desc = "trace " + o->trace;
+    } else {
+      w = bench::agent_workload(o->agent, count);
+      const auto& a = o->agent;
+      desc = "agent seed=" + std::to_string(a.seed) + " sessions=" + std::to_string(a.sessions) +
+             " sessions-per-env=" + std::to_string(a.sessions_per_env) +
+             " turns=" + std::to_string(a.turns) + " subagents=" + std::to_string(a.subagents) +
+             "x" + std::to_string(a.subagent_turns) +
+             " system-tokens=" + std::to_string(a.system_tokens) +
+             " tool-result-tokens=" + std::to_string(a.tool_result_tokens) +
+             " max-tokens=" + std::to_string(a.max_tokens) + (a.restart ? " restart" : "");
+    }
+    if (!o->write_trace.empty()) {
+      std::ofstream f(o->write_trace);
+      bench::write_trace(f, w);
+    }
+
+    // Render every request as kvstash does, for the oracle and the token trace.
+    std::vector<std::vector<int32_t>> prompts;
+    std::ofstream tt;
+    if (!o->write_token_trace.empty()) tt.open(o->write_token_trace);
+    for (const auto& s : w) {
+      if (s.kind == bench::Step::Kind::kRestart) {
+        if (tt) tt << "{\"type\":\"restart\"}\n";
+        continue;
+      }
+      std::vector<server::ChatMessage> msgs;
+      for (const auto& m : s.messages) msgs.push_back({m.role, m.content});
+      auto p = server::render_chat(tok, msgs);
+      if (tt) {
+        tt << nlohmann::json{{"type", "request"},       {"session", s.session},
+                             {"tokens", p.tokens},      {"boundaries", p.info.boundaries},
+                             {"anchor", p.info.anchor}, {"gen", s.max_tokens}}
+                  .dump()
+           << "\n";
+      }
+      prompts.push_back(std::move(p.tokens));
+    }
+    const auto oracle = bench::oracle_reuse(prompts);
+    std::vector<uint32_t> lens;
+    uint64_t total = 0, reusable = 0;
+    size_t longest = 0;
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      lens.push_back(static_cast<uint32_t>(prompts[i].size()));
+      total += prompts[i].size();
+      reusable += oracle[i];
+      longest = std::max(longest, prompts[i].size());
+    }
+    std::cout << "workload: " << desc << "\n  " << prompts.size() << " requests, "
+              << w.size() - prompts.size() << " restarts, " << total << " prompt tokens (longest "
+              << longest << "), oracle reusable " << reusable << " ("
+              << (total ? 100.0 * reusable / total : 0) << "%)\n";
+    if (static_cast<int>(longest) + o->agent.max_tokens + 8 > o->ctx) {
+      throw std::runtime_error("the longest prompt (" + std::to_string(longest) +
+                               " tokens) does not fit --ctx-size " + std::to_string(o->ctx));
+    }
+    if (o->dry_run) return 0;
+
+    if (o->out.empty()) o->out = "bench-results/" + now_stamp();
+    std::filesystem::create_directories(o->out);
+    const std::string out = std::filesystem::absolute(o->out).string();
+    const std::string T = std::to_string(o->threads), C = std::to_string(o->ctx),
+                      NGL = std::to_string(o->ngl);
+    std::vector<bench::ServerRun> runs;
+    for (const auto& name : split(o->servers, ',')) {
+      bench::ServerSpec spec{name, {}};
+      if (name == "kvstash" || name == "kvstash-nocache") {
+        spec.argv = {self_exe(), "serve", "-m", o->model, "--host", "127.0.0.1", "--port", "{port}",
+                     "-c",       C,       "-t", T,        "--np",   "1",         "--ngl",  NGL};
+        if (name == "kvstash") {
+          std::filesystem::remove_all(out + "/cache");
+          spec.argv.insert(spec.argv.end(), {"--cache-dir", out + "/cache"});
+        } else {
+          spec.argv.insert(spec.argv.end(), {"--cache-scope", "off"});
+        }
+        spec.argv.insert(spec.argv.end(), o->kvstash_args.begin(), o->kvstash_args.end());
+      } else if (name == "llama-server") {
+        // Its prompt cache at its best exact settings: prompt caching on (default), the host-RAM
+        // prompt cache (--cache-ram) holding other conversations' states, one slot like kvstash,
+        // flash attention like kvstash, and the same legacy chat template path as kvstash
+        // (--no-jinja) so both see the same prompt tokens.
+        spec.argv = {o->llama_server,
+                     "-m",
+                     o->model,
+                     "--host",
+                     "127.0.0.1",
+                     "--port",
+                     "{port}",
+                     "-c",
+                     C,
+                     "-t",
+                     T,
+                     "-np",
+                     "1",
+                     "-fa",
+                     "on",
+                     "-ngl",
+                     NGL,
+                     "--cache-ram",
+                     std::to_string(o->cache_ram_mib),
+                     "--no-jinja",
+                     "--no-webui"};
+        spec.argv.insert(spec.argv.end(), o->llama_args.begin(), o->llama_args.end());
+      } else {
+        throw std::runtime_error("unknown server \"" + name +
+                                 "\" (kvstash, kvstash-nocache, llama-server)");
+      }
+      bench::RunOptions ro;
+      ro.out_dir = out;
+      ro.request_timeout_s = o->request_timeout;
+      ro.progress = [](const std::string& s) { std::cout << s << std::endl; };
+      std::cout << "running " << name << ":";
+      for (const auto& a : spec.argv) std::cout << " " << a;
+      std::cout << std::endl;
+      runs.push_back(bench::run_server(spec, w, lens, oracle, ro));
+    }
+    const std::string md = bench::write_report(out, {command_line(), desc, o->model}, runs);
+    std::cout << "\n" << md << "\nreport: " << out << "/report.md\n";
+    for (const auto& r : runs) {
+      if (r.failed) return 1;
+    }
+    return 0;
+  };
+}
+
+}  // namespace kvstash::cli

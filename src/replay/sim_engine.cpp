@@ -1,0 +1,171 @@
+#include "replay/sim_engine.h"
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+
+namespace kvstash::replay {
+
+namespace {
+
+uint64_t mix(uint64_t x) {  // splitmix64
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+uint64_t prefix_hash(std::span<const cache::Token> prefix) {
+  uint64_t h = 0x6b76737461736821ull;
+  for (cache::Token t : prefix) h = mix(h ^ static_cast<uint32_t>(t));
+  return mix(h ^ prefix.size());
+}
+
+void fill(uint8_t* out, size_t n, uint64_t seed) {
+  for (size_t i = 0; i < n; i += 8) {
+    const uint64_t v = mix(seed + i);
+    std::memcpy(out + i, &v, std::min<size_t>(8, n - i));
+  }
+}
+
+}  // namespace
+
+uint64_t SimConfig::unit() const { return std::max<uint64_t>(1, bytes_per_token / scale); }
+uint64_t SimConfig::state_unit() const { return std::max<uint64_t>(8, state_bytes / scale); }
+
+std::string SimConfig::describe() const {
+  return "sim;chunk=" + std::to_string(chunk) + ";unit=" + std::to_string(unit()) +
+         ";hybrid=" + (hybrid ? "1;state=" + std::to_string(state_unit()) : std::string("0"));
+}
+
+SimEngine::SimEngine(const SimConfig& cfg) : cfg_(cfg) {
+  if (cfg.chunk == 0 || cfg.scale == 0) throw std::invalid_argument("chunk and scale must be > 0");
+}
+
+std::vector<uint8_t> SimEngine::kv_bytes(const SimConfig& cfg, std::span<const cache::Token> tokens,
+                                         uint32_t begin, uint32_t end) {
+  const uint64_t u = cfg.unit();
+  std::vector<uint8_t> out((end - begin) * u);
+  for (uint32_t p = begin; p < end; ++p) {
+    fill(out.data() + (p - begin) * u, u,
+         mix((uint64_t{p} << 32) ^ static_cast<uint32_t>(tokens[p])));
+  }
+  return out;
+}
+
+std::vector<uint8_t> SimEngine::state_bytes(const SimConfig& cfg,
+                                            std::span<const cache::Token> prefix) {
+  std::vector<uint8_t> out(cfg.state_unit());
+  fill(out.data(), out.size(), prefix_hash(prefix));
+  return out;
+}
+
+std::vector<float> SimEngine::logits_for(std::span<const cache::Token> prefix) const {
+  return {static_cast<float>(prefix_hash(prefix) & 0xffffff)};
+}
+
+void SimEngine::trim(size_t n) {
+  if (n >= tokens_.size()) return;
+  if (cfg_.hybrid) throw std::logic_error("this model's state cannot be cut to a shorter prefix");
+  tokens_.resize(n);
+  logits_.clear();
+}
+
+void SimEngine::clear() {
+  tokens_.clear();
+  logits_.clear();
+}
+
+std::vector<uint8_t> SimEngine::extract_kv(uint32_t begin, uint32_t end) {
+  if (end <= begin || end > tokens_.size()) {
+    throw std::out_of_range("extract_kv: range outside the live state");
+  }
+  return kv_bytes(cfg_, tokens_, begin, end);
+}
+
+std::vector<uint8_t> SimEngine::partial_state() const {
+  if (!cfg_.hybrid) throw std::logic_error("partial_state: only hybrid models have one");
+  return state_bytes(cfg_, tokens_);
+}
+
+bool SimEngine::prefill(const std::vector<cache::Token>& prompt, const cache::PrefillPlan& plan) {
+  if (prompt.size() < tokens_.size() ||
+      !std::equal(tokens_.begin(), tokens_.end(), prompt.begin())) {
+    throw std::logic_error("prefill: the live state is not a prefix of the prompt");
+  }
+  if (prompt.size() == tokens_.size() && logits_.empty() && !tokens_.empty()) {
+    trim(tokens_.size() - 1);  // the state is complete but its logits are unknown
+  }
+  // The batches of engine::Session::prefill, so snapshots and progress fire at the same places.
+  std::vector<uint32_t> snaps = plan.snapshot_at;
+  std::sort(snaps.begin(), snaps.end());
+  std::vector<uint32_t> breaks = plan.boundaries;
+  breaks.insert(breaks.end(), snaps.begin(), snaps.end());
+  std::sort(breaks.begin(), breaks.end());
+  const size_t total = prompt.size();
+  while (tokens_.size() < total) {
+    const size_t pos = tokens_.size();
+    size_t end = std::min(total, (pos / cfg_.chunk + 1) * cfg_.chunk);
+    const auto next = std::upper_bound(breaks.begin(), breaks.end(), static_cast<uint32_t>(pos));
+    if (next != breaks.end() && *next < end) end = *next;
+    tokens_.insert(tokens_.end(), prompt.begin() + pos, prompt.begin() + end);
+    prefilled_ += end - pos;
+    logits_.clear();
+    const auto e = static_cast<uint32_t>(end);
+    if (plan.on_snapshot && std::binary_search(snaps.begin(), snaps.end(), e)) {
+      logits_ = logits_for(tokens_);
+      plan.on_snapshot(e);
+    }
+    if (plan.on_progress && !plan.on_progress(e, static_cast<uint32_t>(total))) return false;
+  }
+  logits_ = logits_for(tokens_);
+  return true;
+}
+
+void SimEngine::restore(const std::vector<std::span<const uint8_t>>& parts,
+                        std::span<const uint8_t> partial, const std::vector<cache::Token>& tokens,
+                        const std::vector<float>& logits) {
+  auto wrong = [&](const std::string& why) {
+    ++wrong_;
+    clear();
+    throw std::runtime_error("wrong state for a " + std::to_string(tokens.size()) +
+                             "-token prefix: " + why);
+  };
+  if (cfg_.hybrid == partial.empty()) {
+    throw std::invalid_argument(cfg_.hybrid ? "a hybrid model needs the recurrent state to resume"
+                                            : "this model has no recurrent state to restore");
+  }
+  size_t total = 0;
+  for (const auto& p : parts) total += p.size();
+  if (total != tokens.size() * cfg_.unit()) {
+    wrong("KV holds " + std::to_string(total / cfg_.unit()) + " tokens");
+  }
+  const auto want = kv_bytes(cfg_, tokens, 0, static_cast<uint32_t>(tokens.size()));
+  size_t off = 0;
+  for (const auto& p : parts) {
+    if (!std::equal(p.begin(), p.end(), want.begin() + off)) {
+      wrong("KV bytes from position " + std::to_string(off / cfg_.unit()) +
+            " belong to other tokens");
+    }
+    off += p.size();
+  }
+  if (cfg_.hybrid) {
+    const auto st = state_bytes(cfg_, tokens);
+    if (!std::equal(partial.begin(), partial.end(), st.begin(), st.end())) {
+      wrong("the recurrent state belongs to another prefix");
+    }
+  }
+  if (!logits.empty() && logits != logits_for(tokens)) wrong("the logits belong to another prefix");
+  tokens_ = tokens;
+  logits_ = logits;
+}
+
+void SimEngine::decode(uint32_t n) {
+  for (uint32_t i = 0; i < n; ++i) {
+    tokens_.push_back(next_decoded_--);
+    if (next_decoded_ == INT32_MIN) next_decoded_ = -1;
+  }
+  if (n) logits_ = logits_for(tokens_);
+}
+
+}  // namespace kvstash::replay

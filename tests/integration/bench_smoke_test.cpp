@@ -1,0 +1,114 @@
+// A small run of `kvstash bench` (the smoke version CI runs; the real runs are in bench/).
+// Nothing timed is asserted: the test checks that the harness drives both servers through the
+// same workload, that kvstash's cache survives the restart, and that the reuse it reports is
+// consistent with the oracle.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "subprocess.h"
+#include "temp_dir.h"
+#include "test_models.h"
+
+namespace kvstash::fixtures {
+namespace {
+
+using nlohmann::json;
+
+bool have_llama_server() {
+#ifdef KVSTASH_TEST_LLAMA_SERVER
+  return std::filesystem::exists(KVSTASH_TEST_LLAMA_SERVER);
+#else
+  return false;
+#endif
+}
+
+TEST(BenchSmoke, AgentWorkloadAgainstKvstashAndLlamaServer) {
+  TempDir dir;
+  std::vector<std::string> args = {"bench",
+                                   "-m",
+                                   model_path("tiny"),
+                                   "--system-tokens",
+                                   "1500",
+                                   "--sessions",
+                                   "2",
+                                   "--turns",
+                                   "2",
+                                   "--subagent-turns",
+                                   "1",
+                                   "--tool-result-tokens",
+                                   "200",
+                                   "--max-tokens",
+                                   "4",
+                                   "-c",
+                                   "4096",
+                                   "-t",
+                                   "2",
+                                   "-o",
+                                   dir.path + "/out",
+                                   "--write-token-trace",
+                                   dir.path + "/tokens.jsonl"};
+  const bool peer = have_llama_server();
+  if (peer) {
+#ifdef KVSTASH_TEST_LLAMA_SERVER
+    args.insert(args.end(), {"--llama-server", KVSTASH_TEST_LLAMA_SERVER});
+#endif
+  } else {
+    std::cerr << "llama-server not built: running kvstash alone\n";
+    args.insert(args.end(), {"--servers", "kvstash"});
+  }
+  const auto r = run_kvstash(args);
+  ASSERT_EQ(r.rc, 0) << r.out << r.err;
+
+  std::ifstream f(dir.path + "/out/report.json");
+  ASSERT_TRUE(f) << "no report.json";
+  const json rep = json::parse(f);
+  ASSERT_EQ(rep["servers"].size(), peer ? 2u : 1u);
+  const json& kv = rep["servers"][0];
+  EXPECT_EQ(kv["name"], "kvstash");
+  ASSERT_FALSE(kv["failed"].get<bool>()) << kv["error"];
+  // 2 sessions x (2 turns + 1 sub-agent turn), a restart half-way.
+  ASSERT_EQ(kv["requests"].size(), 6u);
+  double cached = 0, oracle = 0;
+  for (const auto& q : kv["requests"]) {
+    // The server counts the same prompt tokens as the bench's own rendering, and never reuses
+    // more than an ideal cache could.
+    EXPECT_EQ(q["server_prompt_tokens"], q["prompt_tokens"]);
+    EXPECT_LE(q["cached_tokens"].get<int>(), q["oracle_tokens"].get<int>());
+    cached += q["cached_tokens"].get<int>();
+    oracle += q["oracle_tokens"].get<int>();
+  }
+  EXPECT_GE(cached, 0.9 * oracle) << "reused " << cached << " of " << oracle;
+  // The first request after the restart is served from the disk cache.
+  EXPECT_GT(kv["requests"][3]["cached_tokens"].get<int>(), 0);
+  EXPECT_GT(kv["totals"]["bytes_written"].get<double>(), 0);
+  EXPECT_EQ(kv["startup_s"].size(), 2u);
+
+  if (peer) {
+    const json& ls = rep["servers"][1];
+    EXPECT_EQ(ls["name"], "llama-server");
+    ASSERT_FALSE(ls["failed"].get<bool>()) << ls["error"];
+    ASSERT_EQ(ls["requests"].size(), 6u);
+    for (size_t i = 0; i < 6; ++i) {
+      // Both servers saw the same prompts: a fair comparison.
+      EXPECT_EQ(ls["requests"][i]["server_prompt_tokens"], kv["requests"][i]["prompt_tokens"])
+          << "request " << i;
+    }
+  }
+  for (const char* file : {"report.md", "requests-kvstash.tsv", "kvstash.log"}) {
+    EXPECT_TRUE(std::filesystem::exists(dir.path + "/out/" + file)) << file;
+  }
+  // The token trace feeds `kvstash replay`: one line per request and one for the restart.
+  std::ifstream t(dir.path + "/tokens.jsonl");
+  int lines = 0, restarts = 0;
+  for (std::string l; std::getline(t, l); ++lines) {
+    restarts += json::parse(l)["type"] == "restart";
+  }
+  EXPECT_EQ(lines, 7);
+  EXPECT_EQ(restarts, 1);
+}
+
+}  // namespace
+}  // namespace kvstash::fixtures
