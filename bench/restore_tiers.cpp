@@ -2,7 +2,7 @@
 // or the GPU (--ngl -1: all layers), with a crossover mode for the load-vs-recompute length.
 //
 //   kvstash-bench-tiers --model M.gguf [--redis redis://127.0.0.1:6379] --tokens 8192,32768
-//   kvstash-bench-tiers --model M.gguf --ngl -1 --crossover   # 256 .. 32768 tokens
+//   kvstash-bench-tiers --model M.gguf --ngl -1 --crossover   # 512 .. 32768 tokens
 //
 // For each size: prefill cold (recompute; the cold TTFT, as the last token's logits come with
 // it), store the prefix (chunks + an entry, as at a graceful exit), then restore it into a fresh
@@ -118,14 +118,14 @@ int main(int argc, char** argv) {
   app.add_option("--redis", redis, "redis://host:port (no Redis column without it)");
   app.add_option("--tokens", sizes, "prompt lengths (default 8192,32768)")->delimiter(',');
   app.add_flag("--crossover", crossover,
-               "lengths 256..32768 (unless --tokens), and the load-vs-recompute crossover");
+               "lengths 512..32768 (unless --tokens), and the load-vs-recompute crossover");
   app.add_option("--dir", dir, "disk tier directory (emptied before each size)");
   app.add_option("-t,--threads", threads);
   app.add_option("--ngl,--n-gpu-layers", gpu_layers, "layers on the GPU (-1: all)");
   app.add_flag("!--no-warmup", warmup, "skip the untimed warm-up prefill (GPU kernels, caches)");
   CLI11_PARSE(app, argc, argv);
   if (sizes.empty()) {
-    sizes = crossover ? std::vector<size_t>{256, 512, 1024, 2048, 4096, 8192, 16384, 32768}
+    sizes = crossover ? std::vector<size_t>{512, 1024, 2048, 4096, 8192, 16384, 32768}
                       : std::vector<size_t>{8192, 32768};
   }
 
@@ -138,66 +138,72 @@ int main(int argc, char** argv) {
     s.prefill(prompt(m, 1024));
   }
   const bool with_redis = !redis.empty();
-  std::printf("| tokens | KV size | recompute (cold TTFT) | disk, cold page cache | disk, page cache "
-              "warm |%s hit TTFT (cold disk) | recompute / cold disk | recompute / warm |\n",
-              with_redis ? " Redis |" : "");
+  std::printf(
+      "| tokens | KV size | recompute (cold TTFT) | disk, cold page cache | disk, page cache "
+      "warm |%s hit TTFT (cold disk) | recompute / cold disk | recompute / warm |\n",
+      with_redis ? " Redis |" : "");
   std::printf("|---|---|---|---|---|%s---|---|---|\n", with_redis ? "---|" : "");
   std::fflush(stdout);
   std::optional<size_t> cross;
   bool dropped_all = true;
   for (size_t n : sizes) {
-    engine::SessionOptions so;
-    so.n_ctx = static_cast<int>(n + 256);
-    so.n_threads = threads;
-    const auto p = prompt(m, n);
-    std::filesystem::remove_all(dir);
-    cache::CacheConfig cc;
-    cc.dir = dir;
-    cc.chunk = static_cast<uint32_t>(so.chunk);
-    cc.remote.url = redis;
-    engine::Session cold(m, so);
-    uint64_t bytes = 0;
-    double recompute = 0;
-    {
-      cache::PrefixCache writer(cc, cold.fingerprint().bytes);
-      cache::StoreConfig only_shutdown;  // no checkpoints during the timed prefill
-      only_shutdown.cold_max_tokens = 0;
-      only_shutdown.continued_interval = 0;
-      engine::CachedSession cs(cold, &writer, only_shutdown);
-      const auto t0 = Clock::now();
-      cs.prefill(p, {});
-      recompute = secs(t0);
-      cs.shutdown();  // stores the prefix: chunks plus an entry, as at a graceful exit
-      if (with_redis) writer.drain_remote(600000);
-      bytes = writer.stats().bytes_written;
+    try {
+      engine::SessionOptions so;
+      so.n_ctx = static_cast<int>(n + 256);
+      so.n_threads = threads;
+      const auto p = prompt(m, n);
+      std::filesystem::remove_all(dir);
+      cache::CacheConfig cc;
+      cc.dir = dir;
+      cc.chunk = static_cast<uint32_t>(so.chunk);
+      cc.remote.url = redis;
+      engine::Session cold(m, so);
+      uint64_t bytes = 0;
+      double recompute = 0;
+      {
+        cache::PrefixCache writer(cc, cold.fingerprint().bytes);
+        cache::StoreConfig only_shutdown;  // no checkpoints during the timed prefill
+        only_shutdown.cold_max_tokens = 0;
+        only_shutdown.continued_interval = 0;
+        engine::CachedSession cs(cold, &writer, only_shutdown);
+        const auto t0 = Clock::now();
+        cs.prefill(p, {});
+        recompute = secs(t0);
+        cs.shutdown();  // stores the prefix: chunks plus an entry, as at a graceful exit
+        if (with_redis) writer.drain_remote(600000);
+        bytes = writer.stats().bytes_written;
+      }
+      cache::CacheConfig disk_only = cc;
+      disk_only.remote.url.clear();
+      dropped_all = drop_page_cache(dir) && dropped_all;
+      Restored cold_disk, warm_disk;
+      {
+        cache::PrefixCache from_disk(disk_only, cold.fingerprint().bytes);
+        cold_disk = restore(m, so, from_disk, p);
+      }
+      {
+        cache::PrefixCache from_disk(disk_only, cold.fingerprint().bytes);
+        warm_disk = restore(m, so, from_disk, p);
+      }
+      std::string redis_col;
+      if (with_redis) {
+        cache::CacheConfig redis_only = cc;
+        redis_only.dir.clear();
+        redis_only.ram_budget = 1ull << 40;
+        cache::PrefixCache from_redis(redis_only, cold.fingerprint().bytes);
+        redis_col = " " + ms_or_s(restore(m, so, from_redis, p).restore) + " |";
+      }
+      std::printf("| %zu | %s | %s | %s | %s |%s %s | %.1fx | %.1fx |\n", n,
+                  format_size(bytes).c_str(), ms_or_s(recompute).c_str(),
+                  ms_or_s(cold_disk.restore).c_str(), ms_or_s(warm_disk.restore).c_str(),
+                  redis_col.c_str(), ms_or_s(cold_disk.ttft).c_str(), recompute / cold_disk.restore,
+                  recompute / warm_disk.restore);
+      std::fflush(stdout);
+      if (!cross && cold_disk.restore < recompute) cross = n;
+    } catch (const std::exception& e) {  // report the size and go on with the next
+      std::printf("| %zu | error: %s |\n", n, e.what());
+      std::fflush(stdout);
     }
-    cache::CacheConfig disk_only = cc;
-    disk_only.remote.url.clear();
-    dropped_all = drop_page_cache(dir) && dropped_all;
-    Restored cold_disk, warm_disk;
-    {
-      cache::PrefixCache from_disk(disk_only, cold.fingerprint().bytes);
-      cold_disk = restore(m, so, from_disk, p);
-    }
-    {
-      cache::PrefixCache from_disk(disk_only, cold.fingerprint().bytes);
-      warm_disk = restore(m, so, from_disk, p);
-    }
-    std::string redis_col;
-    if (with_redis) {
-      cache::CacheConfig redis_only = cc;
-      redis_only.dir.clear();
-      redis_only.ram_budget = 1ull << 40;
-      cache::PrefixCache from_redis(redis_only, cold.fingerprint().bytes);
-      redis_col = " " + ms_or_s(restore(m, so, from_redis, p).restore) + " |";
-    }
-    std::printf("| %zu | %s | %s | %s | %s |%s %s | %.1fx | %.1fx |\n", n,
-                format_size(bytes).c_str(), ms_or_s(recompute).c_str(),
-                ms_or_s(cold_disk.restore).c_str(), ms_or_s(warm_disk.restore).c_str(),
-                redis_col.c_str(), ms_or_s(cold_disk.ttft).c_str(), recompute / cold_disk.restore,
-                recompute / warm_disk.restore);
-    std::fflush(stdout);
-    if (!cross && cold_disk.restore < recompute) cross = n;
   }
   if (crossover) {
     std::printf("\n");

@@ -30,6 +30,7 @@ export KVSTASH_LLAMA_CMAKE_ARGS="-DCMAKE_CUDA_ARCHITECTURES=$ARCH"
 export PATH=$PATH:/usr/local/cuda/bin
 M8=$DEV/models/qwen3-8b.gguf
 M06=$DEV/models/qwen3-0.6b.gguf
+CROSS=${CROSS:-512,1024,2048,4096,8192,16384,32768}
 
 say() { echo "== $(date +%T) $*"; }
 mark() { touch "$DEV/log/$1.done"; }
@@ -50,7 +51,18 @@ step_llama() {
   bash cmake/llama.sh --cuda
 }
 step_kvstash() {
+  # llama.cpp is installed static, and its CMake package does not carry ggml-cuda's own link
+  # needs (cudart, cuBLAS, the driver, and NCCL where ggml-cuda found it): add them at the end
+  # of the link line. The driver library is the stub at link time, the real one at run time.
+  local cuda nccl libs
+  cuda=$(dirname "$(dirname "$(command -v nvcc)")")
+  nccl=$(grep -h '^NCCL_LIBRARY:FILEPATH=' "$KVSTASH_CACHE"/build-*-cuda/CMakeCache.txt 2>/dev/null |
+    head -1 | cut -d= -f2)
+  libs="-L$cuda/lib64 -L$cuda/lib64/stubs -Wl,-rpath,$cuda/lib64"
+  [ -n "$nccl" ] && [ -f "$nccl" ] && libs="$libs -Wl,-rpath,$(dirname "$nccl") $nccl"
+  libs="$libs -lcublas -lcublasLt -lcudart -lcuda -ldl -lrt -lpthread"
   cmake -S . -B build-cuda -DCMAKE_BUILD_TYPE=Release -DKVSTASH_CUDA=ON -DKVSTASH_TESTS=OFF \
+    -DCMAKE_CXX_STANDARD_LIBRARIES="$libs" \
     && cmake --build build-cuda -j"$JOBS" --target kvstash kvstash-bench-tiers
 }
 step_models() {
@@ -65,10 +77,10 @@ step_tiers() {
     build-cuda/kvstash-bench-tiers -m "$M8" --ngl -1 --tokens 8192,32768 --dir "$DEV/tiers"
     echo
     echo "## 8B crossover"
-    build-cuda/kvstash-bench-tiers -m "$M8" --ngl -1 --crossover --dir "$DEV/tiers"
+    build-cuda/kvstash-bench-tiers -m "$M8" --ngl -1 --crossover --tokens "$CROSS" --dir "$DEV/tiers"
     echo
     echo "## 0.6B crossover"
-    build-cuda/kvstash-bench-tiers -m "$M06" --ngl -1 --crossover --dir "$DEV/tiers"
+    build-cuda/kvstash-bench-tiers -m "$M06" --ngl -1 --crossover --tokens "$CROSS" --dir "$DEV/tiers"
   } 2> "$DEV/log/tiers.err" | tee "$o"
 }
 agent() {  # name model
