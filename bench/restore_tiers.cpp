@@ -83,6 +83,7 @@ Restored restore(engine::Model& m, const engine::SessionOptions& so, cache::Pref
   Restored r;
   const auto t0 = Clock::now();
   const auto plan = cache.plan(p, {});
+  if (plan.resume_at == 0) throw std::runtime_error("nothing stored for this prefix");
   auto loaded = cache.load(plan);
   if (!loaded) throw std::runtime_error("restore failed: nothing loaded");
   engine::restore_plan(s, plan, *loaded, p);
@@ -165,6 +166,7 @@ int main(int argc, char** argv) {
         cache::StoreConfig only_shutdown;  // no checkpoints during the timed prefill
         only_shutdown.cold_max_tokens = 0;
         only_shutdown.continued_interval = 0;
+        only_shutdown.min_tokens = 1;  // the server's 512 would store nothing for short sizes
         engine::CachedSession cs(cold, &writer, only_shutdown);
         const auto t0 = Clock::now();
         cs.prefill(p, {});

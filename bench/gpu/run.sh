@@ -61,8 +61,12 @@ step_kvstash() {
   libs="-L$cuda/lib64 -L$cuda/lib64/stubs -Wl,-rpath,$cuda/lib64"
   [ -n "$nccl" ] && [ -f "$nccl" ] && libs="$libs -Wl,-rpath,$(dirname "$nccl") $nccl"
   libs="$libs -lcublas -lcublasLt -lcudart -lcuda -ldl -lrt -lpthread"
+  # CMakeLists.txt links the CUDA libraries itself; the explicit flags are the fallback that
+  # worked before it did.
   cmake -S . -B build-cuda -DCMAKE_BUILD_TYPE=Release -DKVSTASH_CUDA=ON -DKVSTASH_TESTS=OFF \
-    -DCMAKE_CXX_STANDARD_LIBRARIES="$libs" \
+    && cmake --build build-cuda -j"$JOBS" --target kvstash kvstash-bench-tiers && return 0
+  echo "run.sh: link through CMake failed; retrying with explicit CUDA link flags"
+  cmake -S . -B build-cuda -DCMAKE_CXX_STANDARD_LIBRARIES="$libs" \
     && cmake --build build-cuda -j"$JOBS" --target kvstash kvstash-bench-tiers
 }
 step_models() {

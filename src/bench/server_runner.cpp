@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "bench/chat_client.h"
+#include "util/process.h"
 
 namespace kvstash::bench {
 
@@ -63,19 +64,9 @@ double ServerRunner::start(int timeout_s) {
 
 int ServerRunner::stop(int timeout_s) {
   if (pid_ <= 0) return -1;
-  ::kill(pid_, SIGTERM);
-  for (int i = 0; i < timeout_s * 20; ++i) {
-    int status;
-    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-      pid_ = -1;
-      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  ::kill(pid_, SIGKILL);
-  ::waitpid(pid_, nullptr, 0);
+  const int rc = stop_child(pid_, SIGTERM, timeout_s);
   pid_ = -1;
-  return 128 + SIGKILL;
+  return rc;
 }
 
 std::string ServerRunner::log_tail(size_t bytes) const {

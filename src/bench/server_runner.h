@@ -23,7 +23,7 @@ class ServerRunner {
   // Starts the process and waits for /health. Throws with the log's tail if it exits or does not
   // become healthy within `timeout_s`. Returns the seconds it took.
   double start(int timeout_s);
-  // SIGTERM, then SIGKILL after `timeout_s`. Returns the exit status (128+signal if killed).
+  // SIGTERM, then SIGKILL after `timeout_s`. Returns the exit status, -1 if it was killed.
   int stop(int timeout_s);
   bool running() const { return pid_ > 0; }
   int port() const { return port_; }

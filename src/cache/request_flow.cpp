@@ -9,6 +9,30 @@
 
 namespace kvstash::cache {
 
+RequestPolicy policy_for_scope(const Scope& scope, std::span<const Token> prompt,
+                               const std::vector<uint32_t>& boundaries,
+                               const std::vector<std::vector<Token>>& history, uint32_t min_tokens,
+                               std::string* log) {
+  RequestPolicy p;
+  switch (scope.kind) {
+    case Scope::Kind::kOff:
+      p.restore = false;
+      p.checkpoints = false;
+      break;
+    case Scope::Kind::kFull:
+      break;
+    case Scope::Kind::kFixed:
+    case Scope::Kind::kAuto: {
+      p.checkpoints = false;
+      const auto c = choose_scope_boundary(scope, prompt, boundaries, history, min_tokens);
+      if (log) *log = c.log;
+      p.scope_boundary = c.boundary;
+      break;
+    }
+  }
+  return p;
+}
+
 void restore_plan(KvEngine& e, const RestorePlan& plan, const PrefixCache::Loaded& l,
                   std::span<const Token> prompt) {
   std::vector<std::span<const uint8_t>> parts(l.chunks.begin(), l.chunks.end());

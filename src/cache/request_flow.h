@@ -22,6 +22,7 @@
 
 #include "cache/kv_engine.h"
 #include "cache/prefix_cache.h"
+#include "cache/scope_policy.h"
 #include "cache/store_policy.h"
 
 namespace kvstash::cache {
@@ -32,6 +33,14 @@ struct RequestPolicy {
   bool checkpoints = true;      // full mode: cold, continued, evict and shutdown stores
   uint32_t scope_boundary = 0;  // scoped modes: store exactly this prefix (reason=scope)
 };
+
+// What a request under `scope` may do: off (neither restore nor store), full (the checkpoints),
+// or a scope boundary chosen from the prompt and the recent prompts (most recent last). `log`
+// receives the auto/fixed decision's line, if any. The server and replay decide through this.
+RequestPolicy policy_for_scope(const Scope& scope, std::span<const Token> prompt,
+                               const std::vector<uint32_t>& boundaries,
+                               const std::vector<std::vector<Token>>& history, uint32_t min_tokens,
+                               std::string* log = nullptr);
 
 struct PromptInfo {
   std::vector<uint32_t> boundaries;  // chat message starts (content-derived batch breaks)

@@ -1,11 +1,22 @@
 // kvstash: an LLM inference server built around a persistent, tiered KV prefix cache.
+#include <cstdlib>
 #include <exception>
 #include <iostream>
 #include <map>
+#include <string>
 
 #include "cli/commands.h"
+#include "util/memory.h"
 
 int main(int argc, char** argv) {
+  // The verbs that hold KV states reuse their large buffers instead of page-faulting them in
+  // again on every request (util/memory.h). KVSTASH_SYSTEM_MALLOC=1 keeps glibc's defaults.
+  if (argc > 1 && !std::getenv("KVSTASH_SYSTEM_MALLOC")) {
+    const std::string verb = argv[1];
+    if (verb == "serve" || verb == "generate" || verb == "demo") {
+      kvstash::reexec_with_warm_malloc(argv);
+    }
+  }
   CLI::App app{"kvstash: LLM inference with a persistent, tiered KV prefix cache"};
   // A repeated flag overrides the earlier one, as in llama-server (scripts append overrides).
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);

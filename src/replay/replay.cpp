@@ -47,29 +47,12 @@ void add_stats(ReplayResult& r, const cache::CacheStats& s, uint64_t scale) {
   for (const auto& [k, v] : s.evictions_by_reason) r.evictions_by_reason[k] += v;
 }
 
-// The same decision as SlotPool::policy_for.
+// The server's decision (cache::policy_for_scope), over the replay's own history.
 cache::RequestPolicy policy_for(const cache::Scope& scope, const TraceRecord& rec,
                                 const std::deque<std::vector<cache::Token>>& history,
                                 uint32_t min_tokens) {
-  cache::RequestPolicy p;
-  switch (scope.kind) {
-    case cache::Scope::Kind::kOff:
-      p.restore = false;
-      p.checkpoints = false;
-      break;
-    case cache::Scope::Kind::kFull:
-      break;
-    case cache::Scope::Kind::kFixed:
-    case cache::Scope::Kind::kAuto: {
-      p.checkpoints = false;
-      const std::vector<std::vector<cache::Token>> hist(history.begin(), history.end());
-      p.scope_boundary =
-          cache::choose_scope_boundary(scope, rec.tokens, rec.boundaries, hist, min_tokens)
-              .boundary;
-      break;
-    }
-  }
-  return p;
+  const std::vector<std::vector<cache::Token>> hist(history.begin(), history.end());
+  return cache::policy_for_scope(scope, rec.tokens, rec.boundaries, hist, min_tokens);
 }
 
 }  // namespace

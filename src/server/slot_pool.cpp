@@ -105,29 +105,15 @@ void SlotPool::run(Slot& s) {
 
 engine::RequestPolicy SlotPool::policy_for(Job& job) {
   const cache::Scope scope = job.scope.value_or(scope_);
-  engine::RequestPolicy p;
-  switch (scope.kind) {
-    case cache::Scope::Kind::kOff:
-      p.restore = false;
-      p.checkpoints = false;
-      break;
-    case cache::Scope::Kind::kFull:
-      break;
-    case cache::Scope::Kind::kFixed:
-    case cache::Scope::Kind::kAuto: {
-      p.checkpoints = false;
-      std::vector<std::vector<engine::Token>> hist;
-      {
-        std::lock_guard lock(mu_);
-        hist.assign(history_.begin(), history_.end());
-      }
-      const auto c = cache::choose_scope_boundary(scope, job.prompt, job.info.boundaries, hist,
-                                                  store_.min_tokens);
-      if (!c.log.empty()) log::info(c.log);
-      p.scope_boundary = c.boundary;
-      break;
-    }
+  std::vector<std::vector<engine::Token>> hist;
+  if (scope.kind == cache::Scope::Kind::kFixed || scope.kind == cache::Scope::Kind::kAuto) {
+    std::lock_guard lock(mu_);
+    hist.assign(history_.begin(), history_.end());
   }
+  std::string decision;
+  const auto p = cache::policy_for_scope(scope, job.prompt, job.info.boundaries, hist,
+                                         store_.min_tokens, &decision);
+  if (!decision.empty()) log::info(decision);
   std::lock_guard lock(mu_);
   history_.push_back(job.prompt);
   if (history_.size() > kHistory) history_.pop_front();

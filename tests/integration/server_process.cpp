@@ -11,6 +11,8 @@
 #include <stdexcept>
 #include <thread>
 
+#include "util/process.h"
+
 namespace kvstash::fixtures {
 
 ServerProcess::ServerProcess(const std::vector<std::string>& args) {
@@ -62,19 +64,9 @@ std::string ServerProcess::log() const {
 
 int ServerProcess::stop(int sig, int timeout_s) {
   if (pid_ <= 0) return -1;
-  ::kill(pid_, sig);
-  for (int i = 0; i < timeout_s * 20; ++i) {
-    int status;
-    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-      pid_ = -1;
-      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  ::kill(pid_, SIGKILL);
-  ::waitpid(pid_, nullptr, 0);
+  const int rc = stop_child(pid_, sig, timeout_s);
   pid_ = -1;
-  return -1;
+  return rc;
 }
 
 }  // namespace kvstash::fixtures

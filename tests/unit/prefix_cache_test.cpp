@@ -131,7 +131,9 @@ TEST(PrefixCache, SmallBudgetEvictsButEveryRemainingEntryStaysRestorable) {
     if (n.meta.kind == ObjKind::kChunk) chunks.insert(n.meta.key);
   }
   for (const auto& n : objs) {
-    if (n.meta.depth > 0) EXPECT_TRUE(chunks.contains(n.meta.parent)) << n.meta.key.hex();
+    if (n.meta.depth > 0) {
+      EXPECT_TRUE(chunks.contains(n.meta.parent)) << n.meta.key.hex();
+    }
   }
   size_t restorable = 0;
   for (auto& v : convs) {
