@@ -338,12 +338,12 @@ void raw_read_files(const std::string& dir, size_t n, std::vector<uint8_t>& buf)
   }
 }
 
-// read() of the files into one reused buffer: the physical limit of the loads.
-void raw_read(benchmark::State& state, bool cold) {
-  const size_t n = state.range(1), bytes = object_bytes(state);
-  const std::string dir = sub_dir(cold ? "raw-read-cold" : "raw-read");
-  write_raw_files(dir, n, payload_of(bytes));
-  std::vector<uint8_t> buf(bytes + tiers::kHeaderSize);
+// read() of n files of `payload` into one reused buffer: the physical limit of the loads.
+void time_raw_reads(benchmark::State& state, const std::string& name, size_t n,
+                    const std::vector<uint8_t>& payload, bool cold) {
+  const std::string dir = sub_dir(cold ? name + "-cold" : name);
+  write_raw_files(dir, n, payload);
+  std::vector<uint8_t> buf(payload.size() + tiers::kHeaderSize);
   if (cold) check_cold(state, dir);
   for (auto _ : state) {
     if (cold) {
@@ -354,8 +354,12 @@ void raw_read(benchmark::State& state, bool cold) {
     raw_read_files(dir, n, buf);
     benchmark::ClobberMemory();
   }
-  set_bytes(state, n * bytes);
+  set_bytes(state, n * payload.size());
   fs::remove_all(dir);
+}
+
+void raw_read(benchmark::State& state, bool cold) {
+  time_raw_reads(state, "raw-read", state.range(1), payload_of(object_bytes(state)), cold);
 }
 void BM_RawRead(benchmark::State& s) { raw_read(s, false); }
 void BM_RawReadCold(benchmark::State& s) { raw_read(s, true); }
@@ -636,22 +640,7 @@ void engine_raw_read(benchmark::State& state, bool cold) {
     }
     return;
   }
-  const size_t n = state.range(0) / kChunk, bytes = f->chunk0.size();
-  const std::string dir = sub_dir(cold ? "engine-raw-cold" : "engine-raw");
-  write_raw_files(dir, n, f->chunk0);
-  std::vector<uint8_t> buf(bytes + tiers::kHeaderSize);
-  if (cold) check_cold(state, dir);
-  for (auto _ : state) {
-    if (cold) {
-      state.PauseTiming();
-      drop_pages(dir);
-      state.ResumeTiming();
-    }
-    raw_read_files(dir, n, buf);
-    benchmark::ClobberMemory();
-  }
-  set_bytes(state, n * bytes);
-  fs::remove_all(dir);
+  time_raw_reads(state, "engine-raw", state.range(0) / kChunk, f->chunk0, cold);
 }
 void BM_EngineRawRead(benchmark::State& s) { engine_raw_read(s, false); }
 void BM_EngineRawReadCold(benchmark::State& s) { engine_raw_read(s, true); }
