@@ -4,22 +4,15 @@
 #include <cstdio>
 
 #include "bench/server_runner.h"
+#include "cache/oracle.h"
 
 namespace kvstash::bench {
 
 std::vector<uint32_t> oracle_reuse(const std::vector<std::vector<int32_t>>& prompts) {
-  std::vector<uint32_t> out(prompts.size(), 0);
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    for (size_t j = 0; j < i; ++j) {
-      const auto& a = prompts[i];
-      const auto& b = prompts[j];
-      const size_t n = std::min(a.size(), b.size());
-      uint32_t k = static_cast<uint32_t>(std::mismatch(a.begin(), a.begin() + n, b.begin()).first -
-                                         a.begin());
-      // At least the last token is always computed, as on a real server.
-      k = std::min<uint32_t>(k, a.empty() ? 0 : static_cast<uint32_t>(a.size() - 1));
-      out[i] = std::max(out[i], k);
-    }
+  auto out = cache::longest_earlier_prefixes({prompts.begin(), prompts.end()});
+  // At least the last token is always computed, as on a real server.
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (!prompts[i].empty()) out[i] = std::min<uint32_t>(out[i], prompts[i].size() - 1);
   }
   return out;
 }

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <memory>
 
+#include "cache/oracle.h"
 #include "cache/prefix_cache.h"
 #include "cache/request_flow.h"
 
@@ -58,19 +59,11 @@ cache::RequestPolicy policy_for(const cache::Scope& scope, const TraceRecord& re
 }  // namespace
 
 std::vector<uint32_t> oracle_reuse(const std::vector<TraceRecord>& trace) {
-  std::vector<uint32_t> out;
-  std::vector<const std::vector<cache::Token>*> seen;
+  std::vector<std::span<const cache::Token>> prompts;
   for (const auto& r : trace) {
-    if (r.type != TraceRecord::Type::kRequest) continue;
-    size_t best = 0;
-    for (const auto* s : seen) {
-      best = std::max(best, lcp(r.tokens, *s));
-      if (best == r.tokens.size()) break;
-    }
-    out.push_back(static_cast<uint32_t>(best));
-    seen.push_back(&r.tokens);
+    if (r.type == TraceRecord::Type::kRequest) prompts.push_back(r.tokens);
   }
-  return out;
+  return cache::longest_earlier_prefixes(prompts);
 }
 
 size_t pick_slot(const std::vector<std::span<const cache::Token>>& live,
