@@ -27,6 +27,24 @@ else()
   set(KVSTASH_VOCAB_DIR ${LLAMA_PREFIX}/share/kvstash/vocab)
 endif()
 get_filename_component(KVSTASH_VOCAB_DIR ${KVSTASH_VOCAB_DIR} ABSOLUTE)
+get_filename_component(KVSTASH_TEMPLATE_DIR ${KVSTASH_VOCAB_DIR}/../templates ABSOLUTE)
+
+# llama.cpp's common library (chat templates with tools, tool-call and reasoning parsing,
+# grammars, JSON schema to grammar), installed with its headers by cmake/llama.sh.
+find_library(KVSTASH_LLAMA_COMMON llama-common NO_DEFAULT_PATH PATHS ${LLAMA_PREFIX}/lib ${LLAMA_PREFIX}/lib64)
+find_library(KVSTASH_LLAMA_COMMON_BASE llama-common-base NO_DEFAULT_PATH
+  PATHS ${LLAMA_PREFIX}/lib ${LLAMA_PREFIX}/lib64)
+if(NOT KVSTASH_LLAMA_COMMON OR NOT KVSTASH_LLAMA_COMMON_BASE OR
+   NOT EXISTS ${LLAMA_PREFIX}/include/llama-common/chat.h)
+  message(FATAL_ERROR "kvstash: ${LLAMA_PREFIX} lacks llama.cpp's common library and headers "
+    "(include/llama-common); install llama.cpp with cmake/llama.sh")
+endif()
+add_library(kvstash_llama_common INTERFACE)
+target_include_directories(kvstash_llama_common SYSTEM INTERFACE ${LLAMA_PREFIX}/include/llama-common)
+target_link_libraries(kvstash_llama_common INTERFACE ${KVSTASH_LLAMA_COMMON}
+  ${KVSTASH_LLAMA_COMMON_BASE} llama)
 # Where `kvstash mkmodel --vocab NAME` finds ggml-vocab-NAME.gguf by default.
 add_compile_definitions(KVSTASH_VOCAB_DIR="${KVSTASH_VOCAB_DIR}")
+# Where `kvstash mkmodel` finds the chat templates it embeds (llama.cpp's models/templates).
+add_compile_definitions(KVSTASH_TEMPLATE_DIR="${KVSTASH_TEMPLATE_DIR}")
 add_compile_definitions(KVSTASH_LLAMA_COMMIT="${LLAMA_BUILD_COMMIT}")

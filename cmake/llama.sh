@@ -12,7 +12,9 @@
 #   KVSTASH_LLAMA_CMAKE_ARGS adds CMake arguments (e.g. -DCMAKE_CUDA_ARCHITECTURES=90).
 #   KVSTASH_LLAMA_BUNDLE=FILE clones the pin from a local copy of node-llama-cpp's
 #     llama/gitRelease.bundle instead of `npm pack` (machines without registry access).
-# The install holds libllama, the headers, bin/llama-server and the vocab files.
+# The install holds libllama, llama.cpp's common library (chat templates, tool-call parsing,
+# grammars; headers under include/llama-common), bin/llama-server, the vocab files and the chat
+# templates of models/templates.
 set -euo pipefail
 
 NODE_LLAMA_CPP_VERSION=3.22.1
@@ -58,7 +60,8 @@ if [ "$CUDA" = 1 ]; then
 fi
 PREFIX=$CACHE/llama-$COMMIT-$BACKEND
 if [ -f "$PREFIX/.complete" ] && [ "$SRC" = "$(cat "$PREFIX/.complete")" ] &&
-  [ -x "$PREFIX/bin/llama-server" ]; then
+  [ -x "$PREFIX/bin/llama-server" ] && [ -f "$PREFIX/lib/libllama-common-base.a" ] &&
+  [ -f "$PREFIX/include/llama-common/chat.h" ] && [ -d "$PREFIX/share/kvstash/templates" ]; then
   echo "$PREFIX"; exit 0
 fi
 
@@ -74,10 +77,20 @@ cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
   -DLLAMA_OPENSSL=OFF -DGGML_NATIVE=ON -DGGML_OPENMP=ON \
   -DGGML_CUDA=$([ "$CUDA" = 1 ] && echo ON || echo OFF) ${KVSTASH_LLAMA_CMAKE_ARGS:-} \
   -DCMAKE_INSTALL_PREFIX="$PREFIX" >&2
-cmake --build "$BUILD" -j"$(nproc)" --target llama llama-server >&2
+cmake --build "$BUILD" -j"$(nproc)" --target llama llama-common llama-server >&2
 cmake --install "$BUILD" >&2
-# The vocab files are the tokenizers mkmodel copies; keep them with the install.
-mkdir -p "$PREFIX/share/kvstash/vocab"
+# llama.cpp installs libllama-common.a but neither its headers nor the small library it links
+# (build info): kvstash renders chat templates and parses tool calls with it, so install both.
+# The headers are pimpl'd (common_json hides the vendored JSON library), so kvstash's own JSON
+# library never meets llama.cpp's.
+rm -rf "$PREFIX/include/llama-common"
+mkdir -p "$PREFIX/include/llama-common/jinja"
+cp "$SRC"/common/*.h "$PREFIX/include/llama-common/"
+cp "$SRC"/common/jinja/*.h "$PREFIX/include/llama-common/jinja/"
+cp "$(find "$BUILD" -name libllama-common-base.a | head -1)" "$PREFIX/lib/"
+# The vocab files are the tokenizers mkmodel copies, the templates the chat templates it embeds.
+mkdir -p "$PREFIX/share/kvstash/vocab" "$PREFIX/share/kvstash/templates"
 cp "$SRC"/models/ggml-vocab-*.gguf "$PREFIX/share/kvstash/vocab/"
+cp "$SRC"/models/templates/*.jinja "$PREFIX/share/kvstash/templates/"
 echo "$SRC" > "$PREFIX/.complete"
 echo "$PREFIX"

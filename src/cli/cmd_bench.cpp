@@ -130,6 +130,7 @@ Run add_bench(CLI::App& app) {
     o->agent.restart = !o->no_restart;
     bench::Workload w;
     engine::Model tok(o->model, {0, true});
+    const engine::ChatTemplates templates(tok);
     const auto count = [&](const std::string& s) { return tok.tokenize(s, false, false).size(); };
     std::string desc;
     if (!o->trace.empty()) {
@@ -163,7 +164,7 @@ Run add_bench(CLI::App& app) {
       }
       std::vector<server::ChatMessage> msgs;
       for (const auto& m : s.messages) msgs.push_back({m.role, m.content});
-      auto p = server::render_chat(tok, msgs);
+      auto p = server::render_chat(tok, templates, msgs);
       if (tt) {
         tt << nlohmann::json{{"type", "request"},       {"session", s.session},
                              {"tokens", p.tokens},      {"boundaries", p.info.boundaries},

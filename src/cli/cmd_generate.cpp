@@ -39,10 +39,9 @@ Run add_generate(CLI::App& app) {
     if (!o->messages_file.empty()) {
       std::ifstream f(o->messages_file);
       if (!f) throw std::runtime_error("cannot read " + o->messages_file);
-      const auto j = nlohmann::json::parse(f);
-      std::vector<server::ChatMessage> msgs;
-      for (const auto& m : j) msgs.push_back({m.at("role"), m.at("content")});
-      prompt = server::render_chat(model, msgs);
+      engine::ChatInput in;  // OpenAI messages, tool calls and results included
+      in.messages_json = nlohmann::json::parse(f).dump();
+      prompt = server::render_chat(model, engine::ChatTemplates(model), in);
     } else {
       prompt.tokens = model.tokenize(o->prompt);
     }

@@ -18,6 +18,10 @@ Run add_mkmodel(CLI::App& app) {
   app.add_option("--shape", opt->shape, shapes)->capture_default_str();
   app.add_option("--vocab", opt->vocab, "tokenizer: NAME of models/ggml-vocab-NAME.gguf, or a path")
       ->capture_default_str();
+  app.add_option("--chat-template", opt->chat_template,
+                 "chat template: NAME of llama.cpp's models/templates/NAME.jinja, a path, or "
+                 "'vocab' (the vocab file's); default: the family's real one (Qwen-Qwen3-0.6B, "
+                 "Qwen3.5-4B)");
   app.add_option("-o,--out", opt->out, "output GGUF file")->required();
   app.add_option("--seed", opt->seed, "weights seed")->capture_default_str();
   app.add_flag("!--f32", opt->f16, "store matrices in f32 instead of f16");

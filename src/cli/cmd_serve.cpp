@@ -5,6 +5,8 @@
 
 #include <atomic>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <iostream>
 #include <thread>
 
@@ -23,7 +25,7 @@ Run add_serve(CLI::App& app) {
     CacheFlags cache;
     server::HttpConfig http;
     int parallel = 1;
-    std::string scope = "full", alias, max_body = "64M";
+    std::string scope = "full", alias, max_body = "64M", chat_template, chat_template_file;
     int shutdown_timeout = 60;
     bool verbose = false;
   };
@@ -43,6 +45,16 @@ Run add_serve(CLI::App& app) {
                  "seconds a graceful shutdown may take before the process exits anyway")
       ->capture_default_str();
   app.add_flag("-v,--verbose", o->verbose, "log llama.cpp's own output too");
+  app.add_option("--chat-template", o->chat_template,
+                 "chat template instead of the model's: Jinja source, or chatml");
+  app.add_option("--chat-template-file", o->chat_template_file,
+                 "read the chat template (Jinja) from this file")
+      ->check(CLI::ExistingFile);
+  app.add_option("-n,--n-predict", o->http.n_predict,
+                 "tokens to generate when a request sets no max_tokens (-1: until EOS or the "
+                 "context's end)")
+      ->capture_default_str()
+      ->check(CLI::Range(-1, 1 << 20));
   app.add_option("--api-key", o->http.api_key,
                  "require this key on every endpoint but /health (also $KVSTASH_API_KEY)");
   app.add_option("--max-request-bytes", o->max_body, "largest request body accepted")
@@ -64,6 +76,16 @@ Run add_serve(CLI::App& app) {
     o->engine.session.n_ctx = total_ctx / o->parallel;
     log::info("loading " + o->engine.model);
     engine::Model model(o->engine.model, {o->engine.n_gpu_layers});
+    if (!o->chat_template_file.empty()) {
+      if (!o->chat_template.empty()) {
+        throw std::invalid_argument("give --chat-template or --chat-template-file, not both");
+      }
+      std::ifstream f(o->chat_template_file);
+      std::stringstream text;
+      text << f.rdbuf();
+      o->chat_template = text.str();
+    }
+    const engine::ChatTemplates templates(model, o->chat_template);
     // One session builds the fingerprint and proves the settings work before the slots start.
     auto probe = std::make_unique<engine::Session>(model, o->engine.session);
     auto cache = scope->kind == cache::Scope::Kind::kOff ? nullptr : o->cache.open(model, *probe);
@@ -88,7 +110,8 @@ Run add_serve(CLI::App& app) {
         {"n_ctx", total_ctx},
         {"n_ctx_per_slot", o->engine.session.n_ctx},
         {"total_slots", o->parallel},
-        {"chat_template", model.chat_template()},
+        {"chat_template", templates.source()},
+        {"chat_template_caps", templates.caps()},
         {"fingerprint", fingerprint},
         {"fingerprint_settings", fp_settings},
         {"cache",
@@ -107,7 +130,7 @@ Run add_serve(CLI::App& app) {
           {"continued_interval", st.continued_interval},
           {"recency_boost", o->cache.evict.recency_boost},
           {"recency_half_life_s", o->cache.evict.half_life_s}}}};
-    server::HttpServer http(model, pool, cache.get(), o->http, props);
+    server::HttpServer http(model, templates, pool, cache.get(), o->http, props);
     if (!http.bind()) return 1;
 
     std::atomic<bool> stopping{false};

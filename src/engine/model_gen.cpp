@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -48,6 +49,20 @@ const ModelShape& find_shape(const std::string& name) {
     names += (names.empty() ? "" : ", ") + s.name;
   }
   throw std::invalid_argument("unknown model shape '" + name + "' (known: " + names + ")");
+}
+
+std::string template_path(const std::string& name, const ModelShape& shape) {
+  // The family's real template, so generated models render real agent prompts (tools, tool
+  // calls, thinking) exactly as the published checkpoints do.
+  const std::string n = !name.empty() ? name : shape.arch == "qwen35" ? "Qwen3.5-4B" : "Qwen-Qwen3-0.6B";
+  if (fs::exists(n)) return n;
+  const char* env = std::getenv("KVSTASH_TEMPLATE_DIR");
+  const std::string p = std::string(env && *env ? env : KVSTASH_TEMPLATE_DIR) + "/" + n + ".jinja";
+  if (!fs::exists(p)) {
+    throw std::invalid_argument("no chat template '" + n + "': " + p +
+                                " does not exist (pass a path, or set KVSTASH_TEMPLATE_DIR)");
+  }
+  return p;
 }
 
 std::string vocab_path(const std::string& vocab) {
@@ -172,6 +187,12 @@ uint64_t generate_model(const GenOptions& opt) {
 
   std::unique_ptr<gguf_context, void (*)(gguf_context*)> g(gguf_init_empty(), &gguf_free);
   gguf_set_kv(g.get(), vocab.get());  // tokenizer.* and chat template, verbatim
+  if (opt.chat_template != "vocab") {
+    std::ifstream tf(template_path(opt.chat_template, s));
+    const std::string tmpl((std::istreambuf_iterator<char>(tf)), std::istreambuf_iterator<char>());
+    if (tmpl.empty()) throw std::runtime_error("empty chat template " + template_path(opt.chat_template, s));
+    gguf_set_val_str(g.get(), "tokenizer.chat_template", tmpl.c_str());
+  }
   const std::string a = s.arch;
   gguf_set_val_str(g.get(), "general.architecture", a.c_str());
   gguf_set_val_str(g.get(), "general.name", ("kvstash random " + s.name).c_str());

@@ -34,10 +34,15 @@ struct GenOptions {
   std::string out;
   uint64_t seed = 42;
   bool f16 = true;  // matrices in f16 (as shipped checkpoints are); f32 otherwise
+  // The chat template embedded: a name in llama.cpp's models/templates (without .jinja), a path,
+  // "vocab" for the vocab file's own, or empty for the real template of the shape's family.
+  std::string chat_template;
 };
 
 // Resolves a vocab name to a file path in the vocab directory (or returns an existing path).
 std::string vocab_path(const std::string& vocab);
+// Resolves a template name (or path, or the family default for `shape`) to a template file path.
+std::string template_path(const std::string& name, const ModelShape& shape);
 
 // Writes the model (to a temp file, then renames). Returns the number of parameters.
 uint64_t generate_model(const GenOptions& opt);

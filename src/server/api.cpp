@@ -1,5 +1,8 @@
 #include "server/api.h"
 
+#include <algorithm>
+#include <cmath>
+
 namespace kvstash::server {
 
 using nlohmann::json;
@@ -45,21 +48,292 @@ bool boolean(const json& j, const char* name) {
   return v.get<bool>();
 }
 
-std::string content_text(const json& c, size_t i) {
-  if (c.is_string()) return c.get<std::string>();
-  if (c.is_null()) return "";
-  if (c.is_array()) {  // [{"type":"text","text":"..."}]
-    std::string out;
-    for (const auto& part : c) {
-      if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
-          !part["text"].is_string()) {
-        fail("messages[" + std::to_string(i) + "].content: only text parts are supported");
-      }
-      out += part["text"].get<std::string>();
+std::string at(const std::string& where, size_t i) { return where + "[" + std::to_string(i) + "]"; }
+
+const json& object_at(const json& j, const std::string& where) {
+  if (!j.is_object()) fail(where + " must be an object");
+  return j;
+}
+
+const std::string& string_at(const json& j, const char* name, const std::string& where) {
+  const json* v = field(j, name);
+  if (!v || !v->is_string()) fail(where + "." + name + " must be a string");
+  return v->get_ref<const std::string&>();
+}
+
+// Content is a string, null, or an array of text parts, as llama-server takes it.
+void check_content(const json& c, const std::string& where) {
+  if (c.is_string() || c.is_null()) return;
+  if (!c.is_array()) fail(where + " must be a string or an array of content parts");
+  for (size_t k = 0; k < c.size(); ++k) {
+    const json& part = object_at(c[k], at(where, k));
+    const json* type = field(part, "type");
+    if (!type || !type->is_string()) fail(at(where, k) + ".type must be a string");
+    const std::string t = type->get<std::string>();
+    if (t == "text") {
+      string_at(part, "text", at(where, k));
+    } else if (t == "image_url" || t == "input_audio" || t == "input_video" || t == "video_url") {
+      fail(at(where, k) + ": " + t + " input is not supported (text models only)");
+    } else {
+      fail(at(where, k) + ".type '" + t + "' is not supported (only text)");
     }
-    return out;
   }
-  fail("messages[" + std::to_string(i) + "].content must be a string or an array of text parts");
+}
+
+void check_message(const json& msg, size_t i) {
+  const std::string where = at("messages", i);
+  object_at(msg, where);
+  const std::string role = string_at(msg, "role", where);
+  if (role != "system" && role != "user" && role != "assistant" && role != "tool" &&
+      role != "developer") {
+    fail(where + ".role '" + role + "' is not one of system, developer, user, assistant, tool");
+  }
+  const json* content = field(msg, "content");
+  const json* calls = field(msg, "tool_calls");
+  if (role == "assistant") {
+    if (!msg.contains("content") && !calls) {
+      fail(where + ": an assistant message needs 'content' or 'tool_calls'");
+    }
+  } else if (!content) {
+    fail(where + ".content is required");
+  }
+  if (content) check_content(*content, where + ".content");
+  if (calls) {
+    if (role != "assistant") fail(where + ".tool_calls: only assistant messages make tool calls");
+    if (!calls->is_array()) fail(where + ".tool_calls must be an array");
+    for (size_t k = 0; k < calls->size(); ++k) {
+      const std::string cw = at(where + ".tool_calls", k);
+      const json& call = object_at((*calls)[k], cw);
+      if (const json* type = field(call, "type"); type && *type != "function") {
+        fail(cw + ".type must be \"function\"");
+      }
+      const json* fn = field(call, "function");
+      if (!fn) fail(cw + ".function is required");
+      object_at(*fn, cw + ".function");
+      string_at(*fn, "name", cw + ".function");
+      const json* args = field(*fn, "arguments");
+      if (args && !args->is_string() && !args->is_object()) {
+        fail(cw + ".function.arguments must be a JSON string or an object");
+      }
+      if (const json* id = field(call, "id"); id && !id->is_string()) fail(cw + ".id must be a string");
+    }
+  }
+  for (const char* name : {"tool_call_id", "name", "reasoning_content"}) {
+    if (const json* v = field(msg, name); v && !v->is_string()) {
+      fail(where + "." + name + " must be a string");
+    }
+  }
+}
+
+std::string schema_text(const json& schema, const char* where) {
+  if (!schema.is_object()) fail(std::string(where) + " must be a JSON schema object");
+  if (schema.empty()) return R"({"type":"object"})";  // any object, as OpenAI's json_object
+  return schema.dump();
+}
+
+// Everything of a chat request that goes into the template or constrains the reply.
+void parse_chat(const json& j, engine::ChatInput& in) {
+  const json* m = field(j, "messages");
+  if (!m || !m->is_array() || m->empty()) fail("'messages' must be a non-empty array");
+  for (size_t i = 0; i < m->size(); ++i) check_message((*m)[i], i);
+  in.messages_json = m->dump();
+
+  std::vector<std::string> names;
+  if (const json* tools = field(j, "tools")) {
+    if (!tools->is_array()) fail("'tools' must be an array");
+    for (size_t i = 0; i < tools->size(); ++i) {
+      const std::string tw = at("tools", i);
+      const json& t = object_at((*tools)[i], tw);
+      if (const json* type = field(t, "type"); type && *type != "function") {
+        fail(tw + ".type must be \"function\"");
+      }
+      const json* fn = field(t, "function");
+      if (!fn) fail(tw + ".function is required");
+      object_at(*fn, tw + ".function");
+      const std::string& name = string_at(*fn, "name", tw + ".function");
+      if (name.empty()) fail(tw + ".function.name must not be empty");
+      if (const json* d = field(*fn, "description"); d && !d->is_string()) {
+        fail(tw + ".function.description must be a string");
+      }
+      if (const json* params = field(*fn, "parameters"); params && !params->is_object()) {
+        fail(tw + ".function.parameters must be a JSON schema object");
+      }
+      names.push_back(name);
+    }
+    if (!tools->empty()) in.tools_json = tools->dump();
+  }
+  if (const json* tc = field(j, "tool_choice")) {
+    if (tc->is_string()) {
+      in.tool_choice = tc->get<std::string>();
+      if (in.tool_choice != "auto" && in.tool_choice != "none" && in.tool_choice != "required") {
+        fail("'tool_choice' must be \"auto\", \"none\", \"required\" or "
+             "{\"type\": \"function\", \"function\": {\"name\": ...}}; got '" +
+             in.tool_choice + "'");
+      }
+    } else if (tc->is_object()) {
+      const json* fn = field(*tc, "function");
+      if (!fn || !fn->is_object()) fail("'tool_choice.function' must be an object with a name");
+      in.tool_name = string_at(*fn, "name", "tool_choice.function");
+      if (std::find(names.begin(), names.end(), in.tool_name) == names.end()) {
+        fail("'tool_choice' names the function '" + in.tool_name + "', which is not among 'tools'");
+      }
+    } else {
+      fail("'tool_choice' must be a string or an object");
+    }
+    if (in.tool_choice == "required" && names.empty()) {
+      fail("'tool_choice' is \"required\" but the request has no 'tools'");
+    }
+  }
+  if (field(j, "parallel_tool_calls")) in.parallel_tool_calls = boolean(j, "parallel_tool_calls");
+  if (field(j, "add_generation_prompt")) {
+    in.add_generation_prompt = boolean(j, "add_generation_prompt");
+  }
+
+  if (const json* rf = field(j, "response_format")) {
+    object_at(*rf, "'response_format'");
+    const json* type = field(*rf, "type");
+    const std::string t = type && type->is_string() ? type->get<std::string>() : "";
+    if (t == "json_object") {
+      in.json_schema = schema_text(rf->value("schema", json::object()), "response_format.schema");
+    } else if (t == "json_schema") {
+      const json* w = field(*rf, "json_schema");
+      if (!w || !w->is_object()) {
+        fail("'response_format.json_schema' must be an object like {\"schema\": {...}}");
+      }
+      in.json_schema = schema_text(w->value("schema", json::object()), "response_format.json_schema.schema");
+    } else if (t != "text") {
+      fail("'response_format.type' must be \"text\", \"json_object\" or \"json_schema\"");
+    }
+  }
+  if (const json* js = field(j, "json_schema")) in.json_schema = schema_text(*js, "'json_schema'");
+  if (const json* g = field(j, "grammar")) {
+    if (!g->is_string()) fail("'grammar' must be a GBNF string");
+    in.grammar = g->get<std::string>();
+  }
+  if (!in.json_schema.empty() && !in.grammar.empty()) {
+    fail("'grammar' and a JSON schema cannot be combined");
+  }
+
+  if (const json* r = field(j, "reasoning_format")) {
+    if (!r->is_string()) fail("'reasoning_format' must be a string");
+    in.reasoning_format = r->get<std::string>();
+  }
+  if (const json* kw = field(j, "chat_template_kwargs")) {
+    object_at(*kw, "'chat_template_kwargs'");
+    for (const auto& [k, v] : kw->items()) in.template_kwargs[k] = v.dump();
+  }
+  if (auto it = in.template_kwargs.find("enable_thinking"); it != in.template_kwargs.end()) {
+    if (it->second != "true" && it->second != "false") {
+      fail("'chat_template_kwargs.enable_thinking' must be true or false");
+    }
+    in.enable_thinking = it->second == "true";
+  }
+  if (const json* e = field(j, "reasoning_effort")) {
+    if (!e->is_string()) fail("'reasoning_effort' must be a string");
+    if (*e == "none") {
+      in.enable_thinking = false;
+    } else {
+      in.template_kwargs["reasoning_effort"] = e->dump();
+    }
+  }
+}
+
+// Completions take a GBNF grammar or a JSON schema directly.
+void parse_grammar(const json& j, engine::GrammarSpec& g) {
+  std::string schema;
+  if (const json* rf = field(j, "response_format"); rf && rf->is_object()) {
+    if (const json* type = field(*rf, "type"); type && *type == "json_schema") {
+      const json* w = field(*rf, "json_schema");
+      if (!w || !w->is_object()) fail("'response_format.json_schema' must be an object");
+      schema = schema_text(w->value("schema", json::object()), "response_format.json_schema.schema");
+    } else if (type && *type == "json_object") {
+      schema = schema_text(rf->value("schema", json::object()), "response_format.schema");
+    }
+  }
+  if (const json* js = field(j, "json_schema")) schema = schema_text(*js, "'json_schema'");
+  const json* gr = field(j, "grammar");
+  if (gr && !gr->is_string()) fail("'grammar' must be a GBNF string");
+  if (gr && !schema.empty()) fail("'grammar' and a JSON schema cannot be combined");
+  if (!schema.empty()) {
+    try {
+      g.grammar = engine::grammar_from_json_schema(schema);
+    } catch (const engine::ChatError& e) {
+      fail(e.what());
+    }
+  } else if (gr) {
+    g.grammar = gr->get<std::string>();
+  }
+}
+
+void parse_sampling(const json& j, Endpoint ep, engine::SamplingParams& s, bool& logprobs,
+                    int n_vocab) {
+  if (field(j, "repeat_penalty")) s.repeat_penalty = static_cast<float>(number(j, "repeat_penalty", 0.01, 10));
+  if (field(j, "frequency_penalty")) {
+    s.frequency_penalty = static_cast<float>(number(j, "frequency_penalty", -2, 2));
+  }
+  if (field(j, "presence_penalty")) {
+    s.presence_penalty = static_cast<float>(number(j, "presence_penalty", -2, 2));
+  }
+  for (const char* name : {"repeat_last_n", "penalty_last_n"}) {
+    if (field(j, name)) s.penalty_last_n = static_cast<int>(integer(j, name, -1, 1 << 20));
+  }
+  if (field(j, "typical_p")) s.typical_p = static_cast<float>(number(j, "typical_p", 0, 1));
+  if (const json* lb = field(j, "logit_bias")) {
+    auto add = [&](long long id, const json& bias, const std::string& where) {
+      if (id < 0 || id >= n_vocab) {
+        fail(where + ": token id " + std::to_string(id) + " is not in [0, " +
+             std::to_string(n_vocab) + ")");
+      }
+      float b;
+      if (bias.is_boolean() && !bias.get<bool>()) {
+        b = -INFINITY;  // llama.cpp's way of banning a token
+      } else if (bias.is_number()) {
+        b = bias.get<float>();
+      } else {
+        fail(where + ": a bias must be a number (or false to ban the token)");
+      }
+      s.logit_bias.push_back({static_cast<engine::Token>(id), b});
+    };
+    if (lb->is_object()) {  // OpenAI: {"token id": bias}
+      for (const auto& [k, v] : lb->items()) {
+        size_t used = 0;
+        long long id = -1;
+        try {
+          id = std::stoll(k, &used);
+        } catch (const std::exception&) {
+        }
+        if (used == 0 || used != k.size()) fail("'logit_bias' keys must be token ids, got '" + k + "'");
+        add(id, v, "logit_bias");
+      }
+    } else if (lb->is_array()) {  // llama.cpp: [[id, bias], ...]
+      for (size_t i = 0; i < lb->size(); ++i) {
+        const json& e = (*lb)[i];
+        if (!e.is_array() || e.size() != 2 || !e[0].is_number_integer()) {
+          fail(at("logit_bias", i) + " must be [token id, bias]");
+        }
+        add(e[0].get<long long>(), e[1], at("logit_bias", i));
+      }
+    } else {
+      fail("'logit_bias' must be an object {\"token id\": bias} or an array of [id, bias]");
+    }
+  }
+  if (field(j, "n_probs")) {
+    s.n_probs = static_cast<int>(integer(j, "n_probs", 0, 100));
+    logprobs = s.n_probs > 0;
+  }
+  if (const json* lp = field(j, "logprobs")) {
+    if (ep == Endpoint::kChat) {
+      logprobs = boolean(j, "logprobs");
+      if (field(j, "top_logprobs")) {
+        if (!logprobs) fail("'top_logprobs' needs 'logprobs': true");
+        s.n_probs = static_cast<int>(integer(j, "top_logprobs", 0, 20));
+      }
+    } else {  // legacy completions: logprobs is the number of top tokens
+      if (!lp->is_number_integer()) fail("'logprobs' must be an integer (the top tokens to list)");
+      s.n_probs = static_cast<int>(integer(j, "logprobs", 0, 20));
+      logprobs = true;
+    }
+  }
 }
 
 void parse_gen(const json& j, Endpoint ep, GenerationParams& g) {
@@ -143,28 +417,7 @@ std::variant<ParsedRequest, ApiError> parse_request(Endpoint ep, const std::stri
   r.endpoint = ep;
   try {
     if (ep == Endpoint::kChat) {
-      const json* m = field(j, "messages");
-      if (!m || !m->is_array() || m->empty()) fail("'messages' must be a non-empty array");
-      for (size_t i = 0; i < m->size(); ++i) {
-        const json& msg = (*m)[i];
-        if (!msg.is_object()) fail("messages[" + std::to_string(i) + "] must be an object");
-        const json* role = field(msg, "role");
-        if (!role || !role->is_string()) {
-          fail("messages[" + std::to_string(i) + "].role must be a string");
-        }
-        const std::string rs = role->get<std::string>();
-        if (rs != "system" && rs != "user" && rs != "assistant" && rs != "tool" &&
-            rs != "developer") {
-          fail("messages[" + std::to_string(i) + "].role '" + rs +
-               "' is not one of system, developer, user, assistant, tool");
-        }
-        const json* content = field(msg, "content");
-        if (!content && rs != "assistant") {
-          fail("messages[" + std::to_string(i) + "].content is required");
-        }
-        r.messages.push_back(
-            {rs == "developer" ? "system" : rs, content ? content_text(*content, i) : ""});
-      }
+      parse_chat(j, r.chat);
     } else {
       const json* p = field(j, "prompt");
       if (!p) fail("'prompt' is required");
@@ -182,8 +435,10 @@ std::variant<ParsedRequest, ApiError> parse_request(Endpoint ep, const std::stri
       } else {
         fail("'prompt' must be a non-empty string or array of token ids");
       }
+      parse_grammar(j, r.gen.sampling.grammar);
     }
     parse_gen(j, ep, r.gen);
+    parse_sampling(j, ep, r.gen.sampling, r.gen.logprobs, n_vocab);
   } catch (const Bad& b) {
     return ApiError{400, b.msg};
   } catch (const json::exception& e) {

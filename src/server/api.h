@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "cache/scope_policy.h"
+#include "engine/chat.h"
 #include "engine/sampler.h"
-#include "server/chat_prompt.h"
 
 namespace kvstash::server {
 
@@ -25,18 +25,19 @@ struct ApiError {
 enum class Endpoint { kChat, kCompletions, kLlamaCompletion };
 
 struct GenerationParams {
-  int max_tokens = -1;  // -1: until the context is full or the model stops
+  int max_tokens = -1;  // -1: the server's --n-predict (default: until EOS or the context's end)
   engine::SamplingParams sampling;
   std::vector<std::string> stop;
   bool stream = false;
   bool return_progress = false;
   std::optional<cache::Scope> scope;  // per-request override of --cache-scope
   std::string cache_salt;             // the tenant's own cache key space ("" for none)
+  bool logprobs = false;              // report log probabilities (top: sampling.n_probs)
 };
 
 struct ParsedRequest {
   Endpoint endpoint;
-  std::vector<ChatMessage> messages;   // kChat
+  engine::ChatInput chat;              // kChat: messages, tools, formats, as JSON text
   std::string prompt_text;             // completions with a text prompt
   std::vector<int32_t> prompt_tokens;  // completions with token ids
   GenerationParams gen;

@@ -53,11 +53,210 @@ struct Channel {
 
 std::atomic<uint64_t> g_request_id{0};
 
+// What a reply has produced so far: the generated text, its parse into content, reasoning and
+// tool calls (chat), and the log probabilities of its tokens.
+struct ReplyState {
+  std::optional<engine::ChatParser::Reply> chat;
+  std::string text;
+  json logprobs = json::array();
+
+  explicit ReplyState(std::shared_ptr<const engine::ChatParser> p) {
+    if (p) chat.emplace(std::move(p));
+  }
+  // Non-streamed: collect an event.
+  void take(const json& ev) {
+    if (ev.contains("text")) text += ev["text"].get<std::string>();
+    if (ev.contains("logprob")) logprobs.push_back(ev["logprob"]);
+  }
+  // Chat: the parsed message, once all text is in.
+  const engine::ChatMessageOut& finish() {
+    chat->update(text, false);
+    text.clear();
+    return chat->message();
+  }
+};
+
+// OpenAI's delta of one parsed change.
+json delta_json(const engine::ChatDelta& d) {
+  json delta = json::object();
+  if (!d.content.empty()) delta["content"] = d.content;
+  if (!d.reasoning_content.empty()) delta["reasoning_content"] = d.reasoning_content;
+  if (d.tool_index >= 0) {
+    json tc = {{"index", d.tool_index}};
+    if (!d.tool.id.empty()) {
+      tc["id"] = d.tool.id;
+      tc["type"] = "function";
+    }
+    json fn = {{"arguments", d.tool.arguments}};
+    if (!d.tool.name.empty()) fn["name"] = d.tool.name;
+    tc["function"] = fn;
+    delta["tool_calls"] = json::array({tc});
+  }
+  return delta;
+}
+
+std::string finish_reason(const Job::Result& d, bool tool_calls) {
+  if (d.finish_reason == "length") return "length";
+  return tool_calls ? "tool_calls" : "stop";
+}
+
+// Log probabilities in each endpoint's shape.
+json logprobs_json(Endpoint ep, const json& entries) {
+  if (ep == Endpoint::kChat) {
+    json content = json::array();
+    for (const auto& e : entries) {
+      json top = json::array();
+      for (const auto& t : e["top"]) top.push_back({{"token", t["token"]}, {"logprob", t["logprob"]}});
+      content.push_back({{"token", e["token"]}, {"logprob", e["logprob"]}, {"top_logprobs", top}});
+    }
+    return {{"content", content}};
+  }
+  if (ep == Endpoint::kCompletions) {
+    json tokens = json::array(), lps = json::array(), tops = json::array();
+    for (const auto& e : entries) {
+      tokens.push_back(e["token"]);
+      lps.push_back(e["logprob"]);
+      json top = json::object();
+      for (const auto& t : e["top"]) top[t["token"].get<std::string>()] = t["logprob"];
+      tops.push_back(top);
+    }
+    return {{"tokens", tokens}, {"token_logprobs", lps}, {"top_logprobs", tops}};
+  }
+  json out = json::array();  // llama.cpp's completion_probabilities
+  for (const auto& e : entries) {
+    json top = json::array();
+    for (const auto& t : e["top"]) {
+      top.push_back({{"id", t["id"]}, {"token", t["token"]}, {"logprob", t["logprob"]}});
+    }
+    out.push_back({{"id", e["id"]}, {"token", e["token"]}, {"logprob", e["logprob"]},
+                   {"top_logprobs", top}});
+  }
+  return out;
+}
+
+// The JSON shapes of one request's replies.
+struct ReplyShape {
+  Endpoint ep;
+  std::string id;
+  int64_t created;
+  std::string model_id;
+
+  json usage(const Job::Result& d) const {
+    return {{"prompt_tokens", d.prompt_tokens},
+            {"completion_tokens", d.completion_tokens},
+            {"total_tokens", d.prompt_tokens + d.completion_tokens},
+            {"prompt_tokens_details", {{"cached_tokens", d.cached_tokens}}}};
+  }
+  static json timings(const Job::Result& d) {
+    return {{"cache_n", d.cached_tokens},
+            {"prompt_n", d.prompt_tokens - d.cached_tokens},
+            {"prompt_ms", d.prompt_ms},
+            {"predicted_n", d.completion_tokens},
+            {"predicted_ms", d.generation_ms}};
+  }
+  json envelope(json choices, bool whole) const {
+    return {{"id", id},
+            {"object", ep == Endpoint::kChat ? (whole ? "chat.completion" : "chat.completion.chunk")
+                                             : "text_completion"},
+            {"created", created},
+            {"model", model_id},
+            {"choices", std::move(choices)}};
+  }
+  // One streamed chunk: a chat delta, or a piece of completion text.
+  json chunk(const json& delta_or_text, const json& logprobs = nullptr) const {
+    if (ep == Endpoint::kLlamaCompletion) {
+      json c = {{"content", delta_or_text}, {"stop", false}};
+      if (!logprobs.is_null()) c["completion_probabilities"] = logprobs;
+      return c;
+    }
+    json choice = ep == Endpoint::kChat ? json{{"index", 0}, {"delta", delta_or_text}}
+                                        : json{{"index", 0}, {"text", delta_or_text}};
+    choice["finish_reason"] = nullptr;
+    if (!logprobs.is_null()) choice["logprobs"] = logprobs;
+    return envelope(json::array({choice}), false);
+  }
+  // The chunks one event becomes while streaming (`partial` false: the reply has ended).
+  std::vector<json> stream_event(const json& ev, ReplyState& st, bool partial) const {
+    std::vector<json> out;
+    if (ev.contains("prompt_progress")) {
+      json c = ep == Endpoint::kLlamaCompletion ? json{{"content", ""}, {"stop", false}}
+                                                : envelope(json::array(), false);
+      c["prompt_progress"] = ev["prompt_progress"];
+      out.push_back(c);
+    } else if (ev.contains("logprob")) {
+      out.push_back(chunk(ep == Endpoint::kChat ? json::object() : json(""),
+                          logprobs_json(ep, json::array({ev["logprob"]}))));
+    } else if (ev.contains("text")) {
+      const std::string text = ev["text"];
+      if (!st.chat) {
+        if (!text.empty()) out.push_back(chunk(text));
+      } else {
+        for (const auto& d : st.chat->update(text, partial)) out.push_back(chunk(delta_json(d)));
+      }
+    }
+    return out;
+  }
+  json final_chunk(const Job::Result& d, const ReplyState& st) const {
+    if (ep == Endpoint::kLlamaCompletion) {
+      return {{"content", ""},
+              {"stop", true},
+              {"tokens_cached", d.cached_tokens},
+              {"tokens_evaluated", d.prompt_tokens},
+              {"tokens_predicted", d.completion_tokens},
+              {"stop_type", d.finish_reason == "length" ? "limit" : "eos"},
+              {"timings", timings(d)}};
+    }
+    const bool calls = st.chat && !st.chat->message().tool_calls.empty();
+    json choice = ep == Endpoint::kChat ? json{{"index", 0}, {"delta", json::object()}}
+                                        : json{{"index", 0}, {"text", ""}};
+    choice["finish_reason"] = finish_reason(d, calls);
+    json c = envelope(json::array({choice}), false);
+    c["usage"] = usage(d);
+    c["timings"] = timings(d);
+    return c;
+  }
+  json whole(const Job::Result& d, ReplyState& st) const {
+    if (ep == Endpoint::kLlamaCompletion) {
+      json j = final_chunk(d, st);
+      j["content"] = st.text;
+      if (!st.logprobs.empty()) j["completion_probabilities"] = logprobs_json(ep, st.logprobs);
+      return j;
+    }
+    json choice = {{"index", 0}};
+    if (ep == Endpoint::kChat) {
+      const auto& m = st.finish();
+      json msg = {{"role", "assistant"}};
+      msg["content"] = m.content.empty() && !m.tool_calls.empty() ? json(nullptr) : json(m.content);
+      if (!m.reasoning_content.empty()) msg["reasoning_content"] = m.reasoning_content;
+      if (!m.tool_calls.empty()) {
+        json calls = json::array();
+        for (const auto& c : m.tool_calls) {
+          calls.push_back({{"id", c.id},
+                           {"type", "function"},
+                           {"function", {{"name", c.name}, {"arguments", c.arguments}}}});
+        }
+        msg["tool_calls"] = calls;
+      }
+      choice["message"] = msg;
+      choice["finish_reason"] = finish_reason(d, !m.tool_calls.empty());
+    } else {
+      choice["text"] = st.text;
+      choice["finish_reason"] = finish_reason(d, false);
+    }
+    choice["logprobs"] = st.logprobs.empty() ? json(nullptr) : logprobs_json(ep, st.logprobs);
+    json j = envelope(json::array({choice}), true);
+    j["usage"] = usage(d);
+    j["timings"] = timings(d);
+    return j;
+  }
+};
+
 }  // namespace
 
-HttpServer::HttpServer(engine::Model& model, SlotPool& pool, cache::PrefixCache* cache,
-                       HttpConfig cfg, json props)
+HttpServer::HttpServer(engine::Model& model, const engine::ChatTemplates& templates,
+                       SlotPool& pool, cache::PrefixCache* cache, HttpConfig cfg, json props)
     : model_(model),
+      templates_(templates),
       pool_(pool),
       cache_(cache),
       cfg_(std::move(cfg)),
@@ -191,11 +390,19 @@ void HttpServer::routes() {
       ParsedRequest r = std::move(std::get<ParsedRequest>(parsed));
 
       auto job = std::make_shared<Job>();
+      job->sampling = r.gen.sampling;
+      job->stop = r.gen.stop;
+      std::shared_ptr<const engine::ChatParser> parser;
       if (ep == Endpoint::kChat) {
         try {
-          ChatPrompt cp = render_chat(model_, r.messages);
+          ChatPrompt cp = render_chat(model_, templates_, r.chat);
           job->prompt = std::move(cp.tokens);
           job->info = std::move(cp.info);
+          job->sampling.grammar = std::move(cp.render.grammar);
+          job->stop.insert(job->stop.end(), cp.render.stops.begin(), cp.render.stops.end());
+          parser = std::move(cp.render.parser);
+        } catch (const engine::ChatError& e) {
+          return send_error(res, {400, e.what()});
         } catch (const std::exception& e) {
           return send_error(res, {400, std::string("cannot apply the chat template: ") + e.what()});
         }
@@ -210,14 +417,21 @@ void HttpServer::routes() {
                                          " tokens; the context holds " +
                                          std::to_string(cfg_.slot_ctx) + " per slot"});
       }
+      if (!job->sampling.grammar.grammar.empty()) {
+        try {  // a grammar llama.cpp cannot parse is the client's error, found before any work
+          engine::Sampler probe(model_, job->sampling, cfg_.slot_ctx);
+        } catch (const std::invalid_argument& e) {
+          return send_error(res, {400, std::string("invalid grammar: ") + e.what()});
+        }
+      }
       job->scope = r.gen.scope;
       job->info.salt = r.gen.cache_salt;
-      job->max_tokens = r.gen.max_tokens;
-      job->sampling = r.gen.sampling;
-      job->stop = r.gen.stop;
+      job->max_tokens = r.gen.max_tokens >= 0 ? r.gen.max_tokens : cfg_.n_predict;
+      job->logprobs = r.gen.logprobs;
 
       auto ch = std::make_shared<Channel>();
-      const bool want_progress = r.gen.return_progress && r.gen.stream;
+      const bool stream = r.gen.stream;
+      const bool want_progress = r.gen.return_progress && stream;
       const auto t0 = std::chrono::steady_clock::now();
       job->on_progress = [ch, want_progress, t0](int done, int total, int cached) {
         if (!want_progress) return;
@@ -228,119 +442,50 @@ void HttpServer::routes() {
                    {{"total", total}, {"cache", cached}, {"processed", done}, {"time_ms", ms}}}});
       };
       job->on_text = [ch](const std::string& piece) { ch->push({{"text", piece}}); };
+      job->on_logprob = [ch, this](engine::Token t, float lp,
+                                   const std::vector<engine::TokenProb>& top) {
+        json tops = json::array();
+        for (const auto& x : top) {
+          tops.push_back({{"id", x.token}, {"token", model_.token_text(x.token)}, {"logprob", x.logprob}});
+        }
+        ch->push({{"logprob",
+                   {{"id", t}, {"token", model_.token_text(t)}, {"logprob", lp}, {"top", tops}}}});
+      };
       job->on_done = [ch](const Job::Result& res) { ch->finish(res); };
 
-      const std::string id =
-          (ep == Endpoint::kChat ? "chatcmpl-" : "cmpl-") + std::to_string(++g_request_id);
-      const int64_t created = unix_now();
-      const std::string model_id = cfg_.model_id;
-
-      auto usage = [](const Job::Result& d) {
-        return json{{"prompt_tokens", d.prompt_tokens},
-                    {"completion_tokens", d.completion_tokens},
-                    {"total_tokens", d.prompt_tokens + d.completion_tokens},
-                    {"prompt_tokens_details", {{"cached_tokens", d.cached_tokens}}}};
-      };
-      auto timings = [](const Job::Result& d) {
-        return json{{"cache_n", d.cached_tokens},
-                    {"prompt_n", d.prompt_tokens - d.cached_tokens},
-                    {"prompt_ms", d.prompt_ms},
-                    {"predicted_n", d.completion_tokens},
-                    {"predicted_ms", d.generation_ms}};
-      };
-      auto finish = [](const Job::Result& d) {
-        return d.finish_reason == "length" ? "length" : "stop";
-      };
-      // One streamed piece in the endpoint's shape.
-      auto chunk = [=](const json& ev) -> json {
-        if (ev.contains("prompt_progress")) {
-          json c = ep == Endpoint::kLlamaCompletion
-                       ? json{{"content", ""}, {"stop", false}}
-                       : json{{"id", id},
-                              {"object",
-                               ep == Endpoint::kChat ? "chat.completion.chunk" : "text_completion"},
-                              {"created", created},
-                              {"model", model_id},
-                              {"choices", json::array()}};
-          c["prompt_progress"] = ev["prompt_progress"];
-          return c;
-        }
-        const std::string text = ev["text"];
-        if (ep == Endpoint::kLlamaCompletion) return {{"content", text}, {"stop", false}};
-        json choice =
-            ep == Endpoint::kChat
-                ? json{{"index", 0}, {"delta", {{"content", text}}}, {"finish_reason", nullptr}}
-                : json{{"index", 0}, {"text", text}, {"finish_reason", nullptr}};
-        return {{"id", id},
-                {"object", ep == Endpoint::kChat ? "chat.completion.chunk" : "text_completion"},
-                {"created", created},
-                {"model", model_id},
-                {"choices", json::array({choice})}};
-      };
-      auto final_chunk = [=](const Job::Result& d) -> json {
-        if (ep == Endpoint::kLlamaCompletion) {
-          return {{"content", ""},
-                  {"stop", true},
-                  {"tokens_cached", d.cached_tokens},
-                  {"tokens_evaluated", d.prompt_tokens},
-                  {"tokens_predicted", d.completion_tokens},
-                  {"stop_type", d.finish_reason == "length" ? "limit" : "eos"},
-                  {"timings", timings(d)}};
-        }
-        json choice =
-            ep == Endpoint::kChat
-                ? json{{"index", 0}, {"delta", json::object()}, {"finish_reason", finish(d)}}
-                : json{{"index", 0}, {"text", ""}, {"finish_reason", finish(d)}};
-        return {{"id", id},
-                {"object", ep == Endpoint::kChat ? "chat.completion.chunk" : "text_completion"},
-                {"created", created},
-                {"model", model_id},
-                {"choices", json::array({choice})},
-                {"usage", usage(d)},
-                {"timings", timings(d)}};
-      };
-      auto whole = [=](const Job::Result& d, const std::string& text) -> json {
-        if (ep == Endpoint::kLlamaCompletion) {
-          json j = final_chunk(d);
-          j["content"] = text;
-          return j;
-        }
-        json choice = ep == Endpoint::kChat
-                          ? json{{"index", 0},
-                                 {"message", {{"role", "assistant"}, {"content", text}}},
-                                 {"finish_reason", finish(d)}}
-                          : json{{"index", 0},
-                                 {"text", text},
-                                 {"logprobs", nullptr},
-                                 {"finish_reason", finish(d)}};
-        return {{"id", id},
-                {"object", ep == Endpoint::kChat ? "chat.completion" : "text_completion"},
-                {"created", created},
-                {"model", model_id},
-                {"choices", json::array({choice})},
-                {"usage", usage(d)},
-                {"timings", timings(d)}};
-      };
-
+      ReplyShape shape{ep,
+                       (ep == Endpoint::kChat ? "chatcmpl-" : "cmpl-") +
+                           std::to_string(++g_request_id),
+                       unix_now(), cfg_.model_id};
+      auto reply = std::make_shared<ReplyState>(parser);
       pool_.submit(job);
-      const bool stream = r.gen.stream;
-      // Both shapes are written from a content provider, so a client that goes away is noticed
-      // (is_writable) and its request cancelled, even during a long prefill.
+
+      if (!stream) {
+        // The whole reply first, so its HTTP status is the outcome's. (A non-streamed request
+        // whose client goes away runs to its end; streamed ones are cancelled on disconnect.)
+        std::unique_lock lock(ch->mu);
+        ch->cv.wait(lock, [&] { return ch->done.has_value(); });
+        for (const auto& ev : ch->events) reply->take(ev);
+        const Job::Result d = *ch->done;
+        lock.unlock();
+        if (d.finish_reason == "error") return send_error(res, {d.error_status, d.error});
+        res.set_content(dump(shape.whole(d, *reply)), "application/json");
+        return;
+      }
       res.set_chunked_content_provider(
-          stream ? "text/event-stream" : "application/json",
-          [=, text = std::string(), role_sent = false](size_t, httplib::DataSink& sink) mutable {
-            auto write = [&](const std::string& data) {
+          "text/event-stream",
+          [=, role_sent = false](size_t, httplib::DataSink& sink) mutable {
+            auto write = [&](const json& j) {
+              const std::string data = "data: " + dump(j) + "\n\n";
               if (!sink.write(data.data(), data.size())) {
                 job->cancelled = true;
                 return false;
               }
               return true;
             };
-            if (stream && ep == Endpoint::kChat && !role_sent) {
+            if (ep == Endpoint::kChat && !role_sent) {
               role_sent = true;
-              json c = chunk({{"text", ""}});
-              c["choices"][0]["delta"] = {{"role", "assistant"}, {"content", ""}};
-              if (!write("data: " + dump(c) + "\n\n")) return false;
+              if (!write(shape.chunk({{"role", "assistant"}, {"content", ""}}))) return false;
             }
             std::unique_lock lock(ch->mu);
             ch->cv.wait_for(lock, std::chrono::milliseconds(200),
@@ -350,10 +495,8 @@ void HttpServer::routes() {
             const auto done = ch->done;
             lock.unlock();
             for (const auto& ev : events) {
-              if (stream) {
-                if (!write("data: " + dump(chunk(ev)) + "\n\n")) return false;
-              } else if (ev.contains("text")) {
-                text += ev["text"].get<std::string>();
+              for (const auto& c : shape.stream_event(ev, *reply, true)) {
+                if (!write(c)) return false;
               }
             }
             if (!done) {
@@ -364,13 +507,16 @@ void HttpServer::routes() {
               return true;
             }
             if (done->finish_reason == "error") {
-              const json err = error_json({500, done->error});
-              write(stream ? "data: " + dump(err) + "\n\n" : dump(err));
-            } else if (stream) {
-              if (!write("data: " + dump(final_chunk(*done)) + "\n\n")) return false;
-              if (ep != Endpoint::kLlamaCompletion) write("data: [DONE]\n\n");
+              write(error_json({done->error_status, done->error}));
             } else {
-              write(dump(whole(*done, text)));
+              for (const auto& c : shape.stream_event({{"text", ""}}, *reply, false)) {
+                if (!write(c)) return false;
+              }
+              if (!write(shape.final_chunk(*done, *reply))) return false;
+              if (ep != Endpoint::kLlamaCompletion) {
+                const std::string end = "data: [DONE]\n\n";
+                sink.write(end.data(), end.size());
+              }
             }
             sink.done();
             return true;

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "cache/prefix_cache.h"
+#include "engine/chat.h"
 #include "engine/model.h"
 #include "server/slot_pool.h"
 
@@ -22,13 +23,14 @@ struct HttpConfig {
   int slot_ctx = 0;                     // context per slot
   size_t max_body_bytes = 64ull << 20;  // request size limit
   std::string api_key;                  // required on every endpoint but /health when set
+  int n_predict = -1;  // tokens generated when a request sets no max (-1: until EOS or context end)
 };
 
 class HttpServer {
  public:
   // `props` is what GET /props shows besides the live fields.
-  HttpServer(engine::Model& model, SlotPool& pool, cache::PrefixCache* cache, HttpConfig cfg,
-             nlohmann::json props);
+  HttpServer(engine::Model& model, const engine::ChatTemplates& templates, SlotPool& pool,
+             cache::PrefixCache* cache, HttpConfig cfg, nlohmann::json props);
   ~HttpServer();
   // Binds; returns false (and logs) if the address is not available. Then serves until stop().
   bool bind();
@@ -39,6 +41,7 @@ class HttpServer {
  private:
   void routes();
   engine::Model& model_;
+  const engine::ChatTemplates& templates_;
   SlotPool& pool_;
   cache::PrefixCache* cache_;
   HttpConfig cfg_;

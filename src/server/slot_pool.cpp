@@ -44,6 +44,7 @@ void SlotPool::submit(std::shared_ptr<Job> job) {
     Job::Result r;
     r.finish_reason = "error";
     r.error = "the server is shutting down";
+    r.error_status = 503;
     job->on_done(r);
     return;
   }
@@ -155,7 +156,7 @@ void SlotPool::execute(Slot& s, Job& job) {
 
     // Decode.
     const auto tg = Clock::now();
-    engine::Sampler sampler(model_, job.sampling);
+    engine::Sampler sampler(model_, job.sampling, s.session->options().n_ctx);
     const int room = s.session->options().n_ctx - static_cast<int>(s.session->tokens().size());
     const int limit = job.max_tokens < 0 ? room : std::min(job.max_tokens, room);
     std::string text;
@@ -168,6 +169,11 @@ void SlotPool::execute(Slot& s, Job& job) {
         break;
       }
       const engine::Token t = sampler.sample(s.session->logits());
+      if ((job.logprobs || job.sampling.n_probs > 0) && job.on_logprob) {
+        const auto [lp, top] =
+            engine::Sampler::logprobs(s.session->logits(), t, job.sampling.n_probs);
+        job.on_logprob(t, lp, top);
+      }
       if (model_.is_eog(t)) {
         r.finish_reason = "stop";
         break;
@@ -240,6 +246,7 @@ void SlotPool::shutdown() {
       Job::Result r;
       r.finish_reason = "error";
       r.error = "the server is shutting down";
+      r.error_status = 503;
       j->on_done(r);
     }
     queue_.clear();

@@ -40,10 +40,15 @@ struct Job {
   // Called from the slot thread.
   std::function<void(int done, int total, int cached)> on_progress;
   std::function<void(const std::string& piece)> on_text;
+  // Called for each generated token when sampling.n_probs > 0 or `logprobs` is set.
+  bool logprobs = false;
+  std::function<void(engine::Token t, float logprob, const std::vector<engine::TokenProb>& top)>
+      on_logprob;
   struct Result {
     uint32_t prompt_tokens = 0, cached_tokens = 0, completion_tokens = 0;
     std::string finish_reason;  // stop | length | cancelled | error
     std::string error;
+    int error_status = 500;  // the HTTP status of an error (503: shutting down)
     double prompt_ms = 0, generation_ms = 0;
     int slot = -1;
   };

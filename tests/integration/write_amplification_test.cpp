@@ -56,7 +56,7 @@ TEST_P(WriteAmplification, TenTurnConversationWritesOnlyItsNewTokens) {
     cc.snapshot_only = model.resume_kind() != engine::ResumeKind::kAnyBoundary;
     cache::PrefixCache cache(cc, s.fingerprint().bytes);
     engine::CachedSession cs(s, &cache, store);
-    const auto p = server::render_chat(model, turns(t));
+    const auto p = server::render_chat(model, engine::ChatTemplates(model), turns(t));
     const auto rep = cs.prefill(p.tokens, p.info);
     if (t == 1) bytes_per_token = s.extract_kv(0, so.chunk).size() / double(so.chunk);
     for (int i = 0; i < 4; ++i) s.decode_one(s.greedy());

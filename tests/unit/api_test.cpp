@@ -26,14 +26,81 @@ TEST(Api, ParsesAFullChatRequest) {
                          1000);
   ASSERT_TRUE(std::holds_alternative<ParsedRequest>(r));
   const auto& p = std::get<ParsedRequest>(r);
-  ASSERT_EQ(p.messages.size(), 3u);
-  EXPECT_EQ(p.messages[0].role, "system");
-  EXPECT_EQ(p.messages[1].content, "hi");
+  const auto m = nlohmann::json::parse(p.chat.messages_json);
+  ASSERT_EQ(m.size(), 3u);
+  EXPECT_EQ(m[0]["role"], "developer");  // the template maps roles, as in llama-server
+  EXPECT_EQ(m[1]["content"][0]["text"], "hi");
   EXPECT_EQ(p.gen.max_tokens, 5);
   EXPECT_EQ(p.gen.stop, std::vector<std::string>{"END"});
   ASSERT_TRUE(p.gen.scope.has_value());
   EXPECT_EQ(p.gen.scope->str(), "auto:8");
   EXPECT_EQ(p.gen.cache_salt, "t");
+}
+
+TEST(Api, ParsesToolsToolChoiceAndFormats) {
+  auto r = parse_request(Endpoint::kChat, R"({
+    "messages": [{"role": "user", "content": "go"},
+                 {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function",
+                   "function": {"name": "ls", "arguments": "{}"}}]},
+                 {"role": "tool", "tool_call_id": "c1", "content": "a b"}],
+    "tools": [{"type": "function", "function": {"name": "ls", "parameters": {"type": "object"}}}],
+    "tool_choice": {"type": "function", "function": {"name": "ls"}},
+    "parallel_tool_calls": false, "reasoning_format": "none",
+    "chat_template_kwargs": {"enable_thinking": false},
+    "logprobs": true, "top_logprobs": 3, "logit_bias": {"5": -100},
+    "frequency_penalty": 0.5, "seed": 7})",
+                         1000);
+  ASSERT_TRUE(std::holds_alternative<ParsedRequest>(r)) << std::get<ApiError>(r).message;
+  const auto& p = std::get<ParsedRequest>(r);
+  EXPECT_EQ(p.chat.tool_name, "ls");
+  EXPECT_EQ(p.chat.parallel_tool_calls, false);
+  EXPECT_EQ(p.chat.enable_thinking, false);
+  EXPECT_EQ(p.chat.reasoning_format, "none");
+  EXPECT_EQ(nlohmann::json::parse(p.chat.tools_json).size(), 1u);
+  EXPECT_TRUE(p.gen.logprobs);
+  EXPECT_EQ(p.gen.sampling.n_probs, 3);
+  ASSERT_EQ(p.gen.sampling.logit_bias.size(), 1u);
+  EXPECT_EQ(p.gen.sampling.logit_bias[0].first, 5);
+  EXPECT_FLOAT_EQ(p.gen.sampling.frequency_penalty, 0.5f);
+  EXPECT_EQ(p.gen.sampling.seed, 7u);
+}
+
+TEST(Api, BadToolsAndFormatsSayWhatIsWrong) {
+  const std::string user = R"("messages": [{"role": "user", "content": "x"}])";
+  auto err = [&](const std::string& extra) {
+    return error_of(Endpoint::kChat, "{" + user + "," + extra + "}");
+  };
+  EXPECT_NE(err(R"("tools": {"name": "x"})").find("'tools' must be an array"), std::string::npos);
+  EXPECT_NE(err(R"("tools": [{"type": "function", "function": {"description": "d"}}])")
+                .find("tools[0].function.name"),
+            std::string::npos);
+  EXPECT_NE(err(R"("tools": [{"type": "function", "function": {"name": "a", "parameters": 3}}])")
+                .find("parameters"),
+            std::string::npos);
+  EXPECT_NE(err(R"("tools": [{"type": "function", "function": {"name": "a"}}],
+                   "tool_choice": {"type": "function", "function": {"name": "b"}})")
+                .find("'b', which is not among 'tools'"),
+            std::string::npos);
+  EXPECT_NE(err(R"("tool_choice": "always")").find("tool_choice"), std::string::npos);
+  EXPECT_NE(err(R"("tool_choice": "required")").find("no 'tools'"), std::string::npos);
+  EXPECT_NE(err(R"("response_format": {"type": "xml"})").find("response_format.type"),
+            std::string::npos);
+  EXPECT_NE(err(R"("response_format": {"type": "json_schema", "json_schema": {"schema": 5}})")
+                .find("schema"),
+            std::string::npos);
+  EXPECT_NE(err(R"("logit_bias": {"abc": 1})").find("logit_bias"), std::string::npos);
+  EXPECT_NE(err(R"("logit_bias": {"5000": 1})").find("not in [0, 1000)"), std::string::npos);
+  EXPECT_NE(error_of(Endpoint::kChat, R"({"messages": [{"role": "assistant", "tool_calls":
+                [{"function": {"arguments": "{}"}}]}]})")
+                .find("messages[0].tool_calls[0].function.name"),
+            std::string::npos);
+  EXPECT_NE(error_of(Endpoint::kChat, R"({"messages": [{"role": "user", "content":
+                [{"type": "image_url", "image_url": {"url": "x"}}]}]})")
+                .find("not supported"),
+            std::string::npos);
+  EXPECT_NE(error_of(Endpoint::kCompletions, R"({"prompt": "x", "json_schema": {"type": 7}})")
+                .find("schema"),
+            std::string::npos);
 }
 
 TEST(Api, HugeNumbersAndBadTypesAreClientErrors) {

@@ -1,0 +1,331 @@
+#include "engine/chat.h"
+
+#include <chat.h>
+#include <common.h>
+#include <json-schema-to-grammar.h>
+#include <llama.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <regex>
+
+namespace kvstash::engine {
+
+namespace {
+
+common_json parse_json(const std::string& text, const char* what) {
+  try {
+    return common_json::parse(text);
+  } catch (const std::exception& e) {
+    throw ChatError(std::string(what) + " is not valid JSON: " + e.what());
+  }
+}
+
+common_reasoning_format reasoning_format(const std::string& name) {
+  if (name.empty() || name == "auto") return COMMON_REASONING_FORMAT_AUTO;
+  if (name == "none") return COMMON_REASONING_FORMAT_NONE;
+  if (name == "deepseek") return COMMON_REASONING_FORMAT_DEEPSEEK;
+  if (name == "deepseek-legacy") return COMMON_REASONING_FORMAT_DEEPSEEK_LEGACY;
+  throw ChatError("'reasoning_format' must be one of none, auto, deepseek, deepseek-legacy; got '" +
+                  name + "'");
+}
+
+common_chat_tool_choice tool_choice(const std::string& s) {
+  if (s == "auto") return COMMON_CHAT_TOOL_CHOICE_AUTO;
+  if (s == "none") return COMMON_CHAT_TOOL_CHOICE_NONE;
+  if (s == "required") return COMMON_CHAT_TOOL_CHOICE_REQUIRED;
+  throw ChatError("'tool_choice' must be auto, none, required or a function; got '" + s + "'");
+}
+
+// Tool-call ids are unique per server process; clients echo them back in tool messages.
+std::string next_tool_call_id() {
+  static std::atomic<uint64_t> n{0};
+  return "call_kvs" + std::to_string(++n);
+}
+
+// tool_choice "required" means the reply is tool calls (OpenAI). llama.cpp's tool grammar
+// still admits free text before the first call (`root ::= ... until-N? tool-calls`), which a
+// model can fill forever; drop that optional preamble from the root rule. Reasoning stays.
+// Where the rule has another shape the grammar is left as llama.cpp made it.
+std::string calls_only(const std::string& grammar) {
+  static const std::regex preamble(R"((^|\n)(root ::= [^\n]*?) until-[0-9]+\? (tool-calls?)[ ]*(\n|$))");
+  return std::regex_replace(grammar, preamble, "$1$2 $3$4", std::regex_constants::format_first_only);
+}
+
+ToolCall to_call(const common_chat_tool_call& c) { return {c.id, c.name, c.arguments}; }
+
+}  // namespace
+
+struct ChatParser::Impl {
+  common_chat_parser_params params;
+};
+
+ChatParser::ChatParser() : impl_(std::make_unique<Impl>()) {}
+ChatParser::~ChatParser() = default;
+
+struct ChatParser::Reply::State {
+  std::shared_ptr<const ChatParser> parser;
+  std::string text;
+  common_chat_msg msg;
+  std::vector<std::string> ids;
+  std::vector<size_t> announced;  // tool calls whose id and name were sent
+  bool broken = false;  // the format's parser gave up: the rest is plain content
+};
+
+ChatParser::Reply::Reply(std::shared_ptr<const ChatParser> p) : st_(std::make_unique<State>()) {
+  st_->parser = std::move(p);
+}
+ChatParser::Reply::~Reply() = default;
+ChatParser::Reply::Reply(Reply&&) noexcept = default;
+
+std::vector<ChatDelta> ChatParser::Reply::update(const std::string& text_added, bool partial) {
+  State& s = *st_;
+  s.text += text_added;
+  common_chat_msg next;
+  if (!s.broken) {
+    try {
+      next = common_chat_parse(s.text, partial, s.parser->impl_->params);
+    } catch (const std::exception&) {
+      // A partial reply may not parse yet; a final one that does not parse is plain content.
+      if (partial) return {};
+      s.broken = true;
+    }
+  }
+  if (s.broken) {
+    next = common_chat_msg();
+    next.role = "assistant";
+    next.content = s.text;
+  }
+  if (next.empty() && partial) return {};
+  next.set_tool_call_ids(s.ids, next_tool_call_id);
+  std::vector<common_chat_msg_diff> diffs;
+  try {
+    diffs = common_chat_msg_diff::compute_diffs(s.msg, next);
+  } catch (const std::exception&) {
+    if (partial) return {};  // a reparse that disagrees with what was sent: wait for more text
+  }
+  // A tool call is announced (id and name, once, complete) when its arguments begin or the
+  // reply ends: while partial, a name may still grow.
+  std::vector<ChatDelta> out;
+  auto announce = [&](size_t i, const std::string& args) {
+    ChatDelta c;
+    c.tool_index = static_cast<int>(i);
+    c.tool = {next.tool_calls[i].id, next.tool_calls[i].name, args};
+    s.announced.push_back(i);
+    out.push_back(std::move(c));
+  };
+  auto announced = [&](size_t i) {
+    return std::find(s.announced.begin(), s.announced.end(), i) != s.announced.end();
+  };
+  for (const auto& d : diffs) {
+    if (d.tool_call_index == std::string::npos) {
+      out.push_back({d.content_delta, d.reasoning_content_delta, -1, {}});
+      continue;
+    }
+    const size_t i = d.tool_call_index;
+    if (announced(i)) {
+      if (!d.tool_call_delta.arguments.empty()) {
+        ChatDelta c;
+        c.tool_index = static_cast<int>(i);
+        c.tool.arguments = d.tool_call_delta.arguments;
+        out.push_back(std::move(c));
+      }
+    } else if (!next.tool_calls[i].name.empty() &&
+               (!next.tool_calls[i].arguments.empty() || !partial)) {
+      announce(i, next.tool_calls[i].arguments);
+    }
+  }
+  if (!partial) {
+    for (size_t i = 0; i < next.tool_calls.size(); ++i) {
+      if (!announced(i) && !next.tool_calls[i].name.empty()) announce(i, next.tool_calls[i].arguments);
+    }
+  }
+  s.msg = std::move(next);
+  msg_.content = s.msg.content;
+  msg_.reasoning_content = s.msg.reasoning_content;
+  msg_.tool_calls.clear();
+  for (const auto& c : s.msg.tool_calls) msg_.tool_calls.push_back(to_call(c));
+  return out;
+}
+
+struct ChatTemplates::Impl {
+  const Model& model;
+  common_chat_templates_ptr tmpls;
+};
+
+ChatTemplates::ChatTemplates(const Model& model, const std::string& override_src)
+    : impl_(new Impl{model, nullptr}) {
+  try {
+    impl_->tmpls = common_chat_templates_init(model.get(), override_src);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(std::string("cannot load the chat template: ") + e.what());
+  }
+  if (!impl_->tmpls) throw std::runtime_error("cannot load the chat template");
+}
+
+ChatTemplates::~ChatTemplates() = default;
+
+std::string ChatTemplates::source() const {
+  return common_chat_templates_source(impl_->tmpls.get());
+}
+
+std::map<std::string, bool> ChatTemplates::caps() const {
+  return common_chat_templates_get_caps(impl_->tmpls.get());
+}
+
+ChatRender ChatTemplates::render(const ChatInput& in, bool with_prefixes) const {
+  common_chat_templates_inputs inputs;
+  try {
+    inputs.messages = common_chat_msgs_parse_oaicompat(parse_json(in.messages_json, "'messages'"));
+  } catch (const ChatError&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw ChatError(std::string("'messages': ") + e.what());
+  }
+  common_json tools_all;
+  if (!in.tools_json.empty()) {
+    tools_all = parse_json(in.tools_json, "'tools'");
+    try {
+      inputs.tools = common_chat_tools_parse_oaicompat(tools_all);
+    } catch (const std::exception& e) {
+      throw ChatError(std::string("'tools': ") + e.what());
+    }
+  }
+  inputs.tool_choice = tool_choice(in.tool_choice);
+  if (!in.tool_name.empty()) {
+    bool found = false;
+    for (const auto& t : inputs.tools) found = found || t.name == in.tool_name;
+    if (!found) {
+      throw ChatError("'tool_choice' names the function '" + in.tool_name +
+                      "', which is not among 'tools'");
+    }
+    inputs.tool_choice = COMMON_CHAT_TOOL_CHOICE_REQUIRED;
+  }
+  if (!inputs.tools.empty() && inputs.tool_choice != COMMON_CHAT_TOOL_CHOICE_NONE &&
+      !in.grammar.empty()) {
+    throw ChatError("'grammar' cannot be combined with 'tools'");
+  }
+  const auto caps = common_chat_templates_get_caps(impl_->tmpls.get());
+  inputs.parallel_tool_calls =
+      in.parallel_tool_calls.value_or(caps.count("supports_parallel_tool_calls") &&
+                                      caps.at("supports_parallel_tool_calls"));
+  inputs.json_schema = in.json_schema;
+  inputs.grammar = in.grammar;
+  inputs.add_generation_prompt = in.add_generation_prompt;
+  inputs.reasoning_format = reasoning_format(in.reasoning_format);
+  inputs.enable_thinking = in.enable_thinking.value_or(true);
+  inputs.chat_template_kwargs = in.template_kwargs;
+  for (const auto& [k, v] : in.template_kwargs) parse_json(v, ("chat_template_kwargs." + k).c_str());
+
+  auto apply = [&](const common_chat_templates_inputs& x) {
+    try {
+      return common_chat_templates_apply(impl_->tmpls.get(), x);
+    } catch (const std::exception& e) {
+      throw ChatError(std::string("the chat template cannot render this request: ") + e.what());
+    }
+  };
+  common_chat_params cp = apply(inputs);
+  if (!in.tool_name.empty()) {
+    // The prompt shows every tool (so it stays a cacheable prefix of the agent's other
+    // requests); the grammar and parser admit only the named one.
+    auto only = inputs;
+    std::erase_if(only.tools, [&](const common_chat_tool& t) { return t.name != in.tool_name; });
+    std::string prompt = std::move(cp.prompt);
+    cp = apply(only);
+    cp.prompt = std::move(prompt);
+  }
+  if (inputs.tool_choice == COMMON_CHAT_TOOL_CHOICE_REQUIRED) cp.grammar = calls_only(cp.grammar);
+
+  ChatRender r;
+  r.prompt = cp.prompt;
+  r.format = common_chat_format_name(cp.format);
+  r.stops = cp.additional_stops;
+  const llama_vocab* vocab = llama_model_get_vocab(impl_->model.get());
+
+  // The grammar: the format's (tool calls, or a schema it wove in), else the client's schema or
+  // grammar. A chat grammar starts at the generation prompt, which the prompt already holds.
+  if (!cp.grammar.empty()) {
+    r.grammar.grammar = cp.grammar;
+    r.grammar.lazy = cp.grammar_lazy;
+    if (!cp.grammar_lazy && !cp.generation_prompt.empty()) {
+      const auto toks = common_tokenize(vocab, cp.generation_prompt, false, true);
+      for (size_t i = 0; i < toks.size(); ++i) {
+        const std::string piece = common_token_to_piece(vocab, toks[i], true);
+        // Some tokenizers put a space before the first special token; the grammar has none.
+        if (i == 0 && !piece.empty() && std::isspace(static_cast<unsigned char>(piece[0])) &&
+            !std::isspace(static_cast<unsigned char>(cp.generation_prompt[0]))) {
+          continue;
+        }
+        r.grammar.prefill.push_back(toks[i]);
+      }
+    }
+  } else if (!in.json_schema.empty()) {
+    r.grammar.grammar = grammar_from_json_schema(in.json_schema);
+  } else {
+    r.grammar.grammar = in.grammar;
+  }
+  for (const auto& t : cp.grammar_triggers) {
+    switch (t.type) {
+      case COMMON_GRAMMAR_TRIGGER_TYPE_WORD:
+        r.grammar.trigger_patterns.push_back(regex_escape(t.value));
+        break;
+      case COMMON_GRAMMAR_TRIGGER_TYPE_PATTERN:
+        r.grammar.trigger_patterns.push_back(t.value);
+        break;
+      case COMMON_GRAMMAR_TRIGGER_TYPE_PATTERN_FULL: {
+        const auto& p = t.value;
+        r.grammar.trigger_patterns.push_back(
+            p.empty() ? "^$" : (p.front() != '^' ? "^" : "") + p + (p.back() != '$' ? "$" : ""));
+        break;
+      }
+      case COMMON_GRAMMAR_TRIGGER_TYPE_TOKEN:
+        r.grammar.trigger_tokens.push_back(t.token);
+        break;
+    }
+  }
+
+  auto parser = std::shared_ptr<ChatParser>(new ChatParser());
+  auto& pp = parser->impl_->params;
+  pp = common_chat_parser_params(cp);
+  pp.reasoning_format = inputs.reasoning_format;
+  pp.parse_tool_calls = !inputs.tools.empty() && inputs.tool_choice != COMMON_CHAT_TOOL_CHOICE_NONE;
+  if (!cp.parser.empty()) {
+    try {
+      pp.parser.load(cp.parser);
+    } catch (const std::exception& e) {
+      throw std::runtime_error(std::string("cannot load the chat format's parser: ") + e.what());
+    }
+  }
+  r.parser = std::move(parser);
+
+  if (with_prefixes) {
+    // Each prefix is rendered as the full prompt is, only shorter and without the generation
+    // prompt: a message start is where that rendering ends, if it is a prefix of the whole.
+    auto pin = inputs;
+    pin.add_generation_prompt = false;
+    pin.json_schema.clear();
+    pin.grammar.clear();
+    const auto all = inputs.messages;
+    for (size_t i = 1; i <= all.size(); ++i) {
+      pin.messages.assign(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(i));
+      try {
+        r.prefixes.push_back(common_chat_templates_apply(impl_->tmpls.get(), pin).prompt);
+      } catch (const std::exception&) {
+        r.prefixes.emplace_back();
+      }
+    }
+  }
+  return r;
+}
+
+std::string grammar_from_json_schema(const std::string& schema_json) {
+  common_json schema = parse_json(schema_json, "the JSON schema");
+  try {
+    return json_schema_to_grammar(schema);
+  } catch (const std::exception& e) {
+    throw ChatError(std::string("invalid JSON schema: ") + e.what());
+  }
+}
+
+}  // namespace kvstash::engine
