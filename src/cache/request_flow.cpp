@@ -85,6 +85,10 @@ bool RequestFlow::store_at(uint32_t n, Reason reason, std::span<const Token> pro
                            const std::string& protect_salt) {
   if (!cache_ || n == 0) return false;
   const bool snapshot_only = !e_.resumes_anywhere();
+  if (n > e_.tokens().size()) {
+    throw std::logic_error("store of " + std::to_string(n) + " tokens from a live state of " +
+                           std::to_string(e_.tokens().size()) + " (engine cleared without reset?)");
+  }
   const bool at_live_end = n == e_.tokens().size();
   if (snapshot_only && !at_live_end && checkpoint_.at != n) return false;
   const uint32_t C = e_.chunk();
@@ -237,5 +241,14 @@ PrefillReport RequestFlow::prefill(const std::vector<Token>& prompt, const Promp
 }
 
 void RequestFlow::shutdown() { store_live(Reason::kShutdown, {}, {}); }
+
+void RequestFlow::reset() {
+  e_.clear();
+  breaks_.clear();
+  computed_ = 0;
+  last_stored_ = 0;
+  prompt_len_ = 0;
+  checkpoint_ = {};
+}
 
 }  // namespace kvstash::cache
