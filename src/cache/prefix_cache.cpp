@@ -65,7 +65,10 @@ void PrefixCache::discover_remote_locked(const Chain& c) {
   const auto& chain = c.keys;
   size_t local = 0;
   while (local < chain.size() && index_.find(ObjKind::kChunk, chain[local])) ++local;
-  const std::vector<Key> rest(chain.begin() + local, chain.end());
+  // The remote copies of rejected objects are never taken again (other servers may upload them).
+  size_t usable = local;
+  while (usable < chain.size() && !rejected_.contains(chain[usable])) ++usable;
+  const std::vector<Key> rest(chain.begin() + local, chain.begin() + usable);
   const size_t more = remote_->chunk_depth(rest);
   for (size_t i = 0; i < more; ++i) {
     ObjectMeta m;
@@ -78,6 +81,7 @@ void PrefixCache::discover_remote_locked(const Chain& c) {
   }
   for (size_t k = 0; k <= local + more; ++k) {
     for (const ObjectMeta& e : remote_->entries_under(c.parent_of(k))) {
+      if (rejected_.contains(e.key)) continue;
       if (!index_.find(ObjKind::kEntry, e.key))
         index_.upsert(e, {}).on_remote = true;
       else
@@ -235,6 +239,32 @@ void PrefixCache::record_hit(const RestorePlan& plan, double load_seconds) {
   if (plan.entry) bump(ObjKind::kEntry, *plan.entry);
   ++st_.hits;
   st_.tokens_reused += plan.resume_at;
+}
+
+void PrefixCache::reject(const RestorePlan& plan, const std::string& why) {
+  std::lock_guard lock(mu_);
+  std::vector<ObjId> objs;
+  for (const Key& k : plan.chunks) objs.push_back({ObjKind::kChunk, k});
+  if (plan.entry) objs.push_back({ObjKind::kEntry, *plan.entry});
+  for (const auto& [kind, key] : objs) {
+    rejected_.insert(key);
+    Node* n = index_.find(kind, key);
+    if (!n) continue;
+    if (n->on_remote && remote_) remote_->remove(kind, key);
+    n->on_remote = false;
+    remove_locked(*n, "rejected", false);
+    ++st_.damaged;
+  }
+  // What hung below them is unreachable now; left behind, an entry would make a fresh store of
+  // this prefix look done ("existed") while its chunks are gone.
+  for (const auto& [kind, key] : index_.unreachable()) {
+    if (Node* n = index_.find(kind, key)) {
+      n->on_remote = false;
+      remove_locked(*n, "orphan", false);
+    }
+  }
+  log::warn("kv cache removed " + std::to_string(objs.size()) + " objects of a " +
+            std::to_string(plan.restore_tokens) + "-token prefix the engine refused: " + why);
 }
 
 void PrefixCache::record_miss() {
@@ -469,6 +499,7 @@ PrefixCache::StoreResult PrefixCache::store(const StoreRequest& req) {
       ram_->put(m, st, payload);
       index_.upsert(m, st).in_ram = true;
     }
+    rejected_.erase(m.key);  // freshly computed: no longer the bytes the engine refused
     if (Node* n = index_.find(m.kind, m.key); remote_ && !n->on_remote) {
       remote_->put(m, st, payload);  // queued: written behind, never blocking this request
       n->on_remote = true;

@@ -14,6 +14,7 @@
 #include <mutex>
 #include <span>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "cache/eviction.h"
@@ -78,6 +79,12 @@ class PrefixCache {
   // new plan() finds the next best prefix).
   std::optional<Loaded> load(const RestorePlan& plan);
   void record_hit(const RestorePlan& plan, double load_seconds);
+  // The engine refused the state `plan` loaded: its objects passed their checksums but do not
+  // form a state the engine accepts (e.g. written by a faulty build). Which of them is wrong
+  // cannot be told, so all are removed from every tier and counted as damaged, and this
+  // process never takes them from the remote tier again unless it stores them itself; otherwise
+  // every request for this prefix would load and refuse them again.
+  void reject(const RestorePlan& plan, const std::string& why);
   void record_miss();
 
   struct StoreRequest {
@@ -154,6 +161,7 @@ class PrefixCache {
   std::unique_ptr<tiers::RemoteTier> remote_;
   CacheStats st_;
   Histogram store_hist_, load_hist_;
+  std::unordered_set<Key, KeyHash> rejected_;  // refused by the engine (reject())
 };
 
 }  // namespace kvstash::cache

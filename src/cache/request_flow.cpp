@@ -186,9 +186,11 @@ PrefillReport RequestFlow::prefill(const std::vector<Token>& prompt, const Promp
           log::warn(std::string("kv cache restore failed, not served: ") + ex.what());
           ++rep.restore_failures;
           e_.clear();
+          cache_->reject(plan, ex.what());
         }
       }
-      plan = cache_->plan(prompt, info.boundaries, info.salt);  // the index forgot what failed
+      // load() or reject() removed what failed, so this plan is a different one.
+      plan = cache_->plan(prompt, info.boundaries, info.salt);
     }
     if (restore && rep.cached_tokens == 0) cache_->record_miss();
   }

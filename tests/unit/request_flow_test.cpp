@@ -60,6 +60,51 @@ size_t files_under(const std::string& dir) {
 
 }  // namespace
 
+// A faulty writer stored bytes that pass every checksum but are another prefix's KV: the engine
+// refuses them once, and they are gone, not loaded and refused again on every request.
+TEST(RequestFlow, PrefixTheEngineRefusesIsRemovedAndNeverPlannedAgain) {
+  fixtures::TempDir t;
+  const SimConfig sim;
+  PrefixCache c(cache_cfg(t.path, sim), fp());
+  const auto prompt = seq(1, 1000), other = seq(5000, 1000);
+  PrefixCache::StoreRequest req;
+  req.tokens = std::span(prompt).first(768);
+  req.chunk_payload = [&](uint32_t i) {
+    return SimEngine::kv_bytes(sim, other, i * sim.chunk, (i + 1) * sim.chunk);
+  };
+  req.entry_payload = [] { return encode_entry_payload({}); };
+  ASSERT_TRUE(c.store(req).stored);
+  ASSERT_EQ(c.plan(prompt, {}).resume_at, 768u);
+
+  SimEngine a(sim);
+  RequestFlow fa(a, &c, store_cfg());
+  const auto ra = fa.prefill(prompt, restore_only());
+  EXPECT_EQ(ra.restore_failures, 1u) << "the refused prefix was loaded again";
+  EXPECT_EQ(ra.cached_tokens, 0u);
+  EXPECT_EQ(a.wrong_states(), 1u);
+  EXPECT_EQ(a.tokens(), prompt) << "the request was prefilled instead";
+  EXPECT_EQ(c.plan(prompt, {}).resume_at, 0u);
+  EXPECT_EQ(c.stats().damaged, 3u) << "the plan's 3 chunks";
+  EXPECT_EQ(files_under(t.path), 0u) << "the entry below them is an orphan now";
+
+  // The next request (another slot) does not try them again.
+  SimEngine b(sim);
+  RequestFlow fb(b, &c, store_cfg());
+  PromptInfo full;
+  const auto rb = fb.prefill(prompt, full);  // stores the anchor from its own prefill
+  EXPECT_EQ(rb.restore_failures, 0u);
+  EXPECT_EQ(b.wrong_states(), 0u);
+
+  // What a fresh prefill stores under the same keys is served.
+  SimEngine d(sim);
+  RequestFlow fd(d, &c, store_cfg());
+  const auto rd = fd.prefill(prompt, restore_only());
+  EXPECT_EQ(rd.restore_failures, 0u);
+  EXPECT_EQ(rd.cached_tokens, 768u);
+  EXPECT_EQ(d.wrong_states(), 0u);
+  EXPECT_EQ(d.tokens(), prompt);
+}
+
 // After a failed request the server clears the slot: the flow must forget the state with it, or
 // the shutdown store would read tokens the engine no longer holds.
 TEST(RequestFlow, ResetForgetsTheLiveStateSoShutdownStoresNothing) {
