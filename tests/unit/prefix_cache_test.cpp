@@ -181,13 +181,21 @@ TEST(PrefixCache, IncomingPromptPrefixSurvivesTheLiveMissStore) {
 
 TEST(PrefixCache, PinnedPrefixIsNotEvicted) {
   TempDir t;
-  PrefixCache c(cfg(t.path, 7 * (kChunkBytes + tiers::kHeaderSize)), fp());
+  // The cache's clock: `a` is an hour older than `b`, so eviction takes `a` first unless its
+  // pin holds (no tie on millisecond ages left to the hash order).
+  int64_t now = 1'000'000'000;
+  auto config = cfg(t.path, 7 * (kChunkBytes + tiers::kHeaderSize));
+  config.clock = [&now] { return now; };
+  PrefixCache c(config, fp());
   const auto a = conv(800, 1), b = conv(800, 2), d = conv(800, 3);
   put(c, a);
   auto pin = c.pin(c.plan(a, {}));
+  now += 3'600'000;
   put(c, b);
   put(c, d);
-  EXPECT_EQ(c.plan(a, {}).resume_at, 768u);
+  EXPECT_GT(c.stats().evictions, 0u);
+  EXPECT_EQ(c.plan(a, {}).resume_at, 768u) << "the pinned prefix was evicted";
+  EXPECT_LT(c.plan(b, {}).resume_at, 768u) << "the newer one made room instead";
 }
 
 TEST(PrefixCache, SupersededContinuedEntryDroppedItsChunksStay) {
