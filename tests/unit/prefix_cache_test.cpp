@@ -15,6 +15,7 @@
 #include "synthetic_kv.h"
 #include "temp_dir.h"
 #include "tiers/disk_format.h"
+#include "util/hex.h"
 #include "util/log.h"
 
 using namespace kvstash;
@@ -42,6 +43,29 @@ void expect_restores(PrefixCache& c, std::span<const Token> prompt, uint32_t exp
   std::string err;
   EXPECT_EQ(fixtures::check_restore(c, prompt, &err), expect_resume);
   EXPECT_EQ(err, "");
+}
+
+// Whether `n` is one of the objects a store of `tokens` writes (its chunks and its entry).
+bool is_of(PrefixCache& c, std::span<const Token> tokens, const Node& n) {
+  const auto chain = chain_keys(c.root(), tokens, C);
+  const size_t k = tokens.size() / C;
+  if (n.meta.kind == ObjKind::kEntry) {
+    return n.meta.key == entry_key(k ? chain[k - 1] : c.root(), tokens.subspan(k * C));
+  }
+  return std::find(chain.begin(), chain.begin() + k, n.meta.key) != chain.begin() + k;
+}
+
+std::string file_of(const std::string& dir, const Node& n) {
+  return (fs::path(dir) / to_hex(fp()) / (n.meta.kind == ObjKind::kChunk ? "chunks" : "entries") /
+          (n.meta.key.hex() + ".kv"))
+      .string();
+}
+
+// Drops every file behind the cache's back (its index keeps what it knew).
+void remove_files(const std::string& dir) {
+  for (const auto& de : fs::recursive_directory_iterator(dir)) {
+    if (de.is_regular_file()) fs::remove(de.path());
+  }
 }
 
 CacheConfig cfg(const std::string& dir, uint64_t disk_budget = 1ull << 30) {
@@ -247,12 +271,22 @@ TEST(PrefixCache, RamOnlyObjectIsDemotedToDiskWhenEvictedFromRam) {
   const auto a = conv(800, 1);
   put(c, a);
   // Simulate a RAM-only copy: drop the files behind the cache's back, keep the index.
-  for (const auto& de : fs::recursive_directory_iterator(t.path)) {
-    if (de.is_regular_file()) fs::remove(de.path());
-  }
-  // No rescan happens because the index is told nothing; evicting from RAM demotes.
-  (void)c;  // the disk sync on the next store sees the files gone and keeps RAM copies
+  remove_files(t.path);
+  // The next store's disk sync sees the files gone and keeps the RAM copies; its own objects
+  // then push some of them out of RAM, which demotes them to disk.
   put(c, conv(800, 2));
+  const uint64_t ram_evictions = c.stats().evictions_by_reason["ram-cache-full"];
+  EXPECT_GT(ram_evictions, 0u);
+  size_t kept = 0, on_disk = 0;
+  for (const auto& n : c.objects()) {
+    if (!is_of(c, a, n)) continue;
+    ++kept;
+    if (n.in_ram) continue;
+    EXPECT_TRUE(n.on_disk);
+    on_disk += fs::exists(file_of(t.path, n));
+  }
+  EXPECT_EQ(kept, 4u) << "an object of a evicted from RAM was lost, not demoted";
+  EXPECT_EQ(on_disk, ram_evictions) << "what left RAM is on disk";
   expect_restores(c, a, 768);
 }
 
