@@ -362,11 +362,15 @@ bool PrefixCache::make_room_locked(tiers::Tier& tier, uint64_t budget, uint64_t 
       if (!n->on_disk && disk_ &&
           tier_bytes_locked(true) + disk_->object_size(n->meta) <= cfg_.disk_budget) {
         if (auto p = ram_->get(n->meta.kind, n->meta.key, nullptr)) {
-          if (disk_->put(n->meta, n->stats, *p).empty()) {
+          if (const std::string err = disk_->put(n->meta, n->stats, *p); err.empty()) {
             n->on_disk = true;
             st_.bytes_written += p->size();
             log::info("kv cache demoted tokens=" + std::to_string(n->meta.n_tokens) +
                       " size=" + format_size(p->size()) + " to disk");
+          } else {
+            ++st_.io_errors["demote"];
+            log::error("kv cache demotion to disk failed tokens=" +
+                       std::to_string(n->meta.n_tokens) + ", evicting the only copy: " + err);
           }
         }
       }
@@ -568,6 +572,11 @@ CacheStats PrefixCache::stats() {
   CacheStats s = st_;
   s.chunks = s.entries = 0;
   index_.for_each([&](Node& n) { (n.meta.kind == ObjKind::kChunk ? s.chunks : s.entries)++; });
+  if (disk_) {
+    const auto io = disk_->io_errors();
+    if (io.dir_fsync) s.io_errors["dir-fsync"] = io.dir_fsync;
+    if (io.stats_write) s.io_errors["stats-write"] = io.stats_write;
+  }
   s.disk_bytes = disk_ ? tier_bytes_locked(true) : 0;
   s.ram_bytes = ram_ ? tier_bytes_locked(false) : 0;
   if (remote_) s.remote = remote_->stats();

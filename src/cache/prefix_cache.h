@@ -54,6 +54,9 @@ struct CacheStats {
   uint64_t evictions = 0, stores = 0, stores_skipped = 0, damaged = 0;
   std::map<std::string, uint64_t> evictions_by_reason;  // disk-cache-full, ram-cache-full
   std::map<std::string, uint64_t> stores_by_reason;     // cold, continued, evict, shutdown, scope
+  // Failed I/O that did not fail a request, by operation: dir-fsync and stats-write (disk tier),
+  // demote (a RAM eviction could not keep the only copy on disk, so it was lost).
+  std::map<std::string, uint64_t> io_errors;
   uint64_t superseded_dropped = 0;  // continued entries dropped by a newer store (pr175)
   uint64_t own_writes_evicted = 0;  // objects a store evicted right after writing (issue157)
   std::optional<tiers::RemoteStats> remote;

@@ -73,6 +73,13 @@ std::string prometheus_metrics(SlotPool& pool, cache::PrefixCache* cache, int n_
                          it == s.evictions_by_reason.end() ? 0 : it->second});
   }
   family(out, "kvstash_cache_evictions_total", "counter", "Objects evicted, by reason.", evictions);
+  Samples io;
+  for (const char* op : {"dir-fsync", "stats-write", "demote"}) {
+    auto it = s.io_errors.find(op);
+    io.push_back({std::string("{op=\"") + op + "\"}", it == s.io_errors.end() ? 0 : it->second});
+  }
+  family(out, "kvstash_cache_io_errors_total", "counter",
+         "Failed cache I/O that did not fail a request (each is logged), by operation.", io);
   if (s.remote) {
     const auto& r = *s.remote;
     metric(out, "kvstash_cache_remote_up", "gauge", "1 while the remote tier answers.", r.up);

@@ -251,6 +251,7 @@ TEST_F(Server, EndpointsAnswerInTheirDocumentedShapes) {
   for (const char* name : {"kvstash_requests_total 2", "kvstash_cache_hits_total",
                            "kvstash_cache_bytes_written_total{tier=\"disk\"}",
                            "kvstash_cache_evictions_total{reason=\"disk-cache-full\"}",
+                           "kvstash_cache_io_errors_total{op=\"dir-fsync\"} 0",
                            "kvstash_cache_load_seconds_bucket", "kvstash_tokens_prefilled_total"}) {
     EXPECT_NE(m.raw.find(name), std::string::npos) << name;
   }

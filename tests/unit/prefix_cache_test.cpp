@@ -290,6 +290,38 @@ TEST(PrefixCache, RamOnlyObjectIsDemotedToDiskWhenEvictedFromRam) {
   expect_restores(c, a, 768);
 }
 
+// A RAM eviction whose demotion fails (the disk is full) loses the only copy: that is logged and
+// counted, not silent.
+TEST(PrefixCache, FailedDemotionIsLoggedAndCounted) {
+  TempDir t;
+  auto config = cfg(t.path);
+  config.ram_budget = 5 * kChunkBytes;
+  // The disk fills up after a's store (3 chunks and an entry) and two chunks of the next one,
+  // whose second chunk pushes a's entry out of RAM (as in the test above).
+  const size_t a_bytes = 4 * tiers::kHeaderSize + 3 * kChunkBytes + 24 + (800 - 768) * 16;
+  const size_t full = a_bytes + 2 * (tiers::kHeaderSize + kChunkBytes);
+  ::setenv("KVSTASH_FAULT_ENOSPC_AFTER", std::to_string(full).c_str(), 1);
+  PrefixCache c(config, fp());
+  ::unsetenv("KVSTASH_FAULT_ENOSPC_AFTER");
+  const auto a = conv(800, 1);
+  put(c, a);
+  remove_files(t.path);
+  std::vector<std::string> logs;
+  log::set_hook([&](const std::string& l) { logs.push_back(l); });
+  put(c, conv(800, 2));
+  log::set_hook(nullptr);
+  auto s = c.stats();
+  EXPECT_EQ(s.io_errors["demote"], 1u);
+  size_t said = 0;
+  for (const auto& l : logs)
+    said += l.find("kv cache demotion to disk failed") != std::string::npos;
+  EXPECT_EQ(said, 1u);
+  size_t lost = 0;
+  for (const auto& n : c.objects()) lost += is_of(c, a, n) && !n.in_ram && !n.on_disk;
+  EXPECT_EQ(lost, 0u) << "a lost object stays in the index";
+  EXPECT_EQ(s.entries, 0u) << "a's entry is lost, and the full disk refused the next store's";
+}
+
 TEST(PrefixCache, TwoProcessesShareOneDirectory) {
   TempDir t;
   PrefixCache a(cfg(t.path), fp());
