@@ -406,7 +406,8 @@ PrefixCache::StoreResult PrefixCache::store(const StoreRequest& req) {
     return res;
   }
 
-  // pr175: continued checkpoints this store makes redundant.
+  // Continued checkpoints this store makes redundant (strict prefixes of it): dropped, so one
+  // long prefill does not leave nested copies of itself.
   if (req.reason == Reason::kCold || req.reason == Reason::kContinued) {
     std::vector<EntryView> views;
     for (const Node* e : index_.entries_on_path(req.tokens, ch)) {
@@ -478,7 +479,8 @@ PrefixCache::StoreResult PrefixCache::store(const StoreRequest& req) {
   const uint64_t budget = disk_ ? cfg_.disk_budget : cfg_.ram_budget;
   const uint64_t incoming_bytes =
       disk_ ? payload_total + tiers::kHeaderSize * incoming.size() : payload_total;
-  // Before issue157's fix a store wrote first and then evicted, its own objects included.
+  // With protect_own_writes off (replay's seed-bug toggle) a store writes first and evicts
+  // afterwards, its own objects included: the store-then-evict thrash.
   const bool store_then_evict = !cfg_.evict.protect_own_writes;
   if (!store_then_evict && !make_room_locked(*primary, budget, incoming_bytes, incoming, parents,
                                              req.protect, req.protect_salt)) {

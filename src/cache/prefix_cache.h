@@ -57,8 +57,8 @@ struct CacheStats {
   // Failed I/O that did not fail a request, by operation: dir-fsync and stats-write (disk tier),
   // demote (a RAM eviction could not keep the only copy on disk, so it was lost).
   std::map<std::string, uint64_t> io_errors;
-  uint64_t superseded_dropped = 0;  // continued entries dropped by a newer store (pr175)
-  uint64_t own_writes_evicted = 0;  // objects a store evicted right after writing (issue157)
+  uint64_t superseded_dropped = 0;  // continued entries dropped by a newer store of a longer prefix
+  uint64_t own_writes_evicted = 0;  // objects a store evicted right after writing them
   std::optional<tiers::RemoteStats> remote;
 };
 
@@ -96,10 +96,10 @@ class PrefixCache {
     bool has_logits = false;
     std::function<std::vector<uint8_t>(uint32_t chunk_index)> chunk_payload;
     std::function<std::vector<uint8_t>()> entry_payload;
-    std::span<const Token> protect;  // the incoming prompt on a live miss (pr448)
+    std::span<const Token> protect;  // the incoming prompt on a live miss: its prefixes go last
     std::string salt;                // cache_salt of the stored prefix
     std::string protect_salt;        // cache_salt of the incoming prompt
-    bool drop_superseded = true;     // StoreConfig::drop_superseded (pr175)
+    bool drop_superseded = true;     // StoreConfig::drop_superseded
   };
   struct StoreResult {
     bool stored = false, existed = false;

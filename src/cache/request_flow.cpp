@@ -159,7 +159,8 @@ PrefillReport RequestFlow::prefill(const std::vector<Token>& prompt, const Promp
     log::info("kv cache live hit tokens=" + std::to_string(live));
   } else {
     // Live miss: the live state is about to be replaced, and may be the only copy (evict store).
-    // Prefixes of the incoming prompt are protected while it makes room (pr448).
+    // Prefixes of the incoming prompt are protected while it makes room: evicting them would
+    // throw away the hit this request is about to look up.
     if (!e_.tokens().empty()) {
       store_live(Reason::kEvict, prompt, info.salt);
       if (restore) plan = cache_->plan(prompt, info.boundaries, info.salt);
