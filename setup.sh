@@ -14,7 +14,8 @@ SUDO=""
 PKGS=(build-essential cmake git pkg-config ca-certificates
       libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev
       libcpp-httplib-dev libxxhash-dev libzstd-dev libssl-dev libhiredis-dev redis-server
-      clang libclang-rt-14-dev gnuplot-nox)
+      clang libclang-rt-14-dev gnuplot-nox
+      prometheus)  # for promtool: a test checks /metrics with Prometheus' own parser
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 # npm fetches the pinned llama.cpp; any npm will do (some machines ship Node.js outside Debian).
@@ -24,6 +25,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -q >&2
   $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+  # Only promtool is wanted: stop the Prometheus server the package starts under systemd.
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+    $SUDO systemctl disable --now prometheus.service >&2 || true
+  fi
 fi
 
 args=(-DCMAKE_BUILD_TYPE=Release)

@@ -4,7 +4,8 @@
 #   1. the whole suite (ctest: unit tests, and integration tests on real generated models, real
 #      servers on loopback, a real redis-server);
 #   2. the libFuzzer targets for a short run each (KVSTASH_FUZZ_RUNS, default 20000;
-#      1000000 is the full run);
+#      1000000 is the full run; KVSTASH_FUZZ_ARGS adds libFuzzer flags); any crash, leak, OOM or
+#      timeout fails the run;
 #   3. the unit and engine tests again under AddressSanitizer + UBSan (KVSTASH_SANITIZE=0 skips).
 # Extra arguments go to the first ctest (e.g. -R Server).
 set -euo pipefail
@@ -16,15 +17,30 @@ BUILD_DIR=${BUILD_DIR:-build}
 echo "== fuzzing (libFuzzer, ${KVSTASH_FUZZ_RUNS:-20000} runs per target)"
 cmake -S tests/fuzz -B build-fuzz -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build-fuzz -j"$(nproc)" >/dev/null
+# Any finding fails the run: a crash, leak, OOM or timeout makes libFuzzer exit non-zero and
+# write a crash-*, leak-*, oom-* or timeout-* file into $artifacts.
+artifacts=build-fuzz/artifacts
+rm -rf "$artifacts" && mkdir -p "$artifacts"
+fuzz_failed=0
 for t in cache_file http_request; do
   work=$(mktemp -d)
+  rc=0
   build-fuzz/fuzz_$t -runs="${KVSTASH_FUZZ_RUNS:-20000}" -max_len=4096 -print_final_stats=1 \
-    "$work" tests/fuzz/corpus/$t 2>&1 | grep -E "^Done|stat::number_of_executed_units|ERROR" || true
+    -artifact_prefix="$artifacts/" ${KVSTASH_FUZZ_ARGS:-} "$work" tests/fuzz/corpus/$t 2>&1 |
+    grep -E "^Done|stat::number_of_executed_units|ERROR|SUMMARY" || rc=${PIPESTATUS[0]}
   rm -rf "$work"
-  build-fuzz/fuzz_$t -runs=0 tests/fuzz/corpus/$t >/dev/null 2>&1  # the corpus itself still passes
+  if [ "$rc" != 0 ]; then echo "fuzz_$t failed (exit $rc)"; fuzz_failed=1; fi
+  # The corpus itself still passes.
+  if ! build-fuzz/fuzz_$t -runs=0 tests/fuzz/corpus/$t >/dev/null 2>&1; then
+    echo "fuzz_$t fails on its own corpus (tests/fuzz/corpus/$t)"
+    fuzz_failed=1
+  fi
 done
-# A crash leaves crash-* files behind; fail on any.
-if ls crash-* >/dev/null 2>&1; then echo "fuzzing found a crash: $(ls crash-*)"; exit 1; fi
+if [ -n "$(ls -A "$artifacts")" ]; then
+  echo "fuzzing found: $(ls "$artifacts") (in $artifacts)"
+  fuzz_failed=1
+fi
+[ "$fuzz_failed" = 0 ] || exit 1
 
 if [ "${KVSTASH_SANITIZE:-1}" = 1 ]; then
   echo "== AddressSanitizer + UBSan"

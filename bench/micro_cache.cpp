@@ -29,6 +29,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "cache/entry_payload.h"
@@ -142,6 +143,13 @@ double resident_fraction(const std::string& dir) {
 }
 
 // Checked once per cold benchmark: did POSIX_FADV_DONTNEED drop the pages?
+// google-benchmark 1.7 has no SkipWithMessage: a benchmark that cannot run here says so with
+// this prefix; any other SkipWithError is a failure, and the program exits 1 (so CI notices).
+constexpr std::string_view kSkipped = "skipped: ";
+void skip(benchmark::State& state, const std::string& why) {
+  state.SkipWithError((std::string(kSkipped) + why).c_str());
+}
+
 void check_cold(benchmark::State& state, const std::string& dir) {
   drop_pages(dir);
   const double r = resident_fraction(dir);
@@ -381,12 +389,17 @@ void BM_TierPut(benchmark::State& state) {
   tiers::DiskTier tier(dir, kFingerprint);
   std::mt19937_64 rng(5);
   std::vector<cache::Key> keys;
+  // After SkipWithError a benchmark must leave its loop (PauseTiming would abort).
   for (auto _ : state) {
     keys.clear();
-    for (size_t i = 0; i < n; ++i) {
+    std::string err;
+    for (size_t i = 0; i < n && err.empty(); ++i) {
       keys.push_back(random_key(rng));
-      const std::string err = tier.put(chunk_meta(keys.back(), bytes), {}, payload);
-      if (!err.empty()) state.SkipWithError(err.c_str());
+      err = tier.put(chunk_meta(keys.back(), bytes), {}, payload);
+    }
+    if (!err.empty()) {
+      state.SkipWithError(err.c_str());
+      break;
     }
     state.PauseTiming();
     for (const auto& k : keys) tier.remove(cache::ObjKind::kChunk, k);
@@ -417,9 +430,13 @@ void tier_get(benchmark::State& state, bool cold) {
     for (const auto& k : keys) {
       std::string why;
       auto p = tier.get(cache::ObjKind::kChunk, k, &why);
-      if (!p) state.SkipWithError(why.c_str());
+      if (!p) {
+        state.SkipWithError(why.c_str());
+        break;
+      }
       benchmark::DoNotOptimize(p);
     }
+    if (state.error_occurred()) break;
   }
   set_bytes(state, n * bytes);
   fs::remove_all(dir);
@@ -455,7 +472,10 @@ void BM_CacheStore(benchmark::State& state) {
   const auto toks = random_tokens(n * kChunk, 9);
   for (auto _ : state) {
     const auto res = pc.store(store_request(toks, payload));
-    if (!res.stored) state.SkipWithError(("not stored: " + res.skipped).c_str());
+    if (!res.stored) {
+      state.SkipWithError(("not stored: " + res.skipped).c_str());
+      break;
+    }
     state.PauseTiming();
     pc.clear();
     state.ResumeTiming();
@@ -480,9 +500,15 @@ void cache_load(benchmark::State& state, bool cold) {
       state.ResumeTiming();
     }
     const auto plan = pc.plan(toks, {});
-    if (plan.chunks.size() != n) state.SkipWithError("the plan does not cover the prefix");
+    if (plan.chunks.size() != n) {
+      state.SkipWithError("the plan does not cover the prefix");
+      break;
+    }
     auto loaded = pc.load(plan);
-    if (!loaded) state.SkipWithError("load failed");
+    if (!loaded) {
+      state.SkipWithError("load failed");
+      break;
+    }
     benchmark::DoNotOptimize(loaded);
   }
   set_bytes(state, n * bytes);
@@ -565,13 +591,13 @@ std::vector<uint8_t> shifted_chunk(const EngineFixture& f, uint32_t i) {
 void engine_restore(benchmark::State& state, bool cold) {
   EngineFixture* f = engine_fixture();
   if (!f) {
-    state.SkipWithError("set KVSTASH_BENCH_MODEL=model.gguf to measure the engine restore");
+    skip(state, "set KVSTASH_BENCH_MODEL=model.gguf to measure the engine restore");
     for (auto _ : state) {
     }
     return;
   }
   if (f->model->resume_kind() != engine::ResumeKind::kAnyBoundary || f->model->hybrid()) {
-    state.SkipWithError("the engine restore benchmark needs an attention-only model");
+    skip(state, "the engine restore benchmark needs an attention-only model");
     for (auto _ : state) {
     }
     return;
@@ -619,7 +645,10 @@ void engine_restore(benchmark::State& state, bool cold) {
     const auto t2 = Clock::now();
     t_load += std::chrono::duration<double>(t1 - t0).count();
     t_restore += std::chrono::duration<double>(t2 - t1).count();
-    if (s.tokens().size() != tokens) state.SkipWithError("restored the wrong number of tokens");
+    if (s.tokens().size() != tokens) {
+      state.SkipWithError("restored the wrong number of tokens");
+      break;
+    }
   }
   set_bytes(state, bytes);
   const double it = static_cast<double>(std::max<benchmark::IterationCount>(state.iterations(), 1));
@@ -635,7 +664,7 @@ void BM_EngineRestoreCold(benchmark::State& s) { engine_restore(s, true); }
 void engine_raw_read(benchmark::State& state, bool cold) {
   EngineFixture* f = engine_fixture();
   if (!f) {
-    state.SkipWithError("set KVSTASH_BENCH_MODEL=model.gguf to measure the engine restore");
+    skip(state, "set KVSTASH_BENCH_MODEL=model.gguf to measure the engine restore");
     for (auto _ : state) {
     }
     return;
@@ -656,6 +685,9 @@ class Recorder : public benchmark::ConsoleReporter {
 
   void ReportRuns(const std::vector<Run>& runs) override {
     for (const auto& r : runs) {
+      if (r.error_occurred && !r.error_message.starts_with(kSkipped)) {
+        failed_.push_back(r.benchmark_name() + ": " + r.error_message);
+      }
       if (r.error_occurred) continue;
       if (r.run_type == Run::RT_Aggregate && r.aggregate_name != "median") continue;
       auto it = r.counters.find("bytes_per_second");
@@ -669,6 +701,8 @@ class Recorder : public benchmark::ConsoleReporter {
     }
     ConsoleReporter::ReportRuns(runs);
   }
+
+  const std::vector<std::string>& failed() const { return failed_; }
 
   void print_ratios() const {
     static const struct {
@@ -700,6 +734,7 @@ class Recorder : public benchmark::ConsoleReporter {
 
  private:
   std::map<std::string, std::map<std::string, double>> rates_;
+  std::vector<std::string> failed_;  // benchmarks that reported an error
 };
 
 void register_all() {
@@ -804,10 +839,12 @@ int main(int argc, char** argv) {
 
   register_all();
   Recorder rec;
-  benchmark::RunSpecifiedBenchmarks(&rec);
+  const size_t ran = benchmark::RunSpecifiedBenchmarks(&rec);
   rec.print_ratios();
   benchmark::Shutdown();
   std::error_code ec;
   fs::remove_all(g_flags.dir, ec);
-  return 0;
+  for (const auto& f : rec.failed()) std::fprintf(stderr, "error: %s\n", f.c_str());
+  if (ran == 0) std::fprintf(stderr, "error: no benchmark matches the filter\n");
+  return rec.failed().empty() && ran > 0 ? 0 : 1;
 }

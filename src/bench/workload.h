@@ -38,7 +38,7 @@ using Workload = std::vector<Step>;
 //  - every session starts with a long system prompt: instructions, an environment block and tool
 //    schemas (system_tokens in all);
 //  - the environment block (date, working directory) sits early in the prompt and changes between
-//    groups of sessions, so a stored anchor stops matching (ds4 pr394);
+//    groups of sessions, so a stored anchor stops matching (the anchor refresh's case);
 //  - turns grow the conversation: an assistant tool call, its tool result, the next user message;
 //  - sessions run interleaved (several agents on one server), and each session spawns sub-agents
 //    that branch from its conversation so far;

@@ -4,11 +4,13 @@
 // chunk of its prefix. Only leaves are evicted (an object none of whose children remain), so every
 // object left is still restorable from the root. Among leaves the lowest score goes first:
 //   density (hits + 1) * tokens / bytes, times a recency boost 1 + K * 2^(-age / half_life)
-// so a just-written prefix outranks a stale one of equal density (ds4 follow-up to pr448).
-// Superseded continued entries are devalued once they are not recent; objects nothing can restore
-// from score zero. Never evicted: pinned objects (in use by a running request) and the objects of
-// the store making room (issue157: if the budget cannot be met without them, the store is skipped).
-// Prefixes of the incoming prompt are evicted only when nothing else is left (pr448).
+// so a just-written prefix outranks a stale one of equal density (density alone evicts a prefix
+// written a moment ago, before anything could hit it). Superseded continued entries are devalued
+// once they are not recent; objects nothing can restore from score zero. Never evicted: pinned
+// objects (in use by a running request) and the objects of the store making room (evicting them
+// would make the store pointless and the next request store them again, a thrash: if the budget
+// cannot be met without them, the store is skipped). Prefixes of the incoming prompt are evicted
+// only when nothing else is left: the store that precedes its lookup must not evict the hit.
 #pragma once
 
 #include <cstddef>
@@ -23,8 +25,8 @@ struct EvictConfig {
   double superseded_factor = 0.25;  // applied to superseded continued entries once not recent
   // Seed-bug toggles (`kvstash replay --before ...`): false brings back the behaviour a ds4
   // change fixed. (recency_boost = 0 is the ds4 score before its recency follow-up.)
-  bool protect_own_writes = true;       // issue157: a store never evicts what it just wrote
-  bool protect_incoming_prefix = true;  // pr448: prefixes of the incoming prompt go last
+  bool protect_own_writes = true;       // a store never evicts what it just wrote
+  bool protect_incoming_prefix = true;  // prefixes of the incoming prompt are evicted last
 };
 
 struct Candidate {

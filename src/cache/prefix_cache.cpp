@@ -65,7 +65,10 @@ void PrefixCache::discover_remote_locked(const Chain& c) {
   const auto& chain = c.keys;
   size_t local = 0;
   while (local < chain.size() && index_.find(ObjKind::kChunk, chain[local])) ++local;
-  const std::vector<Key> rest(chain.begin() + local, chain.end());
+  // The remote copies of rejected objects are never taken again (other servers may upload them).
+  size_t usable = local;
+  while (usable < chain.size() && !rejected_.contains(chain[usable])) ++usable;
+  const std::vector<Key> rest(chain.begin() + local, chain.begin() + usable);
   const size_t more = remote_->chunk_depth(rest);
   for (size_t i = 0; i < more; ++i) {
     ObjectMeta m;
@@ -78,6 +81,7 @@ void PrefixCache::discover_remote_locked(const Chain& c) {
   }
   for (size_t k = 0; k <= local + more; ++k) {
     for (const ObjectMeta& e : remote_->entries_under(c.parent_of(k))) {
+      if (rejected_.contains(e.key)) continue;
       if (!index_.find(ObjKind::kEntry, e.key))
         index_.upsert(e, {}).on_remote = true;
       else
@@ -237,6 +241,32 @@ void PrefixCache::record_hit(const RestorePlan& plan, double load_seconds) {
   st_.tokens_reused += plan.resume_at;
 }
 
+void PrefixCache::reject(const RestorePlan& plan, const std::string& why) {
+  std::lock_guard lock(mu_);
+  std::vector<ObjId> objs;
+  for (const Key& k : plan.chunks) objs.push_back({ObjKind::kChunk, k});
+  if (plan.entry) objs.push_back({ObjKind::kEntry, *plan.entry});
+  for (const auto& [kind, key] : objs) {
+    rejected_.insert(key);
+    Node* n = index_.find(kind, key);
+    if (!n) continue;
+    if (n->on_remote && remote_) remote_->remove(kind, key);
+    n->on_remote = false;
+    remove_locked(*n, "rejected", false);
+    ++st_.damaged;
+  }
+  // What hung below them is unreachable now; left behind, an entry would make a fresh store of
+  // this prefix look done ("existed") while its chunks are gone.
+  for (const auto& [kind, key] : index_.unreachable()) {
+    if (Node* n = index_.find(kind, key)) {
+      n->on_remote = false;
+      remove_locked(*n, "orphan", false);
+    }
+  }
+  log::warn("kv cache removed " + std::to_string(objs.size()) + " objects of a " +
+            std::to_string(plan.restore_tokens) + "-token prefix the engine refused: " + why);
+}
+
 void PrefixCache::record_miss() {
   std::lock_guard lock(mu_);
   ++st_.misses;
@@ -332,11 +362,15 @@ bool PrefixCache::make_room_locked(tiers::Tier& tier, uint64_t budget, uint64_t 
       if (!n->on_disk && disk_ &&
           tier_bytes_locked(true) + disk_->object_size(n->meta) <= cfg_.disk_budget) {
         if (auto p = ram_->get(n->meta.kind, n->meta.key, nullptr)) {
-          if (disk_->put(n->meta, n->stats, *p).empty()) {
+          if (const std::string err = disk_->put(n->meta, n->stats, *p); err.empty()) {
             n->on_disk = true;
             st_.bytes_written += p->size();
             log::info("kv cache demoted tokens=" + std::to_string(n->meta.n_tokens) +
                       " size=" + format_size(p->size()) + " to disk");
+          } else {
+            ++st_.io_errors["demote"];
+            log::error("kv cache demotion to disk failed tokens=" +
+                       std::to_string(n->meta.n_tokens) + ", evicting the only copy: " + err);
           }
         }
       }
@@ -372,7 +406,8 @@ PrefixCache::StoreResult PrefixCache::store(const StoreRequest& req) {
     return res;
   }
 
-  // pr175: continued checkpoints this store makes redundant.
+  // Continued checkpoints this store makes redundant (strict prefixes of it): dropped, so one
+  // long prefill does not leave nested copies of itself.
   if (req.reason == Reason::kCold || req.reason == Reason::kContinued) {
     std::vector<EntryView> views;
     for (const Node* e : index_.entries_on_path(req.tokens, ch)) {
@@ -444,7 +479,8 @@ PrefixCache::StoreResult PrefixCache::store(const StoreRequest& req) {
   const uint64_t budget = disk_ ? cfg_.disk_budget : cfg_.ram_budget;
   const uint64_t incoming_bytes =
       disk_ ? payload_total + tiers::kHeaderSize * incoming.size() : payload_total;
-  // Before issue157's fix a store wrote first and then evicted, its own objects included.
+  // With protect_own_writes off (replay's seed-bug toggle) a store writes first and evicts
+  // afterwards, its own objects included: the store-then-evict thrash.
   const bool store_then_evict = !cfg_.evict.protect_own_writes;
   if (!store_then_evict && !make_room_locked(*primary, budget, incoming_bytes, incoming, parents,
                                              req.protect, req.protect_salt)) {
@@ -469,6 +505,7 @@ PrefixCache::StoreResult PrefixCache::store(const StoreRequest& req) {
       ram_->put(m, st, payload);
       index_.upsert(m, st).in_ram = true;
     }
+    rejected_.erase(m.key);  // freshly computed: no longer the bytes the engine refused
     if (Node* n = index_.find(m.kind, m.key); remote_ && !n->on_remote) {
       remote_->put(m, st, payload);  // queued: written behind, never blocking this request
       n->on_remote = true;
@@ -537,6 +574,11 @@ CacheStats PrefixCache::stats() {
   CacheStats s = st_;
   s.chunks = s.entries = 0;
   index_.for_each([&](Node& n) { (n.meta.kind == ObjKind::kChunk ? s.chunks : s.entries)++; });
+  if (disk_) {
+    const auto io = disk_->io_errors();
+    if (io.dir_fsync) s.io_errors["dir-fsync"] = io.dir_fsync;
+    if (io.stats_write) s.io_errors["stats-write"] = io.stats_write;
+  }
   s.disk_bytes = disk_ ? tier_bytes_locked(true) : 0;
   s.ram_bytes = ram_ ? tier_bytes_locked(false) : 0;
   if (remote_) s.remote = remote_->stats();

@@ -14,6 +14,7 @@
 #include <mutex>
 #include <span>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "cache/eviction.h"
@@ -53,8 +54,11 @@ struct CacheStats {
   uint64_t evictions = 0, stores = 0, stores_skipped = 0, damaged = 0;
   std::map<std::string, uint64_t> evictions_by_reason;  // disk-cache-full, ram-cache-full
   std::map<std::string, uint64_t> stores_by_reason;     // cold, continued, evict, shutdown, scope
-  uint64_t superseded_dropped = 0;  // continued entries dropped by a newer store (pr175)
-  uint64_t own_writes_evicted = 0;  // objects a store evicted right after writing (issue157)
+  // Failed I/O that did not fail a request, by operation: dir-fsync and stats-write (disk tier),
+  // demote (a RAM eviction could not keep the only copy on disk, so it was lost).
+  std::map<std::string, uint64_t> io_errors;
+  uint64_t superseded_dropped = 0;  // continued entries dropped by a newer store of a longer prefix
+  uint64_t own_writes_evicted = 0;  // objects a store evicted right after writing them
   std::optional<tiers::RemoteStats> remote;
 };
 
@@ -78,6 +82,12 @@ class PrefixCache {
   // new plan() finds the next best prefix).
   std::optional<Loaded> load(const RestorePlan& plan);
   void record_hit(const RestorePlan& plan, double load_seconds);
+  // The engine refused the state `plan` loaded: its objects passed their checksums but do not
+  // form a state the engine accepts (e.g. written by a faulty build). Which of them is wrong
+  // cannot be told, so all are removed from every tier and counted as damaged, and this
+  // process never takes them from the remote tier again unless it stores them itself; otherwise
+  // every request for this prefix would load and refuse them again.
+  void reject(const RestorePlan& plan, const std::string& why);
   void record_miss();
 
   struct StoreRequest {
@@ -86,10 +96,10 @@ class PrefixCache {
     bool has_logits = false;
     std::function<std::vector<uint8_t>(uint32_t chunk_index)> chunk_payload;
     std::function<std::vector<uint8_t>()> entry_payload;
-    std::span<const Token> protect;  // the incoming prompt on a live miss (pr448)
+    std::span<const Token> protect;  // the incoming prompt on a live miss: its prefixes go last
     std::string salt;                // cache_salt of the stored prefix
     std::string protect_salt;        // cache_salt of the incoming prompt
-    bool drop_superseded = true;     // StoreConfig::drop_superseded (pr175)
+    bool drop_superseded = true;     // StoreConfig::drop_superseded
   };
   struct StoreResult {
     bool stored = false, existed = false;
@@ -154,6 +164,7 @@ class PrefixCache {
   std::unique_ptr<tiers::RemoteTier> remote_;
   CacheStats st_;
   Histogram store_hist_, load_hist_;
+  std::unordered_set<Key, KeyHash> rejected_;  // refused by the engine (reject())
 };
 
 }  // namespace kvstash::cache

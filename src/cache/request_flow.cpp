@@ -85,6 +85,10 @@ bool RequestFlow::store_at(uint32_t n, Reason reason, std::span<const Token> pro
                            const std::string& protect_salt) {
   if (!cache_ || n == 0) return false;
   const bool snapshot_only = !e_.resumes_anywhere();
+  if (n > e_.tokens().size()) {
+    throw std::logic_error("store of " + std::to_string(n) + " tokens from a live state of " +
+                           std::to_string(e_.tokens().size()) + " (engine cleared without reset?)");
+  }
   const bool at_live_end = n == e_.tokens().size();
   if (snapshot_only && !at_live_end && checkpoint_.at != n) return false;
   const uint32_t C = e_.chunk();
@@ -155,7 +159,8 @@ PrefillReport RequestFlow::prefill(const std::vector<Token>& prompt, const Promp
     log::info("kv cache live hit tokens=" + std::to_string(live));
   } else {
     // Live miss: the live state is about to be replaced, and may be the only copy (evict store).
-    // Prefixes of the incoming prompt are protected while it makes room (pr448).
+    // Prefixes of the incoming prompt are protected while it makes room: evicting them would
+    // throw away the hit this request is about to look up.
     if (!e_.tokens().empty()) {
       store_live(Reason::kEvict, prompt, info.salt);
       if (restore) plan = cache_->plan(prompt, info.boundaries, info.salt);
@@ -182,9 +187,11 @@ PrefillReport RequestFlow::prefill(const std::vector<Token>& prompt, const Promp
           log::warn(std::string("kv cache restore failed, not served: ") + ex.what());
           ++rep.restore_failures;
           e_.clear();
+          cache_->reject(plan, ex.what());
         }
       }
-      plan = cache_->plan(prompt, info.boundaries, info.salt);  // the index forgot what failed
+      // load() or reject() removed what failed, so this plan is a different one.
+      plan = cache_->plan(prompt, info.boundaries, info.salt);
     }
     if (restore && rep.cached_tokens == 0) cache_->record_miss();
   }
@@ -237,5 +244,14 @@ PrefillReport RequestFlow::prefill(const std::vector<Token>& prompt, const Promp
 }
 
 void RequestFlow::shutdown() { store_live(Reason::kShutdown, {}, {}); }
+
+void RequestFlow::reset() {
+  e_.clear();
+  breaks_.clear();
+  computed_ = 0;
+  last_stored_ = 0;
+  prompt_len_ = 0;
+  checkpoint_ = {};
+}
 
 }  // namespace kvstash::cache

@@ -74,6 +74,9 @@ class RequestFlow {
                         const std::function<bool(int, int, int)>& progress = nullptr);
   // Stores the live state (graceful exit).
   void shutdown();
+  // Drops the live state and everything the flow knew about it (after a failed request, whose
+  // state may be half-written), so no later store reads tokens the engine no longer holds.
+  void reset();
 
  private:
   uint32_t live_resume(const std::vector<Token>& prompt, const Breaks& breaks) const;

@@ -1,4 +1,4 @@
-// The scoped prefix policy (SPEC section 5, from lucebox pr364).
+// The scoped prefix policy (SPEC section 5): which prefix of a prompt the cache keeps.
 //
 // Agent prompts are a large stable context followed by a tail that changes on every request. With
 // `full`, the whole prompt is the cache scope and a changed tail can cost a hit. A scope caches a

@@ -16,7 +16,7 @@ ColdDecision cold_store(const PrefillFacts& f, const StoreConfig& c) {
   if (c.cold_max_tokens == 0) return d;
   const uint32_t anchor = anchor_position(f, c);
   if (anchor < c.min_tokens || anchor <= f.cached_tokens) return d;  // hit at or past the anchor
-  if (!c.refresh_anchor && f.cached_tokens > 0) return d;            // before pr394
+  if (!c.refresh_anchor && f.cached_tokens > 0) return d;            // no anchor refresh
   if (anchor > c.cold_max_tokens) {
     if (f.cached_tokens == 0) {
       d.hint = "kv cache cold store skipped: anchor of " + std::to_string(anchor) +

@@ -1,9 +1,10 @@
 // When to store: the checkpoint decisions of SPEC section 3, as pure functions over plain data.
 //
 // ds4-server learned these rules in production: the cold anchor (the stable chat prefix before the
-// last user turn), its refresh after a partial hit below it (pr394), continued checkpoints during
-// long prefills, and never two stores at one prefix length in a request (issue157). Each rule has
-// a unit test named after its scenario.
+// last user turn), its refresh after a partial hit below it (the stored anchor no longer matches),
+// continued checkpoints during long prefills, and never two stores at one prefix length in a
+// request (the second would write the same state again). Each rule has a unit test named after its
+// scenario.
 #pragma once
 
 #include <cstdint>
@@ -22,8 +23,8 @@ struct StoreConfig {
   uint32_t continued_interval = 10240;  // --cache-continued-interval: 0 disables
   // Seed-bug toggles (`kvstash replay --before ...`): false brings back the behaviour a ds4
   // change fixed, so a replay can show its effect. Servers keep the defaults.
-  bool refresh_anchor = true;     // pr394: store the anchor after a partial hit below it
-  bool drop_superseded = true;    // pr175: drop continued entries a new cold/continued supersedes
+  bool refresh_anchor = true;     // store the anchor after a partial hit below it
+  bool drop_superseded = true;    // drop continued entries a new cold/continued supersedes
   bool store_before_trim = true;  // store a live state before a partial live hit cuts it
 };
 
@@ -44,9 +45,9 @@ struct ColdDecision {
 uint32_t anchor_position(const PrefillFacts& f, const StoreConfig& c);
 
 // Cold store on a cold prefill; anchor refresh after a partial hit below the anchor, because the
-// lookup returning a shorter prefix proves the stored anchor no longer matches (pr394). Hits at
-// or past the anchor store nothing. With refresh_anchor off (before pr394) only a fully cold
-// prefill stores the anchor.
+// lookup returning a shorter prefix proves the stored anchor no longer matches (without the
+// refresh, every later request would pay the same partial prefill). Hits at or past the anchor
+// store nothing. With refresh_anchor off only a fully cold prefill stores the anchor.
 ColdDecision cold_store(const PrefillFacts& f, const StoreConfig& c);
 
 struct PlannedStore {
@@ -57,7 +58,7 @@ struct PlannedStore {
 
 // Every store this prefill makes, in position order: the cold anchor and continued checkpoints
 // every continued_interval tokens past the cached prefix. One store per position: where the cold
-// anchor lands on a continued boundary, only the cold store happens (issue157).
+// anchor lands on a continued boundary, only the cold store happens (not the same state twice).
 std::vector<PlannedStore> prefill_stores(const PrefillFacts& f, const StoreConfig& c,
                                          ColdDecision* cold_out = nullptr);
 
@@ -79,10 +80,10 @@ struct EntryView {
   bool prefix_of_new;  // its prefix is a prefix of the entry being stored
 };
 
-// pr175: continued entries that are strict prefixes of a new cold/continued entry are redundant
+// Continued entries that are strict prefixes of a new cold/continued entry are redundant
 // and dropped. Evict/shutdown stores drop nothing (their state may hold post-divergence tokens,
 // so the shorter continued entries remain the better match for what comes next). With
-// c.drop_superseded off (before pr175) nothing is dropped.
+// c.drop_superseded off nothing is dropped.
 std::vector<Key> superseded_by(Reason new_reason, uint32_t new_tokens,
                                const std::vector<EntryView>& existing, const StoreConfig& c = {});
 

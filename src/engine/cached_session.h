@@ -41,6 +41,8 @@ class CachedSession {
   }
   // Stores the live state (graceful exit).
   void shutdown() { flow_.shutdown(); }
+  // Clears the session and the flow's record of it (after a failed request).
+  void reset() { flow_.reset(); }
 
  private:
   Session& s_;

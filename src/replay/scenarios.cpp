@@ -144,8 +144,8 @@ Scenario pr175(Gen& g) {
   return s;
 }
 
-// lucebox pr364: agent prompts = a stable context (system, tools, AGENTS.md) + a tail that
-// changes on every request (recent tool results sliding by one, a retrieved memory block, the
+// pr364 (the scope policy): agent prompts = a stable context (system, tools, AGENTS.md) + a tail
+// that changes on every request (recent tool results sliding by one, a retrieved memory block, the
 // user's message). Compare the scope policies.
 Scenario pr364(Gen& g) {
   Scenario s;

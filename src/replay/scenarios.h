@@ -1,5 +1,7 @@
 // Synthetic, model-free traces for `kvstash replay --scenario NAME`: one per seed bug of SPEC
-// sections 3-5 (ds4 issue157, pr175, pr394, pr448; lucebox pr364) and a mixed agent workload.
+// sections 3-5, named like replay's --before values (issue157, pr175, pr394, pr448; pr364 for the
+// scope policy; each scenario's comment in scenarios.cpp says what it exercises) and a mixed agent
+// workload.
 // Tokens are random ids (seeded), laid out as chat messages with their boundaries and anchors.
 #pragma once
 

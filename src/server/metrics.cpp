@@ -1,13 +1,27 @@
 #include "server/metrics.h"
 
+#include <utility>
+#include <vector>
+
 namespace kvstash::server {
 
 namespace {
-void metric(std::string& out, const char* name, const char* type, const char* help, uint64_t value,
-            const std::string& labels = "") {
+
+// One family: HELP and TYPE once, then all its samples together (the text format refuses a
+// family named twice or split by another).
+using Samples = std::vector<std::pair<std::string, uint64_t>>;  // {labels, value}
+void family(std::string& out, const char* name, const char* type, const char* help,
+            const Samples& samples) {
   out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
-  out += std::string(name) + labels + " " + std::to_string(value) + "\n";
+  for (const auto& [labels, value] : samples) {
+    out += std::string(name) + labels + " " + std::to_string(value) + "\n";
+  }
 }
+void metric(std::string& out, const char* name, const char* type, const char* help,
+            uint64_t value) {
+  family(out, name, type, help, {{"", value}});
+}
+
 }  // namespace
 
 std::string prometheus_metrics(SlotPool& pool, cache::PrefixCache* cache, int n_slots) {
@@ -33,13 +47,17 @@ std::string prometheus_metrics(SlotPool& pool, cache::PrefixCache* cache, int n_
          s.misses);
   metric(out, "kvstash_cache_tokens_restored_total", "counter", "Tokens restored from the cache.",
          s.tokens_reused);
-  out += "# HELP kvstash_cache_bytes Bytes stored per tier.\n# TYPE kvstash_cache_bytes gauge\n";
-  out += "kvstash_cache_bytes{tier=\"disk\"} " + std::to_string(s.disk_bytes) + "\n";
-  out += "kvstash_cache_bytes{tier=\"ram\"} " + std::to_string(s.ram_bytes) + "\n";
-  metric(out, "kvstash_cache_bytes_written_total", "counter", "Bytes written to the disk tier.",
-         s.bytes_written, "{tier=\"disk\"}");
-  metric(out, "kvstash_cache_bytes_read_total", "counter", "Bytes read from the disk tier.",
-         s.bytes_read, "{tier=\"disk\"}");
+  family(out, "kvstash_cache_bytes", "gauge", "Bytes stored per tier.",
+         {{"{tier=\"disk\"}", s.disk_bytes}, {"{tier=\"ram\"}", s.ram_bytes}});
+  // Disk I/O, and the remote tier's when there is one.
+  Samples written = {{"{tier=\"disk\"}", s.bytes_written}};
+  Samples read = {{"{tier=\"disk\"}", s.bytes_read}};
+  if (s.remote) {
+    written.push_back({"{tier=\"remote\"}", s.remote->write_bytes});
+    read.push_back({"{tier=\"remote\"}", s.remote->read_bytes});
+  }
+  family(out, "kvstash_cache_bytes_written_total", "counter", "Bytes written per tier.", written);
+  family(out, "kvstash_cache_bytes_read_total", "counter", "Bytes read per tier.", read);
   metric(out, "kvstash_cache_entries", "gauge", "Entries (checkpoints) in the cache.", s.entries);
   metric(out, "kvstash_cache_chunks", "gauge", "KV chunks in the cache.", s.chunks);
   metric(out, "kvstash_cache_stores_total", "counter", "Stores written.", s.stores);
@@ -48,23 +66,25 @@ std::string prometheus_metrics(SlotPool& pool, cache::PrefixCache* cache, int n_
          s.stores_skipped);
   metric(out, "kvstash_cache_damaged_total", "counter", "Damaged objects detected and removed.",
          s.damaged);
-  out +=
-      "# HELP kvstash_cache_evictions_total Objects evicted, by reason.\n"
-      "# TYPE kvstash_cache_evictions_total counter\n";
+  Samples evictions;
   for (const char* reason : {"disk-cache-full", "ram-cache-full"}) {
     auto it = s.evictions_by_reason.find(reason);
-    out += std::string("kvstash_cache_evictions_total{reason=\"") + reason + "\"} " +
-           std::to_string(it == s.evictions_by_reason.end() ? 0 : it->second) + "\n";
+    evictions.push_back({std::string("{reason=\"") + reason + "\"}",
+                         it == s.evictions_by_reason.end() ? 0 : it->second});
   }
+  family(out, "kvstash_cache_evictions_total", "counter", "Objects evicted, by reason.", evictions);
+  Samples io;
+  for (const char* op : {"dir-fsync", "stats-write", "demote"}) {
+    auto it = s.io_errors.find(op);
+    io.push_back({std::string("{op=\"") + op + "\"}", it == s.io_errors.end() ? 0 : it->second});
+  }
+  family(out, "kvstash_cache_io_errors_total", "counter",
+         "Failed cache I/O that did not fail a request (each is logged), by operation.", io);
   if (s.remote) {
     const auto& r = *s.remote;
     metric(out, "kvstash_cache_remote_up", "gauge", "1 while the remote tier answers.", r.up);
     metric(out, "kvstash_cache_remote_writes_total", "counter",
            "Objects written to the remote tier.", r.writes);
-    metric(out, "kvstash_cache_bytes_written_total", "counter", "Bytes written to the remote tier.",
-           r.write_bytes, "{tier=\"remote\"}");
-    metric(out, "kvstash_cache_bytes_read_total", "counter", "Bytes read from the remote tier.",
-           r.read_bytes, "{tier=\"remote\"}");
     metric(out, "kvstash_cache_remote_reads_total", "counter", "Objects read from the remote tier.",
            r.reads);
     metric(out, "kvstash_cache_remote_dropped_total", "counter",

@@ -221,8 +221,9 @@ void SlotPool::execute(Slot& s, Job& job) {
     r.finish_reason = "error";
     r.error = e.what();
     log::error("slot " + std::to_string(s.id) + ": " + e.what());
-    // The live state may be half-written: start the next request from a clean slot.
-    s.session->clear();
+    // The live state may be half-written: start the next request from a clean slot, and make
+    // sure the shutdown store does not save a state that is gone.
+    s.cached->reset();
   }
   job.on_done(r);
 }

@@ -58,9 +58,13 @@ bool read_all(int fd, uint8_t* p, size_t n, off_t off) {
   return true;
 }
 
-void fsync_dir(const std::string& dir) {
-  Fd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY));
-  if (d.fd >= 0) ::fsync(d.fd);
+// Returns an error message, empty on success.
+std::string fsync_dir(const std::string& dir, bool fault) {
+  Fd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (d.fd < 0) return "cannot open " + dir + ": " + errno_text();
+  if (fault) errno = EIO;
+  if (fault || ::fsync(d.fd) != 0) return "fsync of " + dir + " failed: " + errno_text();
+  return {};
 }
 
 int64_t mtime_ns(const std::string& path) {
@@ -75,6 +79,7 @@ DiskTier::DiskTier(const std::string& root, const Fingerprint16& fingerprint) : 
   if (root.empty()) throw std::invalid_argument("the disk cache needs a directory");
   if (const char* f = std::getenv("KVSTASH_FAULT_ENOSPC_AFTER"))
     fault_after_ = std::strtoull(f, nullptr, 10);
+  fault_dir_fsync_ = std::getenv("KVSTASH_FAULT_DIR_FSYNC") != nullptr;
   dir_ = (fs::path(root) / to_hex(fingerprint)).string();
   for (const char* sub : {"chunks", "entries", "tmp"}) {
     std::error_code ec;
@@ -117,8 +122,14 @@ std::string DiskTier::put(const cache::ObjectMeta& meta, const cache::ObjectStat
     ::unlink(tmp.c_str());
     return err;
   }
-  fsync_dir(dir_ + "/" + subdir(meta.kind));
   written_ += header.size() + payload.size();
+  // The file is complete under its name either way; without this fsync a power loss may only
+  // undo the rename (the object is then absent, never torn), so the put stands.
+  if (const std::string e = fsync_dir(dir_ + "/" + subdir(meta.kind), fault_dir_fsync_);
+      !e.empty()) {
+    ++dir_fsync_errors_;
+    log::warn("kv cache " + e + ": " + meta.key.hex() + " may not survive a power loss");
+  }
   return {};
 }
 
@@ -160,7 +171,13 @@ void DiskTier::update_stats(cache::ObjKind kind, const cache::Key& key,
   Fd f(::open(path(kind, key).c_str(), O_WRONLY | O_CLOEXEC));
   if (f.fd < 0) return;  // evicted meanwhile: nothing to update
   const auto b = encode_stats(stats);
-  (void)!::pwrite(f.fd, b.data(), b.size(), kStatsOffset);
+  // The statistics lie outside the checksums: a failed write costs eviction accuracy only.
+  const bool fault = written_ + b.size() > fault_after_;
+  if (fault) errno = ENOSPC;
+  if (fault || ::pwrite(f.fd, b.data(), b.size(), kStatsOffset) != static_cast<ssize_t>(b.size())) {
+    ++stats_write_errors_;
+    log::warn("kv cache usage statistics write to " + path(kind, key) + " failed: " + errno_text());
+  }
 }
 
 std::optional<StoredObject> DiskTier::probe(cache::ObjKind kind, const cache::Key& key) {

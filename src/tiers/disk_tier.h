@@ -13,6 +13,7 @@
 // writes when a directory's modification time changes (see changed_since()).
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <string>
 
@@ -51,15 +52,25 @@ class DiskTier : public Tier {
   // True if a file was added or removed since the last call (directory modification times).
   bool changed_since_last_check();
 
+  // I/O errors that leave the object usable, so put() and update_stats() do not fail on them:
+  // the directory fsync after a rename, and the usage-statistics write. Each is logged.
+  struct IoErrors {
+    uint64_t dir_fsync = 0, stats_write = 0;
+  };
+  IoErrors io_errors() const { return {dir_fsync_errors_.load(), stats_write_errors_.load()}; }
+
   const std::string& dir() const { return dir_; }
   std::string path(cache::ObjKind kind, const cache::Key& key) const;
 
  private:
   std::string dir_;  // DIR/<fingerprint>
   Fingerprint16 fp_;
-  // Fault injection for tests ($KVSTASH_FAULT_ENOSPC_AFTER=N): writes fail with ENOSPC once
-  // this process has written N bytes, as on a full disk.
+  // Fault injection for tests: $KVSTASH_FAULT_ENOSPC_AFTER=N: writes (objects and statistics)
+  // fail with ENOSPC once this process has written N bytes, as on a full disk;
+  // $KVSTASH_FAULT_DIR_FSYNC (set): directory fsyncs fail with EIO.
   uint64_t fault_after_ = UINT64_MAX, written_ = 0;
+  bool fault_dir_fsync_ = false;
+  std::atomic<uint64_t> dir_fsync_errors_{0}, stats_write_errors_{0};
   int64_t seen_mtime_ns_ = -1;
 };
 

@@ -17,11 +17,13 @@ namespace {
 
 using nlohmann::json;
 
-bool have_llama_server() {
+// The llama.cpp build (cmake/llama.sh) always makes llama-server beside libllama, so a missing
+// one is a broken build: the test fails rather than measure kvstash alone.
+std::string llama_server() {
 #ifdef KVSTASH_TEST_LLAMA_SERVER
-  return std::filesystem::exists(KVSTASH_TEST_LLAMA_SERVER);
+  return KVSTASH_TEST_LLAMA_SERVER;
 #else
-  return false;
+  return "";
 #endif
 }
 
@@ -50,22 +52,18 @@ TEST(BenchSmoke, AgentWorkloadAgainstKvstashAndLlamaServer) {
                                    dir.path + "/out",
                                    "--write-token-trace",
                                    dir.path + "/tokens.jsonl"};
-  const bool peer = have_llama_server();
-  if (peer) {
-#ifdef KVSTASH_TEST_LLAMA_SERVER
-    args.insert(args.end(), {"--llama-server", KVSTASH_TEST_LLAMA_SERVER});
-#endif
-  } else {
-    std::cerr << "llama-server not built: running kvstash alone\n";
-    args.insert(args.end(), {"--servers", "kvstash"});
-  }
+  const std::string peer = llama_server();
+  ASSERT_TRUE(!peer.empty() && std::filesystem::exists(peer))
+      << "llama-server not found (" << (peer.empty() ? "no llama.cpp prefix" : peer)
+      << "): the llama.cpp build makes it; rebuild it (cmake/llama.sh)";
+  args.insert(args.end(), {"--llama-server", peer});
   const auto r = run_kvstash(args);
   ASSERT_EQ(r.rc, 0) << r.out << r.err;
 
   std::ifstream f(dir.path + "/out/report.json");
   ASSERT_TRUE(f) << "no report.json";
   const json rep = json::parse(f);
-  ASSERT_EQ(rep["servers"].size(), peer ? 2u : 1u);
+  ASSERT_EQ(rep["servers"].size(), 2u);
   const json& kv = rep["servers"][0];
   EXPECT_EQ(kv["name"], "kvstash");
   ASSERT_FALSE(kv["failed"].get<bool>()) << kv["error"];
@@ -86,16 +84,14 @@ TEST(BenchSmoke, AgentWorkloadAgainstKvstashAndLlamaServer) {
   EXPECT_GT(kv["totals"]["bytes_written"].get<double>(), 0);
   EXPECT_EQ(kv["startup_s"].size(), 2u);
 
-  if (peer) {
-    const json& ls = rep["servers"][1];
-    EXPECT_EQ(ls["name"], "llama-server");
-    ASSERT_FALSE(ls["failed"].get<bool>()) << ls["error"];
-    ASSERT_EQ(ls["requests"].size(), 6u);
-    for (size_t i = 0; i < 6; ++i) {
-      // Both servers saw the same prompts: a fair comparison.
-      EXPECT_EQ(ls["requests"][i]["server_prompt_tokens"], kv["requests"][i]["prompt_tokens"])
-          << "request " << i;
-    }
+  const json& ls = rep["servers"][1];
+  EXPECT_EQ(ls["name"], "llama-server");
+  ASSERT_FALSE(ls["failed"].get<bool>()) << ls["error"];
+  ASSERT_EQ(ls["requests"].size(), 6u);
+  for (size_t i = 0; i < 6; ++i) {
+    // Both servers saw the same prompts: a fair comparison.
+    EXPECT_EQ(ls["requests"][i]["server_prompt_tokens"], kv["requests"][i]["prompt_tokens"])
+        << "request " << i;
   }
   for (const char* file : {"report.md", "requests-kvstash.tsv", "kvstash.log"}) {
     EXPECT_TRUE(std::filesystem::exists(dir.path + "/out/" + file)) << file;

@@ -1,9 +1,12 @@
 // Bit-exactness of restored states against fresh prefills, on real generated models:
-// attention-only (qwen3 shape) and hybrid attention + gated delta net (qwen35 shape).
+// attention-only (qwen3 shape) and hybrid attention + gated delta net (qwen35 shape), each with
+// flash attention on and off (off, llama.cpp stores V transposed: another KV layout to cut into
+// chunks and put back).
 #include <gtest/gtest.h>
 
 #include <cstring>
 
+#include "engine/kv_blob.h"
 #include "engine/session.h"
 #include "test_models.h"
 
@@ -16,10 +19,19 @@ namespace {
 constexpr int kGreedy = 32;
 constexpr size_t kPrompt = 700;  // chunks of 256: boundaries at 256 and 512, end inside a chunk
 
-engine::SessionOptions opts() {
+struct Param {
+  std::string shape;  // tiny | hybrid-tiny
+  bool flash_attn;
+};
+void PrintTo(const Param& p, std::ostream* os) {
+  *os << p.shape << (p.flash_attn ? "" : ", flash attention off");
+}
+
+engine::SessionOptions opts(bool flash_attn) {
   engine::SessionOptions o;
   o.n_ctx = 1024;
   o.chunk = 256;
+  o.flash_attn = flash_attn;
   return o;
 }
 
@@ -50,9 +62,10 @@ void expect_same(const Trace& a, const Trace& b) {
       << "logits after the continuation differ";
 }
 
-class EngineRestore : public ::testing::TestWithParam<std::string> {
+class EngineRestore : public ::testing::TestWithParam<Param> {
  protected:
-  engine::Model& m() { return fixtures::model(GetParam()); }
+  engine::Model& m() { return fixtures::model(GetParam().shape); }
+  engine::SessionOptions opts() { return ::opts(GetParam().flash_attn); }
   std::vector<Token> prompt() { return fixtures::prompt_tokens(m(), kPrompt); }
 
   // The prompt's content-derived batch breaks (as a server passes chat message starts).
@@ -112,6 +125,9 @@ TEST_P(EngineRestore, PrefixRebuiltFromRangeChunks) {
     chunks.push_back(s.extract_kv(0, 256));
     chunks.push_back(s.extract_kv(256, 512));
   }
+  // The layout under test: V transposed exactly when flash attention is off.
+  EXPECT_EQ(engine::parse_kv_section(chunks[0], m().cell_ext_size()).v_trans,
+            !GetParam().flash_attn);
   Session r(m(), opts());
   const auto p = prompt();
   r.restore_chunks({chunks[0], chunks[1]}, partial, {p.begin(), p.begin() + 512}, logits);
@@ -138,7 +154,7 @@ TEST_P(EngineRestore, TrimToBoundaryWhereAllowed) {
 }
 
 TEST_P(EngineRestore, RefusesStateOfAnotherModel) {
-  const std::string other = GetParam() == "tiny" ? "hybrid-tiny" : "tiny";
+  const std::string other = GetParam().shape == "tiny" ? "hybrid-tiny" : "tiny";
   Session a(fixtures::model(other), opts());
   a.prefill(fixtures::prompt_tokens(fixtures::model(other), 300));
   const auto snap = a.snapshot();
@@ -157,7 +173,7 @@ TEST_P(EngineRestore, RefusesStateOfAnotherModel) {
 TEST_P(EngineRestore, RefusesStateWithOtherKvSettings) {
   auto q8 = opts();
   q8.type_k = "q8_0";
-  q8.type_v = "q8_0";
+  if (q8.flash_attn) q8.type_v = "q8_0";  // llama.cpp quantizes V only with flash attention
   Session a(m(), q8);
   a.prefill(fixtures::prompt_tokens(m(), 300));
   auto snap = a.snapshot();
@@ -170,10 +186,12 @@ TEST_P(EngineRestore, RefusesStateWithOtherKvSettings) {
   EXPECT_TRUE(b.tokens().empty());
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, EngineRestore, ::testing::Values("tiny", "hybrid-tiny"),
+INSTANTIATE_TEST_SUITE_P(Models, EngineRestore,
+                         ::testing::Values(Param{"tiny", true}, Param{"hybrid-tiny", true},
+                                           Param{"tiny", false}, Param{"hybrid-tiny", false}),
                          [](const auto& info) {
-                           return info.param == "tiny" ? std::string("Attention")
-                                                       : std::string("Hybrid");
+                           return std::string(info.param.shape == "tiny" ? "Attention" : "Hybrid") +
+                                  (info.param.flash_attn ? "" : "NoFlashAttn");
                          });
 
 }  // namespace

@@ -122,6 +122,37 @@ TEST(RemoteTier, DamagedRemoteObjectIsNeverServed) {
   EXPECT_EQ(b.stats().remote->damaged, 1u);
 }
 
+// Objects the engine refused (cache::RequestFlow reports them through reject()) are deleted from
+// the shared tier, and this server never takes them from it again unless it stores them itself.
+TEST(RemoteTier, PrefixTheEngineRefusedIsDeletedAndNotTakenAgain) {
+  fixtures::RedisProcess redis;
+  TempDir a_dir, b_dir, c_dir, d_dir;
+  cache::PrefixCache a(cfg(a_dir.path, redis.url()), fp());
+  const auto tokens = fixtures::conv(1100, 12);
+  fixtures::put(a, std::span(tokens).first(1050));
+  ASSERT_TRUE(a.drain_remote(5000));
+  cache::PrefixCache b(cfg(b_dir.path, redis.url()), fp());
+  const auto plan = b.plan(tokens, {});
+  ASSERT_EQ(plan.resume_at, 1024u);
+  ASSERT_TRUE(b.load(plan));
+  b.reject(plan, "refused by the engine");
+  EXPECT_EQ(b.plan(tokens, {}).resume_at, 0u);
+  const auto chain = cache::chain_keys(a.root(), tokens, fixtures::kSynthChunk);
+  EXPECT_EQ(redis.cli("EXISTS " + redis_chunk_key(chain[0])), "0\n");
+  cache::PrefixCache c(cfg(c_dir.path, redis.url()), fp());
+  EXPECT_EQ(c.plan(tokens, {}).resume_at, 0u) << "another server finds nothing either";
+  // A server that never refused them uploads the same keys again: b does not take them back.
+  cache::PrefixCache d(cfg(d_dir.path, redis.url()), fp());
+  fixtures::put(d, std::span(tokens).first(1050));
+  ASSERT_TRUE(d.drain_remote(5000));
+  EXPECT_EQ(b.plan(tokens, {}).resume_at, 0u);
+  // Until it stores the prefix itself.
+  fixtures::put(b, std::span(tokens).first(1050));
+  std::string err;
+  EXPECT_EQ(fixtures::check_restore(b, tokens, &err), 1024u);
+  EXPECT_EQ(err, "");
+}
+
 TEST(RemoteTier, OutageDegradesToLocalOnlyAndRecovers) {
   auto redis = std::make_unique<fixtures::RedisProcess>();
   const int port = redis->port();

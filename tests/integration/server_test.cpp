@@ -3,11 +3,14 @@
 #include <httplib.h>
 #include <signal.h>
 
+#include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <future>
 #include <nlohmann/json.hpp>
 
 #include "http_helpers.h"
+#include "redis_process.h"
 #include "server_process.h"
 #include "temp_dir.h"
 #include "test_models.h"
@@ -248,8 +251,36 @@ TEST_F(Server, EndpointsAnswerInTheirDocumentedShapes) {
   for (const char* name : {"kvstash_requests_total 2", "kvstash_cache_hits_total",
                            "kvstash_cache_bytes_written_total{tier=\"disk\"}",
                            "kvstash_cache_evictions_total{reason=\"disk-cache-full\"}",
+                           "kvstash_cache_io_errors_total{op=\"dir-fsync\"} 0",
                            "kvstash_cache_load_seconds_bucket", "kvstash_tokens_prefilled_total"}) {
     EXPECT_NE(m.raw.find(name), std::string::npos) << name;
+  }
+}
+
+// /metrics through Prometheus' own parser and linter (`promtool check metrics`, Debian's
+// prometheus package), with the remote tier's families too: a family named twice, or split by
+// another, is a scrape error.
+TEST_F(Server, MetricsAreValidPrometheusTextWithAndWithoutARemoteTier) {
+  ASSERT_EQ(std::system("command -v promtool >/dev/null"), 0)
+      << "promtool is missing: install Debian's prometheus package (setup.sh does)";
+  fixtures::RedisProcess redis;
+  for (const bool remote : {false, true}) {
+    SCOPED_TRACE(remote ? "with --cache-remote" : "local tiers only");
+    fixtures::ServerProcess srv(
+        remote ? base({"--cache-remote", redis.url(), "--cache-ram-budget", "64M"}) : base());
+    ASSERT_EQ(post(srv.port(), "/v1/chat/completions", chat_body(agent(3, 1), 2)).status, 200);
+    const Reply m = get(srv.port(), "/metrics");
+    ASSERT_EQ(m.status, 200);
+    EXPECT_EQ(m.raw.find("kvstash_cache_remote_up") != std::string::npos, remote);
+    const std::string file = dir.path + "/metrics.txt";
+    std::ofstream(file) << m.raw;
+    std::string out;
+    FILE* p = ::popen(("promtool check metrics < " + file + " 2>&1").c_str(), "r");
+    ASSERT_NE(p, nullptr);
+    char buf[4096];
+    for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+    const int status = ::pclose(p);
+    EXPECT_EQ(status, 0) << "promtool: " << out << "\n" << m.raw;
   }
 }
 

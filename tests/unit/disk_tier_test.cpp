@@ -3,15 +3,15 @@
 
 #include <gtest/gtest.h>
 #include <unistd.h>
-
-#include <filesystem>
-#include <cstring>
-#include <fstream>
-
 #include <xxhash.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 
 #include "temp_dir.h"
 #include "tiers/disk_format.h"
+#include "util/log.h"
 
 using namespace kvstash;
 using namespace kvstash::tiers;
@@ -178,4 +178,30 @@ TEST(DiskTier, NamespacesOfDifferentFingerprintsAreSeparate) {
   a.put(meta(1), {}, payload(100, 1));
   EXPECT_FALSE(b.get(cache::ObjKind::kChunk, {1, 1}, nullptr));
   EXPECT_EQ(scan_count(b), 0u);
+}
+
+// Failures that leave the object usable are not errors of put()/update_stats(), but they are
+// logged and counted, never silent.
+TEST(DiskTier, FailedDirectoryFsyncAndStatsWriteAreLoggedAndCounted) {
+  TempDir t;
+  ::setenv("KVSTASH_FAULT_DIR_FSYNC", "1", 1);
+  ::setenv("KVSTASH_FAULT_ENOSPC_AFTER", std::to_string(kHeaderSize + 100).c_str(), 1);
+  DiskTier d(t.path, fp(1));
+  ::unsetenv("KVSTASH_FAULT_DIR_FSYNC");
+  ::unsetenv("KVSTASH_FAULT_ENOSPC_AFTER");
+  std::vector<std::string> logs;
+  log::set_hook([&](const std::string& l) { logs.push_back(l); });
+  EXPECT_EQ(d.put(meta(1), {}, payload(100, 1)), "") << "the renamed file is complete";
+  d.update_stats(cache::ObjKind::kChunk, {1, 1}, {5, 123});  // the disk is full now
+  log::set_hook(nullptr);
+  EXPECT_EQ(d.io_errors().dir_fsync, 1u);
+  EXPECT_EQ(d.io_errors().stats_write, 1u);
+  ASSERT_EQ(logs.size(), 2u);
+  EXPECT_NE(logs[0].find("fsync of " + d.dir() + "/chunks failed"), std::string::npos) << logs[0];
+  EXPECT_NE(logs[1].find("usage statistics write"), std::string::npos) << logs[1];
+  EXPECT_NE(logs[1].find("No space left on device"), std::string::npos) << logs[1];
+  auto o = d.probe(cache::ObjKind::kChunk, {1, 1});
+  ASSERT_TRUE(o);
+  EXPECT_EQ(o->stats.hits, 0u);
+  EXPECT_EQ(d.get(cache::ObjKind::kChunk, {1, 1}, nullptr), payload(100, 1));
 }

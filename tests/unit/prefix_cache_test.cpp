@@ -15,6 +15,7 @@
 #include "synthetic_kv.h"
 #include "temp_dir.h"
 #include "tiers/disk_format.h"
+#include "util/hex.h"
 #include "util/log.h"
 
 using namespace kvstash;
@@ -42,6 +43,29 @@ void expect_restores(PrefixCache& c, std::span<const Token> prompt, uint32_t exp
   std::string err;
   EXPECT_EQ(fixtures::check_restore(c, prompt, &err), expect_resume);
   EXPECT_EQ(err, "");
+}
+
+// Whether `n` is one of the objects a store of `tokens` writes (its chunks and its entry).
+bool is_of(PrefixCache& c, std::span<const Token> tokens, const Node& n) {
+  const auto chain = chain_keys(c.root(), tokens, C);
+  const size_t k = tokens.size() / C;
+  if (n.meta.kind == ObjKind::kEntry) {
+    return n.meta.key == entry_key(k ? chain[k - 1] : c.root(), tokens.subspan(k * C));
+  }
+  return std::find(chain.begin(), chain.begin() + k, n.meta.key) != chain.begin() + k;
+}
+
+std::string file_of(const std::string& dir, const Node& n) {
+  return (fs::path(dir) / to_hex(fp()) / (n.meta.kind == ObjKind::kChunk ? "chunks" : "entries") /
+          (n.meta.key.hex() + ".kv"))
+      .string();
+}
+
+// Drops every file behind the cache's back (its index keeps what it knew).
+void remove_files(const std::string& dir) {
+  for (const auto& de : fs::recursive_directory_iterator(dir)) {
+    if (de.is_regular_file()) fs::remove(de.path());
+  }
 }
 
 CacheConfig cfg(const std::string& dir, uint64_t disk_budget = 1ull << 30) {
@@ -181,13 +205,21 @@ TEST(PrefixCache, IncomingPromptPrefixSurvivesTheLiveMissStore) {
 
 TEST(PrefixCache, PinnedPrefixIsNotEvicted) {
   TempDir t;
-  PrefixCache c(cfg(t.path, 7 * (kChunkBytes + tiers::kHeaderSize)), fp());
+  // The cache's clock: `a` is an hour older than `b`, so eviction takes `a` first unless its
+  // pin holds (no tie on millisecond ages left to the hash order).
+  int64_t now = 1'000'000'000;
+  auto config = cfg(t.path, 7 * (kChunkBytes + tiers::kHeaderSize));
+  config.clock = [&now] { return now; };
+  PrefixCache c(config, fp());
   const auto a = conv(800, 1), b = conv(800, 2), d = conv(800, 3);
   put(c, a);
   auto pin = c.pin(c.plan(a, {}));
+  now += 3'600'000;
   put(c, b);
   put(c, d);
-  EXPECT_EQ(c.plan(a, {}).resume_at, 768u);
+  EXPECT_GT(c.stats().evictions, 0u);
+  EXPECT_EQ(c.plan(a, {}).resume_at, 768u) << "the pinned prefix was evicted";
+  EXPECT_LT(c.plan(b, {}).resume_at, 768u) << "the newer one made room instead";
 }
 
 TEST(PrefixCache, SupersededContinuedEntryDroppedItsChunksStay) {
@@ -239,13 +271,55 @@ TEST(PrefixCache, RamOnlyObjectIsDemotedToDiskWhenEvictedFromRam) {
   const auto a = conv(800, 1);
   put(c, a);
   // Simulate a RAM-only copy: drop the files behind the cache's back, keep the index.
-  for (const auto& de : fs::recursive_directory_iterator(t.path)) {
-    if (de.is_regular_file()) fs::remove(de.path());
-  }
-  // No rescan happens because the index is told nothing; evicting from RAM demotes.
-  (void)c;  // the disk sync on the next store sees the files gone and keeps RAM copies
+  remove_files(t.path);
+  // The next store's disk sync sees the files gone and keeps the RAM copies; its own objects
+  // then push some of them out of RAM, which demotes them to disk.
   put(c, conv(800, 2));
+  const uint64_t ram_evictions = c.stats().evictions_by_reason["ram-cache-full"];
+  EXPECT_GT(ram_evictions, 0u);
+  size_t kept = 0, on_disk = 0;
+  for (const auto& n : c.objects()) {
+    if (!is_of(c, a, n)) continue;
+    ++kept;
+    if (n.in_ram) continue;
+    EXPECT_TRUE(n.on_disk);
+    on_disk += fs::exists(file_of(t.path, n));
+  }
+  EXPECT_EQ(kept, 4u) << "an object of a evicted from RAM was lost, not demoted";
+  EXPECT_EQ(on_disk, ram_evictions) << "what left RAM is on disk";
   expect_restores(c, a, 768);
+}
+
+// A RAM eviction whose demotion fails (the disk is full) loses the only copy: that is logged and
+// counted, not silent.
+TEST(PrefixCache, FailedDemotionIsLoggedAndCounted) {
+  TempDir t;
+  auto config = cfg(t.path);
+  config.ram_budget = 5 * kChunkBytes;
+  // The disk fills up after a's store (3 chunks and an entry) and two chunks of the next one,
+  // whose second chunk pushes a's entry out of RAM (as in the test above).
+  const size_t a_bytes = 4 * tiers::kHeaderSize + 3 * kChunkBytes + 24 + (800 - 768) * 16;
+  const size_t full = a_bytes + 2 * (tiers::kHeaderSize + kChunkBytes);
+  ::setenv("KVSTASH_FAULT_ENOSPC_AFTER", std::to_string(full).c_str(), 1);
+  PrefixCache c(config, fp());
+  ::unsetenv("KVSTASH_FAULT_ENOSPC_AFTER");
+  const auto a = conv(800, 1);
+  put(c, a);
+  remove_files(t.path);
+  std::vector<std::string> logs;
+  log::set_hook([&](const std::string& l) { logs.push_back(l); });
+  put(c, conv(800, 2));
+  log::set_hook(nullptr);
+  auto s = c.stats();
+  EXPECT_EQ(s.io_errors["demote"], 1u);
+  size_t said = 0;
+  for (const auto& l : logs)
+    said += l.find("kv cache demotion to disk failed") != std::string::npos;
+  EXPECT_EQ(said, 1u);
+  size_t lost = 0;
+  for (const auto& n : c.objects()) lost += is_of(c, a, n) && !n.in_ram && !n.on_disk;
+  EXPECT_EQ(lost, 0u) << "a lost object stays in the index";
+  EXPECT_EQ(s.entries, 0u) << "a's entry is lost, and the full disk refused the next store's";
 }
 
 TEST(PrefixCache, TwoProcessesShareOneDirectory) {

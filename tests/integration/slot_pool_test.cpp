@@ -1,0 +1,78 @@
+// The server's slots in process, on a real generated model: what happens to a slot's live state
+// when a request fails.
+#include "server/slot_pool.h"
+
+#include <gtest/gtest.h>
+
+#include <future>
+#include <mutex>
+
+#include "temp_dir.h"
+#include "test_models.h"
+#include "util/log.h"
+
+using namespace kvstash;
+
+namespace {
+
+// Collects the log lines of every thread while it lives.
+struct LogCapture {
+  std::mutex mu;
+  std::vector<std::string> lines;
+  LogCapture() {
+    log::set_hook([this](const std::string& l) {
+      std::lock_guard lock(mu);
+      lines.push_back(l);
+    });
+  }
+  ~LogCapture() { log::set_hook(nullptr); }
+  size_t count(const std::string& what) {
+    std::lock_guard lock(mu);
+    size_t n = 0;
+    for (const auto& l : lines) n += l.find(what) != std::string::npos;
+    return n;
+  }
+};
+
+}  // namespace
+
+// A request that fails after its prefill leaves a cleared slot; the graceful shutdown must not
+// then try to store the live state the slot no longer has.
+TEST(SlotPool, ShutdownAfterAFailedRequestStoresNoVanishedState) {
+  fixtures::TempDir dir;
+  engine::Model& model = fixtures::model("tiny");
+  engine::SessionOptions so;
+  so.n_ctx = 1024;
+  so.chunk = 256;
+  cache::StoreConfig store;
+  store.min_tokens = 256;
+  store.cold_max_tokens = 0;  // no cold store: the live state would be the only copy
+  std::unique_ptr<cache::PrefixCache> cache;
+  {
+    engine::Session probe(model, so);
+    cache::CacheConfig cc;
+    cc.dir = dir.path;
+    cc.chunk = 256;
+    cache = std::make_unique<cache::PrefixCache>(cc, probe.fingerprint().bytes);
+  }
+  LogCapture logs;
+  server::SlotPool pool(model, so, 1, cache.get(), store, cache::Scope{});
+
+  auto job = std::make_shared<server::Job>();
+  job->prompt = fixtures::prompt_tokens(model, 700);
+  job->max_tokens = 4;
+  // The client callback fails once the prompt is in (as a broken stream would).
+  job->on_progress = [](int done, int total, int) {
+    if (done == total) throw std::runtime_error("client callback failed");
+  };
+  std::promise<server::Job::Result> done;
+  job->on_done = [&](const server::Job::Result& r) { done.set_value(r); };
+  pool.submit(job);
+  const auto r = done.get_future().get();
+  ASSERT_EQ(r.finish_reason, "error");
+  EXPECT_EQ(r.error, "client callback failed");
+
+  pool.shutdown();
+  EXPECT_EQ(logs.count("shutdown store failed"), 0u);
+  EXPECT_EQ(cache->stats().stores, 0u) << "the failed request's state was cleared, not stored";
+}

@@ -1,0 +1,140 @@
+// The request flow (cache/request_flow.h) over the real cache and tiers, driven by replay's
+// model-free engine, which refuses any state whose bytes are not its tokens' own.
+#include "cache/request_flow.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <numeric>
+
+#include "cache/entry_payload.h"
+#include "replay/sim_engine.h"
+#include "temp_dir.h"
+
+using namespace kvstash;
+using namespace kvstash::cache;
+using replay::SimConfig;
+using replay::SimEngine;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::vector<Token> seq(Token from, size_t n) {
+  std::vector<Token> t(n);
+  std::iota(t.begin(), t.end(), from);
+  return t;
+}
+
+std::array<uint8_t, 16> fp() {
+  std::array<uint8_t, 16> f;
+  f.fill(3);
+  return f;
+}
+
+CacheConfig cache_cfg(const std::string& dir, const SimConfig& sim) {
+  CacheConfig c;
+  c.dir = dir;
+  c.chunk = sim.chunk;
+  return c;
+}
+
+StoreConfig store_cfg() {
+  StoreConfig s;
+  s.min_tokens = 256;
+  s.boundary_align = 256;
+  s.continued_interval = 0;
+  return s;
+}
+
+PromptInfo restore_only() {
+  PromptInfo info;
+  info.policy.checkpoints = false;
+  return info;
+}
+
+size_t files_under(const std::string& dir) {
+  size_t n = 0;
+  for (const auto& de : fs::recursive_directory_iterator(dir)) n += de.is_regular_file();
+  return n;
+}
+
+}  // namespace
+
+// A faulty writer stored bytes that pass every checksum but are another prefix's KV: the engine
+// refuses them once, and they are gone, not loaded and refused again on every request.
+TEST(RequestFlow, PrefixTheEngineRefusesIsRemovedAndNeverPlannedAgain) {
+  fixtures::TempDir t;
+  const SimConfig sim;
+  PrefixCache c(cache_cfg(t.path, sim), fp());
+  const auto prompt = seq(1, 1000), other = seq(5000, 1000);
+  PrefixCache::StoreRequest req;
+  req.tokens = std::span(prompt).first(768);
+  req.chunk_payload = [&](uint32_t i) {
+    return SimEngine::kv_bytes(sim, other, i * sim.chunk, (i + 1) * sim.chunk);
+  };
+  req.entry_payload = [] { return encode_entry_payload({}); };
+  ASSERT_TRUE(c.store(req).stored);
+  ASSERT_EQ(c.plan(prompt, {}).resume_at, 768u);
+
+  SimEngine a(sim);
+  RequestFlow fa(a, &c, store_cfg());
+  const auto ra = fa.prefill(prompt, restore_only());
+  EXPECT_EQ(ra.restore_failures, 1u) << "the refused prefix was loaded again";
+  EXPECT_EQ(ra.cached_tokens, 0u);
+  EXPECT_EQ(a.wrong_states(), 1u);
+  EXPECT_EQ(a.tokens(), prompt) << "the request was prefilled instead";
+  EXPECT_EQ(c.plan(prompt, {}).resume_at, 0u);
+  EXPECT_EQ(c.stats().damaged, 3u) << "the plan's 3 chunks";
+  EXPECT_EQ(files_under(t.path), 0u) << "the entry below them is an orphan now";
+
+  // The next request (another slot) does not try them again.
+  SimEngine b(sim);
+  RequestFlow fb(b, &c, store_cfg());
+  PromptInfo full;
+  const auto rb = fb.prefill(prompt, full);  // stores the anchor from its own prefill
+  EXPECT_EQ(rb.restore_failures, 0u);
+  EXPECT_EQ(b.wrong_states(), 0u);
+
+  // What a fresh prefill stores under the same keys is served.
+  SimEngine d(sim);
+  RequestFlow fd(d, &c, store_cfg());
+  const auto rd = fd.prefill(prompt, restore_only());
+  EXPECT_EQ(rd.restore_failures, 0u);
+  EXPECT_EQ(rd.cached_tokens, 768u);
+  EXPECT_EQ(d.wrong_states(), 0u);
+  EXPECT_EQ(d.tokens(), prompt);
+}
+
+// After a failed request the server clears the slot: the flow must forget the state with it, or
+// the shutdown store would read tokens the engine no longer holds.
+TEST(RequestFlow, ResetForgetsTheLiveStateSoShutdownStoresNothing) {
+  fixtures::TempDir t;
+  const SimConfig sim;
+  PrefixCache c(cache_cfg(t.path, sim), fp());
+  auto sc = store_cfg();
+  sc.cold_max_tokens = 0;  // no cold store: the live state is the only copy
+  const auto prompt = seq(1, 1000);
+  PromptInfo full;
+
+  SimEngine a(sim);
+  RequestFlow fa(a, &c, sc);
+  fa.prefill(prompt, full);
+  a.clear();  // what the server did before: the engine forgot, the flow did not
+  EXPECT_THROW(fa.shutdown(), std::logic_error);
+  EXPECT_EQ(c.stats().stores, 0u);
+
+  SimEngine b(sim);
+  RequestFlow fb(b, &c, sc);
+  fb.prefill(prompt, full);
+  fb.reset();
+  EXPECT_TRUE(b.tokens().empty());
+  fb.shutdown();
+  EXPECT_EQ(c.stats().stores, 0u) << "nothing is left to store";
+  // The slot goes on from a clean state.
+  const auto r = fb.prefill(prompt, full);
+  EXPECT_EQ(r.cached_tokens, 0u);
+  EXPECT_EQ(b.tokens(), prompt);
+  fb.shutdown();
+  EXPECT_EQ(c.stats().stores, 1u);
+  EXPECT_EQ(c.plan(prompt, {}).resume_at, 768u);
+}
