@@ -66,7 +66,7 @@ ServerRun run_server(const ServerSpec& spec, const Workload& w,
       r.session = s.session;
       r.prompt_tokens = prompt_tokens.at(req);
       r.oracle_tokens = oracle_tokens.at(req);
-      r.result = stream_chat("127.0.0.1", port, s.messages, s.max_tokens, opt.request_timeout_s);
+      r.result = stream_chat("127.0.0.1", port, s, opt.request_timeout_s);
       ++req;
       if (!r.result.ok) {
         run.failed = true;

@@ -33,15 +33,13 @@ void read_usage(const nlohmann::json& j, ChatResult& r) {
 }
 }  // namespace
 
-ChatResult stream_chat(const std::string& host, int port, const std::vector<Message>& messages,
-                       int max_tokens, int timeout_s) {
+ChatResult stream_chat(const std::string& host, int port, const Step& request, int timeout_s) {
   nlohmann::json body = {{"stream", true},
-                         {"max_tokens", max_tokens},
+                         {"max_tokens", request.max_tokens},
                          {"temperature", 0},
                          {"stream_options", {{"include_usage", true}}},
-                         {"messages", nlohmann::json::array()}};
-  for (const auto& m : messages)
-    body["messages"].push_back({{"role", m.role}, {"content", m.content}});
+                         {"messages", messages_json(request.messages)}};
+  if (!request.tools.empty()) body["tools"] = nlohmann::json::parse(request.tools);
 
   ChatResult r;
   httplib::Client c(host, port);
@@ -82,7 +80,8 @@ ChatResult stream_chat(const std::string& host, int port, const std::vector<Mess
       const bool token =
           (delta.contains("content") && delta["content"].is_string() &&
            !delta["content"].get<std::string>().empty()) ||
-          (delta.contains("reasoning_content") && delta["reasoning_content"].is_string());
+          (delta.contains("reasoning_content") && delta["reasoning_content"].is_string()) ||
+          delta.contains("tool_calls");
       if (!token) continue;
       const auto now = Clock::now();
       if (r.tokens == 0) first = now;

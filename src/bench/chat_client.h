@@ -23,9 +23,9 @@ struct ChatResult {
   int cached_tokens = -1;   // prompt tokens the server did not prefill (-1: not reported)
 };
 
-// POSTs /v1/chat/completions with stream=true, greedy sampling, `max_tokens` tokens.
-ChatResult stream_chat(const std::string& host, int port, const std::vector<Message>& messages,
-                       int max_tokens, int timeout_s);
+// POSTs the request (messages and tools) to /v1/chat/completions with stream=true, greedy
+// sampling, its `max_tokens` tokens.
+ChatResult stream_chat(const std::string& host, int port, const Step& request, int timeout_s);
 
 // GET path; nullopt when the server gives no 200 answer.
 std::optional<std::string> http_get(const std::string& host, int port, const std::string& path);

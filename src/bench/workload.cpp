@@ -81,38 +81,61 @@ std::string environment(int group) {
          "\nSession group: " + std::to_string(group) + "\n</env>\n";
 }
 
+// OpenAI tools: the functions a coding agent offers, with their JSON schemas.
 std::string tool_schemas(Rng& r, uint32_t tokens, const TokenCounter& count) {
-  int k = 0;
-  return "# Tools\nYou may call these functions:\n" + fill(tokens, count, [&] {
-           std::string t = "{\"name\":\"" + word(r) + "_" + word(r) + "_" + std::to_string(k++) +
-                           "\",\"description\":\"" + sentence(r) +
-                           "\",\"parameters\":{\"type\":\"object\",\"properties\":{";
-           const size_t n = 1 + r.below(4);
-           for (size_t i = 0; i < n; ++i) {
-             t += std::string(i ? "," : "") + "\"" + word(r) + "\":{\"type\":\"string\"," +
-                  "\"description\":\"" + sentence(r) + "\"}";
-           }
-           return t + "}}}\n";
-         });
+  nlohmann::json tools = nlohmann::json::array();
+  auto add = [&](const std::string& name, const std::string& description, nlohmann::json props) {
+    nlohmann::json required = nlohmann::json::array();
+    for (const auto& [k, v] : props.items()) required.push_back(k);
+    tools.push_back({{"type", "function"},
+                     {"function",
+                      {{"name", name},
+                       {"description", description},
+                       {"parameters",
+                        {{"type", "object"}, {"properties", props}, {"required", required}}}}}});
+  };
+  add("read_file", "Read a file of the repository.",
+      {{"path", {{"type", "string"}, {"description", "Path relative to the root."}}}});
+  add("spawn_agent", "Start a sub-agent on a task.",
+      {{"task", {{"type", "string"}, {"description", "What the sub-agent should do."}}}});
+  size_t have = count(tools.dump());
+  for (int k = 0; have < tokens; ++k) {
+    nlohmann::json props = nlohmann::json::object();
+    const size_t n = 1 + r.below(4);
+    for (size_t i = 0; i < n; ++i) {
+      props[word(r)] = {{"type", "string"}, {"description", sentence(r)}};
+    }
+    const std::string before = tools.dump();
+    add(word(r) + "_" + word(r) + "_" + std::to_string(k), sentence(r), props);
+    have += count(tools.dump().substr(before.size() - 1));
+  }
+  return tools.dump();
 }
 
-std::string tool_call(Rng& r, uint32_t tokens, const TokenCounter& count) {
-  return "I will look at the code first.\n<tool_call>{\"name\":\"read_file\",\"arguments\":{"
-         "\"path\":\"" +
-         path(r) + "\"}}</tool_call>\n" + fill(tokens, count, [&] { return sentence(r) + " "; });
+std::string call_json(const std::string& id, const std::string& name, const nlohmann::json& args) {
+  return nlohmann::json::array({{{"id", id},
+                                 {"type", "function"},
+                                 {"function", {{"name", name}, {"arguments", args.dump()}}}}})
+      .dump();
 }
 
-std::string tool_result(Rng& r, uint32_t tokens, const TokenCounter& count) {
+// An assistant turn: some reasoning in prose, then a call of read_file.
+Message tool_call(Rng& r, const std::string& id, uint32_t tokens, const TokenCounter& count) {
+  return {"assistant", fill(tokens, count, [&] { return sentence(r) + " "; }),
+          call_json(id, "read_file", {{"path", path(r)}}), ""};
+}
+
+Message tool_result(Rng& r, const std::string& id, uint32_t tokens, const TokenCounter& count) {
   int line = 1 + static_cast<int>(r.below(500));
   const std::string file = path(r);
-  return "<tool_result>\n" +
-         fill(tokens, count,
-              [&] {
-                return file + ":" + std::to_string(line++) + ": auto " + word(r) + "_" + word(r) +
-                       " = " + word(r) + "(" + word(r) + ", " + std::to_string(r.below(1000)) +
-                       ");\n";
-              }) +
-         "</tool_result>";
+  return {"tool",
+          fill(tokens, count,
+               [&] {
+                 return file + ":" + std::to_string(line++) + ": auto " + word(r) + "_" + word(r) +
+                        " = " + word(r) + "(" + word(r) + ", " + std::to_string(r.below(1000)) +
+                        ");\n";
+               }),
+          "", id};
 }
 
 std::string user_task(Rng& r, uint32_t tokens, const TokenCounter& count) {
@@ -135,33 +158,37 @@ Workload agent_workload(const AgentConfig& cfg, const TokenCounter& count) {
       cfg.system_tokens > instr_tokens + 64 ? cfg.system_tokens - instr_tokens - 64 : 64;
   const std::string instr = instructions(r, instr_tokens, count);
   const std::string tools = tool_schemas(r, tools_tokens, count);
+  auto request = [&](const std::string& sid, const std::vector<Message>& conv) {
+    return Step{Step::Kind::kRequest, sid, conv, tools, cfg.max_tokens};
+  };
 
   // Each session's requests, sub-agents queued right after the parent request they branch from.
   std::vector<std::deque<Step>> queues(cfg.sessions);
   for (int s = 0; s < cfg.sessions; ++s) {
     const std::string sid = "s" + std::to_string(s);
-    std::vector<Message> conv = {{"system", instr + environment(s / cfg.sessions_per_env) + tools},
+    std::vector<Message> conv = {{"system", instr + environment(s / cfg.sessions_per_env)},
                                  {"user", user_task(r, cfg.user_tokens, count)}};
+    int calls = 0;
+    auto call_and_result = [&](std::vector<Message>& c, const std::string& who) {
+      const std::string id = "call_" + who + "_" + std::to_string(calls++);
+      c.push_back(tool_call(r, id, r.around(cfg.assistant_tokens), count));
+      c.push_back(tool_result(r, id, r.around(cfg.tool_result_tokens), count));
+    };
     for (int t = 0; t < cfg.turns; ++t) {
-      if (t > 0) {
-        conv.push_back({"assistant", tool_call(r, r.around(cfg.assistant_tokens), count)});
-        conv.push_back({"user", tool_result(r, r.around(cfg.tool_result_tokens), count)});
-      }
-      queues[s].push_back({Step::Kind::kRequest, sid, conv, cfg.max_tokens});
+      if (t > 0) call_and_result(conv, sid);
+      queues[s].push_back(request(sid, conv));
       if (t + 1 != cfg.subagent_after) continue;
       for (int a = 0; a < cfg.subagents; ++a) {
         auto sub = conv;
-        sub.push_back({"assistant", "<tool_call>{\"name\":\"spawn_agent\",\"arguments\":{}}" +
-                                        std::string("</tool_call>")});
-        sub.push_back({"user", "Sub-agent " + std::to_string(a) + ". " +
-                                   user_task(r, cfg.user_tokens, count)});
         const std::string aid = sid + ".sub" + std::to_string(a);
+        const std::string task = "Sub-agent " + std::to_string(a) + ". " +
+                                 user_task(r, cfg.user_tokens, count);
+        const std::string id = "call_" + aid;
+        sub.push_back({"assistant", "", call_json(id, "spawn_agent", {{"task", task}}), ""});
+        sub.push_back({"tool", "Sub-agent started: " + task, "", id});
         for (int u = 0; u < cfg.subagent_turns; ++u) {
-          if (u > 0) {
-            sub.push_back({"assistant", tool_call(r, r.around(cfg.assistant_tokens), count)});
-            sub.push_back({"user", tool_result(r, r.around(cfg.tool_result_tokens), count)});
-          }
-          queues[s].push_back({Step::Kind::kRequest, aid, sub, cfg.max_tokens});
+          if (u > 0) call_and_result(sub, aid);
+          queues[s].push_back(request(aid, sub));
         }
       }
     }
@@ -178,7 +205,8 @@ Workload agent_workload(const AgentConfig& cfg, const TokenCounter& count) {
     }
   }
   if (cfg.restart && w.size() > 1) {
-    w.insert(w.begin() + static_cast<long>(w.size() / 2), Step{Step::Kind::kRestart, "", {}, 0});
+    w.insert(w.begin() + static_cast<long>(w.size() / 2),
+             Step{Step::Kind::kRestart, "", {}, "", 0});
   }
   return w;
 }
@@ -192,8 +220,8 @@ void write_trace(std::ostream& out, const Workload& w) {
       j["type"] = "request";
       j["session"] = s.session;
       j["max_tokens"] = s.max_tokens;
-      auto& ms = j["messages"] = nlohmann::json::array();
-      for (const auto& m : s.messages) ms.push_back({{"role", m.role}, {"content", m.content}});
+      j["messages"] = messages_json(s.messages);
+      if (!s.tools.empty()) j["tools"] = nlohmann::json::parse(s.tools);
     }
     out << j.dump() << "\n";
   }
@@ -208,14 +236,19 @@ Workload read_trace(std::istream& in) {
       const auto j = nlohmann::json::parse(line);
       const std::string type = j.at("type");
       if (type == "restart") {
-        w.push_back({Step::Kind::kRestart, "", {}, 0});
+        w.push_back({Step::Kind::kRestart, "", {}, "", 0});
         continue;
       }
       if (type != "request") throw std::runtime_error("unknown type \"" + type + "\"");
       Step s;
       s.session = j.value("session", "s");
       s.max_tokens = j.value("max_tokens", 16);
-      for (const auto& m : j.at("messages")) s.messages.push_back({m.at("role"), m.at("content")});
+      for (const auto& m : j.at("messages")) {
+        Message x{m.at("role"), m.value("content", ""), "", m.value("tool_call_id", "")};
+        if (m.contains("tool_calls")) x.tool_calls = m["tool_calls"].dump();
+        s.messages.push_back(std::move(x));
+      }
+      if (j.contains("tools")) s.tools = j["tools"].dump();
       if (s.messages.empty()) throw std::runtime_error("a request needs at least one message");
       if (s.max_tokens < 1) throw std::runtime_error("max_tokens must be >= 1");
       w.push_back(std::move(s));
@@ -224,6 +257,17 @@ Workload read_trace(std::istream& in) {
     }
   }
   return w;
+}
+
+nlohmann::json messages_json(const std::vector<Message>& messages) {
+  nlohmann::json ms = nlohmann::json::array();
+  for (const auto& m : messages) {
+    nlohmann::json j = {{"role", m.role}, {"content", m.content}};
+    if (!m.tool_calls.empty()) j["tool_calls"] = nlohmann::json::parse(m.tool_calls);
+    if (!m.tool_call_id.empty()) j["tool_call_id"] = m.tool_call_id;
+    ms.push_back(std::move(j));
+  }
+  return ms;
 }
 
 size_t count_requests(const Workload& w) {

@@ -7,13 +7,16 @@
 //
 // Text trace lines:
 //   {"type":"request","session":"s0","messages":[{"role":"system","content":"..."},...],
-//    "max_tokens":16}
+//    "tools":[...],"max_tokens":16}
+// Messages are OpenAI chat messages: an assistant turn may carry "tool_calls", a "tool" message
+// its "tool_call_id"; "tools" is the OpenAI tools array the request sends.
 //   {"type":"restart"}
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <iosfwd>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -21,25 +24,32 @@ namespace kvstash::bench {
 
 struct Message {
   std::string role, content;
+  std::string tool_calls;    // assistant: a JSON array of OpenAI tool calls (empty: none)
+  std::string tool_call_id;  // tool: the call this message answers
   bool operator==(const Message&) const = default;
 };
+
+// The OpenAI JSON of a conversation, as a client sends it.
+nlohmann::json messages_json(const std::vector<Message>& messages);
 
 struct Step {
   enum class Kind { kRequest, kRestart } kind = Kind::kRequest;
   std::string session;  // e.g. "s1" or "s1.sub0" for a sub-agent of s1
   std::vector<Message> messages;
+  std::string tools;  // a JSON array of OpenAI tools (empty: none)
   int max_tokens = 16;
   bool operator==(const Step&) const = default;
 };
 
 using Workload = std::vector<Step>;
 
-// The agent workload of a coding-agent client (issue 5):
-//  - every session starts with a long system prompt: instructions, an environment block and tool
-//    schemas (system_tokens in all);
+// The agent workload of a coding-agent client:
+//  - every session starts with a long system prompt: instructions and an environment block, and
+//    sends tool schemas (system_tokens in all) in the request's `tools`, which the chat template
+//    renders into the system block;
 //  - the environment block (date, working directory) sits early in the prompt and changes between
 //    groups of sessions, so a stored anchor stops matching (the anchor refresh's case);
-//  - turns grow the conversation: an assistant tool call, its tool result, the next user message;
+//  - turns grow the conversation: an assistant message with a tool call, then its tool result;
 //  - sessions run interleaved (several agents on one server), and each session spawns sub-agents
 //    that branch from its conversation so far;
 //  - the server restarts in the middle of the run.

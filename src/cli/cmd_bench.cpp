@@ -162,9 +162,10 @@ Run add_bench(CLI::App& app) {
         if (tt) tt << "{\"type\":\"restart\"}\n";
         continue;
       }
-      std::vector<server::ChatMessage> msgs;
-      for (const auto& m : s.messages) msgs.push_back({m.role, m.content});
-      auto p = server::render_chat(tok, templates, msgs);
+      engine::ChatInput in;
+      in.messages_json = bench::messages_json(s.messages).dump();
+      in.tools_json = s.tools;
+      auto p = server::render_chat(tok, templates, in);
       if (tt) {
         tt << nlohmann::json{{"type", "request"},       {"session", s.session},
                              {"tokens", p.tokens},      {"boundaries", p.info.boundaries},
@@ -215,8 +216,8 @@ Run add_bench(CLI::App& app) {
       } else if (name == "llama-server") {
         // Its prompt cache at its best exact settings: prompt caching on (default), the host-RAM
         // prompt cache (--cache-ram) holding other conversations' states, one slot like kvstash,
-        // flash attention like kvstash, and the same legacy chat template path as kvstash
-        // (--no-jinja) so both see the same prompt tokens.
+        // flash attention like kvstash, and the model's Jinja template with the request's tools
+        // (--jinja), as kvstash renders it, so both see the same prompt tokens.
         spec.argv = {o->llama_server,
                      "-m",
                      o->model,
@@ -236,7 +237,7 @@ Run add_bench(CLI::App& app) {
                      NGL,
                      "--cache-ram",
                      std::to_string(o->cache_ram_mib),
-                     "--no-jinja",
+                     "--jinja",
                      "--no-webui"};
         spec.argv.insert(spec.argv.end(), o->llama_args.begin(), o->llama_args.end());
       } else {

@@ -79,19 +79,43 @@ TEST(BenchWorkload, TheEarlyEnvironmentBlockChangesBetweenGroupsOfSessions) {
   EXPECT_EQ(sys("s0"), sys("s1"));
   EXPECT_NE(sys("s0"), sys("s2"));
   EXPECT_EQ(sys("s2"), sys("s3"));
-  // Early: most of the system prompt (the tool schemas) comes after the changed block (pr394).
+  // Early: most of the system block (the tool schemas, which templates render after the system
+  // message) comes after the changed block (pr394).
   const std::string a = sys("s0"), b = sys("s2");
   const size_t common = std::mismatch(a.begin(), a.end(), b.begin()).first - a.begin();
-  EXPECT_LT(common, a.size() / 4);
+  EXPECT_LT(common, (a.size() + w[0].tools.size()) / 4);
 }
 
 TEST(BenchWorkload, SizesFollowTheTokenCounter) {
   auto c = small();
   c.system_tokens = 4000;
   const auto w = agent_workload(c);
-  const size_t sys = estimate_tokens(w[0].messages[0].content);
+  // The system prompt plus the tool schemas the request sends.
+  const size_t sys = estimate_tokens(w[0].messages[0].content) + estimate_tokens(w[0].tools);
   EXPECT_GE(sys, 3900u);
   EXPECT_LE(sys, 4400u);
+}
+
+TEST(BenchWorkload, TurnsAreToolCallsAnsweredByToolResults) {
+  const auto w = agent_workload(small());
+  const auto tools = nlohmann::json::parse(w[0].tools);
+  ASSERT_GE(tools.size(), 2u);
+  EXPECT_EQ(tools[0]["function"]["name"], "read_file");
+  size_t calls = 0;
+  for (const auto& s : w) {
+    for (size_t i = 0; i + 1 < s.messages.size(); ++i) {
+      const auto& m = s.messages[i];
+      if (m.tool_calls.empty()) continue;
+      ++calls;
+      EXPECT_EQ(m.role, "assistant");
+      const auto c = nlohmann::json::parse(m.tool_calls);
+      // The next message is the tool's result for exactly this call.
+      EXPECT_EQ(s.messages[i + 1].role, "tool");
+      EXPECT_EQ(s.messages[i + 1].tool_call_id, c[0]["id"]);
+      EXPECT_NO_THROW((void)nlohmann::json::parse(c[0]["function"]["arguments"].get<std::string>()));
+    }
+  }
+  EXPECT_GT(calls, 0u);
 }
 
 TEST(BenchWorkload, TraceRoundTrips) {
