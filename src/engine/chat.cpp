@@ -4,9 +4,13 @@
 #include <common.h>
 #include <json-schema-to-grammar.h>
 #include <llama.h>
+#include <xxhash.h>
 
 #include <algorithm>
 #include <atomic>
+#include <deque>
+#include <mutex>
+#include <unordered_map>
 #include <cctype>
 #include <regex>
 
@@ -152,10 +156,20 @@ std::vector<ChatDelta> ChatParser::Reply::update(const std::string& text_added, 
 struct ChatTemplates::Impl {
   const Model& model;
   common_chat_templates_ptr tmpls;
+  // Prefix renderings seen before: key (settings and messages [0, i]) -> length and hash of the
+  // rendering. A few bytes each; the oldest go first.
+  struct Memo {
+    size_t len;
+    uint64_t hash;
+  };
+  static constexpr size_t kMemo = 1 << 16;
+  std::mutex mu;
+  std::unordered_map<uint64_t, Memo> memo;
+  std::deque<uint64_t> order;
 };
 
 ChatTemplates::ChatTemplates(const Model& model, const std::string& override_src)
-    : impl_(new Impl{model, nullptr}) {
+    : impl_(new Impl{model, nullptr, {}, {}, {}}) {
   try {
     impl_->tmpls = common_chat_templates_init(model.get(), override_src);
   } catch (const std::exception& e) {
@@ -300,19 +314,53 @@ ChatRender ChatTemplates::render(const ChatInput& in, bool with_prefixes) const 
   r.parser = std::move(parser);
 
   if (with_prefixes) {
-    // Each prefix is rendered as the full prompt is, only shorter and without the generation
-    // prompt: a message start is where that rendering ends, if it is a prefix of the whole.
+    // Each prefix is rendered as the full prompt is, only shorter, without the generation
+    // prompt, and without building a grammar (tool_choice none, which templates do not see):
+    // a message start is where that rendering ends, if it is a prefix of the whole.
     auto pin = inputs;
     pin.add_generation_prompt = false;
     pin.json_schema.clear();
     pin.grammar.clear();
+    pin.tool_choice = COMMON_CHAT_TOOL_CHOICE_NONE;
+    const std::string settings = in.tools_json + '\x1f' + in.reasoning_format + '\x1f' +
+                                 (inputs.enable_thinking ? "1" : "0");
+    uint64_t key = XXH3_64bits(settings.data(), settings.size());
+    for (const auto& [k, v] : in.template_kwargs) {
+      key = XXH3_64bits_withSeed(k.data(), k.size(), key);
+      key = XXH3_64bits_withSeed(v.data(), v.size(), key);
+    }
     const auto all = inputs.messages;
-    for (size_t i = 1; i <= all.size(); ++i) {
-      pin.messages.assign(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(i));
+    const common_json msgs = parse_json(in.messages_json, "'messages'");
+    const std::string& full = r.prompt;
+    auto matches = [&](const Impl::Memo& m) {
+      return m.len > 0 && m.len <= full.size() && XXH3_64bits(full.data(), m.len) == m.hash;
+    };
+    for (size_t i = 0; i < all.size(); ++i) {
+      const std::string one = msgs.at(i).dump();
+      key = XXH3_64bits_withSeed(one.data(), one.size(), key);
+      {
+        std::lock_guard lock(impl_->mu);
+        auto it = impl_->memo.find(key);
+        if (it != impl_->memo.end() && matches(it->second)) {
+          r.prefix_ends.push_back(it->second.len);
+          continue;
+        }
+      }
+      pin.messages.assign(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(i + 1));
+      std::string text;
       try {
-        r.prefixes.push_back(common_chat_templates_apply(impl_->tmpls.get(), pin).prompt);
+        text = common_chat_templates_apply(impl_->tmpls.get(), pin).prompt;
       } catch (const std::exception&) {
-        r.prefixes.emplace_back();
+      }
+      const Impl::Memo m{text.size(), XXH3_64bits(text.data(), text.size())};
+      const bool prefix = !text.empty() && matches(m);
+      r.prefix_ends.push_back(prefix ? text.size() : 0);
+      if (!prefix) continue;
+      std::lock_guard lock(impl_->mu);
+      if (impl_->memo.emplace(key, m).second) impl_->order.push_back(key);
+      if (impl_->order.size() > Impl::kMemo) {
+        impl_->memo.erase(impl_->order.front());
+        impl_->order.pop_front();
       }
     }
   }

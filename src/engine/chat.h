@@ -73,9 +73,10 @@ class ChatParser;
 
 struct ChatRender {
   std::string prompt;
-  // The rendering of messages [0, i] for each i (no generation prompt), where asked for; an
-  // empty string where the template refused that prefix (e.g. no user message yet).
-  std::vector<std::string> prefixes;
+  // Where asked for: for each message i, the length of the rendering of messages [0, i] (no
+  // generation prompt) when that rendering is a prefix of `prompt`; 0 where it is not, or where
+  // the template refuses that prefix (e.g. no user message yet).
+  std::vector<size_t> prefix_ends;
   GrammarSpec grammar;
   std::vector<std::string> stops;  // stop strings the format adds
   std::string format;              // the chat format's name (for logs and /props)
@@ -90,7 +91,9 @@ class ChatTemplates {
   ChatTemplates(const ChatTemplates&) = delete;
   ChatTemplates& operator=(const ChatTemplates&) = delete;
 
-  // Throws ChatError for anything the request got wrong.
+  // Throws ChatError for anything the request got wrong. Prefix renderings are remembered (by a
+  // hash of the messages and settings) and reused while they still match, so an agent's next
+  // turn renders only its new messages. Thread-safe.
   ChatRender render(const ChatInput& in, bool with_prefixes) const;
   std::string source() const;
   std::map<std::string, bool> caps() const;

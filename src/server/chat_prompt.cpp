@@ -19,18 +19,15 @@ ChatPrompt render_chat(const engine::Model& model, const engine::ChatTemplates& 
   // full tokenization, and its end is a boundary. Verified, never assumed: a prefix the template
   // renders differently, or whose tokens merge across the cut, is skipped.
   size_t prev_chars = 0, prev_tokens = 0;
-  for (size_t i = 0; i < p.render.prefixes.size(); ++i) {
-    const std::string& text = p.render.prefixes[i];
-    if (text.size() <= prev_chars || text.size() >= full.size() ||
-        full.compare(0, text.size(), text) != 0) {
-      continue;
-    }
-    const auto piece = model.tokenize(text.substr(prev_chars), prev_chars == 0, true);
+  for (size_t i = 0; i < p.render.prefix_ends.size(); ++i) {
+    const size_t end = p.render.prefix_ends[i];  // 0 when not a prefix of the full rendering
+    if (end <= prev_chars || end >= full.size()) continue;
+    const auto piece = model.tokenize(full.substr(prev_chars, end - prev_chars), prev_chars == 0, true);
     if (prev_tokens + piece.size() >= p.tokens.size() ||
         !std::equal(piece.begin(), piece.end(), p.tokens.begin() + prev_tokens)) {
       continue;
     }
-    prev_chars = text.size();
+    prev_chars = end;
     prev_tokens += piece.size();
     const auto b = static_cast<uint32_t>(prev_tokens);
     if (!p.info.boundaries.empty() && p.info.boundaries.back() == b) continue;
