@@ -238,8 +238,9 @@ void parse_chat(const json& j, engine::ChatInput& in) {
   }
 }
 
-// Completions take a GBNF grammar or a JSON schema directly.
-void parse_grammar(const json& j, engine::GrammarSpec& g) {
+// Completions take a GBNF grammar or a JSON schema directly (the HTTP layer turns a schema into
+// a grammar, with llama.cpp).
+void parse_grammar(const json& j, GenerationParams& g) {
   std::string schema;
   if (const json* rf = field(j, "response_format"); rf && rf->is_object()) {
     if (const json* type = field(*rf, "type"); type && *type == "json_schema") {
@@ -254,15 +255,8 @@ void parse_grammar(const json& j, engine::GrammarSpec& g) {
   const json* gr = field(j, "grammar");
   if (gr && !gr->is_string()) fail("'grammar' must be a GBNF string");
   if (gr && !schema.empty()) fail("'grammar' and a JSON schema cannot be combined");
-  if (!schema.empty()) {
-    try {
-      g.grammar = engine::grammar_from_json_schema(schema);
-    } catch (const engine::ChatError& e) {
-      fail(e.what());
-    }
-  } else if (gr) {
-    g.grammar = gr->get<std::string>();
-  }
+  g.json_schema = schema;
+  if (gr) g.sampling.grammar.grammar = gr->get<std::string>();
 }
 
 void parse_sampling(const json& j, Endpoint ep, engine::SamplingParams& s, bool& logprobs,
@@ -435,7 +429,7 @@ std::variant<ParsedRequest, ApiError> parse_request(Endpoint ep, const std::stri
       } else {
         fail("'prompt' must be a non-empty string or array of token ids");
       }
-      parse_grammar(j, r.gen.sampling.grammar);
+      parse_grammar(j, r.gen);
     }
     parse_gen(j, ep, r.gen);
     parse_sampling(j, ep, r.gen.sampling, r.gen.logprobs, n_vocab);

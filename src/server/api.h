@@ -33,6 +33,7 @@ struct GenerationParams {
   std::optional<cache::Scope> scope;  // per-request override of --cache-scope
   std::string cache_salt;             // the tenant's own cache key space ("" for none)
   bool logprobs = false;              // report log probabilities (top: sampling.n_probs)
+  std::string json_schema;            // completions: constrain the text to this schema (JSON)
 };
 
 struct ParsedRequest {

@@ -406,10 +406,16 @@ void HttpServer::routes() {
         } catch (const std::exception& e) {
           return send_error(res, {400, std::string("cannot apply the chat template: ") + e.what()});
         }
-      } else if (!r.prompt_tokens.empty()) {
-        job->prompt = r.prompt_tokens;
       } else {
-        job->prompt = model_.tokenize(r.prompt_text, true, true);
+        job->prompt = !r.prompt_tokens.empty() ? r.prompt_tokens
+                                               : model_.tokenize(r.prompt_text, true, true);
+        if (!r.gen.json_schema.empty()) {
+          try {
+            job->sampling.grammar.grammar = engine::grammar_from_json_schema(r.gen.json_schema);
+          } catch (const engine::ChatError& e) {
+            return send_error(res, {400, e.what()});
+          }
+        }
       }
       if (job->prompt.empty()) return send_error(res, {400, "the prompt is empty"});
       if (job->prompt.size() >= static_cast<size_t>(cfg_.slot_ctx)) {

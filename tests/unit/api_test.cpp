@@ -98,8 +98,10 @@ TEST(Api, BadToolsAndFormatsSayWhatIsWrong) {
                 [{"type": "image_url", "image_url": {"url": "x"}}]}]})")
                 .find("not supported"),
             std::string::npos);
-  EXPECT_NE(error_of(Endpoint::kCompletions, R"({"prompt": "x", "json_schema": {"type": 7}})")
-                .find("schema"),
+  EXPECT_NE(error_of(Endpoint::kCompletions, R"({"prompt": "x", "json_schema": 7})").find("schema"),
+            std::string::npos);
+  EXPECT_NE(error_of(Endpoint::kCompletions, R"({"prompt": "x", "json_schema": {}, "grammar": "r"})")
+                .find("cannot be combined"),
             std::string::npos);
 }
 
