@@ -42,4 +42,6 @@ cmake --build "$BUILD_DIR" -j"$(nproc)" >&2
 MODEL=${KVSTASH_DEMO_MODEL:-$BUILD_DIR/models/qwen3-0.6b.gguf}
 mkdir -p "$(dirname "$MODEL")"
 [ -f "$MODEL" ] || "$BUILD_DIR/kvstash" mkmodel --shape qwen3-0.6b --vocab qwen2 -o "$MODEL"
-"$BUILD_DIR/kvstash" demo --model "$MODEL" --prompt-tokens "${KVSTASH_DEMO_TOKENS:-6000}"
+demo_args=(--model "$MODEL")
+[ -n "${KVSTASH_DEMO_TOKENS:-}" ] && demo_args+=(--prompt-tokens "$KVSTASH_DEMO_TOKENS")
+"$BUILD_DIR/kvstash" demo "${demo_args[@]}"

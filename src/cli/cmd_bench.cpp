@@ -18,15 +18,10 @@
 #include "cli/commands.h"
 #include "engine/model.h"
 #include "server/chat_prompt.h"
+#include "util/process.h"
 
 namespace kvstash::cli {
 namespace {
-
-std::string self_exe() {
-  std::error_code ec;
-  auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
-  return ec ? "kvstash" : p.string();
-}
 
 // llama-server: $KVSTASH_LLAMA_SERVER, else the one built with the pinned llama.cpp, else PATH.
 std::string default_llama_server() {

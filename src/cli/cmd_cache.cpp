@@ -36,7 +36,7 @@ std::optional<std::array<uint8_t, 16>> parse_fp(const std::string& hex) {
 // Calls fn for each namespace's cache.
 void for_each_namespace(const CacheVerbOpts& o,
                         const std::function<void(const std::string&, cache::PrefixCache&)>& fn) {
-  if (o.cache.dir.empty()) throw std::invalid_argument("--cache-dir is required");
+  if (o.cache.disk_dir().empty()) throw std::invalid_argument("--cache-dir DIR is required");
   if (!fs::is_directory(o.cache.dir))
     throw std::invalid_argument(o.cache.dir + " is not a directory");
   for (const auto& de : fs::directory_iterator(o.cache.dir)) {
@@ -63,7 +63,8 @@ Run add_cache(CLI::App& app) {
   auto o = std::make_shared<CacheVerbOpts>();
   app.require_subcommand(1);
   auto common = [&](CLI::App* sub) {
-    sub->add_option("--cache-dir", o->cache.dir, "cache directory")->required();
+    sub->add_option("--cache-dir", o->cache.dir, "cache directory (default: serve's)")
+        ->capture_default_str();
     sub->add_option("--fingerprint", o->fingerprint, "only this namespace");
   };
   auto* ls = app.add_subcommand("ls", "list the entries (checkpoints) of each namespace");

@@ -1,33 +1,36 @@
-// kvstash demo: the cache's promise on one machine, in numbers.
+// kvstash demo: the cache's promise on one machine, in numbers, through the real cache.
 //
-// Turn 1 of an agent conversation (long system prompt with tool schemas, tool results) is
-// prefilled cold and its state saved to a file. Turn 2 extends the conversation. It is answered
-// twice: cold (full prefill) and restored (load the file, prefill only the new tokens). The demo
-// prints both times-to-first-token and checks that the two give bit-identical logits.
-#include <fcntl.h>
-#include <unistd.h>
+// An agent conversation (long system prompt with tool schemas, tool results) runs as separate
+// `kvstash generate` processes, each one request of a server that then exits gracefully:
+//   1. turn 1, cold, with the disk tier in a demo cache directory: it stores the chat anchor
+//      (reason=cold) and, at exit, its live state (reason=shutdown);
+//   2. turn 2 without any cache: the reference answer and the cold time to first token;
+//   3. turn 2 again in a new process (a restart) with the same directory: it restores turn 1's
+//      prefix from disk and prefills only the new tokens.
+// The children's log lines are the ones `kvstash serve` prints (`kv cache hit ...`, `kv cache
+// stored ...`). The demo fails unless step 3's logits and greedy tokens are bit-identical to step
+// 2's.
+#include <stdlib.h>
 
-#include <algorithm>
-#include <chrono>
 #include <cstdio>
-#include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <memory>
+#include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
 #include "engine/model.h"
-#include "engine/session.h"
+#include "server/chat_prompt.h"
+#include "util/process.h"
+#include "util/timing.h"
 
 namespace kvstash::cli {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-using Messages = std::vector<std::pair<std::string, std::string>>;
-
-double since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
+namespace fs = std::filesystem;
+using nlohmann::json;
 
 // A deterministic agent-style system prompt: instructions plus JSON tool schemas.
 std::string system_prompt(size_t approx_chars) {
@@ -52,152 +55,137 @@ std::string system_prompt(size_t approx_chars) {
   return s;
 }
 
-// Positions of the chat template's message-start token (<|im_start|> in ChatML templates).
-std::vector<int> message_starts(const engine::Model& model, const std::vector<engine::Token>& p) {
-  const auto start = model.tokenize("<|im_start|>", false, true);
-  std::vector<int> out;
-  if (start.size() != 1) return out;
-  for (size_t i = 1; i < p.size(); ++i) {
-    if (p[i] == start[0]) out.push_back(static_cast<int>(i));
+// The demo's scratch directory (messages, and the cache unless --cache-dir), removed at the end.
+struct Scratch {
+  std::string path;
+  Scratch() {
+    std::string tmpl = (fs::temp_directory_path() / "kvstash-demo-XXXXXX").string();
+    if (!::mkdtemp(tmpl.data())) throw std::runtime_error("cannot create " + tmpl);
+    path = tmpl;
   }
-  return out;
+  ~Scratch() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+};
+
+std::string write_messages(const std::string& path, const std::vector<server::ChatMessage>& msgs) {
+  json j = json::array();
+  for (const auto& m : msgs) j.push_back({{"role", m.role}, {"content", m.content}});
+  std::ofstream(path) << j.dump();
+  return path;
 }
 
-void write_file(const std::string& path, const engine::Snapshot& s) {
-  const std::string tmp = path + ".tmp";
-  std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(tmp.c_str(), "wb"), &std::fclose);
-  if (!f) throw std::runtime_error("cannot write " + tmp + ": " + std::strerror(errno));
-  const uint64_t n[3] = {s.tokens.size(), s.state.size(), s.logits.size()};
-  bool ok = std::fwrite(s.fingerprint.bytes.data(), 1, 16, f.get()) == 16 &&
-            std::fwrite(n, sizeof(n), 1, f.get()) == 1 &&
-            std::fwrite(s.tokens.data(), sizeof(engine::Token), n[0], f.get()) == n[0] &&
-            std::fwrite(s.state.data(), 1, n[1], f.get()) == n[1] &&
-            std::fwrite(s.logits.data(), sizeof(float), n[2], f.get()) == n[2] &&
-            std::fflush(f.get()) == 0 && ::fsync(fileno(f.get())) == 0;
-  f.reset();
-  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
-    throw std::runtime_error("cannot write " + path + ": " + std::strerror(errno));
-  }
+// One `kvstash generate` process; its log lines go straight to stderr. Returns its JSON report.
+json generate(const std::vector<std::string>& argv, double* wall_s) {
+  const auto t0 = Clock::now();
+  const ProcResult r = run_process(argv, {.env = {}, .capture_stderr = false});
+  *wall_s = ms_since(t0) / 1000;
+  if (r.rc != 0)
+    throw std::runtime_error("kvstash generate exited with status " + std::to_string(r.rc));
+  return json::parse(r.out);
 }
 
-engine::Snapshot read_file(const std::string& path) {
-  std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
-  if (!f) throw std::runtime_error("cannot read " + path);
-  engine::Snapshot s;
-  uint64_t n[3];
-  bool ok = std::fread(s.fingerprint.bytes.data(), 1, 16, f.get()) == 16 &&
-            std::fread(n, sizeof(n), 1, f.get()) == 1 && n[0] < (1u << 24) && n[2] < (1u << 24);
-  if (ok) {
-    s.tokens.resize(n[0]);
-    s.state.resize(n[1]);
-    s.logits.resize(n[2]);
-    ok = std::fread(s.tokens.data(), sizeof(engine::Token), n[0], f.get()) == n[0] &&
-         std::fread(s.state.data(), 1, n[1], f.get()) == n[1] &&
-         std::fread(s.logits.data(), sizeof(float), n[2], f.get()) == n[2];
-  }
-  if (!ok) throw std::runtime_error(path + " is truncated or not a kvstash demo state");
-  return s;
+double ttft_s(const json& rep) {
+  return (rep.at("restore_ms").get<double>() + rep.at("prefill_ms").get<double>()) / 1000;
 }
 
 }  // namespace
 
 Run add_demo(CLI::App& app) {
   struct Opts {
-    std::string model, state = "/tmp/kvstash-demo.state";
-    size_t prompt_tokens = 6000;
-    int threads = 0, chunk = 256;
+    std::string model, cache_dir;
+    size_t prompt_tokens = 4000;  // about 2 minutes in all on 2 cores (bench/RESULTS.md)
+    int threads = 0, chunk = 256, n_predict = 4;
     bool flash_attn = true;
   };
   auto o = std::make_shared<Opts>();
-  app.add_option("-m,--model", o->model, "GGUF model")->required();
+  app.add_option("-m,--model", o->model, "GGUF model")->required()->check(CLI::ExistingFile);
   app.add_option("--prompt-tokens", o->prompt_tokens, "approximate size of turn 1")
       ->capture_default_str();
-  app.add_option("--state-file", o->state, "where turn 1's state is saved")->capture_default_str();
+  app.add_option("--cache-dir", o->cache_dir,
+                 "the demo's disk tier, kept afterwards (default: a temporary directory)");
   app.add_option("-t,--threads", o->threads, "threads (0: all)");
-  app.add_option("--chunk", o->chunk, "prefill batch (tokens)")->capture_default_str();
+  app.add_option("--chunk", o->chunk, "prefill batch and cache chunk (tokens)")
+      ->capture_default_str();
+  app.add_option("-n,--n-predict", o->n_predict, "greedy tokens compared after the prompt")
+      ->capture_default_str();
   app.add_flag("!--no-flash-attn", o->flash_attn, "disable flash attention");
   return [o] {
-    engine::Model model(o->model);
-    engine::SessionOptions so;
-    so.n_threads = o->threads;
-    so.chunk = o->chunk;
-    so.flash_attn = o->flash_attn;
-    so.n_ctx = static_cast<int>(o->prompt_tokens + 2048);
+    Scratch scratch;
+    const std::string cache_dir = o->cache_dir.empty() ? scratch.path + "/kv" : o->cache_dir;
 
-    // Size the system prompt in tokens: measure the tokenizer's chars per token on a sample.
+    // The conversation, sized in tokens with the model's own tokenizer and template.
+    const engine::Model model(o->model, {.vocab_only = true});
     const std::string sample = system_prompt(20000);
     const double chars_per_token = double(sample.size()) / model.tokenize(sample).size();
-    Messages msgs{{"system", system_prompt(size_t(o->prompt_tokens * chars_per_token))},
-                  {"user", "The test suite fails in tests/test_cache.py; find out why."},
-                  {"assistant", "Running the failing test first."},
-                  {"tool", "FAILED tests/test_cache.py::test_evict - AssertionError: 3 != 2"}};
-    const auto p1 = model.tokenize(model.apply_chat_template(msgs, true));
+    std::vector<server::ChatMessage> msgs{
+        {"system", system_prompt(size_t(o->prompt_tokens * chars_per_token))},
+        {"user", "The test suite fails in tests/test_cache.py; find out why."},
+        {"assistant", "Running the failing test first."},
+        {"tool", "FAILED tests/test_cache.py::test_evict - AssertionError: 3 != 2"}};
+    const size_t n1 = server::render_chat(model, msgs).tokens.size();
+    const std::string turn1 = write_messages(scratch.path + "/turn1.json", msgs);
     msgs.push_back({"assistant", "The eviction count is off by one; reading the policy."});
     msgs.push_back({"user", "Fix it and rerun the tests, then summarise the change."});
-    const auto p2 = model.tokenize(model.apply_chat_template(msgs, true));
-    size_t common = 0;
-    while (common < p1.size() && common < p2.size() && p1[common] == p2[common]) ++common;
-    // Batches break at message starts (content-derived, the same for both turns), so turn 2 can
-    // resume bit-exactly from the last message start it shares with turn 1.
-    const auto breaks = message_starts(model, p2);
-    size_t resume = common / o->chunk * o->chunk;
-    for (int b : breaks) {
-      if (static_cast<size_t>(b) <= common) resume = std::max(resume, static_cast<size_t>(b));
-    }
-    std::cerr << "kvstash demo: model " << o->model << " (" << model.arch() << "), turn 1 "
-              << p1.size() << " tokens, turn 2 " << p2.size() << " tokens (" << p2.size() - common
-              << " new)\n";
+    const size_t n2 = server::render_chat(model, msgs).tokens.size();
+    const std::string turn2 = write_messages(scratch.path + "/turn2.json", msgs);
 
-    auto progress = [](int done, int total) {
-      std::cerr << "\r  prefill " << done << "/" << total << std::flush;
-      if (done == total) std::cerr << "\n";
-      return true;
+    // One `kvstash generate` process per step, with the demo's engine settings.
+    auto run = [&](const std::string& messages, int n_predict, const std::string& cache,
+                   double* wall_s) {
+      std::vector<std::string> argv = {self_exe(),   "generate",
+                                       "-m",         o->model,
+                                       "-c",         std::to_string(n2 + o->n_predict + 256),
+                                       "--chunk",    std::to_string(o->chunk),
+                                       "--messages", messages,
+                                       "-n",         std::to_string(n_predict),
+                                       "--progress"};
+      if (o->threads > 0) argv.insert(argv.end(), {"-t", std::to_string(o->threads)});
+      if (!o->flash_attn) argv.push_back("--no-flash-attn");
+      if (cache.empty()) {
+        argv.push_back("--no-cache");
+      } else {
+        argv.insert(argv.end(), {"--cache-dir", cache});
+      }
+      return generate(argv, wall_s);
     };
-    engine::PrefillOptions po;
-    po.on_progress = progress;
-    po.boundaries = breaks;
-    {
-      engine::Session s(model, so);
-      const auto t0 = Clock::now();
-      s.prefill(p1, po);
-      s.greedy();
-      std::cerr << "turn 1 cold: TTFT " << since(t0) << " s\n";
-      const auto t1 = Clock::now();
-      write_file(o->state, s.snapshot());
-      std::cerr << "turn 1 state saved to " << o->state << " in " << since(t1) * 1000 << " ms\n";
-    }
-    double cold = 0, warm = 0;
-    std::vector<float> cold_logits;
-    engine::Token cold_tok;
-    {
-      engine::Session s(model, so);
-      const auto t0 = Clock::now();
-      s.prefill(p2, po);
-      cold_tok = s.greedy();
-      cold = since(t0);
-      cold_logits = s.logits();
-    }
-    {
-      engine::Session s(model, so);
-      const auto t0 = Clock::now();
-      s.restore(read_file(o->state));
-      const double load = since(t0);
-      if (model.resume_kind() == engine::ResumeKind::kAnyBoundary) s.trim(resume);
-      const size_t prefilled = p2.size() - s.tokens().size();
-      engine::PrefillOptions warm_po;
-      warm_po.boundaries = breaks;
-      s.prefill(p2, warm_po);
-      const engine::Token tok = s.greedy();
-      warm = since(t0);
-      const bool exact = s.logits() == cold_logits && tok == cold_tok;
-      std::cerr << "turn 2 restored: load " << load * 1000 << " ms, prefilled " << prefilled
-                << " tokens, logits " << (exact ? "bit-identical to cold" : "DIFFER FROM COLD")
+
+    std::cerr << "kvstash demo: model " << o->model << ", turn 1 " << n1 << " tokens, turn 2 " << n2
+              << " tokens; disk tier in " << cache_dir
+              << (o->cache_dir.empty() ? " (removed at the end)" : "") << "\n"
+              << "Each step is a new `kvstash generate` process: one request, then a graceful "
+                 "exit, as a server restart.\n";
+    double wall1 = 0, wall2 = 0, wall3 = 0;
+    std::cerr << "\n[1/3] turn 1, cold: stores the chat anchor, then its live state at exit\n";
+    // No answer needed: decoded tokens are never stored.
+    const json r1 = run(turn1, 0, cache_dir, &wall1);
+    std::fprintf(stderr, "turn 1: TTFT %.2f s, %d tokens prefilled (process %.1f s)\n", ttft_s(r1),
+                 r1.at("prefilled_tokens").get<int>(), wall1);
+
+    std::cerr << "\n[2/3] turn 2 without the cache: the reference answer\n";
+    const json cold = run(turn2, o->n_predict, "", &wall2);
+    std::fprintf(stderr, "turn 2 cold: TTFT %.2f s, %d tokens prefilled (process %.1f s)\n",
+                 ttft_s(cold), cold.at("prefilled_tokens").get<int>(), wall2);
+
+    std::cerr << "\n[3/3] turn 2 after a restart: restores turn 1's prefix from the disk tier\n";
+    const json warm = run(turn2, o->n_predict, cache_dir, &wall3);
+    const bool exact =
+        warm.at("logits_hash") == cold.at("logits_hash") && warm.at("tokens") == cold.at("tokens");
+    std::fprintf(stderr,
+                 "turn 2 restored: TTFT %.3f s (restore %.0f ms, %d tokens from disk, %d "
+                 "prefilled; process %.1f s); logits and %d greedy tokens %s\n",
+                 ttft_s(warm), warm.at("restore_ms").get<double>(),
+                 warm.at("cached_tokens").get<int>(), warm.at("prefilled_tokens").get<int>(), wall3,
+                 o->n_predict, exact ? "bit-identical to cold" : "DIFFER FROM COLD");
+    std::printf("turn 2 (%zu tokens): cold TTFT %.2f s, restored TTFT %.3f s, %.1fx faster\n", n2,
+                ttft_s(cold), ttft_s(warm), ttft_s(cold) / ttft_s(warm));
+    if (warm.at("cached_tokens").get<int>() == 0) {
+      std::cerr << "kvstash demo: the restarted process restored nothing from " << cache_dir
                 << "\n";
-      std::printf("turn 2 (%zu tokens): cold TTFT %.2f s, restored TTFT %.3f s, %.1fx faster\n",
-                  p2.size(), cold, warm, cold / warm);
-      if (!exact) return 1;
+      return 1;
     }
-    return 0;
+    return exact ? 0 : 1;
   };
 }
 

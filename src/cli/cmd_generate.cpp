@@ -4,6 +4,7 @@
 #include <xxhash.h>
 
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -20,6 +21,7 @@ Run add_generate(CLI::App& app) {
     CacheFlags cache;
     std::string messages_file, prompt;
     int n_predict = 16;
+    bool progress = false;
   };
   auto o = std::make_shared<Opts>();
   o->engine.add(app);
@@ -29,6 +31,7 @@ Run add_generate(CLI::App& app) {
   app.add_option("-n,--n-predict", o->n_predict, "tokens to generate (greedy)")
       ->capture_default_str();
   app.add_flag("!--no-cache", o->cache.enabled, "neither restore nor store");
+  app.add_flag("--progress", o->progress, "show the prefill's progress on stderr");
   return [o] {
     engine::Model model(o->engine.model, {o->engine.n_gpu_layers});
     engine::Session session(model, o->engine.session);
@@ -45,7 +48,18 @@ Run add_generate(CLI::App& app) {
     } else {
       prompt.tokens = model.tokenize(o->prompt);
     }
-    const auto rep = cs.prefill(prompt.tokens, prompt.info);
+    // Whole lines (every 1024 tokens), so the cache's log lines never land mid-line.
+    std::function<bool(int, int, int)> progress;
+    if (o->progress) {
+      progress = [shown = 0](int done, int total, int cached) mutable {
+        if (done / 1024 > shown / 1024 || done == total) {
+          std::cerr << "  prefill " << done << "/" << total << " (" << cached << " cached)\n";
+          shown = done;
+        }
+        return true;
+      };
+    }
+    const auto rep = cs.prefill(prompt.tokens, prompt.info, progress);
     const auto& first = session.logits();
     const XXH64_hash_t logits_hash = XXH3_64bits(first.data(), first.size() * sizeof(float));
     std::vector<engine::Token> out;

@@ -88,7 +88,12 @@ Run add_serve(CLI::App& app) {
     const engine::ChatTemplates templates(model, o->chat_template);
     // One session builds the fingerprint and proves the settings work before the slots start.
     auto probe = std::make_unique<engine::Session>(model, o->engine.session);
-    auto cache = scope->kind == cache::Scope::Kind::kOff ? nullptr : o->cache.open(model, *probe);
+    std::unique_ptr<cache::PrefixCache> cache;
+    if (scope->kind == cache::Scope::Kind::kOff) {
+      log::info("kv cache off (--cache-scope off)");
+    } else {
+      cache = o->cache.open(model, *probe);
+    }
     const std::string fingerprint = probe->fingerprint().hex();
     const std::string fp_settings = probe->fingerprint_settings();
     probe.reset();
@@ -117,7 +122,7 @@ Run add_serve(CLI::App& app) {
         {"cache",
          {{"scope", scope->str()},
           {"enabled", cache != nullptr},
-          {"dir", o->cache.dir},
+          {"dir", o->cache.disk_dir()},
           {"disk_budget", cache ? cache->config().disk_budget : 0},
           {"ram_budget", cache ? cache->config().ram_budget : 0},
           {"chunk_tokens", o->engine.session.chunk},

@@ -1,8 +1,18 @@
 #include "cli/options.h"
 
+#include "util/log.h"
 #include "util/size.h"
 
 namespace kvstash::cli {
+
+std::string default_cache_dir() {
+  // XDG base directories: a relative or empty $XDG_CACHE_HOME is ignored.
+  const char* xdg = std::getenv("XDG_CACHE_HOME");
+  if (xdg && xdg[0] == '/') return std::string(xdg) + "/kvstash/kv";
+  const char* home = std::getenv("HOME");
+  if (home && home[0] == '/') return std::string(home) + "/.cache/kvstash/kv";
+  return "";
+}
 
 void EngineFlags::add(CLI::App& app) {
   app.add_option("-m,--model", model, "GGUF model file")->required()->check(CLI::ExistingFile);
@@ -19,7 +29,9 @@ void EngineFlags::add(CLI::App& app) {
 }
 
 void CacheFlags::add(CLI::App& app) {
-  app.add_option("--cache-dir", dir, "disk cache directory (the persistent tier)");
+  app.add_option("--cache-dir", dir,
+                 "disk cache directory, the persistent tier (none: no disk tier)")
+      ->capture_default_str();
   app.add_option("--cache-disk-budget", disk_budget, "disk tier budget, e.g. 40G")
       ->capture_default_str();
   app.add_option("--cache-ram-budget", ram_budget, "RAM tier budget (0: no RAM tier)")
@@ -53,7 +65,7 @@ void CacheFlags::add(CLI::App& app) {
 
 cache::CacheConfig CacheFlags::config(uint32_t chunk, bool snapshot_only) const {
   cache::CacheConfig c;
-  c.dir = dir;
+  c.dir = disk_dir();
   c.disk_budget = parse_size(disk_budget);
   c.ram_budget = parse_size(ram_budget);
   c.chunk = chunk;
@@ -70,6 +82,13 @@ std::unique_ptr<cache::PrefixCache> CacheFlags::open(const engine::Model& model,
   if (!enabled) return nullptr;
   const auto cfg = config(static_cast<uint32_t>(session.options().chunk),
                           model.resume_kind() != engine::ResumeKind::kAnyBoundary);
+  if (!cfg.dir.empty()) {
+    log::info("kv cache dir " + cfg.dir + " (persistent disk tier; --cache-dir none turns it off)");
+  } else if (dir == "none") {
+    log::info("kv cache disk tier off (--cache-dir none)");
+  } else {
+    log::warn("kv cache disk tier off: neither $XDG_CACHE_HOME nor $HOME is set (--cache-dir DIR)");
+  }
   if (cfg.dir.empty() && cfg.ram_budget == 0) {
     if (!cfg.remote.url.empty()) {
       throw std::invalid_argument(

@@ -19,8 +19,12 @@ struct EngineFlags {
   void add(CLI::App& app);
 };
 
+// The persistent disk tier's default: $XDG_CACHE_HOME/kvstash/kv, else $HOME/.cache/kvstash/kv;
+// empty when neither variable is set (an absolute path).
+std::string default_cache_dir();
+
 struct CacheFlags {
-  std::string dir;
+  std::string dir = default_cache_dir();  // "none": no disk tier
   std::string disk_budget = "40G", ram_budget = "0";
   cache::StoreConfig store;
   cache::EvictConfig evict;
@@ -28,7 +32,10 @@ struct CacheFlags {
   uint32_t remote_ttl_s = 7 * 24 * 3600;
   bool enabled = true;  // --cache-scope off turns it off
   void add(CLI::App& app);
+  // The disk tier's directory, empty when it is off.
+  std::string disk_dir() const { return dir == "none" ? std::string() : dir; }
   // The cache for this model and session, or null when disabled or without a directory/RAM.
+  // Logs one line saying where the disk tier is (or that it is off).
   std::unique_ptr<cache::PrefixCache> open(const engine::Model& model,
                                            const engine::Session& session) const;
   // A cache over DIR for a fingerprint, for the maintenance verbs.

@@ -11,9 +11,22 @@ namespace kvstash::engine {
 namespace {
 bool g_verbose = false;
 std::string g_last_error;  // last llama.cpp error line, to explain a failed load
+std::mutex g_capture_mu;
+LlamaLogCapture* g_capture = nullptr;
+}  // namespace
 
+void llama_log_to_capture(const char* text) { g_capture->text_ += text; }
+
+namespace {
 void log_cb(ggml_log_level level, const char* text, void*) {
   if (level == GGML_LOG_LEVEL_ERROR) g_last_error = text;
+  {
+    std::lock_guard lock(g_capture_mu);
+    if (g_capture) {
+      llama_log_to_capture(text);
+      return;
+    }
+  }
   if (g_verbose || level == GGML_LOG_LEVEL_ERROR || level == GGML_LOG_LEVEL_WARN) {
     std::fputs(text, stderr);
   }
@@ -21,6 +34,23 @@ void log_cb(ggml_log_level level, const char* text, void*) {
 }  // namespace
 
 void set_llama_verbose(bool verbose) { g_verbose = verbose; }
+
+LlamaLogCapture::LlamaLogCapture() {
+  init_backend();  // the log callback is installed there
+  std::lock_guard lock(g_capture_mu);
+  prev_ = g_capture;
+  g_capture = this;
+}
+
+LlamaLogCapture::~LlamaLogCapture() {
+  std::lock_guard lock(g_capture_mu);
+  g_capture = prev_;
+}
+
+std::string LlamaLogCapture::text() const {
+  std::lock_guard lock(g_capture_mu);
+  return text_;
+}
 
 void init_backend() {
   static std::once_flag once;

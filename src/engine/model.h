@@ -66,4 +66,20 @@ void init_backend();
 // Routes llama.cpp's log lines (quiet by default: only warnings and errors).
 void set_llama_verbose(bool verbose);
 
+// While alive, llama.cpp's log lines (every level) are collected here instead of printed: for
+// tests that check what llama.cpp says, and for loads whose complaints are expected.
+class LlamaLogCapture {
+ public:
+  LlamaLogCapture();
+  ~LlamaLogCapture();
+  LlamaLogCapture(const LlamaLogCapture&) = delete;
+  LlamaLogCapture& operator=(const LlamaLogCapture&) = delete;
+  std::string text() const;
+
+ private:
+  LlamaLogCapture* prev_;  // captures nest; the innermost one collects
+  std::string text_;
+  friend void llama_log_to_capture(const char* text);
+};
+
 }  // namespace kvstash::engine

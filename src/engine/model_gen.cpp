@@ -2,6 +2,7 @@
 
 #include <ggml.h>
 #include <gguf.h>
+#include <llama.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -12,6 +13,8 @@
 #include <functional>
 #include <memory>
 #include <stdexcept>
+
+#include "engine/model.h"
 
 #ifndef KVSTASH_VOCAB_DIR
 #define KVSTASH_VOCAB_DIR ""
@@ -167,6 +170,34 @@ void fill(const TensorSpec& t, uint64_t seed, std::vector<float>& v) {
   }
 }
 
+// llama.cpp recognises end-of-turn, end-of-generation and fill-in-the-middle tokens by their text
+// (llama-vocab.cpp, "auto-detect special tokens by text") and, when the file does not type one of
+// them as control, overrides it with the warning "control-looking token ... probably a bug in the
+// model" on every load. Qwen2's vocab has '</s>' as a normal token, so every generated model
+// warned. llama.cpp itself says which tokens it treats as control (a vocab-only load of the source,
+// its complaints discarded); writing those as control makes a load quiet and changes nothing else,
+// since that is the type llama.cpp gives them anyway.
+void write_control_token_types(gguf_context* g, const std::string& vocab_file) {
+  const int64_t key = gguf_find_key(g, "tokenizer.ggml.token_type");
+  if (key < 0 || gguf_get_arr_type(g, key) != GGUF_TYPE_INT32) return;
+  const size_t n = gguf_get_arr_n(g, key);
+  const auto* types = static_cast<const int32_t*>(gguf_get_arr_data(g, key));
+  std::vector<int32_t> fixed(types, types + n);
+  LlamaLogCapture quiet;
+  const Model vocab(vocab_file, {.vocab_only = true});
+  bool changed = false;
+  for (size_t i = 0; i < n && i < static_cast<size_t>(vocab.n_vocab()); ++i) {
+    const auto attr = llama_vocab_get_attr(vocab.vocab(), static_cast<llama_token>(i));
+    if ((attr & LLAMA_TOKEN_ATTR_CONTROL) && fixed[i] != LLAMA_TOKEN_TYPE_CONTROL) {
+      fixed[i] = LLAMA_TOKEN_TYPE_CONTROL;
+      changed = true;
+    }
+  }
+  if (changed) {
+    gguf_set_arr_data(g, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, fixed.data(), n);
+  }
+}
+
 void set_u32(gguf_context* g, const std::string& key, uint32_t v) {
   gguf_set_val_u32(g, key.c_str(), v);
 }
@@ -187,6 +218,7 @@ uint64_t generate_model(const GenOptions& opt) {
 
   std::unique_ptr<gguf_context, void (*)(gguf_context*)> g(gguf_init_empty(), &gguf_free);
   gguf_set_kv(g.get(), vocab.get());  // tokenizer.* and chat template, verbatim
+  write_control_token_types(g.get(), vocab_path(opt.vocab));
   if (opt.chat_template != "vocab") {
     std::ifstream tf(template_path(opt.chat_template, s));
     const std::string tmpl((std::istreambuf_iterator<char>(tf)), std::istreambuf_iterator<char>());

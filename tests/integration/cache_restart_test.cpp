@@ -146,6 +146,41 @@ TEST_P(CacheRestart, TinyBudgetForcesEvictionsWithoutBreakingARestore) {
   EXPECT_LE(bytes, 2u << 20);
 }
 
+// Without --cache-dir, generate keeps its cache in $XDG_CACHE_HOME/kvstash/kv, so the next process
+// restores what this one stored; --cache-dir none writes nothing at all.
+TEST(CacheDefaults, GenerateKeepsItsCacheInXdgCacheHomeUnlessNone) {
+  TempDir dir;
+  const std::string xdg = dir.path + "/xdg", home = dir.path + "/home", kv = xdg + "/kvstash/kv";
+  const std::vector<std::pair<std::string, std::string>> env = {{"XDG_CACHE_HOME", xdg},
+                                                                {"HOME", home}};
+  const std::string m = dir.path + "/m.json";
+  std::ofstream(m) << conversation(1, 40).dump();
+  const std::vector<std::string> args = {
+      "generate",   "-m",   fixtures::model_path("tiny"), "--messages", m, "-n", "4",
+      "--ctx-size", "8192", "--cache-boundary-align",     "256"};
+  auto none_args = args;
+  none_args.insert(none_args.end(), {"--cache-dir", "none"});
+  const auto none = fixtures::run_kvstash(none_args, env);
+  ASSERT_EQ(none.rc, 0) << none.err;
+  EXPECT_NE(none.err.find("kv cache disk tier off (--cache-dir none)"), std::string::npos)
+      << none.err;
+  EXPECT_FALSE(fs::exists(xdg) || fs::exists(home)) << "--cache-dir none wrote files";
+
+  const auto first = fixtures::run_kvstash(args, env);
+  ASSERT_EQ(first.rc, 0) << first.err;
+  EXPECT_NE(first.err.find("kv cache dir " + kv + " (persistent disk tier"), std::string::npos)
+      << first.err;
+  const auto second = fixtures::run_kvstash(args, env);
+  ASSERT_EQ(second.rc, 0) << second.err;
+  const json a = json::parse(none.out), b = json::parse(first.out), c = json::parse(second.out);
+  EXPECT_EQ(b.at("cached_tokens"), 0);
+  EXPECT_GT(c.at("cached_tokens").get<int>(), c.at("prompt_tokens").get<int>() * 9 / 10)
+      << "the second process restores from the default directory";
+  expect_same_answer(a, b);
+  expect_same_answer(a, c);
+  EXPECT_FALSE(fs::exists(home)) << "$XDG_CACHE_HOME is set: nothing goes to ~/.cache";
+}
+
 INSTANTIATE_TEST_SUITE_P(Models, CacheRestart, ::testing::Values("tiny", "hybrid-tiny"),
                          [](const auto& info) {
                            return info.param == "tiny" ? std::string("Attention")

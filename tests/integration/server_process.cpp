@@ -15,7 +15,8 @@
 
 namespace kvstash::fixtures {
 
-ServerProcess::ServerProcess(const std::vector<std::string>& args) {
+ServerProcess::ServerProcess(const std::vector<std::string>& args,
+                             const std::vector<std::pair<std::string, std::string>>& env) {
   char tmpl[] = "/tmp/kvstash-serve-XXXXXX";
   const int fd = ::mkstemp(tmpl);
   log_path_ = tmpl;
@@ -23,6 +24,13 @@ ServerProcess::ServerProcess(const std::vector<std::string>& args) {
   if (pid_ == 0) {
     ::dup2(fd, 1);
     ::dup2(fd, 2);
+    for (const auto& [k, v] : env) {
+      if (v.empty()) {
+        ::unsetenv(k.c_str());
+      } else {
+        ::setenv(k.c_str(), v.c_str(), 1);
+      }
+    }
     std::vector<std::string> all = {KVSTASH_BIN, "serve", "--host", "127.0.0.1", "--port", "0"};
     all.insert(all.end(), args.begin(), args.end());
     std::vector<char*> argv;

@@ -4,14 +4,17 @@
 #include <sys/types.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace kvstash::fixtures {
 
 class ServerProcess {
  public:
-  // Starts `kvstash serve --host 127.0.0.1 --port 0 ARGS...` and waits until it listens.
-  explicit ServerProcess(const std::vector<std::string>& args);
+  // Starts `kvstash serve --host 127.0.0.1 --port 0 ARGS...` and waits until it listens. `env` is
+  // set in the server's environment (an empty value unsets a variable).
+  explicit ServerProcess(const std::vector<std::string>& args,
+                         const std::vector<std::pair<std::string, std::string>>& env = {});
   ~ServerProcess();
   int port() const { return port_; }
   std::string log() const;

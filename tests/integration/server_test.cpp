@@ -47,6 +47,62 @@ class Server : public ::testing::Test {
   }
 };
 
+// Regular files anywhere under `dir` (0 when it does not exist).
+size_t files_under(const std::string& dir) {
+  size_t n = 0;
+  std::error_code ec;
+  for (fs::recursive_directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    n += it->is_regular_file();
+  }
+  return n;
+}
+
+using Env = std::vector<std::pair<std::string, std::string>>;
+
+// No --cache-dir: the disk tier lives in $XDG_CACHE_HOME/kvstash/kv and survives a restart.
+TEST_F(Server, PersistentCacheIsOnByDefault) {
+  const std::string xdg = dir.path + "/xdg", home = dir.path + "/home", kv = xdg + "/kvstash/kv";
+  const Env env = {{"XDG_CACHE_HOME", xdg}, {"HOME", home}};
+  const std::vector<std::string> args = {
+      "-m", model, "--ctx-size", "16384", "--cache-boundary-align", "256"};
+  {
+    fixtures::ServerProcess srv(args, env);
+    EXPECT_NE(srv.log().find("kv cache dir " + kv + " (persistent disk tier"), std::string::npos)
+        << srv.log();
+    EXPECT_EQ(get(srv.port(), "/props").body["cache"]["dir"], kv);
+    ASSERT_EQ(post(srv.port(), "/v1/chat/completions", chat_body(agent(4, 1))).status, 200);
+    EXPECT_EQ(srv.stop(SIGTERM), 0);
+  }
+  EXPECT_GT(files_under(kv), 0u) << "stores went to the default directory";
+  EXPECT_FALSE(fs::exists(home)) << "$XDG_CACHE_HOME is set: nothing goes to ~/.cache";
+  fixtures::ServerProcess srv(args, env);
+  const Reply t2 = post(srv.port(), "/v1/chat/completions", chat_body(agent(4, 2)));
+  ASSERT_EQ(t2.status, 200);
+  EXPECT_GT(cached(t2), 1000) << "the restarted server restores from the default directory";
+}
+
+// Without $XDG_CACHE_HOME the default is ~/.cache/kvstash/kv; --cache-dir none writes nothing.
+TEST_F(Server, CacheDirFallsBackToHomeAndNoneTurnsTheDiskTierOff) {
+  const std::string home = dir.path + "/home";
+  const std::vector<std::string> args = {"-m", model, "--ctx-size", "16384"};
+  {
+    fixtures::ServerProcess srv(args, {{"XDG_CACHE_HOME", ""}, {"HOME", home}});
+    EXPECT_NE(srv.log().find("kv cache dir " + home + "/.cache/kvstash/kv "), std::string::npos)
+        << srv.log();
+  }
+  TempDir none_root;
+  auto none_args = args;
+  none_args.insert(none_args.end(), {"--cache-dir", "none"});
+  fixtures::ServerProcess srv(
+      none_args, {{"XDG_CACHE_HOME", none_root.path + "/xdg"}, {"HOME", none_root.path}});
+  EXPECT_NE(srv.log().find("kv cache disk tier off (--cache-dir none)"), std::string::npos)
+      << srv.log();
+  EXPECT_EQ(get(srv.port(), "/props").body["cache"]["enabled"], false);
+  ASSERT_EQ(post(srv.port(), "/v1/chat/completions", chat_body(agent(6, 1))).status, 200);
+  EXPECT_EQ(srv.stop(SIGTERM), 0);
+  EXPECT_TRUE(fs::is_empty(none_root.path)) << "--cache-dir none wrote files";
+}
+
 TEST_F(Server, ChatNonStreamingAndStreamingAgreeWithAFreshPrefill) {
   fixtures::ServerProcess srv(base());
   const json msgs = agent(1, 1);

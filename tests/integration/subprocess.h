@@ -2,16 +2,18 @@
 #pragma once
 
 #include <string>
+#include <utility>
 #include <vector>
+
+#include "util/process.h"
 
 namespace kvstash::fixtures {
 
-struct ProcResult {
-  int rc = -1;
-  std::string out, err;
-};
+using ProcResult = kvstash::ProcResult;
 
-// Runs KVSTASH_BIN with `args` (each passed as one argument, no shell expansion).
-ProcResult run_kvstash(const std::vector<std::string>& args);
+// Runs KVSTASH_BIN with `args` (each passed as one argument, no shell expansion), with `env` set
+// (an empty value unsets a variable); captures stdout and stderr.
+ProcResult run_kvstash(const std::vector<std::string>& args,
+                       const std::vector<std::pair<std::string, std::string>>& env = {});
 
 }  // namespace kvstash::fixtures
