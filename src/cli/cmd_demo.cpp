@@ -117,6 +117,7 @@ Run add_demo(CLI::App& app) {
 
     // The conversation, sized in tokens with the model's own tokenizer and template.
     const engine::Model model(o->model, {.vocab_only = true});
+    const engine::ChatTemplates templates(model);
     const std::string sample = system_prompt(20000);
     const double chars_per_token = double(sample.size()) / model.tokenize(sample).size();
     std::vector<server::ChatMessage> msgs{
@@ -124,11 +125,11 @@ Run add_demo(CLI::App& app) {
         {"user", "The test suite fails in tests/test_cache.py; find out why."},
         {"assistant", "Running the failing test first."},
         {"tool", "FAILED tests/test_cache.py::test_evict - AssertionError: 3 != 2"}};
-    const size_t n1 = server::render_chat(model, msgs).tokens.size();
+    const size_t n1 = server::render_chat(model, templates, msgs).tokens.size();
     const std::string turn1 = write_messages(scratch.path + "/turn1.json", msgs);
     msgs.push_back({"assistant", "The eviction count is off by one; reading the policy."});
     msgs.push_back({"user", "Fix it and rerun the tests, then summarise the change."});
-    const size_t n2 = server::render_chat(model, msgs).tokens.size();
+    const size_t n2 = server::render_chat(model, templates, msgs).tokens.size();
     const std::string turn2 = write_messages(scratch.path + "/turn2.json", msgs);
 
     // One `kvstash generate` process per step, with the demo's engine settings.
