@@ -53,11 +53,30 @@ std::string next_tool_call_id() {
 // model can fill forever; drop that optional preamble from the root rule. Reasoning stays.
 // Where the rule has another shape the grammar is left as llama.cpp made it.
 std::string calls_only(const std::string& grammar) {
-  static const std::regex preamble(R"((^|\n)(root ::= [^\n]*?) until-[0-9]+\? (tool-calls?)[ ]*(\n|$))");
-  return std::regex_replace(grammar, preamble, "$1$2 $3$4", std::regex_constants::format_first_only);
+  static const std::regex preamble(
+      R"((^|\n)(root ::= [^\n]*?) until-[0-9]+\? (tool-calls?)[ ]*(\n|$))");
+  return std::regex_replace(grammar, preamble, "$1$2 $3$4",
+                            std::regex_constants::format_first_only);
 }
 
 ToolCall to_call(const common_chat_tool_call& c) { return {c.id, c.name, c.arguments}; }
+
+// A request the template failed to render may carry a JSON schema that llama.cpp cannot turn
+// into a grammar: that schema, not the template, is what the client must be told about.
+void check_schemas(const std::string& json_schema, const common_json& tools) {
+  if (!json_schema.empty()) grammar_from_json_schema(json_schema);
+  if (!tools.is_array()) return;
+  for (size_t i = 0; i < tools.size(); ++i) {
+    const auto fn = tools[i].value("function", common_json::object());
+    if (!fn.is_object() || !fn.contains("parameters")) continue;
+    try {
+      json_schema_to_grammar(fn.at("parameters"));
+    } catch (const std::exception& e) {
+      throw ChatError("'tools[" + std::to_string(i) +
+                      "].function.parameters' is not a usable JSON schema: " + e.what());
+    }
+  }
+}
 
 }  // namespace
 
@@ -74,7 +93,7 @@ struct ChatParser::Reply::State {
   common_chat_msg msg;
   std::vector<std::string> ids;
   std::vector<size_t> announced;  // tool calls whose id and name were sent
-  bool broken = false;  // the format's parser gave up: the rest is plain content
+  bool broken = false;            // the format's parser gave up: the rest is plain content
 };
 
 ChatParser::Reply::Reply(std::shared_ptr<const ChatParser> p) : st_(std::make_unique<State>()) {
@@ -142,7 +161,8 @@ std::vector<ChatDelta> ChatParser::Reply::update(const std::string& text_added, 
   }
   if (!partial) {
     for (size_t i = 0; i < next.tool_calls.size(); ++i) {
-      if (!announced(i) && !next.tool_calls[i].name.empty()) announce(i, next.tool_calls[i].arguments);
+      if (!announced(i) && !next.tool_calls[i].name.empty())
+        announce(i, next.tool_calls[i].arguments);
     }
   }
   s.msg = std::move(next);
@@ -173,7 +193,17 @@ ChatTemplates::ChatTemplates(const Model& model, const std::string& override_src
   try {
     impl_->tmpls = common_chat_templates_init(model.get(), override_src);
   } catch (const std::exception& e) {
-    throw std::runtime_error(std::string("cannot load the chat template: ") + e.what());
+    // llama.cpp rethrows a template's parse error as a bare std::exception (its message logged
+    // only): parse the source again for the message.
+    std::string why = e.what();
+    const char* own = llama_model_chat_template(model.get(), nullptr);
+    const std::string src = !override_src.empty() ? override_src : own ? own : "";
+    try {
+      common_chat_template check(src, "", "");
+    } catch (const std::exception& parse) {
+      why = parse.what();
+    }
+    throw std::runtime_error("cannot load the chat template: " + why);
   }
   if (!impl_->tmpls) throw std::runtime_error("cannot load the chat template");
 }
@@ -221,21 +251,22 @@ ChatRender ChatTemplates::render(const ChatInput& in, bool with_prefixes) const 
     throw ChatError("'grammar' cannot be combined with 'tools'");
   }
   const auto caps = common_chat_templates_get_caps(impl_->tmpls.get());
-  inputs.parallel_tool_calls =
-      in.parallel_tool_calls.value_or(caps.count("supports_parallel_tool_calls") &&
-                                      caps.at("supports_parallel_tool_calls"));
+  inputs.parallel_tool_calls = in.parallel_tool_calls.value_or(
+      caps.count("supports_parallel_tool_calls") && caps.at("supports_parallel_tool_calls"));
   inputs.json_schema = in.json_schema;
   inputs.grammar = in.grammar;
   inputs.add_generation_prompt = in.add_generation_prompt;
   inputs.reasoning_format = reasoning_format(in.reasoning_format);
   inputs.enable_thinking = in.enable_thinking.value_or(true);
   inputs.chat_template_kwargs = in.template_kwargs;
-  for (const auto& [k, v] : in.template_kwargs) parse_json(v, ("chat_template_kwargs." + k).c_str());
+  for (const auto& [k, v] : in.template_kwargs)
+    parse_json(v, ("chat_template_kwargs." + k).c_str());
 
   auto apply = [&](const common_chat_templates_inputs& x) {
     try {
       return common_chat_templates_apply(impl_->tmpls.get(), x);
     } catch (const std::exception& e) {
+      check_schemas(in.json_schema, tools_all);
       throw ChatError(std::string("the chat template cannot render this request: ") + e.what());
     }
   };

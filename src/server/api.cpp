@@ -5,7 +5,9 @@
 
 namespace kvstash::server {
 
-using nlohmann::json;
+// Objects keep their keys in the client's order: tools and schemas reach the template and the
+// grammar as the client wrote them (as llama-server passes them), or the prompt differs.
+using json = nlohmann::ordered_json;
 
 namespace {
 
@@ -115,7 +117,8 @@ void check_message(const json& msg, size_t i) {
       if (args && !args->is_string() && !args->is_object()) {
         fail(cw + ".function.arguments must be a JSON string or an object");
       }
-      if (const json* id = field(call, "id"); id && !id->is_string()) fail(cw + ".id must be a string");
+      if (const json* id = field(call, "id"); id && !id->is_string())
+        fail(cw + ".id must be a string");
     }
   }
   for (const char* name : {"tool_call_id", "name", "reasoning_content"}) {
@@ -166,9 +169,10 @@ void parse_chat(const json& j, engine::ChatInput& in) {
     if (tc->is_string()) {
       in.tool_choice = tc->get<std::string>();
       if (in.tool_choice != "auto" && in.tool_choice != "none" && in.tool_choice != "required") {
-        fail("'tool_choice' must be \"auto\", \"none\", \"required\" or "
-             "{\"type\": \"function\", \"function\": {\"name\": ...}}; got '" +
-             in.tool_choice + "'");
+        fail(
+            "'tool_choice' must be \"auto\", \"none\", \"required\" or "
+            "{\"type\": \"function\", \"function\": {\"name\": ...}}; got '" +
+            in.tool_choice + "'");
       }
     } else if (tc->is_object()) {
       const json* fn = field(*tc, "function");
@@ -200,7 +204,8 @@ void parse_chat(const json& j, engine::ChatInput& in) {
       if (!w || !w->is_object()) {
         fail("'response_format.json_schema' must be an object like {\"schema\": {...}}");
       }
-      in.json_schema = schema_text(w->value("schema", json::object()), "response_format.json_schema.schema");
+      in.json_schema =
+          schema_text(w->value("schema", json::object()), "response_format.json_schema.schema");
     } else if (t != "text") {
       fail("'response_format.type' must be \"text\", \"json_object\" or \"json_schema\"");
     }
@@ -246,7 +251,8 @@ void parse_grammar(const json& j, GenerationParams& g) {
     if (const json* type = field(*rf, "type"); type && *type == "json_schema") {
       const json* w = field(*rf, "json_schema");
       if (!w || !w->is_object()) fail("'response_format.json_schema' must be an object");
-      schema = schema_text(w->value("schema", json::object()), "response_format.json_schema.schema");
+      schema =
+          schema_text(w->value("schema", json::object()), "response_format.json_schema.schema");
     } else if (type && *type == "json_object") {
       schema = schema_text(rf->value("schema", json::object()), "response_format.schema");
     }
@@ -261,7 +267,8 @@ void parse_grammar(const json& j, GenerationParams& g) {
 
 void parse_sampling(const json& j, Endpoint ep, engine::SamplingParams& s, bool& logprobs,
                     int n_vocab) {
-  if (field(j, "repeat_penalty")) s.repeat_penalty = static_cast<float>(number(j, "repeat_penalty", 0.01, 10));
+  if (field(j, "repeat_penalty"))
+    s.repeat_penalty = static_cast<float>(number(j, "repeat_penalty", 0.01, 10));
   if (field(j, "frequency_penalty")) {
     s.frequency_penalty = static_cast<float>(number(j, "frequency_penalty", -2, 2));
   }
@@ -296,7 +303,8 @@ void parse_sampling(const json& j, Endpoint ep, engine::SamplingParams& s, bool&
           id = std::stoll(k, &used);
         } catch (const std::exception&) {
         }
-        if (used == 0 || used != k.size()) fail("'logit_bias' keys must be token ids, got '" + k + "'");
+        if (used == 0 || used != k.size())
+          fail("'logit_bias' keys must be token ids, got '" + k + "'");
         add(id, v, "logit_bias");
       }
     } else if (lb->is_array()) {  // llama.cpp: [[id, bias], ...]
@@ -441,7 +449,7 @@ std::variant<ParsedRequest, ApiError> parse_request(Endpoint ep, const std::stri
   return r;
 }
 
-json error_json(const ApiError& e) {
+nlohmann::json error_json(const ApiError& e) {
   return {{"error",
            {{"message", e.message},
             {"type", e.status >= 500 ? "server_error" : "invalid_request_error"},

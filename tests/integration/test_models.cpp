@@ -29,6 +29,14 @@ engine::Model& model(const std::string& shape) {
   return *m;
 }
 
+std::string llama_server_path() {
+#ifdef KVSTASH_TEST_LLAMA_SERVER
+  return KVSTASH_TEST_LLAMA_SERVER;
+#else
+  return "";
+#endif
+}
+
 std::vector<engine::Token> prompt_tokens(engine::Model& m, size_t n, int variant) {
   std::string text =
       "<|im_start|>system\nYou are agent " + std::to_string(variant) + ". Tools follow.\n";

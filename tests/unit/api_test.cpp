@@ -65,6 +65,27 @@ TEST(Api, ParsesToolsToolChoiceAndFormats) {
   EXPECT_EQ(p.gen.sampling.seed, 7u);
 }
 
+// Tools, schemas and template arguments reach the template and the grammar with their keys in
+// the client's order, as llama-server passes them: sorted keys would render another prompt.
+TEST(Api, KeepsTheClientsKeyOrder) {
+  auto r = parse_request(Endpoint::kChat, R"({
+    "messages": [{"role": "user", "content": "go"}],
+    "tools": [{"type": "function", "function": {"name": "ls", "parameters":
+      {"type": "object", "properties": {"path": {"type": "string"}, "all": {"type": "boolean"}}}}}],
+    "response_format": {"type": "json_schema", "json_schema": {"schema":
+      {"type": "object", "properties": {"z": {"type": "string"}, "a": {"type": "string"}}}}},
+    "chat_template_kwargs": {"opts": {"zeta": 1, "alpha": 2}}})",
+                         1000);
+  ASSERT_TRUE(std::holds_alternative<ParsedRequest>(r)) << std::get<ApiError>(r).message;
+  const auto& c = std::get<ParsedRequest>(r).chat;
+  EXPECT_EQ(c.tools_json,
+            R"([{"type":"function","function":{"name":"ls","parameters":{"type":"object",)"
+            R"("properties":{"path":{"type":"string"},"all":{"type":"boolean"}}}}}])");
+  EXPECT_EQ(c.json_schema,
+            R"({"type":"object","properties":{"z":{"type":"string"},"a":{"type":"string"}}})");
+  EXPECT_EQ(c.template_kwargs.at("opts"), R"({"zeta":1,"alpha":2})");
+}
+
 TEST(Api, BadToolsAndFormatsSayWhatIsWrong) {
   const std::string user = R"("messages": [{"role": "user", "content": "x"}])";
   auto err = [&](const std::string& extra) {
