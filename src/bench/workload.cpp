@@ -87,12 +87,12 @@ std::string tool_schemas(Rng& r, uint32_t tokens, const TokenCounter& count) {
   auto add = [&](const std::string& name, const std::string& description, nlohmann::json props) {
     nlohmann::json required = nlohmann::json::array();
     for (const auto& [k, v] : props.items()) required.push_back(k);
-    tools.push_back({{"type", "function"},
-                     {"function",
-                      {{"name", name},
-                       {"description", description},
-                       {"parameters",
-                        {{"type", "object"}, {"properties", props}, {"required", required}}}}}});
+    tools.push_back(
+        {{"type", "function"},
+         {"function",
+          {{"name", name},
+           {"description", description},
+           {"parameters", {{"type", "object"}, {"properties", props}, {"required", required}}}}}});
   };
   add("read_file", "Read a file of the repository.",
       {{"path", {{"type", "string"}, {"description", "Path relative to the root."}}}});
@@ -181,8 +181,8 @@ Workload agent_workload(const AgentConfig& cfg, const TokenCounter& count) {
       for (int a = 0; a < cfg.subagents; ++a) {
         auto sub = conv;
         const std::string aid = sid + ".sub" + std::to_string(a);
-        const std::string task = "Sub-agent " + std::to_string(a) + ". " +
-                                 user_task(r, cfg.user_tokens, count);
+        const std::string task =
+            "Sub-agent " + std::to_string(a) + ". " + user_task(r, cfg.user_tokens, count);
         const std::string id = "call_" + aid;
         sub.push_back({"assistant", "", call_json(id, "spawn_agent", {{"task", task}}), ""});
         sub.push_back({"tool", "Sub-agent started: " + task, "", id});

@@ -8,11 +8,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <deque>
 #include <mutex>
-#include <unordered_map>
-#include <cctype>
 #include <regex>
+#include <unordered_map>
 
 namespace kvstash::engine {
 

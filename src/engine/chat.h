@@ -28,8 +28,8 @@ struct ChatError : std::invalid_argument {
 };
 
 struct ChatInput {
-  std::string messages_json;  // a JSON array of OpenAI chat messages
-  std::string tools_json;     // a JSON array of OpenAI tools, or empty
+  std::string messages_json;         // a JSON array of OpenAI chat messages
+  std::string tools_json;            // a JSON array of OpenAI tools, or empty
   std::string tool_choice = "auto";  // auto | none | required
   std::string tool_name;             // tool_choice naming one function: only it may be called
   std::optional<bool> parallel_tool_calls;
@@ -43,8 +43,8 @@ struct ChatInput {
 
 // How sampling is constrained (llama.cpp grammar sampler); empty grammar: unconstrained.
 struct GrammarSpec {
-  std::string grammar;  // GBNF
-  bool lazy = false;    // only once a trigger appears in the output
+  std::string grammar;                        // GBNF
+  bool lazy = false;                          // only once a trigger appears in the output
   std::vector<std::string> trigger_patterns;  // regular expressions over the output
   std::vector<Token> trigger_tokens;
   // Tokens the template put in the prompt after the last message ("<|im_start|>assistant\n"):

@@ -143,22 +143,4 @@ std::string Model::chat_template() const {
   return t ? t : "";
 }
 
-std::string Model::apply_chat_template(
-    const std::vector<std::pair<std::string, std::string>>& messages, bool add_assistant) const {
-  std::vector<llama_chat_message> msgs;
-  for (const auto& [role, content] : messages) msgs.push_back({role.c_str(), content.c_str()});
-  const char* tmpl = llama_model_chat_template(model_, nullptr);
-  std::vector<char> buf(1024);
-  for (const auto& m : messages) buf.resize(buf.size() + m.second.size() + m.first.size() + 64);
-  int n = llama_chat_apply_template(tmpl, msgs.data(), msgs.size(), add_assistant, buf.data(),
-                                    static_cast<int32_t>(buf.size()));
-  if (n > static_cast<int>(buf.size())) {
-    buf.resize(n);
-    n = llama_chat_apply_template(tmpl, msgs.data(), msgs.size(), add_assistant, buf.data(),
-                                  static_cast<int32_t>(buf.size()));
-  }
-  if (n < 0) throw std::runtime_error("the model's chat template is not supported");
-  return std::string(buf.data(), n);
-}
-
 }  // namespace kvstash::engine

@@ -50,9 +50,6 @@ class Model {
   std::string detokenize(const std::vector<Token>& tokens) const;
   std::string token_text(Token t) const;
   std::string chat_template() const;  // as stored in the GGUF (empty if none)
-  // Renders chat messages with the model's template (llama.cpp's built-in template support).
-  std::string apply_chat_template(const std::vector<std::pair<std::string, std::string>>& messages,
-                                  bool add_assistant) const;
 
  private:
   std::string path_;

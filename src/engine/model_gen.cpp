@@ -8,8 +8,8 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <stdexcept>
@@ -57,7 +57,9 @@ const ModelShape& find_shape(const std::string& name) {
 std::string template_path(const std::string& name, const ModelShape& shape) {
   // The family's real template, so generated models render real agent prompts (tools, tool
   // calls, thinking) exactly as the published checkpoints do.
-  const std::string n = !name.empty() ? name : shape.arch == "qwen35" ? "Qwen3.5-4B" : "Qwen-Qwen3-0.6B";
+  const std::string n = !name.empty()            ? name
+                        : shape.arch == "qwen35" ? "Qwen3.5-4B"
+                                                 : "Qwen-Qwen3-0.6B";
   if (fs::exists(n)) return n;
   const char* env = std::getenv("KVSTASH_TEMPLATE_DIR");
   const std::string p = std::string(env && *env ? env : KVSTASH_TEMPLATE_DIR) + "/" + n + ".jinja";
@@ -222,7 +224,8 @@ uint64_t generate_model(const GenOptions& opt) {
   if (opt.chat_template != "vocab") {
     std::ifstream tf(template_path(opt.chat_template, s));
     const std::string tmpl((std::istreambuf_iterator<char>(tf)), std::istreambuf_iterator<char>());
-    if (tmpl.empty()) throw std::runtime_error("empty chat template " + template_path(opt.chat_template, s));
+    if (tmpl.empty())
+      throw std::runtime_error("empty chat template " + template_path(opt.chat_template, s));
     gguf_set_val_str(g.get(), "tokenizer.chat_template", tmpl.c_str());
   }
   const std::string a = s.arch;

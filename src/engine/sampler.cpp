@@ -27,8 +27,8 @@ Sampler::Sampler(const Model& model, const SamplingParams& p, int n_ctx) : p_(p)
                                   e.what());
     }
   }
-  const bool penalties = p.repeat_penalty != 1.0f || p.frequency_penalty != 0.0f ||
-                         p.presence_penalty != 0.0f;
+  const bool penalties =
+      p.repeat_penalty != 1.0f || p.frequency_penalty != 0.0f || p.presence_penalty != 0.0f;
   if (p.temperature <= 0 && !penalties && p.logit_bias.empty()) return;  // plain argmax
   chain_ = llama_sampler_chain_init(llama_sampler_chain_default_params());
   if (!p.logit_bias.empty()) {
@@ -40,16 +40,17 @@ Sampler::Sampler(const Model& model, const SamplingParams& p, int n_ctx) : p_(p)
   }
   if (penalties) {
     const int last_n = p.penalty_last_n < 0 ? n_ctx : p.penalty_last_n;
-    llama_sampler_chain_add(chain_, llama_sampler_init_penalties(model.n_vocab(), last_n, p.repeat_penalty,
-                                                                 p.frequency_penalty,
-                                                                 p.presence_penalty));
+    llama_sampler_chain_add(chain_,
+                            llama_sampler_init_penalties(model.n_vocab(), last_n, p.repeat_penalty,
+                                                         p.frequency_penalty, p.presence_penalty));
   }
   if (p.temperature <= 0) {
     llama_sampler_chain_add(chain_, llama_sampler_init_greedy());
     return;
   }
   if (p.top_k > 0) llama_sampler_chain_add(chain_, llama_sampler_init_top_k(p.top_k));
-  if (p.typical_p < 1.0f) llama_sampler_chain_add(chain_, llama_sampler_init_typical(p.typical_p, 1));
+  if (p.typical_p < 1.0f)
+    llama_sampler_chain_add(chain_, llama_sampler_init_typical(p.typical_p, 1));
   if (p.top_p < 1.0f) llama_sampler_chain_add(chain_, llama_sampler_init_top_p(p.top_p, 1));
   if (p.min_p > 0.0f) llama_sampler_chain_add(chain_, llama_sampler_init_min_p(p.min_p, 1));
   llama_sampler_chain_add(chain_, llama_sampler_init_temp(p.temperature));

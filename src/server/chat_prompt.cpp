@@ -12,7 +12,8 @@ ChatPrompt render_chat(const engine::Model& model, const engine::ChatTemplates& 
   p.tokens = model.tokenize(full, true, true);
 
   std::vector<std::string> roles;
-  for (const auto& m : nlohmann::json::parse(input.messages_json)) roles.push_back(m.value("role", ""));
+  for (const auto& m : nlohmann::json::parse(input.messages_json))
+    roles.push_back(m.value("role", ""));
 
   // Tokenize the rendering piece by piece from the last verified boundary; where templates start
   // messages with special tokens (BPE never merges across them) a piece's tokens continue the
@@ -22,7 +23,8 @@ ChatPrompt render_chat(const engine::Model& model, const engine::ChatTemplates& 
   for (size_t i = 0; i < p.render.prefix_ends.size(); ++i) {
     const size_t end = p.render.prefix_ends[i];  // 0 when not a prefix of the full rendering
     if (end <= prev_chars || end >= full.size()) continue;
-    const auto piece = model.tokenize(full.substr(prev_chars, end - prev_chars), prev_chars == 0, true);
+    const auto piece =
+        model.tokenize(full.substr(prev_chars, end - prev_chars), prev_chars == 0, true);
     if (prev_tokens + piece.size() >= p.tokens.size() ||
         !std::equal(piece.begin(), piece.end(), p.tokens.begin() + prev_tokens)) {
       continue;

@@ -106,7 +106,8 @@ json logprobs_json(Endpoint ep, const json& entries) {
     json content = json::array();
     for (const auto& e : entries) {
       json top = json::array();
-      for (const auto& t : e["top"]) top.push_back({{"token", t["token"]}, {"logprob", t["logprob"]}});
+      for (const auto& t : e["top"])
+        top.push_back({{"token", t["token"]}, {"logprob", t["logprob"]}});
       content.push_back({{"token", e["token"]}, {"logprob", e["logprob"]}, {"top_logprobs", top}});
     }
     return {{"content", content}};
@@ -128,8 +129,8 @@ json logprobs_json(Endpoint ep, const json& entries) {
     for (const auto& t : e["top"]) {
       top.push_back({{"id", t["id"]}, {"token", t["token"]}, {"logprob", t["logprob"]}});
     }
-    out.push_back({{"id", e["id"]}, {"token", e["token"]}, {"logprob", e["logprob"]},
-                   {"top_logprobs", top}});
+    out.push_back(
+        {{"id", e["id"]}, {"token", e["token"]}, {"logprob", e["logprob"]}, {"top_logprobs", top}});
   }
   return out;
 }
@@ -253,8 +254,8 @@ struct ReplyShape {
 
 }  // namespace
 
-HttpServer::HttpServer(engine::Model& model, const engine::ChatTemplates& templates,
-                       SlotPool& pool, cache::PrefixCache* cache, HttpConfig cfg, json props)
+HttpServer::HttpServer(engine::Model& model, const engine::ChatTemplates& templates, SlotPool& pool,
+                       cache::PrefixCache* cache, HttpConfig cfg, json props)
     : model_(model),
       templates_(templates),
       pool_(pool),
@@ -407,8 +408,8 @@ void HttpServer::routes() {
           return send_error(res, {400, std::string("cannot apply the chat template: ") + e.what()});
         }
       } else {
-        job->prompt = !r.prompt_tokens.empty() ? r.prompt_tokens
-                                               : model_.tokenize(r.prompt_text, true, true);
+        job->prompt =
+            !r.prompt_tokens.empty() ? r.prompt_tokens : model_.tokenize(r.prompt_text, true, true);
         if (!r.gen.json_schema.empty()) {
           try {
             job->sampling.grammar.grammar = engine::grammar_from_json_schema(r.gen.json_schema);
@@ -452,17 +453,17 @@ void HttpServer::routes() {
                                    const std::vector<engine::TokenProb>& top) {
         json tops = json::array();
         for (const auto& x : top) {
-          tops.push_back({{"id", x.token}, {"token", model_.token_text(x.token)}, {"logprob", x.logprob}});
+          tops.push_back(
+              {{"id", x.token}, {"token", model_.token_text(x.token)}, {"logprob", x.logprob}});
         }
         ch->push({{"logprob",
                    {{"id", t}, {"token", model_.token_text(t)}, {"logprob", lp}, {"top", tops}}}});
       };
       job->on_done = [ch](const Job::Result& res) { ch->finish(res); };
 
-      ReplyShape shape{ep,
-                       (ep == Endpoint::kChat ? "chatcmpl-" : "cmpl-") +
-                           std::to_string(++g_request_id),
-                       unix_now(), cfg_.model_id};
+      ReplyShape shape{
+          ep, (ep == Endpoint::kChat ? "chatcmpl-" : "cmpl-") + std::to_string(++g_request_id),
+          unix_now(), cfg_.model_id};
       auto reply = std::make_shared<ReplyState>(parser);
       pool_.submit(job);
 

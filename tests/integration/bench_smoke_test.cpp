@@ -19,13 +19,7 @@ using nlohmann::json;
 
 // The llama.cpp build (cmake/llama.sh) always makes llama-server beside libllama, so a missing
 // one is a broken build: the test fails rather than measure kvstash alone.
-std::string llama_server() {
-#ifdef KVSTASH_TEST_LLAMA_SERVER
-  return KVSTASH_TEST_LLAMA_SERVER;
-#else
-  return "";
-#endif
-}
+std::string llama_server() { return llama_server_path(); }
 
 TEST(BenchSmoke, AgentWorkloadAgainstKvstashAndLlamaServer) {
   TempDir dir;

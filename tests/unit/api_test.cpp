@@ -121,9 +121,10 @@ TEST(Api, BadToolsAndFormatsSayWhatIsWrong) {
             std::string::npos);
   EXPECT_NE(error_of(Endpoint::kCompletions, R"({"prompt": "x", "json_schema": 7})").find("schema"),
             std::string::npos);
-  EXPECT_NE(error_of(Endpoint::kCompletions, R"({"prompt": "x", "json_schema": {}, "grammar": "r"})")
-                .find("cannot be combined"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of(Endpoint::kCompletions, R"({"prompt": "x", "json_schema": {}, "grammar": "r"})")
+          .find("cannot be combined"),
+      std::string::npos);
 }
 
 TEST(Api, HugeNumbersAndBadTypesAreClientErrors) {
