@@ -166,8 +166,8 @@ Workload agent_workload(const AgentConfig& cfg, const TokenCounter& count) {
   std::vector<std::deque<Step>> queues(cfg.sessions);
   for (int s = 0; s < cfg.sessions; ++s) {
     const std::string sid = "s" + std::to_string(s);
-    std::vector<Message> conv = {{"system", instr + environment(s / cfg.sessions_per_env)},
-                                 {"user", user_task(r, cfg.user_tokens, count)}};
+    std::vector<Message> conv = {{"system", instr + environment(s / cfg.sessions_per_env), "", ""},
+                                 {"user", user_task(r, cfg.user_tokens, count), "", ""}};
     int calls = 0;
     auto call_and_result = [&](std::vector<Message>& c, const std::string& who) {
       const std::string id = "call_" + who + "_" + std::to_string(calls++);

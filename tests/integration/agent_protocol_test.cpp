@@ -282,7 +282,9 @@ class AgentProtocol : public ::testing::Test {
     EXPECT_EQ(calls[0]["type"], "function");
     EXPECT_FALSE(calls[0]["id"].get<std::string>().empty());
     const std::string name = calls[0]["function"]["name"];
-    if (!only.empty()) EXPECT_EQ(name, only);
+    if (!only.empty()) {
+      EXPECT_EQ(name, only);
+    }
     const json schema = tool_schema(tools, name);
     ASSERT_FALSE(schema.is_null()) << "the model called " << name << ", not among the tools";
     const json args =

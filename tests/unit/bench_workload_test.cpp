@@ -112,8 +112,7 @@ TEST(BenchWorkload, TurnsAreToolCallsAnsweredByToolResults) {
       // The next message is the tool's result for exactly this call.
       EXPECT_EQ(s.messages[i + 1].role, "tool");
       EXPECT_EQ(s.messages[i + 1].tool_call_id, c[0]["id"]);
-      EXPECT_NO_THROW(
-          (void)nlohmann::json::parse(c[0]["function"]["arguments"].get<std::string>()));
+      EXPECT_TRUE(nlohmann::json::accept(c[0]["function"]["arguments"].get<std::string>()));
     }
   }
   EXPECT_GT(calls, 0u);
