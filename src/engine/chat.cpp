@@ -220,8 +220,9 @@ std::map<std::string, bool> ChatTemplates::caps() const {
 
 ChatRender ChatTemplates::render(const ChatInput& in, bool with_prefixes) const {
   common_chat_templates_inputs inputs;
+  const common_json msgs = parse_json(in.messages_json, "'messages'");
   try {
-    inputs.messages = common_chat_msgs_parse_oaicompat(parse_json(in.messages_json, "'messages'"));
+    inputs.messages = common_chat_msgs_parse_oaicompat(msgs);
   } catch (const ChatError&) {
     throw;
   } catch (const std::exception& e) {
@@ -284,6 +285,7 @@ ChatRender ChatTemplates::render(const ChatInput& in, bool with_prefixes) const 
 
   ChatRender r;
   r.prompt = cp.prompt;
+  for (const auto& m : inputs.messages) r.roles.push_back(m.role);
   r.format = common_chat_format_name(cp.format);
   r.stops = cp.additional_stops;
   const llama_vocab* vocab = llama_model_get_vocab(impl_->model.get());
@@ -360,8 +362,7 @@ ChatRender ChatTemplates::render(const ChatInput& in, bool with_prefixes) const 
       key = XXH3_64bits_withSeed(k.data(), k.size(), key);
       key = XXH3_64bits_withSeed(v.data(), v.size(), key);
     }
-    const auto all = inputs.messages;
-    const common_json msgs = parse_json(in.messages_json, "'messages'");
+    const auto& all = inputs.messages;
     const std::string& full = r.prompt;
     auto matches = [&](const Impl::Memo& m) {
       return m.len > 0 && m.len <= full.size() && XXH3_64bits(full.data(), m.len) == m.hash;

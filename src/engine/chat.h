@@ -77,6 +77,7 @@ struct ChatRender {
   // generation prompt) when that rendering is a prefix of `prompt`; 0 where it is not, or where
   // the template refuses that prefix (e.g. no user message yet).
   std::vector<size_t> prefix_ends;
+  std::vector<std::string> roles;  // of each message, as the template saw them
   GrammarSpec grammar;
   std::vector<std::string> stops;  // stop strings the format adds
   std::string format;              // the chat format's name (for logs and /props)

@@ -63,6 +63,16 @@ const std::string& string_at(const json& j, const char* name, const std::string&
   return v->get_ref<const std::string&>();
 }
 
+// The function of a tool or a tool call: {"type": "function", "function": {...}} (type optional).
+const json& function_of(const json& wrapper, const std::string& where) {
+  if (const json* type = field(wrapper, "type"); type && *type != "function") {
+    fail(where + ".type must be \"function\"");
+  }
+  const json* fn = field(wrapper, "function");
+  if (!fn) fail(where + ".function is required");
+  return object_at(*fn, where + ".function");
+}
+
 // Content is a string, null, or an array of text parts, as llama-server takes it.
 void check_content(const json& c, const std::string& where) {
   if (c.is_string() || c.is_null()) return;
@@ -106,12 +116,7 @@ void check_message(const json& msg, size_t i) {
     for (size_t k = 0; k < calls->size(); ++k) {
       const std::string cw = at(where + ".tool_calls", k);
       const json& call = object_at((*calls)[k], cw);
-      if (const json* type = field(call, "type"); type && *type != "function") {
-        fail(cw + ".type must be \"function\"");
-      }
-      const json* fn = field(call, "function");
-      if (!fn) fail(cw + ".function is required");
-      object_at(*fn, cw + ".function");
+      const json* fn = &function_of(call, cw);
       string_at(*fn, "name", cw + ".function");
       const json* args = field(*fn, "arguments");
       if (args && !args->is_string() && !args->is_object()) {
@@ -146,13 +151,7 @@ void parse_chat(const json& j, engine::ChatInput& in) {
     if (!tools->is_array()) fail("'tools' must be an array");
     for (size_t i = 0; i < tools->size(); ++i) {
       const std::string tw = at("tools", i);
-      const json& t = object_at((*tools)[i], tw);
-      if (const json* type = field(t, "type"); type && *type != "function") {
-        fail(tw + ".type must be \"function\"");
-      }
-      const json* fn = field(t, "function");
-      if (!fn) fail(tw + ".function is required");
-      object_at(*fn, tw + ".function");
+      const json* fn = &function_of(object_at((*tools)[i], tw), tw);
       const std::string& name = string_at(*fn, "name", tw + ".function");
       if (name.empty()) fail(tw + ".function.name must not be empty");
       if (const json* d = field(*fn, "description"); d && !d->is_string()) {

@@ -11,10 +11,6 @@ ChatPrompt render_chat(const engine::Model& model, const engine::ChatTemplates& 
   const std::string& full = p.render.prompt;
   p.tokens = model.tokenize(full, true, true);
 
-  std::vector<std::string> roles;
-  for (const auto& m : nlohmann::json::parse(input.messages_json))
-    roles.push_back(m.value("role", ""));
-
   // Tokenize the rendering piece by piece from the last verified boundary; where templates start
   // messages with special tokens (BPE never merges across them) a piece's tokens continue the
   // full tokenization, and its end is a boundary. Verified, never assumed: a prefix the template
@@ -35,6 +31,7 @@ ChatPrompt render_chat(const engine::Model& model, const engine::ChatTemplates& 
     if (!p.info.boundaries.empty() && p.info.boundaries.back() == b) continue;
     p.info.boundaries.push_back(b);
     // b is where message i+1 starts: before a user turn, it is the cold anchor candidate.
+    const auto& roles = p.render.roles;
     if (i + 1 < roles.size() && roles[i + 1] == "user") p.info.anchor = b;
   }
   return p;

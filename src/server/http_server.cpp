@@ -426,7 +426,7 @@ void HttpServer::routes() {
       }
       if (!job->sampling.grammar.grammar.empty()) {
         try {  // a grammar llama.cpp cannot parse is the client's error, found before any work
-          engine::Sampler probe(model_, job->sampling, cfg_.slot_ctx);
+          job->sampler = std::make_unique<engine::Sampler>(model_, job->sampling, cfg_.slot_ctx);
         } catch (const std::invalid_argument& e) {
           return send_error(res, {400, std::string("invalid grammar: ") + e.what()});
         }

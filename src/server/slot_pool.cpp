@@ -156,7 +156,11 @@ void SlotPool::execute(Slot& s, Job& job) {
 
     // Decode.
     const auto tg = Clock::now();
-    engine::Sampler sampler(model_, job.sampling, s.session->options().n_ctx);
+    if (!job.sampler) {
+      job.sampler =
+          std::make_unique<engine::Sampler>(model_, job.sampling, s.session->options().n_ctx);
+    }
+    engine::Sampler& sampler = *job.sampler;
     const int room = s.session->options().n_ctx - static_cast<int>(s.session->tokens().size());
     const int limit = job.max_tokens < 0 ? room : std::min(job.max_tokens, room);
     std::string text;

@@ -34,6 +34,9 @@ struct Job {
   std::optional<cache::Scope> scope;  // per-request override
   int max_tokens = -1;
   engine::SamplingParams sampling;
+  // Built from `sampling` by whoever checked its grammar before submitting (else by the slot),
+  // so a grammar is parsed once.
+  std::unique_ptr<engine::Sampler> sampler;
   std::vector<std::string> stop;
   std::atomic<bool> cancelled{false};
 
