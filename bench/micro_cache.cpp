@@ -641,7 +641,7 @@ void engine_restore(benchmark::State& state, bool cold) {
       break;
     }
     const auto t1 = Clock::now();
-    engine::restore_plan(s, plan, *loaded, toks);
+    engine::restore_loaded(s, plan, *loaded, toks);
     const auto t2 = Clock::now();
     t_load += std::chrono::duration<double>(t1 - t0).count();
     t_restore += std::chrono::duration<double>(t2 - t1).count();

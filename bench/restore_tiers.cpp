@@ -1,5 +1,8 @@
-// Time to restore a prefix from the local disk tier, from Redis, and to recompute it; on the CPU
-// or the GPU (--ngl -1: all layers), with a crossover mode for the load-vs-recompute length.
+// Time to restore a prefix from each tier (RAM, local disk with a warm and a cold page cache,
+// Redis) and to recompute it, on the CPU or the GPU (--ngl -1: all layers), next to the raw
+// limits of the same machine measured in the same run (page-cache read, cold read, and on a GPU
+// pinned host-to-device and device-to-device copies), with a crossover mode for the
+// load-vs-recompute length.
 //
 //   kvstash-bench-tiers --model M.gguf [--redis redis://127.0.0.1:6379] --tokens 8192,32768
 //   kvstash-bench-tiers --model M.gguf --ngl -1 --crossover   # 512 .. 32768 tokens
@@ -12,13 +15,16 @@
 // no disk write is timed). A restore is timed from lookup to a loaded state (what replaces the
 // recompute); "hit TTFT" adds the prefill of one more token and its logits (a request that goes
 // on past the stored prefix). The restored state's tokens are checked; bit-exactness of the
-// logits is what the test suite proves. Prints one Markdown table row per size; --crossover also
-// prints the shortest length where a cold-disk restore beats the recompute.
+// logits is what the test suite proves. Prints one Markdown table row per size (time and GB/s of
+// each path, hit TTFT against cold TTFT), then the raw limits; --crossover also prints the
+// shortest length where a cold-disk restore beats the recompute.
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <cstdio>
 #include <filesystem>
 #include <optional>
@@ -26,7 +32,9 @@
 
 #include "cache/prefix_cache.h"
 #include "engine/cached_session.h"
+#include "engine/host_memory.h"
 #include "engine/session.h"
+#include "ggml-backend.h"
 #include "util/size.h"
 
 using namespace kvstash;
@@ -84,9 +92,7 @@ Restored restore(engine::Model& m, const engine::SessionOptions& so, cache::Pref
   const auto t0 = Clock::now();
   const auto plan = cache.plan(p, {});
   if (plan.resume_at == 0) throw std::runtime_error("nothing stored for this prefix");
-  auto loaded = cache.load(plan);
-  if (!loaded) throw std::runtime_error("restore failed: nothing loaded");
-  engine::restore_plan(s, plan, *loaded, p);
+  engine::restore_plan(s, cache, plan, p);
   r.restore = secs(t0);
   if (s.tokens().size() != p.size() - 1) {
     throw std::runtime_error("restored " + std::to_string(s.tokens().size()) +
@@ -107,10 +113,74 @@ std::string ms_or_s(double t) {
   }
   return b;
 }
+double gbps(uint64_t bytes, double s) { return s > 0 ? bytes / s / 1e9 : 0; }
+
+// Reads every file under `dir` into pool buffers, as the disk tier does: bytes/s.
+double read_rate(const std::string& dir, BufferPool& pool) {
+  uint64_t bytes = 0;
+  const auto t0 = Clock::now();
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) {
+    if (!e.is_regular_file()) continue;
+    const int fd = ::open(e.path().c_str(), O_RDONLY);
+    if (fd < 0) continue;
+    const size_t n = e.file_size();
+    auto b = pool.get(n);
+    size_t off = 0;
+    while (off < n) {
+      const ssize_t r = ::pread(fd, b->data() + off, n - off, static_cast<off_t>(off));
+      if (r <= 0) break;
+      off += r;
+    }
+    ::close(fd);
+    bytes += off;
+  }
+  return bytes / secs(t0);
+}
+
+// Pinned host -> device and device -> device copy rates through ggml's backend API (one 512 MiB
+// tensor, best of 3), or nothing where there is no GPU.
+struct CopyRates {
+  double h2d = 0, d2d = 0;
+};
+std::optional<CopyRates> gpu_copy_rates(BufferPool& pinned) {
+  ggml_backend_dev_t dev = nullptr;
+  for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
+    if (ggml_backend_dev_type(ggml_backend_dev_get(i)) == GGML_BACKEND_DEVICE_TYPE_GPU) {
+      dev = ggml_backend_dev_get(i);
+      break;
+    }
+  }
+  if (!dev) return std::nullopt;
+  const int64_t n = 512ll << 20;
+  ggml_init_params ip = {2 * ggml_tensor_overhead(), nullptr, true};
+  ggml_context* ctx = ggml_init(ip);
+  ggml_tensor* a = ggml_new_tensor_1d(ctx, GGML_TYPE_I8, n);
+  ggml_tensor* b = ggml_new_tensor_1d(ctx, GGML_TYPE_I8, n);
+  ggml_backend_buffer_t buf =
+      ggml_backend_alloc_ctx_tensors_from_buft(ctx, ggml_backend_dev_buffer_type(dev));
+  CopyRates r;
+  if (buf) {
+    auto src = pinned.get(n);
+    std::memset(src->data(), 1, n);
+    for (int i = 0; i < 3; ++i) {
+      auto t0 = Clock::now();
+      ggml_backend_tensor_set(a, src->data(), 0, n);
+      r.h2d = std::max(r.h2d, n / secs(t0));
+      t0 = Clock::now();
+      ggml_backend_tensor_copy(a, b);
+      ggml_backend_tensor_get(b, src->data(), 0, 1);  // waits for the copy
+      r.d2d = std::max(r.d2d, n / secs(t0));
+    }
+    ggml_backend_buffer_free(buf);
+  }
+  ggml_free(ctx);
+  if (!buf) return std::nullopt;
+  return r;
+}
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"restore from disk vs Redis vs recompute"};
+  CLI::App app{"restore from each tier vs recompute, next to the machine's raw limits"};
   std::string model_path, redis, dir = "/tmp/kvstash-bench-tiers";
   std::vector<size_t> sizes;
   int threads = 0, gpu_layers = 0;
@@ -131,6 +201,11 @@ int main(int argc, char** argv) {
   }
 
   engine::Model m(model_path, {gpu_layers});
+  // The payload buffers of every cache below: pinned when the KV is on the GPU, as in serve.
+  auto pool = std::make_shared<BufferPool>(256ull << 20);
+  if (gpu_layers != 0) {
+    if (auto a = engine::pinned_host_allocator()) pool->set_allocator(std::move(*a));
+  }
   if (warmup) {
     engine::SessionOptions so;
     so.n_ctx = 2048;
@@ -139,14 +214,20 @@ int main(int argc, char** argv) {
     s.prefill(prompt(m, 1024));
   }
   const bool with_redis = !redis.empty();
+  std::printf("buffers: %s\n\n", pool->allocator_name().c_str());
   std::printf(
-      "| tokens | KV size | recompute (cold TTFT) | disk, cold page cache | disk, page cache "
-      "warm |%s hit TTFT (cold disk) | recompute / cold disk | recompute / warm |\n",
+      "| tokens | KV size | recompute (cold TTFT) | RAM tier | disk, page cache warm | disk, cold "
+      "|%s hit TTFT RAM / warm / cold | cold TTFT / hit TTFT (RAM, warm, cold) | raw read warm / "
+      "cold |\n",
       with_redis ? " Redis |" : "");
-  std::printf("|---|---|---|---|---|%s---|---|---|\n", with_redis ? "---|" : "");
+  std::printf("|---|---|---|---|---|---|%s---|---|---|\n", with_redis ? "---|" : "");
   std::fflush(stdout);
   std::optional<size_t> cross;
   bool dropped_all = true;
+  auto cell = [](const Restored& r, uint64_t bytes) {
+    return ms_or_s(r.restore) + " (" + std::to_string(gbps(bytes, r.restore)).substr(0, 5) +
+           " GB/s)";
+  };
   for (size_t n : sizes) {
     try {
       engine::SessionOptions so;
@@ -158,6 +239,7 @@ int main(int argc, char** argv) {
       cc.dir = dir;
       cc.chunk = static_cast<uint32_t>(so.chunk);
       cc.remote.url = redis;
+      cc.pool = pool;
       engine::Session cold(m, so);
       uint64_t bytes = 0;
       double recompute = 0;
@@ -178,7 +260,10 @@ int main(int argc, char** argv) {
       cache::CacheConfig disk_only = cc;
       disk_only.remote.url.clear();
       dropped_all = drop_page_cache(dir) && dropped_all;
-      Restored cold_disk, warm_disk;
+      const double raw_cold = read_rate(dir, *pool);
+      const double raw_warm = read_rate(dir, *pool);
+      dropped_all = drop_page_cache(dir) && dropped_all;
+      Restored cold_disk, warm_disk, ram;
       {
         cache::PrefixCache from_disk(disk_only, cold.fingerprint().bytes);
         cold_disk = restore(m, so, from_disk, p);
@@ -187,25 +272,42 @@ int main(int argc, char** argv) {
         cache::PrefixCache from_disk(disk_only, cold.fingerprint().bytes);
         warm_disk = restore(m, so, from_disk, p);
       }
+      {
+        cache::CacheConfig with_ram = disk_only;
+        with_ram.ram_budget = 1ull << 40;
+        cache::PrefixCache c(with_ram, cold.fingerprint().bytes);
+        (void)restore(m, so, c, p);  // from disk, promoted into RAM
+        ram = restore(m, so, c, p);
+      }
       std::string redis_col;
       if (with_redis) {
         cache::CacheConfig redis_only = cc;
         redis_only.dir.clear();
         redis_only.ram_budget = 1ull << 40;
         cache::PrefixCache from_redis(redis_only, cold.fingerprint().bytes);
-        redis_col = " " + ms_or_s(restore(m, so, from_redis, p).restore) + " |";
+        redis_col = " " + cell(restore(m, so, from_redis, p), bytes) + " |";
       }
-      std::printf("| %zu | %s | %s | %s | %s |%s %s | %.1fx | %.1fx |\n", n,
-                  format_size(bytes).c_str(), ms_or_s(recompute).c_str(),
-                  ms_or_s(cold_disk.restore).c_str(), ms_or_s(warm_disk.restore).c_str(),
-                  redis_col.c_str(), ms_or_s(cold_disk.ttft).c_str(), recompute / cold_disk.restore,
-                  recompute / warm_disk.restore);
+      std::printf("| %zu | %s | %s | %s | %s | %s |%s %s / %s / %s | %.1fx, %.1fx, %.1fx | %.2f / "
+                  "%.2f GB/s |\n",
+                  n, format_size(bytes).c_str(), ms_or_s(recompute).c_str(),
+                  cell(ram, bytes).c_str(), cell(warm_disk, bytes).c_str(),
+                  cell(cold_disk, bytes).c_str(), redis_col.c_str(), ms_or_s(ram.ttft).c_str(),
+                  ms_or_s(warm_disk.ttft).c_str(), ms_or_s(cold_disk.ttft).c_str(),
+                  recompute / ram.ttft, recompute / warm_disk.ttft, recompute / cold_disk.ttft,
+                  raw_warm / 1e9, raw_cold / 1e9);
       std::fflush(stdout);
       if (!cross && cold_disk.restore < recompute) cross = n;
     } catch (const std::exception& e) {  // report the size and go on with the next
       std::printf("| %zu | error: %s |\n", n, e.what());
       std::fflush(stdout);
     }
+  }
+  if (auto r = gpu_copy_rates(*pool)) {
+    std::printf("\nraw GPU copies (512 MiB): pinned host->device %.1f GB/s, device->device %.1f "
+                "GB/s\n",
+                r->h2d / 1e9, r->d2d / 1e9);
+  } else {
+    std::printf("\nraw GPU copies: no GPU device\n");
   }
   if (crossover) {
     std::printf("\n");

@@ -1,6 +1,9 @@
 # Obtains and builds the pinned llama.cpp through cmake/llama.sh (cached in ~/.cache/kvstash, or
 # $KVSTASH_CACHE), then imports it. Configure with -DKVSTASH_LLAMA_SRC=DIR to build a checkout of
 # your own, or -DCMAKE_PREFIX_PATH=PREFIX to use an installed llama.cpp as is.
+# Resolved anew at every configure: a build directory must not keep an install that a changed
+# pin or patch (cmake/patches) has replaced (llama.sh returns at once when it is there).
+unset(llama_DIR CACHE)
 find_package(llama CONFIG QUIET NO_DEFAULT_PATH PATHS ${CMAKE_PREFIX_PATH})
 if(NOT llama_FOUND)
   set(_args)
@@ -20,6 +23,19 @@ if(NOT llama_FOUND)
   string(STRIP "${_out}" _out)
   string(REGEX REPLACE ".*\n" "" LLAMA_PREFIX "${_out}")
   message(STATUS "kvstash: llama.cpp at ${LLAMA_PREFIX}")
+  # Another install than last time (a new pin or patch): forget every path found in the old one.
+  if(KVSTASH_LLAMA_PREFIX_USED AND NOT KVSTASH_LLAMA_PREFIX_USED STREQUAL LLAMA_PREFIX)
+    get_cmake_property(_cached CACHE_VARIABLES)
+    foreach(_v ${_cached})
+      get_property(_type CACHE ${_v} PROPERTY TYPE)
+      get_property(_value CACHE ${_v} PROPERTY VALUE)
+      string(FIND "${_value}" "${KVSTASH_LLAMA_PREFIX_USED}" _at)
+      if(_at EQUAL 0 AND (_type STREQUAL "FILEPATH" OR _type STREQUAL "PATH"))
+        unset(${_v} CACHE)
+      endif()
+    endforeach()
+  endif()
+  set(KVSTASH_LLAMA_PREFIX_USED ${LLAMA_PREFIX} CACHE INTERNAL "llama.cpp install of this build")
   find_package(llama CONFIG REQUIRED NO_DEFAULT_PATH PATHS ${LLAMA_PREFIX})
   set(KVSTASH_VOCAB_DIR ${LLAMA_PREFIX}/share/kvstash/vocab)
 else()

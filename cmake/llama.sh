@@ -53,19 +53,30 @@ if [ -z "$SRC" ]; then
 fi
 SRC=$(cd "$SRC" && pwd)
 COMMIT=$(git -C "$SRC" rev-parse --short=12 HEAD 2>/dev/null || echo nogit)
+# kvstash's patches (cmake/patches/*.patch, each documented in its header) add entry points the
+# public API lacks; they are applied to the source tree once (a re-run finds them applied) and
+# their hash names the install, so a changed patch builds anew.
+PATCHES=$(cd "$(dirname "$0")/patches" && pwd)
+PATCH_ID=p$(cat "$PATCHES"/*.patch | sha256sum | cut -c1-8)
+for p in "$PATCHES"/*.patch; do
+  if git -C "$SRC" apply --check --reverse "$p" 2>/dev/null; then continue; fi
+  git -C "$SRC" apply "$p" ||
+    { echo "kvstash: cannot apply $(basename "$p") to $SRC (another llama.cpp version?)" >&2; exit 1; }
+  echo "kvstash: applied $(basename "$p") to $SRC" >&2
+done
 BACKEND=cpu
 if [ "$CUDA" = 1 ]; then
   command -v nvcc >/dev/null || { echo "kvstash: --cuda asked for but nvcc is not on PATH" >&2; exit 1; }
   BACKEND=cuda
 fi
-PREFIX=$CACHE/llama-$COMMIT-$BACKEND
+PREFIX=$CACHE/llama-$COMMIT-$PATCH_ID-$BACKEND
 if [ -f "$PREFIX/.complete" ] && [ "$SRC" = "$(cat "$PREFIX/.complete")" ] &&
   [ -x "$PREFIX/bin/llama-server" ] && [ -f "$PREFIX/lib/libllama-common-base.a" ] &&
   [ -f "$PREFIX/include/llama-common/chat.h" ] && [ -d "$PREFIX/share/kvstash/templates" ]; then
   echo "$PREFIX"; exit 0
 fi
 
-BUILD=$CACHE/build-$COMMIT-$BACKEND
+BUILD=$CACHE/build-$COMMIT-$PATCH_ID-$BACKEND
 echo "kvstash: building llama.cpp $COMMIT ($BACKEND) in $BUILD (first build takes minutes)" >&2
 # llama-server is built from the same tree and flags: `kvstash bench` runs it as the peer. Only the
 # targets needed are built (the other tools are configured but neither built nor installed); the

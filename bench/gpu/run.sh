@@ -12,7 +12,8 @@
 #   llama     build the pinned llama.cpp with CUDA (libllama + llama-server) into $DEV/cache
 #   kvstash   build build-cuda: kvstash kvstash-bench-tiers (KVSTASH_CUDA=ON, no tests)
 #   models    kvstash mkmodel --shape qwen3-8b and qwen3-0.6b into $DEV/models
-#   tiers     kvstash-bench-tiers, 8B, all layers on the GPU: 8k and 32k, then the crossover
+#   tiers     kvstash-bench-tiers, 8B, all layers on the GPU: 8k and 32k
+#   crossover the load-vs-recompute crossover, 8B and 0.6B
 #   agent8b   kvstash bench (kvstash vs llama-server), 8B shape
 #   agent06b  the same, 0.6B shape
 #   all       all of the above in order
@@ -79,13 +80,18 @@ step_tiers() {
   {
     echo "## 8B, 8k and 32k tokens, all layers on the GPU"
     build-cuda/kvstash-bench-tiers -m "$M8" --ngl -1 --tokens 8192,32768 --dir "$DEV/tiers"
+  } 2> "$DEV/log/tiers.err" | tee "$o"
+}
+step_crossover() {
+  local o=$DEV/results/tiers.md
+  {
     echo
     echo "## 8B crossover"
     build-cuda/kvstash-bench-tiers -m "$M8" --ngl -1 --crossover --tokens "$CROSS" --dir "$DEV/tiers"
     echo
     echo "## 0.6B crossover"
     build-cuda/kvstash-bench-tiers -m "$M06" --ngl -1 --crossover --tokens "$CROSS" --dir "$DEV/tiers"
-  } 2> "$DEV/log/tiers.err" | tee "$o"
+  } 2>> "$DEV/log/tiers.err" | tee -a "$o"
 }
 agent() {  # name model
   local out=$DEV/results/$1
@@ -99,7 +105,7 @@ step_agent06b() { agent agent-0.6b "$M06"; }
 run_steps() {
   local s
   for s in "$@"; do
-    if [ "$s" = all ]; then run_steps prep llama kvstash models tiers agent8b agent06b || return 1; continue; fi
+    if [ "$s" = all ]; then run_steps prep llama kvstash models tiers crossover agent8b agent06b || return 1; continue; fi
     say "$s"
     local t0=$SECONDS
     if "step_$s" > >(tee "$DEV/log/$s.log") 2>&1; then

@@ -26,6 +26,9 @@ void read_usage(const nlohmann::json& j, ChatResult& r) {
   if (j.contains("timings") && j["timings"].is_object()) {
     const auto& t = j["timings"];
     if (t.contains("cache_n")) r.cached_tokens = t["cache_n"].get<int>();
+    if (t.contains("cache_source") && t["cache_source"].is_string()) {
+      r.cache_source = t["cache_source"].get<std::string>();
+    }
     if (t.contains("cache_n") && t.contains("prompt_n")) {
       r.prompt_tokens = t["cache_n"].get<int>() + t["prompt_n"].get<int>();
     }

@@ -17,10 +17,11 @@ struct ChatResult {
   bool ok = false;
   std::string error;
   double ttft_s = 0, total_s = 0;
-  int tokens = 0;           // streamed content chunks (one per token on both servers)
-  double decode_tok_s = 0;  // (tokens - 1) / (time from first to last token)
-  int prompt_tokens = -1;   // as the server counted them (-1: not reported)
-  int cached_tokens = -1;   // prompt tokens the server did not prefill (-1: not reported)
+  int tokens = 0;            // streamed content chunks (one per token on both servers)
+  double decode_tok_s = 0;   // (tokens - 1) / (time from first to last token)
+  int prompt_tokens = -1;    // as the server counted them (-1: not reported)
+  int cached_tokens = -1;    // prompt tokens the server did not prefill (-1: not reported)
+  std::string cache_source;  // kvstash: what served them (live, ram, disk, remote)
 };
 
 // POSTs the request (messages and tools) to /v1/chat/completions with stream=true, greedy

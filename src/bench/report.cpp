@@ -160,8 +160,10 @@ std::string write_report(const std::string& dir, const ReportInfo& info,
        << any->oracle_tokens << " |";
     for (const auto& r : runs) {
       if (k < r.requests.size()) {
-        md << " " << opt_int(r.requests[k].result.cached_tokens) << " | "
-           << f("%.2f", r.requests[k].result.ttft_s) << " |";
+        const auto& res = r.requests[k].result;
+        md << " " << opt_int(res.cached_tokens)
+           << (res.cache_source.empty() ? "" : " (" + res.cache_source + ")") << " | "
+           << f("%.2f", res.ttft_s) << " |";
       } else {
         md << " - | - |";
       }
@@ -192,6 +194,7 @@ std::string write_report(const std::string& dir, const ReportInfo& info,
                                {"oracle_tokens", r.oracle_tokens},
                                {"server_prompt_tokens", r.result.prompt_tokens},
                                {"cached_tokens", r.result.cached_tokens},
+                               {"cache_source", r.result.cache_source},
                                {"ttft_s", r.result.ttft_s},
                                {"total_s", r.result.total_s},
                                {"tokens", r.result.tokens},

@@ -6,8 +6,10 @@
 // The contract the flow relies on (engine/session.h explains why it makes restores bit-exact):
 //   - prefill breaks its batches at absolute multiples of chunk(), at plan.boundaries and at
 //     plan.snapshot_at, and calls on_snapshot(pos) when the state holds exactly `pos` tokens;
-//   - a state rebuilt by restore() from the KV of [0, n) (plus, for hybrid models, the recurrent
-//     state at n) and continued by prefill computes what a fresh prefill would;
+//   - a state rebuilt by a restore from the KV of [0, n) (plus, for hybrid models, the recurrent
+//     state at n) and continued by prefill computes what a fresh prefill would, also when the
+//     restore kept the live KV of [0, keep) and loaded only [keep, n) (a delta restore): stored
+//     and live KV of one prefix are the same bytes, and the cells land where a prefill puts them;
 //   - resumes_anywhere(): attention-only KV can be cut at any position (trim), so any stored
 //     chunk boundary is a resume point; otherwise (hybrid, recurrent, sliding window) a state
 //     exists only where a snapshot was taken.
@@ -54,11 +56,23 @@ class KvEngine {
   // Extends the live state to `prompt`, which must start with tokens(). Returns false if
   // on_progress cancelled it (the state then holds the batches done so far).
   virtual bool prefill(const std::vector<Token>& prompt, const PrefillPlan& plan) = 0;
-  // Rebuilds the prefix `tokens` from consecutive KV sections starting at position 0 (plus the
-  // recurrent state at its end for hybrid models). Throws when the bytes do not form that state.
-  virtual void restore(const std::vector<std::span<const uint8_t>>& parts,
-                       std::span<const uint8_t> partial, const std::vector<Token>& tokens,
-                       const std::vector<float>& logits) = 0;
+  // A restore, in steps, so that objects are uploaded while the next ones are fetched:
+  //   restore_begin(keep, from): the live tokens [0, keep) stay (keep <= tokens().size(); 0:
+  //     none), the sections start at position `from` (from == keep, or a multiple of chunk()
+  //     below it: the live KV of [from, keep) is replaced by the same stored bytes);
+  //   restore_kv(section), repeatedly: KV sections of consecutive token ranges;
+  //   restore_end(partial, tokens, logits): the state holds `tokens` (hybrid models: with the
+  //     recurrent state `partial` taken at its end), whose first `keep` are the kept live ones.
+  // Each step throws when the bytes do not form that state; the caller then clears the engine.
+  virtual void restore_begin(uint32_t keep, uint32_t from) = 0;
+  virtual void restore_kv(std::span<const uint8_t> section) = 0;
+  virtual void restore_end(std::span<const uint8_t> partial, const std::vector<Token>& tokens,
+                           const std::vector<float>& logits) = 0;
 };
+
+// The whole restore in one call: `parts` start at position `from` (tests and tools).
+void restore_parts(KvEngine& e, uint32_t from, const std::vector<std::span<const uint8_t>>& parts,
+                   std::span<const uint8_t> partial, const std::vector<Token>& tokens,
+                   const std::vector<float>& logits);
 
 }  // namespace kvstash::cache

@@ -22,12 +22,14 @@ using ObjId = std::pair<ObjKind, Key>;
 }  // namespace
 
 PrefixCache::PrefixCache(const CacheConfig& cfg, const std::array<uint8_t, 16>& fingerprint)
-    : cfg_(cfg), index_(root_key(fingerprint), cfg.chunk, cfg.snapshot_only) {
+    : cfg_(cfg),
+      pool_(cfg.pool ? cfg.pool : std::make_shared<BufferPool>()),
+      index_(root_key(fingerprint), cfg.chunk, cfg.snapshot_only) {
   if (cfg.chunk == 0) throw std::invalid_argument("the cache chunk size must be > 0");
-  if (!cfg.dir.empty()) disk_ = std::make_unique<tiers::DiskTier>(cfg.dir, fingerprint);
-  if (cfg.ram_budget > 0) ram_ = std::make_unique<tiers::RamTier>();
+  if (!cfg.dir.empty()) disk_ = std::make_unique<tiers::DiskTier>(cfg.dir, fingerprint, pool_);
+  if (cfg.ram_budget > 0) ram_ = std::make_unique<tiers::RamTier>(pool_);
   if (!cfg.remote.url.empty())
-    remote_ = std::make_unique<tiers::RemoteTier>(cfg.remote, fingerprint);
+    remote_ = std::make_unique<tiers::RemoteTier>(cfg.remote, fingerprint, pool_);
   if (disk_) {
     const auto t0 = Clock::now();
     std::lock_guard lock(mu_);
@@ -167,59 +169,78 @@ RestorePlan PrefixCache::plan(std::span<const Token> prompt,
   return index_.plan(prompt, chain, Breaks(cfg_.chunk, boundaries));
 }
 
-std::optional<PrefixCache::Loaded> PrefixCache::load(const RestorePlan& plan) {
+Payload PrefixCache::fetch(ObjKind kind, const Key& key, Source* from) {
   std::lock_guard lock(mu_);
-  Loaded out;
-  auto fetch = [&](ObjKind kind, const Key& key) -> std::optional<std::vector<uint8_t>> {
-    Node* n = index_.find(kind, key);
-    if (!n) return std::nullopt;
-    std::string why;
-    if (n->in_ram) {
-      if (auto p = ram_->get(kind, key, &why)) return p;
-      n->in_ram = false;
-      log::warn("kv cache RAM copy unusable (" + why + "), trying disk");
-    }
-    if (n->on_disk) {
-      if (auto p = disk_->get(kind, key, &why)) {
-        st_.bytes_read += p->size();
-        if (ram_) put_ram_locked(n->meta, n->stats, *p);  // promotion
-        return p;
-      }
-      ++st_.damaged;
-      n->on_disk = false;
-    }
-    if (n->on_remote) {
-      if (auto p = remote_->get(kind, key, &why)) {
-        // Promotion into the local tiers: the next request finds it here.
-        ObjectMeta m = n->meta;
-        m.payload_bytes = p->size();
-        m.created_ms = clock_ms();
-        n->meta = m;
-        const ObjectStats st = n->stats;
-        if (disk_ &&
-            make_room_locked(*disk_, cfg_.disk_budget, disk_->object_size(m), {{kind, key}},
-                             {m.parent}, {}) &&
-            disk_->put(m, st, *p).empty()) {
-          if (Node* again = index_.find(kind, key)) again->on_disk = true;
-          st_.bytes_written += p->size();
-        }
-        if (ram_) put_ram_locked(m, st, *p);
-        return p;
-      }
-    }
-    log::warn("kv cache object " + key.hex() + " unusable: " + why);
-    forget_locked(kind, key);
-    return std::nullopt;
+  Node* n = index_.find(kind, key);
+  if (!n) return nullptr;
+  std::string why;
+  auto served = [&](Source s, const Payload& p) {
+    if (from) *from = s;
+    return p;
   };
+  if (n->in_ram) {
+    if (auto p = ram_->get(kind, key, &why)) return served(Source::kRam, p);
+    n->in_ram = false;
+    log::warn("kv cache RAM copy unusable (" + why + "), trying disk");
+  }
+  if (n->on_disk) {
+    if (auto p = disk_->get(kind, key, &why)) {
+      st_.bytes_read += p->size();
+      if (ram_) put_ram_locked(n->meta, n->stats, p);  // promotion: the buffer itself
+      return served(Source::kDisk, p);
+    }
+    ++st_.damaged;
+    n->on_disk = false;
+  }
+  if (n->on_remote) {
+    if (auto p = remote_->get(kind, key, &why)) {
+      // Promotion into the local tiers: the next request finds it here.
+      ObjectMeta m = n->meta;
+      m.payload_bytes = p->size();
+      m.created_ms = clock_ms();
+      n->meta = m;
+      const ObjectStats st = n->stats;
+      if (disk_ &&
+          make_room_locked(*disk_, cfg_.disk_budget, disk_->object_size(m), {{kind, key}},
+                           {m.parent}, {}) &&
+          disk_->put(m, st, p->span()).empty()) {
+        if (Node* again = index_.find(kind, key)) again->on_disk = true;
+        st_.bytes_written += p->size();
+      }
+      if (ram_) put_ram_locked(m, st, p);
+      return served(Source::kRemote, p);
+    }
+  }
+  log::warn("kv cache object " + key.hex() + " unusable: " + why);
+  forget_locked(kind, key);
+  return nullptr;
+}
+
+std::array<uint64_t, kSourceCount> PrefixCache::plan_bytes(const RestorePlan& plan,
+                                                           size_t first_chunk) {
+  std::lock_guard lock(mu_);
+  std::array<uint64_t, kSourceCount> bytes{};
+  auto add = [&](ObjKind kind, const Key& key) {
+    const Node* n = index_.find(kind, key);
+    if (!n) return;
+    const Source s = n->in_ram ? Source::kRam : n->on_disk ? Source::kDisk : Source::kRemote;
+    bytes[static_cast<size_t>(s)] += n->meta.payload_bytes;
+  };
+  for (size_t i = first_chunk; i < plan.chunks.size(); ++i) add(ObjKind::kChunk, plan.chunks[i]);
+  if (plan.entry) add(ObjKind::kEntry, *plan.entry);
+  return bytes;
+}
+
+std::optional<PrefixCache::Loaded> PrefixCache::load(const RestorePlan& plan) {
+  Loaded out;
   for (const Key& k : plan.chunks) {
     auto p = fetch(ObjKind::kChunk, k);
     if (!p) return std::nullopt;
-    out.chunks.push_back(std::move(*p));
+    out.chunks.push_back(std::move(p));
   }
   if (plan.entry) {
-    auto p = fetch(ObjKind::kEntry, *plan.entry);
-    if (!p) return std::nullopt;
-    out.entry = std::move(*p);
+    out.entry = fetch(ObjKind::kEntry, *plan.entry);
+    if (!out.entry) return std::nullopt;
   }
   return out;
 }
@@ -267,19 +288,24 @@ void PrefixCache::reject(const RestorePlan& plan, const std::string& why) {
             std::to_string(plan.restore_tokens) + "-token prefix the engine refused: " + why);
 }
 
+void PrefixCache::count_choice(Source s) {
+  std::lock_guard lock(mu_);
+  ++st_.plan_choices[source_name(s)];
+}
+
 void PrefixCache::record_miss() {
   std::lock_guard lock(mu_);
   ++st_.misses;
 }
 
 void PrefixCache::put_ram_locked(const ObjectMeta& meta, const ObjectStats& st,
-                                 std::span<const uint8_t> payload) {
-  if (!ram_ || payload.size() > cfg_.ram_budget) return;
-  if (!make_room_locked(*ram_, cfg_.ram_budget, payload.size(), {{meta.kind, meta.key}},
+                                 const Payload& payload) {
+  if (!ram_ || payload->size() > cfg_.ram_budget) return;
+  if (!make_room_locked(*ram_, cfg_.ram_budget, payload->size(), {{meta.kind, meta.key}},
                         {meta.parent}, {})) {
     return;
   }
-  ram_->put(meta, st, payload);
+  ram_->put_shared(meta, payload);
   index_.upsert(meta, st).in_ram = true;
 }
 
@@ -362,7 +388,7 @@ bool PrefixCache::make_room_locked(tiers::Tier& tier, uint64_t budget, uint64_t 
       if (!n->on_disk && disk_ &&
           tier_bytes_locked(true) + disk_->object_size(n->meta) <= cfg_.disk_budget) {
         if (auto p = ram_->get(n->meta.kind, n->meta.key, nullptr)) {
-          if (const std::string err = disk_->put(n->meta, n->stats, *p); err.empty()) {
+          if (const std::string err = disk_->put(n->meta, n->stats, p->span()); err.empty()) {
             n->on_disk = true;
             st_.bytes_written += p->size();
             log::info("kv cache demoted tokens=" + std::to_string(n->meta.n_tokens) +
@@ -500,7 +526,7 @@ PrefixCache::StoreResult PrefixCache::store(const StoreRequest& req) {
       }
       index_.upsert(m, st).on_disk = true;
       st_.bytes_written += payload.size();
-      if (ram_) put_ram_locked(m, st, payload);
+      if (ram_) put_ram_locked(m, st, pool_->copy(payload));
     } else {
       ram_->put(m, st, payload);
       index_.upsert(m, st).in_ram = true;
@@ -582,6 +608,7 @@ CacheStats PrefixCache::stats() {
   s.disk_bytes = disk_ ? tier_bytes_locked(true) : 0;
   s.ram_bytes = ram_ ? tier_bytes_locked(false) : 0;
   if (remote_) s.remote = remote_->stats();
+  s.buffers = pool_->allocator_name();
   return s;
 }
 

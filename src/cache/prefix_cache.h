@@ -19,9 +19,11 @@
 
 #include "cache/eviction.h"
 #include "cache/prefix_index.h"
+#include "cache/restore_choice.h"
 #include "cache/store_policy.h"
 #include "cache/types.h"
 #include "tiers/remote_tier.h"
+#include "util/buffer_pool.h"
 #include "util/histogram.h"
 
 namespace kvstash::tiers {
@@ -41,6 +43,12 @@ struct CacheConfig {
   bool snapshot_only = false;          // the model resumes only at stored snapshots
   EvictConfig evict;
   tiers::RemoteConfig remote;  // remote.url empty: no remote tier
+  // Restore or recompute by the measured rates (restore_choice.h); false: always the longest
+  // prefix the live state or the cache offers (--cache-plan longest; tests use it to be sure
+  // which path runs).
+  bool estimate = true;
+  // Where payload buffers come from (pinned memory on GPU builds); null: a pageable pool.
+  std::shared_ptr<BufferPool> pool;
   // Milliseconds since the epoch for creation and last-use times (null: the wall clock).
   // `kvstash replay` runs a virtual clock so that recency means what it would in the trace.
   std::function<int64_t()> clock;
@@ -59,6 +67,8 @@ struct CacheStats {
   std::map<std::string, uint64_t> io_errors;
   uint64_t superseded_dropped = 0;  // continued entries dropped by a newer store of a longer prefix
   uint64_t own_writes_evicted = 0;  // objects a store evicted right after writing them
+  std::map<std::string, uint64_t> plan_choices;  // live, ram, disk, remote, recompute
+  std::string buffers;                           // where payload buffers live (pinned/pageable)
   std::optional<tiers::RemoteStats> remote;
 };
 
@@ -74,13 +84,22 @@ class PrefixCache {
   RestorePlan plan(std::span<const Token> prompt, const std::vector<uint32_t>& boundaries,
                    const std::string& salt = "");
 
+  // One object, verified, from the fastest tier that has it (promoted into RAM on the way; the
+  // buffer is shared, not copied). Null if it is missing or damaged: the index forgets it, so a
+  // new plan() finds the next best prefix. `from` receives the tier that served it. Safe to call
+  // from a prefetch thread while the caller uploads the previous object.
+  Payload fetch(ObjKind kind, const Key& key, Source* from = nullptr);
   struct Loaded {
-    std::vector<std::vector<uint8_t>> chunks;
-    std::vector<uint8_t> entry;  // encoded EntryPayload (empty without an entry)
+    std::vector<Payload> chunks;
+    Payload entry;  // encoded EntryPayload (null without an entry)
   };
-  // Fetches the plan's objects. nullopt if one is missing or damaged (the index forgets it, so a
-  // new plan() finds the next best prefix).
+  // Fetches all of the plan's objects (tools and tests; a request streams them with fetch()).
   std::optional<Loaded> load(const RestorePlan& plan);
+  // Bytes each tier would serve for the plan's chunks from index `first_chunk` on and its entry
+  // (the fastest tier holding each object), indexed by Source.
+  std::array<uint64_t, kSourceCount> plan_bytes(const RestorePlan& plan, size_t first_chunk);
+  RateModel& rates() { return rates_; }
+  BufferPool& pool() { return *pool_; }
   void record_hit(const RestorePlan& plan, double load_seconds);
   // The engine refused the state `plan` loaded: its objects passed their checksums but do not
   // form a state the engine accepts (e.g. written by a faulty build). Which of them is wrong
@@ -89,6 +108,8 @@ class PrefixCache {
   // every request for this prefix would load and refuse them again.
   void reject(const RestorePlan& plan, const std::string& why);
   void record_miss();
+  // The restore-or-recompute decision of a request (counted in stats().plan_choices).
+  void count_choice(Source s);
 
   struct StoreRequest {
     std::span<const Token> tokens;  // the prefix to store
@@ -151,12 +172,13 @@ class PrefixCache {
                         const std::vector<std::pair<ObjKind, Key>>& written = {});
   int64_t clock_ms() const { return cfg_.clock ? cfg_.clock() : now_ms(); }
   uint64_t tier_bytes_locked(bool disk);
-  void put_ram_locked(const ObjectMeta& meta, const ObjectStats& st,
-                      std::span<const uint8_t> payload);
+  void put_ram_locked(const ObjectMeta& meta, const ObjectStats& st, const Payload& payload);
   // Learns which objects along `chain` the remote tier has beyond what the index knows.
   void discover_remote_locked(const Chain& chain);
 
   CacheConfig cfg_;
+  std::shared_ptr<BufferPool> pool_;
+  RateModel rates_;
   std::recursive_mutex mu_;
   PrefixIndex index_;
   std::unique_ptr<tiers::DiskTier> disk_;

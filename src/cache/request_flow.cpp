@@ -1,10 +1,12 @@
 #include "cache/request_flow.h"
 
 #include <algorithm>
+#include <future>
 #include <stdexcept>
 
 #include "cache/entry_payload.h"
 #include "util/log.h"
+#include "util/size.h"
 #include "util/timing.h"
 
 namespace kvstash::cache {
@@ -33,18 +35,68 @@ RequestPolicy policy_for_scope(const Scope& scope, std::span<const Token> prompt
   return p;
 }
 
-void restore_plan(KvEngine& e, const RestorePlan& plan, const PrefixCache::Loaded& l,
-                  std::span<const Token> prompt) {
-  std::vector<std::span<const uint8_t>> parts(l.chunks.begin(), l.chunks.end());
+Restored restore_plan(KvEngine& e, PrefixCache& cache, const RestorePlan& plan,
+                      std::span<const Token> prompt, size_t first_chunk) {
+  const auto t0 = Clock::now();
+  if (first_chunk > plan.chunks.size()) throw std::logic_error("restore_plan: chunk out of range");
+  std::vector<std::pair<ObjKind, Key>> objs;
+  for (size_t i = first_chunk; i < plan.chunks.size(); ++i) {
+    objs.push_back({ObjKind::kChunk, plan.chunks[i]});
+  }
+  if (plan.entry) objs.push_back({ObjKind::kEntry, *plan.entry});
+  struct Fetched {
+    Payload p;
+    Source from = Source::kRecompute;
+  };
+  auto fetch = [&cache, &objs](size_t i) {
+    Fetched f;
+    f.p = cache.fetch(objs[i].first, objs[i].second, &f.from);
+    return f;
+  };
+  const auto from = static_cast<uint32_t>(first_chunk * e.chunk());
+  e.restore_begin(from, from);
+  Restored r;
+  EntryPayload entry;
+  // One object ahead: the next read (disk, Redis) runs while this one is uploaded.
+  std::future<Fetched> next;
+  if (!objs.empty()) next = std::async(std::launch::async, fetch, 0);
+  for (size_t i = 0; i < objs.size(); ++i) {
+    Fetched f = next.get();
+    if (!f.p) throw FetchFailed("a cached object of the prefix is gone or damaged");
+    if (i + 1 < objs.size()) next = std::async(std::launch::async, fetch, i + 1);
+    r.bytes += f.p->size();
+    r.by_source[static_cast<size_t>(f.from)] += f.p->size();
+    if (objs[i].first == ObjKind::kChunk) {
+      e.restore_kv(f.p->span());
+    } else {
+      auto d = decode_entry_payload(f.p->span());
+      if (!d) throw std::runtime_error("cache entry payload is malformed");
+      entry = std::move(*d);
+      if (!entry.tail_kv.empty()) e.restore_kv(entry.tail_kv);
+    }
+  }
+  const std::vector<Token> toks(prompt.begin(), prompt.begin() + plan.restore_tokens);
+  e.restore_end(entry.partial_state, toks, entry.logits);
+  if (plan.resume_at < plan.restore_tokens) e.trim(plan.resume_at);
+  r.source = static_cast<Source>(std::max_element(r.by_source.begin(), r.by_source.end()) -
+                                 r.by_source.begin());
+  r.seconds = ms_since(t0) / 1000.0;
+  return r;
+}
+
+void restore_loaded(KvEngine& e, const RestorePlan& plan, const PrefixCache::Loaded& l,
+                    std::span<const Token> prompt) {
+  std::vector<std::span<const uint8_t>> parts;
+  for (const auto& c : l.chunks) parts.push_back(c->span());
   EntryPayload entry;
   if (plan.entry) {
-    auto p = decode_entry_payload(l.entry);
+    auto p = decode_entry_payload(l.entry->span());
     if (!p) throw std::runtime_error("cache entry payload is malformed");
     entry = std::move(*p);
     if (!entry.tail_kv.empty()) parts.push_back(entry.tail_kv);
   }
-  const std::vector<Token> toks(prompt.begin(), prompt.begin() + plan.restore_tokens);
-  e.restore(parts, entry.partial_state, toks, entry.logits);
+  restore_parts(e, 0, parts, entry.partial_state,
+                {prompt.begin(), prompt.begin() + plan.restore_tokens}, entry.logits);
   if (plan.resume_at < plan.restore_tokens) e.trim(plan.resume_at);
 }
 
@@ -62,11 +114,17 @@ RequestFlow::RequestFlow(KvEngine& engine, PrefixCache* cache, const StoreConfig
   }
 }
 
-uint32_t RequestFlow::live_resume(const std::vector<Token>& prompt, const Breaks& breaks) const {
+uint32_t RequestFlow::live_common(const std::vector<Token>& prompt) const {
   const auto& live = e_.tokens();
   uint32_t common = 0;
   const uint32_t lim = std::min<uint32_t>(computed_, prompt.size());
   while (common < lim && live[common] == prompt[common]) ++common;
+  return common;
+}
+
+uint32_t RequestFlow::live_resume(const std::vector<Token>& prompt, uint32_t common,
+                                  const Breaks& breaks) const {
+  const auto& live = e_.tokens();
   if (e_.resumes_anywhere()) {
     const uint32_t cap = std::min<uint32_t>(common, prompt.size() - 1);
     // A break of the new prompt that was also a break when the live state was computed.
@@ -130,6 +188,46 @@ void RequestFlow::store_live(Reason reason, std::span<const Token> protect,
   store_at(at, reason, protect, protect_salt);
 }
 
+void RequestFlow::store_before_cut(uint32_t keep, std::span<const Token> prompt,
+                                   const std::string& salt) {
+  if (!live_checkpoints_ || !cache_ || !e_.resumes_anywhere()) return;
+  const uint32_t held = Breaks(e_.chunk(), breaks_).last_at_or_below(computed_);
+  if (store_before_trim(held, keep, last_stored_, store_cfg_)) {
+    store_live(Reason::kEvict, prompt, salt);
+  }
+}
+
+bool RequestFlow::try_restore(const RestorePlan& plan, std::span<const Token> prompt,
+                              size_t first_chunk, PrefillReport& rep) {
+  PrefixCache::Pin pin = cache_->pin(plan);
+  try {
+    const Restored r = restore_plan(e_, *cache_, plan, prompt, first_chunk);
+    rep.cached_tokens = plan.resume_at;
+    rep.kept_tokens = static_cast<uint32_t>(first_chunk * e_.chunk());
+    rep.restore_ms = r.seconds * 1000.0;
+    rep.source = r.source;
+    cache_->rates().observe_restore(r.source, r.bytes, r.seconds);
+    cache_->record_hit(plan, r.seconds);
+    log::info("kv cache hit tokens=" + std::to_string(plan.resume_at) +
+              (rep.kept_tokens ? " kept=" + std::to_string(rep.kept_tokens) : "") +
+              " load=" + fmt_ms(rep.restore_ms) + " ms from=" + source_name(r.source) + " size=" +
+              format_size(r.bytes) + " chunks=" + std::to_string(plan.chunks.size() - first_chunk) +
+              (plan.entry ? " entry=1" : ""));
+    return true;
+  } catch (const FetchFailed& ex) {
+    log::warn(std::string("kv cache restore incomplete, not served: ") + ex.what());
+  } catch (const std::exception& ex) {
+    log::warn(std::string("kv cache restore failed, not served: ") + ex.what());
+    ++rep.restore_failures;
+    cache_->reject(plan, ex.what());
+  }
+  e_.clear();
+  computed_ = 0;
+  last_stored_ = 0;
+  checkpoint_ = {};
+  return false;
+}
+
 PrefillReport RequestFlow::prefill(const std::vector<Token>& prompt, const PromptInfo& info,
                                    const std::function<bool(int, int, int)>& progress) {
   PrefillReport rep;
@@ -140,24 +238,70 @@ PrefillReport RequestFlow::prefill(const std::vector<Token>& prompt, const Promp
   const bool snapshot_only = !e_.resumes_anywhere();
 
   // Another tenant's live state is never reused (it would reveal that the prefix was seen).
-  uint32_t live = e_.tokens().empty() || info.salt != live_salt_ ? 0 : live_resume(prompt, breaks);
+  const bool own = !e_.tokens().empty() && info.salt == live_salt_;
+  const uint32_t common = own ? live_common(prompt) : 0;
+  const uint32_t live = own ? live_resume(prompt, common, breaks) : 0;
   RestorePlan plan;
   const bool restore = cache_ && info.policy.restore;
   if (restore) plan = cache_->plan(prompt, info.boundaries, info.salt);
   PrefixCache::Pin pin;
 
-  if (live > 0 && live >= plan.resume_at) {
-    if (live_checkpoints_ && cache_ && e_.resumes_anywhere()) {
-      const uint32_t held = Breaks(C, breaks_).last_at_or_below(computed_);
-      if (store_before_trim(held, live, last_stored_, store_cfg_)) {
-        store_live(Reason::kEvict, prompt, info.salt);
-      }
+  // The candidates: keep the live prefix; restore the cache's prefix (a delta on top of the live
+  // state's whole chunks where it has some); recompute. The cheapest by the measured rates wins.
+  // A delta keeps the live attention KV of whole chunks that prefill computed for this prompt's
+  // tokens (chunk multiples are batch breaks of every prompt); a hybrid model's recurrent state
+  // comes from the entry, so its live state need not end there.
+  std::vector<PlanOption> cands;
+  if (live > 0) cands.push_back({Source::kLive, live, live, {}});
+  size_t first_chunk = 0;
+  if (restore && plan.resume_at > live) {
+    first_chunk = std::min<size_t>(common / C, plan.chunks.size());
+    PlanOption c;
+    c.keep = static_cast<uint32_t>(first_chunk * C);
+    c.start = plan.resume_at;
+    c.bytes = cache_->plan_bytes(plan, first_chunk);
+    c.source = Source::kRam;
+    for (Source t : {Source::kDisk, Source::kRemote}) {
+      if (c.bytes[static_cast<size_t>(t)] > 0) c.source = t;
     }
-    if (live < e_.tokens().size()) e_.trim(live);
-    rep.from_live = true;
-    rep.cached_tokens = live;
-    log::info("kv cache live hit tokens=" + std::to_string(live));
-  } else {
+    cands.push_back(c);
+  }
+  Source chosen = Source::kRecompute;
+  if (!cands.empty()) {
+    cands.push_back({});      // recompute
+    const RateModel longest;  // no prefill data: the largest start wins
+    const Choice ch = choose(rep.prompt_tokens, cands,
+                             cache_ && cache_->config().estimate ? cache_->rates() : longest);
+    chosen = cands[ch.index].source;
+    if (cands.size() > 2 || chosen != Source::kLive) {
+      rep.plan_log = ch.log;
+      log::info(ch.log);
+    }
+    if (cache_) cache_->count_choice(chosen);
+  }
+  const bool delta = chosen != Source::kLive && chosen != Source::kRecompute && first_chunk > 0;
+
+  if (chosen == Source::kLive || delta) {
+    const uint32_t keep = chosen == Source::kLive ? live : static_cast<uint32_t>(first_chunk * C);
+    if (snapshot_only && delta) {
+      store_live(Reason::kEvict, prompt, info.salt);  // the live state is replaced past `keep`
+    } else {
+      store_before_cut(keep, prompt, info.salt);
+    }
+    if (chosen == Source::kLive) {
+      if (live < e_.tokens().size()) e_.trim(live);
+      rep.from_live = true;
+      rep.cached_tokens = live;
+      rep.kept_tokens = live;
+      rep.source = Source::kLive;
+      log::info("kv cache live hit tokens=" + std::to_string(live));
+    } else if (try_restore(plan, prompt, first_chunk, rep)) {
+      pin = cache_->pin(plan);
+    } else {
+      plan = cache_->plan(prompt, info.boundaries, info.salt);  // what failed is gone
+    }
+  }
+  if (rep.cached_tokens == 0) {
     // Live miss: the live state is about to be replaced, and may be the only copy (evict store).
     // Prefixes of the incoming prompt are protected while it makes room: evicting them would
     // throw away the hit this request is about to look up.
@@ -169,28 +313,13 @@ PrefillReport RequestFlow::prefill(const std::vector<Token>& prompt, const Promp
     computed_ = 0;
     last_stored_ = 0;
     checkpoint_ = {};
-    for (int attempt = 0; restore && plan.resume_at > 0 && attempt < 3; ++attempt) {
-      const auto tl = Clock::now();
-      pin = cache_->pin(plan);
-      auto loaded = cache_->load(plan);
-      if (loaded) {
-        try {
-          restore_plan(e_, plan, *loaded, prompt);
-          rep.cached_tokens = plan.resume_at;
-          rep.restore_ms = ms_since(tl);
-          cache_->record_hit(plan, rep.restore_ms / 1000.0);
-          log::info("kv cache hit tokens=" + std::to_string(plan.resume_at) + " load=" +
-                    fmt_ms(rep.restore_ms) + " ms chunks=" + std::to_string(plan.chunks.size()) +
-                    (plan.entry ? " entry=1" : ""));
-          break;
-        } catch (const std::exception& ex) {
-          log::warn(std::string("kv cache restore failed, not served: ") + ex.what());
-          ++rep.restore_failures;
-          e_.clear();
-          cache_->reject(plan, ex.what());
-        }
+    for (int attempt = 0;
+         chosen != Source::kRecompute && restore && plan.resume_at > 0 && attempt < 3; ++attempt) {
+      if (try_restore(plan, prompt, 0, rep)) {
+        pin = cache_->pin(plan);  // kept while the request runs
+        break;
       }
-      // load() or reject() removed what failed, so this plan is a different one.
+      // restore_plan's fetch or reject() removed what failed, so this plan is a different one.
       plan = cache_->plan(prompt, info.boundaries, info.salt);
     }
     if (restore && rep.cached_tokens == 0) cache_->record_miss();
@@ -223,12 +352,15 @@ PrefillReport RequestFlow::prefill(const std::vector<Token>& prompt, const Promp
   // the next turn of the conversation resumes.
   const uint32_t last_break = breaks.last_at_or_below(rep.prompt_tokens - 1);
   if (snapshot_only && last_break > rep.cached_tokens) pp.snapshot_at.push_back(last_break);
+  double store_ms = 0;  // checkpoints taken inside the prefill (not prefill speed)
   pp.on_snapshot = [&](uint32_t pos) {
+    const auto ts = Clock::now();
     computed_ = pos;
     if (snapshot_only && pos == last_break) checkpoint_ = {last_break, e_.partial_state()};
     for (const auto& st : stores) {
       if (st.at == pos) store_at(st.at, st.reason, {}, {});
     }
+    store_ms += ms_since(ts);
   };
   pp.on_progress = [&](uint32_t done, uint32_t total) {
     computed_ = done;
@@ -240,6 +372,10 @@ PrefillReport RequestFlow::prefill(const std::vector<Token>& prompt, const Promp
   rep.cancelled = !e_.prefill(prompt, pp);
   rep.prefill_ms = ms_since(tp);
   computed_ = static_cast<uint32_t>(e_.tokens().size());
+  if (cache_ && !rep.cancelled && computed_ > rep.cached_tokens) {
+    cache_->rates().observe_prefill(rep.cached_tokens, computed_,
+                                    std::max(0.0, rep.prefill_ms - store_ms) / 1000.0);
+  }
   return rep;
 }
 

@@ -15,8 +15,10 @@
 // is this flow, not a copy of it.
 #pragma once
 
+#include <array>
 #include <functional>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -55,12 +57,32 @@ struct PrefillReport {
   bool from_live = false;
   double restore_ms = 0, prefill_ms = 0;
   bool cancelled = false;
-  uint32_t restore_failures = 0;  // loaded states the engine refused (never served)
+  uint32_t restore_failures = 0;       // loaded states the engine refused (never served)
+  uint32_t kept_tokens = 0;            // live tokens kept (a delta restore loads only past them)
+  Source source = Source::kRecompute;  // what served cached_tokens (live, a tier) or recompute
+  std::string plan_log;                // the restore-or-recompute decision, if one was made
 };
 
-// Restores `plan` into the engine. Throws on a damaged or inconsistent state.
-void restore_plan(KvEngine& e, const RestorePlan& plan, const PrefixCache::Loaded& l,
-                  std::span<const Token> prompt);
+// A plan's object could not be fetched (missing or damaged; the cache has forgotten it).
+struct FetchFailed : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct Restored {
+  uint64_t bytes = 0;
+  std::array<uint64_t, kSourceCount> by_source{};  // bytes each tier served
+  Source source = Source::kRecompute;              // the tier that served most of them
+  double seconds = 0;
+};
+// Restores `plan` into the engine, keeping its live tokens [0, from) (from: a multiple of the
+// chunk size, first_chunk * chunk) and loading the rest: each object is fetched on a prefetch
+// thread while the previous one is uploaded. Throws FetchFailed when an object is gone, anything
+// else when the engine refuses the bytes (the engine is then cleared by the caller).
+Restored restore_plan(KvEngine& e, PrefixCache& cache, const RestorePlan& plan,
+                      std::span<const Token> prompt, size_t first_chunk = 0);
+// Restores from objects fetched beforehand with PrefixCache::load (tools and tests).
+void restore_loaded(KvEngine& e, const RestorePlan& plan, const PrefixCache::Loaded& l,
+                    std::span<const Token> prompt);
 
 class RequestFlow {
  public:
@@ -79,7 +101,16 @@ class RequestFlow {
   void reset();
 
  private:
-  uint32_t live_resume(const std::vector<Token>& prompt, const Breaks& breaks) const;
+  // Leading tokens the live state shares with `prompt` and computed by prefill.
+  uint32_t live_common(const std::vector<Token>& prompt) const;
+  // Where the live state can resume `prompt` as it is (0: nowhere).
+  uint32_t live_resume(const std::vector<Token>& prompt, uint32_t common,
+                       const Breaks& breaks) const;
+  // Before the live state is cut to `keep`: the evict store of what would be lost.
+  void store_before_cut(uint32_t keep, std::span<const Token> prompt, const std::string& salt);
+  // Tries restore_plan; on failure clears the engine, counts it, and reports false.
+  bool try_restore(const RestorePlan& plan, std::span<const Token> prompt, size_t first_chunk,
+                   PrefillReport& rep);
   void store_live(Reason reason, std::span<const Token> protect, const std::string& protect_salt);
   bool store_at(uint32_t n, Reason reason, std::span<const Token> protect,
                 const std::string& protect_salt);

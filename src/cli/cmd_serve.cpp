@@ -125,6 +125,8 @@ Run add_serve(CLI::App& app) {
           {"dir", o->cache.disk_dir()},
           {"disk_budget", cache ? cache->config().disk_budget : 0},
           {"ram_budget", cache ? cache->config().ram_budget : 0},
+          {"staging_bytes", cache ? parse_size(o->cache.staging) : 0},
+          {"buffers", cache ? cache->pool().allocator_name() : ""},
           {"chunk_tokens", o->engine.session.chunk},
           {"resume", model.resume_kind() == engine::ResumeKind::kAnyBoundary ? "any chunk boundary"
                                                                              : "snapshots only"},

@@ -1,5 +1,6 @@
 #include "cli/options.h"
 
+#include "engine/host_memory.h"
 #include "util/log.h"
 #include "util/size.h"
 
@@ -35,6 +36,10 @@ void CacheFlags::add(CLI::App& app) {
   app.add_option("--cache-disk-budget", disk_budget, "disk tier budget, e.g. 40G")
       ->capture_default_str();
   app.add_option("--cache-ram-budget", ram_budget, "RAM tier budget (0: no RAM tier)")
+      ->capture_default_str();
+  app.add_option("--cache-staging", staging,
+                 "memory kept for reading cache objects into and uploading from (pinned when "
+                 "the KV is on a GPU); a larger restore streams through it")
       ->capture_default_str();
   app.add_option("--cache-min-tokens", store.min_tokens, "shortest prefix worth storing")
       ->capture_default_str();
@@ -74,14 +79,15 @@ cache::CacheConfig CacheFlags::config(uint32_t chunk, bool snapshot_only) const 
   c.remote.url = remote_url;
   c.remote.ttl_s = remote_ttl_s;
   c.remote.queue_bytes = parse_size(remote_queue);
+  c.pool = std::make_shared<BufferPool>(parse_size(staging));
   return c;
 }
 
 std::unique_ptr<cache::PrefixCache> CacheFlags::open(const engine::Model& model,
                                                      const engine::Session& session) const {
   if (!enabled) return nullptr;
-  const auto cfg = config(static_cast<uint32_t>(session.options().chunk),
-                          model.resume_kind() != engine::ResumeKind::kAnyBoundary);
+  auto cfg = config(static_cast<uint32_t>(session.options().chunk),
+                    model.resume_kind() != engine::ResumeKind::kAnyBoundary);
   if (!cfg.dir.empty()) {
     log::info("kv cache dir " + cfg.dir + " (persistent disk tier; --cache-dir none turns it off)");
   } else if (dir == "none") {
@@ -89,6 +95,10 @@ std::unique_ptr<cache::PrefixCache> CacheFlags::open(const engine::Model& model,
   } else {
     log::warn("kv cache disk tier off: neither $XDG_CACHE_HOME nor $HOME is set (--cache-dir DIR)");
   }
+  if (model.options().n_gpu_layers != 0) {
+    if (auto a = engine::pinned_host_allocator()) cfg.pool->set_allocator(std::move(*a));
+  }
+  log::info("kv cache buffers: " + cfg.pool->allocator_name() + ", staging " + staging);
   if (cfg.dir.empty() && cfg.ram_budget == 0) {
     if (!cfg.remote.url.empty()) {
       throw std::invalid_argument(

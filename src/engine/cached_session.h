@@ -50,8 +50,12 @@ class CachedSession {
   cache::RequestFlow flow_;
 };
 
-// Restores `plan` into the session. Throws on a damaged or inconsistent state.
-void restore_plan(Session& s, const cache::RestorePlan& plan, const cache::PrefixCache::Loaded& l,
-                  std::span<const Token> prompt);
+// Restores `plan` into the session, streaming it from the cache (cache::restore_plan). Throws on
+// a missing, damaged or inconsistent state.
+cache::Restored restore_plan(Session& s, cache::PrefixCache& cache, const cache::RestorePlan& plan,
+                             std::span<const Token> prompt);
+// The same from objects loaded beforehand (cache::restore_loaded).
+void restore_loaded(Session& s, const cache::RestorePlan& plan, const cache::PrefixCache::Loaded& l,
+                    std::span<const Token> prompt);
 
 }  // namespace kvstash::engine

@@ -234,16 +234,4 @@ std::vector<uint8_t> concat_kv_sections(const std::vector<std::span<const uint8_
   return out;
 }
 
-std::vector<uint8_t> concat_seq_state(const std::vector<std::span<const uint8_t>>& parts,
-                                      std::span<const uint8_t> trailer, size_t cell_ext_size) {
-  const Joinable j = check_joinable(parts, cell_ext_size);
-  std::vector<uint8_t> out;
-  out.reserve(kSeqStateHeaderSize + j.bytes + trailer.size());
-  put<uint32_t>(out, kSeqStateMagic);
-  put<int32_t>(out, 0);
-  write_joined(out, parts, j);
-  out.insert(out.end(), trailer.begin(), trailer.end());
-  return out;
-}
-
 }  // namespace kvstash::engine

@@ -62,11 +62,4 @@ KvSection parse_kv_section(std::span<const uint8_t> blob, size_t cell_ext_size);
 std::vector<uint8_t> concat_kv_sections(const std::vector<std::span<const uint8_t>>& parts,
                                         size_t cell_ext_size);
 
-// The state llama_state_seq_set_data() takes for those parts, built in one buffer sized up front:
-// the sequence header, the joined section, then `trailer` (a hybrid model's recurrent state).
-// Equal to with_seq_header(concat_kv_sections(parts) + trailer), with one allocation and one copy
-// of each byte instead of three (fresh memory is what a large restore pays for most).
-std::vector<uint8_t> concat_seq_state(const std::vector<std::span<const uint8_t>>& parts,
-                                      std::span<const uint8_t> trailer, size_t cell_ext_size);
-
 }  // namespace kvstash::engine

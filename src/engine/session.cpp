@@ -231,9 +231,45 @@ std::vector<uint8_t> Session::partial_state() const {
   return {body.begin(), body.end()};
 }
 
-void Session::restore_chunks(const std::vector<std::span<const uint8_t>>& chunks,
-                             std::span<const uint8_t> partial, const std::vector<Token>& tokens,
-                             const std::vector<float>& logits) {
+void Session::restore_begin(int keep, int from) {
+  if (keep < 0 || static_cast<size_t>(keep) > tokens_.size() || from > keep || from < 0 ||
+      (from < keep && from % opt_.chunk != 0)) {
+    throw std::out_of_range("restore_begin: keep " + std::to_string(keep) + " / from " +
+                            std::to_string(from) + " outside the live state");
+  }
+  if (keep == 0) {
+    clear();
+  } else if (!model_.hybrid()) {
+    trim(keep);
+  }
+  // A hybrid model's attention KV past `keep` is replaced by the first section, its recurrent
+  // state by restore_end(): llama.cpp cannot cut a recurrent state to a shorter prefix.
+  restore_keep_ = keep;
+  restore_next_ = from;
+  tokens_.resize(keep);
+  logits_.clear();
+}
+
+void Session::restore_kv(std::span<const uint8_t> section) {
+  if (restore_keep_ < 0) throw std::logic_error("restore_kv outside a restore");
+  const KvSection sec = parse_kv_section(section, model_.cell_ext_size());
+  const int first = sec.first_pos(section);
+  if (sec.end != section.size() || first != restore_next_) {
+    throw StateMismatch("KV section of " + std::to_string(sec.cell_count) + " cells from " +
+                        std::to_string(first) + " does not continue the state at " +
+                        std::to_string(restore_next_));
+  }
+  if (llama_state_seq_set_data_ext(ctx_, section.data(), section.size(), kLive,
+                                   LLAMA_STATE_SEQ_FLAGS_KV_APPEND) == 0) {
+    throw StateMismatch("llama.cpp rejected a KV section (layout does not match this context)");
+  }
+  restore_next_ = first + static_cast<int>(sec.cell_count);
+}
+
+void Session::restore_end(std::span<const uint8_t> partial, const std::vector<Token>& tokens,
+                          const std::vector<float>& logits) {
+  if (restore_keep_ < 0) throw std::logic_error("restore_end outside a restore");
+  restore_keep_ = -1;
   if (model_.hybrid() == partial.empty()) {
     throw std::invalid_argument(model_.hybrid()
                                     ? "a hybrid model needs the recurrent state to resume"
@@ -242,17 +278,24 @@ void Session::restore_chunks(const std::vector<std::span<const uint8_t>>& chunks
   if (!model_.hybrid() && model_.resume_kind() != ResumeKind::kAnyBoundary) {
     throw std::invalid_argument("this model can only resume from whole snapshots");
   }
-  // One buffer in llama.cpp's layout, built with one copy of each byte: a large restore is
-  // bounded by memory traffic (and by first-touch page faults on fresh memory), not by parsing.
-  const std::vector<uint8_t> state = concat_seq_state(chunks, partial, model_.cell_ext_size());
-  const auto kv = std::span<const uint8_t>(state).subspan(kSeqStateHeaderSize);
-  const KvSection sec = parse_kv_section(kv, model_.cell_ext_size());
-  if (sec.cell_count != tokens.size() || sec.first_pos(kv) != 0) {
-    throw StateMismatch("KV chunks hold " + std::to_string(sec.cell_count) +
-                        " cells from position " + std::to_string(sec.first_pos(kv)) +
-                        ", expected " + std::to_string(tokens.size()) + " from 0");
+  if (static_cast<size_t>(restore_next_) != tokens.size() || tokens.size() < tokens_.size() ||
+      !std::equal(tokens_.begin(), tokens_.end(), tokens.begin())) {
+    throw StateMismatch("restored KV holds " + std::to_string(restore_next_) +
+                        " positions, expected " + std::to_string(tokens.size()));
   }
-  load_state(state);
+  if (model_.hybrid()) {
+    const auto st = with_seq_header(partial);
+    if (llama_state_seq_set_data_ext(ctx_, st.data(), st.size(), kLive,
+                                     LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY) == 0) {
+      throw StateMismatch("llama.cpp rejected the recurrent state");
+    }
+  }
+  // Every memory of the sequence (attention, recurrent) ends where the tokens do.
+  const llama_pos last = llama_memory_seq_pos_max(llama_get_memory(ctx_), kLive);
+  if (last + 1 != restore_next_) {
+    throw StateMismatch("restored state ends at position " + std::to_string(last + 1) +
+                        ", expected " + std::to_string(tokens.size()));
+  }
   tokens_ = tokens;
   if (logits.size() == static_cast<size_t>(model_.n_vocab())) logits_ = logits;
 }

@@ -13,6 +13,12 @@
 // The context holds two sequences: 0 is the live state, 1 is scratch space used to copy out the
 // KV cells of one token range (llama_memory_seq_cp shares cells in a unified cache, so only those
 // cells are serialised).
+//
+// Restores append stored KV sections to the live sequence with kvstash's llama.cpp patch
+// (LLAMA_STATE_SEQ_FLAGS_KV_APPEND, cmake/patches/kv-append.patch): llama.cpp places them with the
+// same cell search a prefill uses, so a sequence whose cells are position-ordered from cell 0 (a
+// fresh prefill, a trim, a restore) gets the appended cells right after its last one, where a
+// prefill would have put them; the bit-exactness tests prove it per model family.
 #pragma once
 
 #include <functional>
@@ -88,11 +94,13 @@ class Session {
   std::vector<uint8_t> extract_kv(int begin, int end);
   // Hybrid models: the recurrent state at the current position (without attention KV).
   std::vector<uint8_t> partial_state() const;
-  // Rebuilds a prefix from consecutive KV chunks starting at position 0 (plus, for hybrid
-  // models, the recurrent state taken at the prefix end).
-  void restore_chunks(const std::vector<std::span<const uint8_t>>& chunks,
-                      std::span<const uint8_t> partial, const std::vector<Token>& tokens,
-                      const std::vector<float>& logits);
+  // A restore in steps (cache/kv_engine.h states the contract): keep the live [0, keep), append
+  // KV sections straight from the caller's buffers (no join, no copy: llama.cpp uploads from
+  // them), then set the recurrent state (hybrid models) and the tokens.
+  void restore_begin(int keep, int from);
+  void restore_kv(std::span<const uint8_t> section);
+  void restore_end(std::span<const uint8_t> partial, const std::vector<Token>& tokens,
+                   const std::vector<float>& logits);
 
  private:
   void decode(const std::vector<Token>& toks, size_t pos, bool want_logits);
@@ -106,6 +114,8 @@ class Session {
   std::string fp_settings_;
   std::vector<Token> tokens_;
   std::vector<float> logits_;
+  int restore_keep_ = -1;  // between restore_begin and restore_end: the kept live tokens
+  int restore_next_ = 0;   // the position the next section must continue from
 };
 
 }  // namespace kvstash::engine

@@ -27,11 +27,4 @@ bool SessionEngine::prefill(const std::vector<cache::Token>& prompt,
   return s_.prefill(prompt, po);
 }
 
-void SessionEngine::restore(const std::vector<std::span<const uint8_t>>& parts,
-                            std::span<const uint8_t> partial,
-                            const std::vector<cache::Token>& tokens,
-                            const std::vector<float>& logits) {
-  s_.restore_chunks(parts, partial, tokens, logits);
-}
-
 }  // namespace kvstash::engine

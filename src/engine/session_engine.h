@@ -22,8 +22,14 @@ class SessionEngine final : public cache::KvEngine {
   std::vector<uint8_t> extract_kv(uint32_t begin, uint32_t end) override;
   std::vector<uint8_t> partial_state() const override { return s_.partial_state(); }
   bool prefill(const std::vector<cache::Token>& prompt, const cache::PrefillPlan& plan) override;
-  void restore(const std::vector<std::span<const uint8_t>>& parts, std::span<const uint8_t> partial,
-               const std::vector<cache::Token>& tokens, const std::vector<float>& logits) override;
+  void restore_begin(uint32_t keep, uint32_t from) override {
+    s_.restore_begin(static_cast<int>(keep), static_cast<int>(from));
+  }
+  void restore_kv(std::span<const uint8_t> section) override { s_.restore_kv(section); }
+  void restore_end(std::span<const uint8_t> partial, const std::vector<cache::Token>& tokens,
+                   const std::vector<float>& logits) override {
+    s_.restore_end(partial, tokens, logits);
+  }
 
  private:
   Session& s_;

@@ -116,6 +116,9 @@ ReplayResult run_replay(const std::vector<TraceRecord>& trace, const ReplayConfi
   cc.chunk = cfg.sim.chunk;
   cc.snapshot_only = cfg.sim.hybrid;
   cc.evict = cfg.evict;
+  // The model-free engine prefills in no time, so measured rates would always say recompute:
+  // replay measures reuse with the longest-prefix rule.
+  cc.estimate = false;
   cc.clock = [&clock] { return clock; };
   const auto fp = fingerprint_of(cfg.sim.describe());
 

@@ -122,9 +122,27 @@ bool SimEngine::prefill(const std::vector<cache::Token>& prompt, const cache::Pr
   return true;
 }
 
-void SimEngine::restore(const std::vector<std::span<const uint8_t>>& parts,
-                        std::span<const uint8_t> partial, const std::vector<cache::Token>& tokens,
-                        const std::vector<float>& logits) {
+void SimEngine::restore_begin(uint32_t keep, uint32_t from) {
+  if (keep > tokens_.size() || from > keep || (from < keep && from % cfg_.chunk != 0)) {
+    throw std::out_of_range("restore_begin: keep outside the live state");
+  }
+  tokens_.resize(keep);
+  logits_.clear();
+  restore_from_ = from;
+  restoring_ = true;
+  received_.clear();
+}
+
+void SimEngine::restore_kv(std::span<const uint8_t> section) {
+  if (!restoring_) throw std::logic_error("restore_kv outside a restore");
+  received_.insert(received_.end(), section.begin(), section.end());
+}
+
+void SimEngine::restore_end(std::span<const uint8_t> partial,
+                            const std::vector<cache::Token>& tokens,
+                            const std::vector<float>& logits) {
+  if (!restoring_) throw std::logic_error("restore_end outside a restore");
+  restoring_ = false;
   auto wrong = [&](const std::string& why) {
     ++wrong_;
     clear();
@@ -132,22 +150,25 @@ void SimEngine::restore(const std::vector<std::span<const uint8_t>>& parts,
                              "-token prefix: " + why);
   };
   if (cfg_.hybrid == partial.empty()) {
+    clear();
     throw std::invalid_argument(cfg_.hybrid ? "a hybrid model needs the recurrent state to resume"
                                             : "this model has no recurrent state to restore");
   }
-  size_t total = 0;
-  for (const auto& p : parts) total += p.size();
-  if (total != tokens.size() * cfg_.unit()) {
-    wrong("KV holds " + std::to_string(total / cfg_.unit()) + " tokens");
+  if (tokens.size() < tokens_.size() ||
+      !std::equal(tokens_.begin(), tokens_.end(), tokens.begin())) {
+    wrong("the kept live tokens are not a prefix of it");
   }
-  const auto want = kv_bytes(cfg_, tokens, 0, static_cast<uint32_t>(tokens.size()));
-  size_t off = 0;
-  for (const auto& p : parts) {
-    if (!std::equal(p.begin(), p.end(), want.begin() + off)) {
-      wrong("KV bytes from position " + std::to_string(off / cfg_.unit()) +
-            " belong to other tokens");
-    }
-    off += p.size();
+  const size_t want_tokens = tokens.size() - restore_from_;
+  if (received_.size() != want_tokens * cfg_.unit()) {
+    wrong("KV holds " + std::to_string(received_.size() / cfg_.unit()) + " tokens from " +
+          std::to_string(restore_from_) + ", expected " + std::to_string(want_tokens));
+  }
+  const auto want = kv_bytes(cfg_, tokens, restore_from_, static_cast<uint32_t>(tokens.size()));
+  const auto bad = std::mismatch(received_.begin(), received_.end(), want.begin());
+  if (bad.first != received_.end()) {
+    wrong("KV bytes from position " +
+          std::to_string(restore_from_ + (bad.first - received_.begin()) / cfg_.unit()) +
+          " belong to other tokens");
   }
   if (cfg_.hybrid) {
     const auto st = state_bytes(cfg_, tokens);
@@ -156,6 +177,7 @@ void SimEngine::restore(const std::vector<std::span<const uint8_t>>& parts,
     }
   }
   if (!logits.empty() && logits != logits_for(tokens)) wrong("the logits belong to another prefix");
+  received_.clear();
   tokens_ = tokens;
   logits_ = logits;
 }

@@ -46,8 +46,10 @@ class SimEngine final : public cache::KvEngine {
   std::vector<uint8_t> extract_kv(uint32_t begin, uint32_t end) override;
   std::vector<uint8_t> partial_state() const override;
   bool prefill(const std::vector<cache::Token>& prompt, const cache::PrefillPlan& plan) override;
-  void restore(const std::vector<std::span<const uint8_t>>& parts, std::span<const uint8_t> partial,
-               const std::vector<cache::Token>& tokens, const std::vector<float>& logits) override;
+  void restore_begin(uint32_t keep, uint32_t from) override;
+  void restore_kv(std::span<const uint8_t> section) override;
+  void restore_end(std::span<const uint8_t> partial, const std::vector<cache::Token>& tokens,
+                   const std::vector<float>& logits) override;
 
   // Decodes n tokens after the prompt. They never match a trace's prompt tokens (they are
   // negative), as decoded tokens are never reused from the cache anyway (request_flow.h).
@@ -69,6 +71,10 @@ class SimEngine final : public cache::KvEngine {
   std::vector<cache::Token> tokens_;
   std::vector<float> logits_;
   uint64_t prefilled_ = 0, wrong_ = 0;
+  // Between restore_begin and restore_end: where the sections start, and their bytes.
+  uint32_t restore_from_ = 0;
+  bool restoring_ = false;
+  std::vector<uint8_t> received_;
   int32_t next_decoded_ = -1;
 };
 

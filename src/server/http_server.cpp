@@ -152,6 +152,8 @@ struct ReplyShape {
     return {{"cache_n", d.cached_tokens},
             {"prompt_n", d.prompt_tokens - d.cached_tokens},
             {"prompt_ms", d.prompt_ms},
+            {"restore_ms", d.restore_ms},
+            {"cache_source", d.cache_source},
             {"predicted_n", d.completion_tokens},
             {"predicted_ms", d.generation_ms}};
   }

@@ -73,6 +73,18 @@ std::string prometheus_metrics(SlotPool& pool, cache::PrefixCache* cache, int n_
                          it == s.evictions_by_reason.end() ? 0 : it->second});
   }
   family(out, "kvstash_cache_evictions_total", "counter", "Objects evicted, by reason.", evictions);
+  Samples choices;
+  for (const char* c : {"live", "vram", "ram", "disk", "remote", "recompute"}) {
+    auto it = s.plan_choices.find(c);
+    choices.push_back(
+        {std::string("{choice=\"") + c + "\"}", it == s.plan_choices.end() ? 0 : it->second});
+  }
+  family(out, "kvstash_cache_plan_choices_total", "counter",
+         "Restore-or-recompute decisions: where the chosen start came from.", choices);
+  const auto buffers = cache->pool().stats();
+  family(out, "kvstash_cache_buffer_bytes", "gauge",
+         "Payload buffer memory (pinned on GPU builds): in use, and idle kept for reuse.",
+         {{"{state=\"used\"}", buffers.live_bytes}, {"{state=\"idle\"}", buffers.idle_bytes}});
   Samples io;
   for (const char* op : {"dir-fsync", "stats-write", "demote"}) {
     auto it = s.io_errors.find(op);

@@ -143,6 +143,8 @@ void SlotPool::execute(Slot& s, Job& job) {
     });
     r.cached_tokens = rep.cached_tokens;
     r.prompt_ms = ms_since(t0);
+    r.restore_ms = rep.restore_ms;
+    if (rep.cached_tokens > 0) r.cache_source = cache::source_name(rep.source);
     counters_.cached_tokens += rep.cached_tokens;
     counters_.prefilled_tokens += job.prompt.size() - rep.cached_tokens;
     if (rep.cancelled) {

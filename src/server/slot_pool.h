@@ -53,6 +53,8 @@ struct Job {
     std::string error;
     int error_status = 500;  // the HTTP status of an error (503: shutting down)
     double prompt_ms = 0, generation_ms = 0;
+    double restore_ms = 0;     // part of prompt_ms spent restoring from the cache
+    std::string cache_source;  // what served cached_tokens: live, ram, disk, remote ("": none)
     int slot = -1;
   };
   std::function<void(const Result&)> on_done;

@@ -75,7 +75,9 @@ int64_t mtime_ns(const std::string& path) {
 
 }  // namespace
 
-DiskTier::DiskTier(const std::string& root, const Fingerprint16& fingerprint) : fp_(fingerprint) {
+DiskTier::DiskTier(const std::string& root, const Fingerprint16& fingerprint,
+                   std::shared_ptr<BufferPool> pool)
+    : pool_(pool ? std::move(pool) : std::make_shared<BufferPool>()), fp_(fingerprint) {
   if (root.empty()) throw std::invalid_argument("the disk cache needs a directory");
   if (const char* f = std::getenv("KVSTASH_FAULT_ENOSPC_AFTER"))
     fault_after_ = std::strtoull(f, nullptr, 10);
@@ -133,19 +135,18 @@ std::string DiskTier::put(const cache::ObjectMeta& meta, const cache::ObjectStat
   return {};
 }
 
-std::optional<std::vector<uint8_t>> DiskTier::get(cache::ObjKind kind, const cache::Key& key,
-                                                  std::string* why) {
+Payload DiskTier::get(cache::ObjKind kind, const cache::Key& key, std::string* why) {
   const std::string p = path(kind, key);
   Fd f(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
   if (f.fd < 0) {
     if (why) *why = "missing: " + p;
-    return std::nullopt;
+    return nullptr;
   }
-  auto fail = [&](const std::string& reason) -> std::optional<std::vector<uint8_t>> {
+  auto fail = [&](const std::string& reason) -> Payload {
     log::warn("kv cache removing damaged file " + p + ": " + reason);
     ::unlink(p.c_str());
     if (why) *why = reason;
-    return std::nullopt;
+    return nullptr;
   };
   struct stat st;
   if (::fstat(f.fd, &st) != 0 || !S_ISREG(st.st_mode)) return fail("not a regular file");
@@ -156,9 +157,12 @@ std::optional<std::vector<uint8_t>> DiskTier::get(cache::ObjKind kind, const cac
   auto dec = check_object(hb, fp_, kind, key, static_cast<uint64_t>(st.st_size));
   if (auto* e = std::get_if<std::string>(&dec)) return fail(*e);
   const FileHeader& h = std::get<FileHeader>(dec);
-  std::vector<uint8_t> payload(h.meta.payload_bytes);
-  if (!read_all(f.fd, payload.data(), payload.size(), kHeaderSize)) return fail("read failed");
-  if (payload_checksum(payload) != h.payload_checksum) return fail("payload checksum mismatch");
+  // Straight into a reusable (pinned, on GPU builds) buffer: the engine uploads from it.
+  auto payload = pool_->get(h.meta.payload_bytes);
+  if (!read_all(f.fd, payload->data(), payload->size(), kHeaderSize)) return fail("read failed");
+  if (payload_checksum(payload->span()) != h.payload_checksum) {
+    return fail("payload checksum mismatch");
+  }
   return payload;
 }
 

@@ -24,13 +24,14 @@ namespace kvstash::tiers {
 
 class DiskTier : public Tier {
  public:
-  DiskTier(const std::string& root, const Fingerprint16& fingerprint);
+  // Payloads are read into buffers of `pool` (null: a pool of its own).
+  DiskTier(const std::string& root, const Fingerprint16& fingerprint,
+           std::shared_ptr<BufferPool> pool = nullptr);
 
   const char* name() const override { return "disk"; }
   std::string put(const cache::ObjectMeta& meta, const cache::ObjectStats& stats,
                   std::span<const uint8_t> payload) override;
-  std::optional<std::vector<uint8_t>> get(cache::ObjKind kind, const cache::Key& key,
-                                          std::string* why) override;
+  Payload get(cache::ObjKind kind, const cache::Key& key, std::string* why) override;
   void remove(cache::ObjKind kind, const cache::Key& key) override;
   void update_stats(cache::ObjKind kind, const cache::Key& key,
                     const cache::ObjectStats& stats) override;
@@ -64,6 +65,7 @@ class DiskTier : public Tier {
 
  private:
   std::string dir_;  // DIR/<fingerprint>
+  std::shared_ptr<BufferPool> pool_;
   Fingerprint16 fp_;
   // Fault injection for tests: $KVSTASH_FAULT_ENOSPC_AFTER=N: writes (objects and statistics)
   // fail with ENOSPC once this process has written N bytes, as on a full disk;

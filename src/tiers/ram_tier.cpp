@@ -6,24 +6,28 @@ namespace kvstash::tiers {
 
 std::string RamTier::put(const cache::ObjectMeta& meta, const cache::ObjectStats&,
                          std::span<const uint8_t> payload) {
-  std::lock_guard lock(mu_);
-  objs_[{meta.kind, meta.key}] = {{payload.begin(), payload.end()}, payload_checksum(payload)};
+  put_shared(meta, pool_->copy(payload));
   return {};
 }
 
-std::optional<std::vector<uint8_t>> RamTier::get(cache::ObjKind kind, const cache::Key& key,
-                                                 std::string* why) {
+void RamTier::put_shared(const cache::ObjectMeta& meta, Payload payload) {
+  const uint64_t sum = payload_checksum(payload->span());
+  std::lock_guard lock(mu_);
+  objs_[{meta.kind, meta.key}] = {std::move(payload), sum};
+}
+
+Payload RamTier::get(cache::ObjKind kind, const cache::Key& key, std::string* why) {
   std::lock_guard lock(mu_);
   auto it = objs_.find({kind, key});
   if (it == objs_.end()) {
     if (why) *why = "not in RAM";
-    return std::nullopt;
+    return nullptr;
   }
   // Memory can be damaged too (a stray write); the checksum costs little next to a restore.
-  if (payload_checksum(it->second.payload) != it->second.checksum) {
+  if (payload_checksum(it->second.payload->span()) != it->second.checksum) {
     objs_.erase(it);
     if (why) *why = "checksum mismatch in RAM";
-    return std::nullopt;
+    return nullptr;
   }
   return it->second.payload;
 }

@@ -1,4 +1,6 @@
-// The RAM tier: objects held in process memory, in front of the disk tier.
+// The RAM tier: objects held in process memory, in front of the disk tier. Objects are immutable
+// shared buffers (util/buffer_pool.h): a hit hands out the buffer itself, and a promotion keeps the
+// buffer the disk or remote read filled.
 #pragma once
 
 #include <map>
@@ -10,20 +12,24 @@ namespace kvstash::tiers {
 
 class RamTier : public Tier {
  public:
+  // Copies made by put() come from `pool` (pinned memory on GPU builds).
+  explicit RamTier(std::shared_ptr<BufferPool> pool) : pool_(std::move(pool)) {}
   const char* name() const override { return "ram"; }
   std::string put(const cache::ObjectMeta& meta, const cache::ObjectStats& stats,
                   std::span<const uint8_t> payload) override;
-  std::optional<std::vector<uint8_t>> get(cache::ObjKind kind, const cache::Key& key,
-                                          std::string* why) override;
+  Payload get(cache::ObjKind kind, const cache::Key& key, std::string* why) override;
+  // Keeps `payload` itself (a buffer another tier read it into), not a copy.
+  void put_shared(const cache::ObjectMeta& meta, Payload payload);
   void remove(cache::ObjKind kind, const cache::Key& key) override;
   void update_stats(cache::ObjKind, const cache::Key&, const cache::ObjectStats&) override {}
   uint64_t object_size(const cache::ObjectMeta& meta) const override;
 
  private:
   struct Obj {
-    std::vector<uint8_t> payload;
+    Payload payload;
     uint64_t checksum;
   };
+  std::shared_ptr<BufferPool> pool_;
   std::mutex mu_;
   std::map<std::pair<cache::ObjKind, cache::Key>, Obj> objs_;
 };

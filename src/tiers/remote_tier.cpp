@@ -125,8 +125,12 @@ std::unique_ptr<RedisConn::Reply> RedisConn::command(const std::vector<std::stri
 
 // --- RemoteTier ---------------------------------------------------------------------------
 
-RemoteTier::RemoteTier(const RemoteConfig& cfg, const Fingerprint16& fingerprint)
-    : cfg_(cfg), fp_(fingerprint), prefix_("kvstash:" + to_hex(fingerprint) + ":") {
+RemoteTier::RemoteTier(const RemoteConfig& cfg, const Fingerprint16& fingerprint,
+                       std::shared_ptr<BufferPool> pool)
+    : cfg_(cfg),
+      pool_(pool ? std::move(pool) : std::make_shared<BufferPool>()),
+      fp_(fingerprint),
+      prefix_("kvstash:" + to_hex(fingerprint) + ":") {
   std::tie(host_, port_) = parse_redis_url(cfg.url);
   reader_ = std::make_unique<RedisConn>(host_, port_, cfg.timeout_ms);
   {
@@ -243,24 +247,23 @@ bool RemoteTier::drain(int timeout_ms) {
                         [&] { return queue_.empty() && !in_flight_; });
 }
 
-std::optional<std::vector<uint8_t>> RemoteTier::get(cache::ObjKind kind, const cache::Key& key,
-                                                    std::string* why) {
+Payload RemoteTier::get(cache::ObjKind kind, const cache::Key& key, std::string* why) {
   std::lock_guard lock(read_mu_);
   if (!available_locked()) {
     if (why) *why = "remote tier unavailable";
-    return std::nullopt;
+    return nullptr;
   }
   auto r = reader_->command({"GET", redis_key(kind, key)});
   if (!r) {
     mark_down(reader_->last_error());
     if (why) *why = "remote read failed";
-    return std::nullopt;
+    return nullptr;
   }
   std::lock_guard s(st_mu_);
   if (r->type != REDIS_REPLY_STRING) {
     ++st_.misses;
     if (why) *why = "not in the remote tier (evicted?)";
-    return std::nullopt;
+    return nullptr;
   }
   const std::span<const uint8_t> blob(reinterpret_cast<const uint8_t*>(r->str.data()),
                                       r->str.size());
@@ -277,11 +280,11 @@ std::optional<std::vector<uint8_t>> RemoteTier::get(cache::ObjKind kind, const c
     log::warn("kv cache remote object " + key.hex() + " damaged (" + bad + "), deleting it");
     reader_->command({"DEL", redis_key(kind, key)});
     if (why) *why = bad;
-    return std::nullopt;
+    return nullptr;
   }
   ++st_.reads;
   st_.read_bytes += blob.size();
-  return std::vector<uint8_t>(blob.begin() + kHeaderSize, blob.end());
+  return pool_->copy(blob.subspan(kHeaderSize));
 }
 
 void RemoteTier::remove(cache::ObjKind kind, const cache::Key& key) {

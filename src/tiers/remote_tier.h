@@ -78,7 +78,9 @@ struct RedisConn::Reply {
 
 class RemoteTier : public Tier {
  public:
-  RemoteTier(const RemoteConfig& cfg, const Fingerprint16& fingerprint);
+  // Payloads are copied out of the Redis reply into buffers of `pool` (null: a pool of its own).
+  RemoteTier(const RemoteConfig& cfg, const Fingerprint16& fingerprint,
+             std::shared_ptr<BufferPool> pool = nullptr);
   ~RemoteTier() override;
 
   const char* name() const override { return "remote"; }
@@ -86,8 +88,7 @@ class RemoteTier : public Tier {
   // counted in stats(), a remote write is never required for correctness).
   std::string put(const cache::ObjectMeta& meta, const cache::ObjectStats& stats,
                   std::span<const uint8_t> payload) override;
-  std::optional<std::vector<uint8_t>> get(cache::ObjKind kind, const cache::Key& key,
-                                          std::string* why) override;
+  Payload get(cache::ObjKind kind, const cache::Key& key, std::string* why) override;
   void remove(cache::ObjKind kind, const cache::Key& key) override;
   void update_stats(cache::ObjKind, const cache::Key&, const cache::ObjectStats&) override {}
   uint64_t object_size(const cache::ObjectMeta& meta) const override {
@@ -114,6 +115,7 @@ class RemoteTier : public Tier {
   void writer();
 
   RemoteConfig cfg_;
+  std::shared_ptr<BufferPool> pool_;
   Fingerprint16 fp_;
   std::string prefix_;
   std::string host_;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cache/types.h"
+#include "util/buffer_pool.h"
 
 namespace kvstash::tiers {
 
@@ -26,9 +27,8 @@ class Tier {
   // message, empty on success.
   virtual std::string put(const cache::ObjectMeta& meta, const cache::ObjectStats& stats,
                           std::span<const uint8_t> payload) = 0;
-  // The verified payload, or nullopt with the reason in *why (missing, damaged: then removed).
-  virtual std::optional<std::vector<uint8_t>> get(cache::ObjKind kind, const cache::Key& key,
-                                                  std::string* why) = 0;
+  // The verified payload, or null with the reason in *why (missing, damaged: then removed).
+  virtual Payload get(cache::ObjKind kind, const cache::Key& key, std::string* why) = 0;
   virtual void remove(cache::ObjKind kind, const cache::Key& key) = 0;
   virtual void update_stats(cache::ObjKind kind, const cache::Key& key,
                             const cache::ObjectStats& stats) = 0;

@@ -2,6 +2,7 @@
 // token's "KV" depend on the token and its position, so any misplaced or stale byte shows.
 #pragma once
 
+#include <algorithm>
 #include <span>
 #include <vector>
 
@@ -58,12 +59,13 @@ inline uint32_t check_restore(cache::PrefixCache& c, std::span<const cache::Toke
     return 0;
   }
   for (size_t i = 0; i < l->chunks.size(); ++i) {
-    if (l->chunks[i] != kv(prompt, i * kSynthChunk, (i + 1) * kSynthChunk)) {
+    const auto want = kv(prompt, i * kSynthChunk, (i + 1) * kSynthChunk);
+    if (!std::ranges::equal(l->chunks[i]->span(), want)) {
       *error = "chunk " + std::to_string(i) + " holds other bytes";
     }
   }
   if (plan.entry) {
-    auto e = cache::decode_entry_payload(l->entry);
+    auto e = cache::decode_entry_payload(l->entry->span());
     if (!e || e->tail_kv != kv(prompt, plan.chunks.size() * kSynthChunk, plan.restore_tokens)) {
       *error = "entry tail holds other bytes";
     }

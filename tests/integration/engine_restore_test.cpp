@@ -8,6 +8,7 @@
 
 #include "engine/kv_blob.h"
 #include "engine/session.h"
+#include "engine/session_engine.h"
 #include "test_models.h"
 
 using namespace kvstash;
@@ -130,7 +131,9 @@ TEST_P(EngineRestore, PrefixRebuiltFromRangeChunks) {
             !GetParam().flash_attn);
   Session r(m(), opts());
   const auto p = prompt();
-  r.restore_chunks({chunks[0], chunks[1]}, partial, {p.begin(), p.begin() + 512}, logits);
+  engine::SessionEngine re(r);
+  cache::restore_parts(re, 0, {chunks[0], chunks[1]}, partial, {p.begin(), p.begin() + 512},
+                       logits);
   r.prefill(p, breaks());
   expect_same(ref, continue_greedy(r));
 }

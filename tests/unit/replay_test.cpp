@@ -111,16 +111,16 @@ TEST(ReplaySimEngine, RestoresOnlyTheBytesItsTokensProduce) {
 
   SimEngine f(cfg);
   const std::vector<cache::Token> prefix(p.begin(), p.begin() + 32);
-  f.restore({a, b}, {}, prefix, {});
+  cache::restore_parts(f, 0, {a, b}, {}, prefix, {});
   EXPECT_EQ(f.tokens(), prefix);
   EXPECT_EQ(f.wrong_states(), 0u);
 
   // The same bytes offered for other tokens (one differs), or out of order: a wrong state.
   auto other = prefix;
   other[20] = 7;
-  EXPECT_THROW(f.restore({a, b}, {}, other, {}), std::runtime_error);
-  EXPECT_THROW(f.restore({b, a}, {}, prefix, {}), std::runtime_error);
-  EXPECT_THROW(f.restore({a}, {}, prefix, {}), std::runtime_error);
+  EXPECT_THROW(cache::restore_parts(f, 0, {a, b}, {}, other, {}), std::runtime_error);
+  EXPECT_THROW(cache::restore_parts(f, 0, {b, a}, {}, prefix, {}), std::runtime_error);
+  EXPECT_THROW(cache::restore_parts(f, 0, {a}, {}, prefix, {}), std::runtime_error);
   EXPECT_EQ(f.wrong_states(), 3u);
   EXPECT_TRUE(f.tokens().empty());
 }
@@ -141,10 +141,11 @@ TEST(ReplaySimEngine, HybridChecksTheRecurrentStateAndResumesOnlyAtSnapshots) {
   EXPECT_THROW(e.trim(10), std::logic_error);
   const auto kv = e.extract_kv(0, 20), state = e.partial_state();
   SimEngine f(cfg);
-  f.restore({kv}, state, p, e.logits());
+  cache::restore_parts(f, 0, {kv}, state, p, e.logits());
   EXPECT_EQ(f.tokens(), p);
   auto shorter = std::vector<cache::Token>(p.begin(), p.begin() + 19);
-  EXPECT_THROW(f.restore({e.extract_kv(0, 19)}, state, shorter, {}), std::runtime_error)
+  EXPECT_THROW(cache::restore_parts(f, 0, {e.extract_kv(0, 19)}, state, shorter, {}),
+               std::runtime_error)
       << "the state of 20 tokens served for 19";
   EXPECT_EQ(f.wrong_states(), 1u);
 }

@@ -35,6 +35,7 @@ CacheConfig cache_cfg(const std::string& dir, const SimConfig& sim) {
   CacheConfig c;
   c.dir = dir;
   c.chunk = sim.chunk;
+  c.estimate = false;  // the model-free engine prefills in no time: nothing to estimate
   return c;
 }
 
