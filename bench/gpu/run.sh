@@ -125,6 +125,9 @@ collect() {  # copies what should come back into $OUT (at most 8 files, 2 folder
   for a in agent-8b agent-0.6b; do
     [ -f "$DEV/results/$a/report.md" ] && cp "$DEV/results/$a/report.md" "$OUT/$a.md"
     [ -f "$DEV/results/$a/report.json" ] && cp "$DEV/results/$a/report.json" "$OUT/$a.json"
+    # the cache's decisions and hits, request by request
+    [ -f "$DEV/results/$a/kvstash.log" ] && grep -E "kv cache (plan|hit|live hit|stored)" \
+      "$DEV/results/$a/kvstash.log" | tail -c 60000 > "$OUT/$a-cache.log"
   done
   true
 }

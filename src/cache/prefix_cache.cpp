@@ -170,47 +170,66 @@ RestorePlan PrefixCache::plan(std::span<const Token> prompt,
 }
 
 Payload PrefixCache::fetch(ObjKind kind, const Key& key, Source* from) {
-  std::lock_guard lock(mu_);
-  Node* n = index_.find(kind, key);
-  if (!n) return nullptr;
-  std::string why;
+  // The reads and checksums run outside the index lock, so that several objects are fetched at
+  // once (restore_plan's prefetch) and other slots' lookups do not wait on I/O. The objects of a
+  // plan being restored are pinned, so eviction does not remove them meanwhile; anything else
+  // that removes one (clear, reject) just makes the read miss or the bookkeeping below find no
+  // node.
+  bool in_ram = false, on_disk = false, on_remote = false;
+  {
+    std::lock_guard lock(mu_);
+    const Node* n = index_.find(kind, key);
+    if (!n) return nullptr;
+    in_ram = n->in_ram;
+    on_disk = n->on_disk;
+    on_remote = n->on_remote;
+  }
   auto served = [&](Source s, const Payload& p) {
     if (from) *from = s;
     return p;
   };
-  if (n->in_ram) {
+  std::string why;
+  if (in_ram) {
     if (auto p = ram_->get(kind, key, &why)) return served(Source::kRam, p);
-    n->in_ram = false;
+    std::lock_guard lock(mu_);
+    if (Node* n = index_.find(kind, key)) n->in_ram = false;
     log::warn("kv cache RAM copy unusable (" + why + "), trying disk");
   }
-  if (n->on_disk) {
-    if (auto p = disk_->get(kind, key, &why)) {
+  if (on_disk) {
+    auto p = disk_->get(kind, key, &why);
+    std::lock_guard lock(mu_);
+    Node* n = index_.find(kind, key);
+    if (p) {
       st_.bytes_read += p->size();
-      if (ram_) put_ram_locked(n->meta, n->stats, p);  // promotion: the buffer itself
+      if (ram_ && n) put_ram_locked(n->meta, n->stats, p);  // promotion: the buffer itself
       return served(Source::kDisk, p);
     }
     ++st_.damaged;
-    n->on_disk = false;
+    if (n) n->on_disk = false;
   }
-  if (n->on_remote) {
+  if (on_remote) {
     if (auto p = remote_->get(kind, key, &why)) {
+      std::lock_guard lock(mu_);
       // Promotion into the local tiers: the next request finds it here.
-      ObjectMeta m = n->meta;
-      m.payload_bytes = p->size();
-      m.created_ms = clock_ms();
-      n->meta = m;
-      const ObjectStats st = n->stats;
-      if (disk_ &&
-          make_room_locked(*disk_, cfg_.disk_budget, disk_->object_size(m), {{kind, key}},
-                           {m.parent}, {}) &&
-          disk_->put(m, st, p->span()).empty()) {
-        if (Node* again = index_.find(kind, key)) again->on_disk = true;
-        st_.bytes_written += p->size();
+      if (Node* n = index_.find(kind, key)) {
+        ObjectMeta m = n->meta;
+        m.payload_bytes = p->size();
+        m.created_ms = clock_ms();
+        n->meta = m;
+        const ObjectStats st = n->stats;
+        if (disk_ &&
+            make_room_locked(*disk_, cfg_.disk_budget, disk_->object_size(m), {{kind, key}},
+                             {m.parent}, {}) &&
+            disk_->put(m, st, p->span()).empty()) {
+          if (Node* again = index_.find(kind, key)) again->on_disk = true;
+          st_.bytes_written += p->size();
+        }
+        if (ram_) put_ram_locked(m, st, p);
       }
-      if (ram_) put_ram_locked(m, st, p);
       return served(Source::kRemote, p);
     }
   }
+  std::lock_guard lock(mu_);
   log::warn("kv cache object " + key.hex() + " unusable: " + why);
   forget_locked(kind, key);
   return nullptr;

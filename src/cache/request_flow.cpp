@@ -1,6 +1,7 @@
 #include "cache/request_flow.h"
 
 #include <algorithm>
+#include <deque>
 #include <future>
 #include <stdexcept>
 
@@ -57,13 +58,24 @@ Restored restore_plan(KvEngine& e, PrefixCache& cache, const RestorePlan& plan,
   e.restore_begin(from, from);
   Restored r;
   EntryPayload entry;
-  // One object ahead: the next read (disk, Redis) runs while this one is uploaded.
-  std::future<Fetched> next;
-  if (!objs.empty()) next = std::async(std::launch::async, fetch, 0);
+  // Objects are fetched (read, checksummed) kPrefetch ahead on their own threads while this one
+  // is uploaded: the reads and checksums of several run at once, and none waits for the upload.
+  constexpr size_t kPrefetch = 4;
+  std::deque<std::future<Fetched>> ahead;
+  size_t queued = 0;
+  auto refill = [&] {
+    while (queued < objs.size() && ahead.size() < kPrefetch) {
+      ahead.push_back(std::async(std::launch::async, fetch, queued++));
+    }
+  };
+  refill();
   for (size_t i = 0; i < objs.size(); ++i) {
-    Fetched f = next.get();
+    const auto tw = Clock::now();
+    Fetched f = ahead.front().get();
+    r.wait_seconds += ms_since(tw) / 1000.0;
+    ahead.pop_front();
     if (!f.p) throw FetchFailed("a cached object of the prefix is gone or damaged");
-    if (i + 1 < objs.size()) next = std::async(std::launch::async, fetch, i + 1);
+    refill();
     r.bytes += f.p->size();
     r.by_source[static_cast<size_t>(f.from)] += f.p->size();
     if (objs[i].first == ObjKind::kChunk) {
@@ -77,6 +89,7 @@ Restored restore_plan(KvEngine& e, PrefixCache& cache, const RestorePlan& plan,
   }
   const std::vector<Token> toks(prompt.begin(), prompt.begin() + plan.restore_tokens);
   e.restore_end(entry.partial_state, toks, entry.logits);
+  r.upload_seconds = ms_since(t0) / 1000.0 - r.wait_seconds;
   if (plan.resume_at < plan.restore_tokens) e.trim(plan.resume_at);
   r.source = static_cast<Source>(std::max_element(r.by_source.begin(), r.by_source.end()) -
                                  r.by_source.begin());
@@ -209,10 +222,10 @@ bool RequestFlow::try_restore(const RestorePlan& plan, std::span<const Token> pr
     cache_->rates().observe_restore(r.source, r.bytes, r.seconds);
     cache_->record_hit(plan, r.seconds);
     log::info("kv cache hit tokens=" + std::to_string(plan.resume_at) +
-              (rep.kept_tokens ? " kept=" + std::to_string(rep.kept_tokens) : "") +
-              " load=" + fmt_ms(rep.restore_ms) + " ms from=" + source_name(r.source) + " size=" +
-              format_size(r.bytes) + " chunks=" + std::to_string(plan.chunks.size() - first_chunk) +
-              (plan.entry ? " entry=1" : ""));
+              (rep.kept_tokens ? " kept=" + std::to_string(rep.kept_tokens) : "") + " load=" +
+              fmt_ms(rep.restore_ms) + " ms (waited for reads " + fmt_ms(r.wait_seconds * 1000) +
+              " ms) from=" + source_name(r.source) + " size=" + format_size(r.bytes) + " chunks=" +
+              std::to_string(plan.chunks.size() - first_chunk) + (plan.entry ? " entry=1" : ""));
     return true;
   } catch (const FetchFailed& ex) {
     log::warn(std::string("kv cache restore incomplete, not served: ") + ex.what());

@@ -73,6 +73,8 @@ struct Restored {
   std::array<uint64_t, kSourceCount> by_source{};  // bytes each tier served
   Source source = Source::kRecompute;              // the tier that served most of them
   double seconds = 0;
+  double wait_seconds = 0;    // waiting for fetches (reads, checksums) the uploads had overtaken
+  double upload_seconds = 0;  // the rest: handing the bytes to the engine
 };
 // Restores `plan` into the engine, keeping its live tokens [0, from) (from: a multiple of the
 // chunk size, first_chunk * chunk) and loading the rest: each object is fetched on a prefetch

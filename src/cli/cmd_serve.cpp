@@ -127,6 +127,7 @@ Run add_serve(CLI::App& app) {
           {"ram_budget", cache ? cache->config().ram_budget : 0},
           {"staging_bytes", cache ? parse_size(o->cache.staging) : 0},
           {"buffers", cache ? cache->pool().allocator_name() : ""},
+          {"plan", o->cache.plan},
           {"chunk_tokens", o->engine.session.chunk},
           {"resume", model.resume_kind() == engine::ResumeKind::kAnyBoundary ? "any chunk boundary"
                                                                              : "snapshots only"},

@@ -41,6 +41,11 @@ void CacheFlags::add(CLI::App& app) {
                  "memory kept for reading cache objects into and uploading from (pinned when "
                  "the KV is on a GPU); a larger restore streams through it")
       ->capture_default_str();
+  app.add_option("--cache-plan", plan,
+                 "auto: restore, keep the live prefix or recompute, whichever the measured rates "
+                 "say is fastest; longest: always the longest prefix available")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "longest"}));
   app.add_option("--cache-min-tokens", store.min_tokens, "shortest prefix worth storing")
       ->capture_default_str();
   app.add_option("--cache-cold-max-tokens", store.cold_max_tokens,
@@ -80,6 +85,7 @@ cache::CacheConfig CacheFlags::config(uint32_t chunk, bool snapshot_only) const 
   c.remote.ttl_s = remote_ttl_s;
   c.remote.queue_bytes = parse_size(remote_queue);
   c.pool = std::make_shared<BufferPool>(parse_size(staging));
+  c.estimate = plan == "auto";
   return c;
 }
 

@@ -17,19 +17,26 @@ void RamTier::put_shared(const cache::ObjectMeta& meta, Payload payload) {
 }
 
 Payload RamTier::get(cache::ObjKind kind, const cache::Key& key, std::string* why) {
-  std::lock_guard lock(mu_);
-  auto it = objs_.find({kind, key});
-  if (it == objs_.end()) {
-    if (why) *why = "not in RAM";
-    return nullptr;
+  Obj o;
+  {
+    std::lock_guard lock(mu_);
+    auto it = objs_.find({kind, key});
+    if (it == objs_.end()) {
+      if (why) *why = "not in RAM";
+      return nullptr;
+    }
+    o = it->second;
   }
-  // Memory can be damaged too (a stray write); the checksum costs little next to a restore.
-  if (payload_checksum(it->second.payload->span()) != it->second.checksum) {
-    objs_.erase(it);
+  // Memory can be damaged too (a stray write). The checksum runs outside the lock, so the
+  // objects of one restore are verified in parallel (restore_plan fetches several at once).
+  if (payload_checksum(o.payload->span()) != o.checksum) {
+    std::lock_guard lock(mu_);
+    auto it = objs_.find({kind, key});
+    if (it != objs_.end() && it->second.payload == o.payload) objs_.erase(it);
     if (why) *why = "checksum mismatch in RAM";
     return nullptr;
   }
-  return it->second.payload;
+  return o.payload;
 }
 
 void RamTier::remove(cache::ObjKind kind, const cache::Key& key) {

@@ -13,17 +13,20 @@
 #include "cache/prefix_cache.h"
 #include "engine/cached_session.h"
 #include "engine/session.h"
+#include "greedy_trace.h"
 #include "temp_dir.h"
 #include "test_models.h"
 
 using namespace kvstash;
 using engine::Session;
 using engine::Token;
+using fixtures::continue_greedy;
+using fixtures::expect_same;
+using fixtures::Trace;
 namespace fs = std::filesystem;
 
 namespace {
 
-constexpr int kGreedy = 32;
 constexpr uint32_t C = 256;
 
 struct Param {
@@ -32,28 +35,6 @@ struct Param {
 };
 void PrintTo(const Param& p, std::ostream* os) {
   *os << p.shape << (p.flash_attn ? "" : ", flash attention off");
-}
-
-struct Trace {
-  std::vector<float> logits;
-  std::vector<Token> tokens;
-};
-
-Trace continue_greedy(Session& s) {
-  Trace t;
-  t.logits = s.logits();
-  for (int i = 0; i < kGreedy; ++i) {
-    t.tokens.push_back(s.greedy());
-    s.decode_one(t.tokens.back());
-  }
-  return t;
-}
-
-void expect_same(const Trace& a, const Trace& b) {
-  ASSERT_EQ(a.logits.size(), b.logits.size());
-  EXPECT_EQ(0, std::memcmp(a.logits.data(), b.logits.data(), a.logits.size() * sizeof(float)))
-      << "logits after the prompt differ";
-  EXPECT_EQ(a.tokens, b.tokens) << "greedy continuations differ";
 }
 
 class DeltaRestore : public ::testing::TestWithParam<Param> {

@@ -9,15 +9,18 @@
 #include "engine/kv_blob.h"
 #include "engine/session.h"
 #include "engine/session_engine.h"
+#include "greedy_trace.h"
 #include "test_models.h"
 
 using namespace kvstash;
 using engine::Session;
 using engine::Token;
+using fixtures::continue_greedy;
+using fixtures::expect_same;
+using fixtures::Trace;
 
 namespace {
 
-constexpr int kGreedy = 32;
 constexpr size_t kPrompt = 700;  // chunks of 256: boundaries at 256 and 512, end inside a chunk
 
 struct Param {
@@ -34,33 +37,6 @@ engine::SessionOptions opts(bool flash_attn) {
   o.chunk = 256;
   o.flash_attn = flash_attn;
   return o;
-}
-
-struct Trace {
-  std::vector<float> logits;        // after the prompt
-  std::vector<Token> tokens;        // greedy continuation
-  std::vector<float> final_logits;  // after the continuation
-};
-
-Trace continue_greedy(Session& s) {
-  Trace t;
-  t.logits = s.logits();
-  for (int i = 0; i < kGreedy; ++i) {
-    t.tokens.push_back(s.greedy());
-    s.decode_one(t.tokens.back());
-  }
-  t.final_logits = s.logits();
-  return t;
-}
-
-void expect_same(const Trace& a, const Trace& b) {
-  ASSERT_EQ(a.logits.size(), b.logits.size());
-  EXPECT_EQ(0, std::memcmp(a.logits.data(), b.logits.data(), a.logits.size() * sizeof(float)))
-      << "logits after the prompt differ";
-  EXPECT_EQ(a.tokens, b.tokens) << "greedy continuations differ";
-  EXPECT_EQ(0, std::memcmp(a.final_logits.data(), b.final_logits.data(),
-                           a.final_logits.size() * sizeof(float)))
-      << "logits after the continuation differ";
 }
 
 class EngineRestore : public ::testing::TestWithParam<Param> {
