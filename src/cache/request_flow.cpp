@@ -89,7 +89,6 @@ Restored restore_plan(KvEngine& e, PrefixCache& cache, const RestorePlan& plan,
   }
   const std::vector<Token> toks(prompt.begin(), prompt.begin() + plan.restore_tokens);
   e.restore_end(entry.partial_state, toks, entry.logits);
-  r.upload_seconds = ms_since(t0) / 1000.0 - r.wait_seconds;
   if (plan.resume_at < plan.restore_tokens) e.trim(plan.resume_at);
   r.source = static_cast<Source>(std::max_element(r.by_source.begin(), r.by_source.end()) -
                                  r.by_source.begin());
@@ -210,9 +209,16 @@ void RequestFlow::store_before_cut(uint32_t keep, std::span<const Token> prompt,
   }
 }
 
+void RequestFlow::drop_live() {
+  e_.clear();
+  computed_ = 0;
+  last_stored_ = 0;
+  checkpoint_ = {};
+}
+
 bool RequestFlow::try_restore(const RestorePlan& plan, std::span<const Token> prompt,
-                              size_t first_chunk, PrefillReport& rep) {
-  PrefixCache::Pin pin = cache_->pin(plan);
+                              size_t first_chunk, PrefillReport& rep, PrefixCache::Pin& pin) {
+  pin = cache_->pin(plan);
   try {
     const Restored r = restore_plan(e_, *cache_, plan, prompt, first_chunk);
     rep.cached_tokens = plan.resume_at;
@@ -234,10 +240,8 @@ bool RequestFlow::try_restore(const RestorePlan& plan, std::span<const Token> pr
     ++rep.restore_failures;
     cache_->reject(plan, ex.what());
   }
-  e_.clear();
-  computed_ = 0;
-  last_stored_ = 0;
-  checkpoint_ = {};
+  pin = {};
+  drop_live();
   return false;
 }
 
@@ -308,9 +312,7 @@ PrefillReport RequestFlow::prefill(const std::vector<Token>& prompt, const Promp
       rep.kept_tokens = live;
       rep.source = Source::kLive;
       log::info("kv cache live hit tokens=" + std::to_string(live));
-    } else if (try_restore(plan, prompt, first_chunk, rep)) {
-      pin = cache_->pin(plan);
-    } else {
+    } else if (!try_restore(plan, prompt, first_chunk, rep, pin)) {
       plan = cache_->plan(prompt, info.boundaries, info.salt);  // what failed is gone
     }
   }
@@ -322,16 +324,10 @@ PrefillReport RequestFlow::prefill(const std::vector<Token>& prompt, const Promp
       store_live(Reason::kEvict, prompt, info.salt);
       if (restore) plan = cache_->plan(prompt, info.boundaries, info.salt);
     }
-    e_.clear();
-    computed_ = 0;
-    last_stored_ = 0;
-    checkpoint_ = {};
+    drop_live();
     for (int attempt = 0;
          chosen != Source::kRecompute && restore && plan.resume_at > 0 && attempt < 3; ++attempt) {
-      if (try_restore(plan, prompt, 0, rep)) {
-        pin = cache_->pin(plan);  // kept while the request runs
-        break;
-      }
+      if (try_restore(plan, prompt, 0, rep, pin)) break;
       // restore_plan's fetch or reject() removed what failed, so this plan is a different one.
       plan = cache_->plan(prompt, info.boundaries, info.salt);
     }
@@ -395,12 +391,9 @@ PrefillReport RequestFlow::prefill(const std::vector<Token>& prompt, const Promp
 void RequestFlow::shutdown() { store_live(Reason::kShutdown, {}, {}); }
 
 void RequestFlow::reset() {
-  e_.clear();
+  drop_live();
   breaks_.clear();
-  computed_ = 0;
-  last_stored_ = 0;
   prompt_len_ = 0;
-  checkpoint_ = {};
 }
 
 }  // namespace kvstash::cache

@@ -73,8 +73,7 @@ struct Restored {
   std::array<uint64_t, kSourceCount> by_source{};  // bytes each tier served
   Source source = Source::kRecompute;              // the tier that served most of them
   double seconds = 0;
-  double wait_seconds = 0;    // waiting for fetches (reads, checksums) the uploads had overtaken
-  double upload_seconds = 0;  // the rest: handing the bytes to the engine
+  double wait_seconds = 0;  // waiting for fetches (reads, checksums) the uploads had overtaken
 };
 // Restores `plan` into the engine, keeping its live tokens [0, from) (from: a multiple of the
 // chunk size, first_chunk * chunk) and loading the rest: each object is fetched on a prefetch
@@ -110,9 +109,12 @@ class RequestFlow {
                        const Breaks& breaks) const;
   // Before the live state is cut to `keep`: the evict store of what would be lost.
   void store_before_cut(uint32_t keep, std::span<const Token> prompt, const std::string& salt);
-  // Tries restore_plan; on failure clears the engine, counts it, and reports false.
+  // Tries restore_plan with the plan's objects pinned in `pin` (kept while the request runs);
+  // on failure unpins, drops the live state, counts it, and reports false.
   bool try_restore(const RestorePlan& plan, std::span<const Token> prompt, size_t first_chunk,
-                   PrefillReport& rep);
+                   PrefillReport& rep, PrefixCache::Pin& pin);
+  // Empties the engine and what the flow knew of its live state.
+  void drop_live();
   void store_live(Reason reason, std::span<const Token> protect, const std::string& protect_salt);
   bool store_at(uint32_t n, Reason reason, std::span<const Token> protect,
                 const std::string& protect_salt);
