@@ -33,7 +33,7 @@
 #include <vector>
 
 #include "cache/entry_payload.h"
-#include "cache/key.h"
+#include "core/key.h"
 #include "cache/prefix_cache.h"
 #include "cache/prefix_index.h"
 #include "engine/cached_session.h"

@@ -254,7 +254,7 @@ int main(int argc, char** argv) {
         cs.prefill(p, {});
         recompute = secs(t0);
         cs.shutdown();  // stores the prefix: chunks plus an entry, as at a graceful exit
-        if (with_redis) writer.drain_remote(600000);
+        if (with_redis) writer.drain(600000);
         bytes = writer.stats().bytes_written;
       }
       cache::CacheConfig disk_only = cc;

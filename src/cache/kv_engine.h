@@ -21,7 +21,8 @@
 #include <span>
 #include <vector>
 
-#include "cache/key.h"
+#include "core/key.h"
+#include "util/buffer_pool.h"
 
 namespace kvstash::cache {
 
@@ -48,8 +49,10 @@ class KvEngine {
   virtual void trim(size_t n) = 0;
   virtual void clear() = 0;
 
-  // The KV of tokens [begin, end) as a standalone section; consecutive sections concatenate.
-  virtual std::vector<uint8_t> extract_kv(uint32_t begin, uint32_t end) = 0;
+  // The KV of tokens [begin, end) as a standalone section, copied into a buffer of `pool` (pinned
+  // memory on GPU builds: the copy out of the device runs at PCIe speed, and the buffer is what
+  // the store queues and the RAM tier keeps). Consecutive sections concatenate.
+  virtual Payload extract_kv(uint32_t begin, uint32_t end, BufferPool& pool) = 0;
   // Hybrid models: the recurrent state at the current position (without attention KV).
   virtual std::vector<uint8_t> partial_state() const = 0;
 

@@ -5,7 +5,7 @@
 #include <span>
 #include <vector>
 
-#include "cache/key.h"
+#include "core/key.h"
 
 namespace kvstash::cache {
 

@@ -1,24 +1,24 @@
 #include "cache/prefix_cache.h"
 
-#include <algorithm>
-#include <chrono>
-#include <map>
 #include <set>
-#include <unordered_set>
 
+#include "tiers/disk_format.h"
 #include "tiers/disk_tier.h"
 #include "tiers/ram_tier.h"
-#include "tiers/remote_tier.h"
+#include "tiers/remote_directory.h"
+#include "tiers/tier_set.h"
+#include "tiers/transfer_worker.h"
 #include "util/log.h"
 #include "util/size.h"
 #include "util/timing.h"
 
 namespace kvstash::cache {
 
+using tiers::StoreObject;
+using tiers::Where;
+
 namespace {
-
-using ObjId = std::pair<ObjKind, Key>;
-
+bool local(const Node* n) { return n && (n->on_disk || n->in_ram || n->pending); }
 }  // namespace
 
 PrefixCache::PrefixCache(const CacheConfig& cfg, const std::array<uint8_t, 16>& fingerprint)
@@ -26,15 +26,17 @@ PrefixCache::PrefixCache(const CacheConfig& cfg, const std::array<uint8_t, 16>& 
       pool_(cfg.pool ? cfg.pool : std::make_shared<BufferPool>()),
       index_(root_key(fingerprint), cfg.chunk, cfg.snapshot_only) {
   if (cfg.chunk == 0) throw std::invalid_argument("the cache chunk size must be > 0");
-  if (!cfg.dir.empty()) disk_ = std::make_unique<tiers::DiskTier>(cfg.dir, fingerprint, pool_);
-  if (cfg.ram_budget > 0) ram_ = std::make_unique<tiers::RamTier>(pool_);
-  if (!cfg.remote.url.empty())
-    remote_ = std::make_unique<tiers::RemoteTier>(cfg.remote, fingerprint, pool_);
-  if (disk_) {
+  tiers_ = std::make_unique<tiers::TierSet>(
+      tiers::TierConfig{cfg.dir, cfg.disk_budget, cfg.ram_budget, cfg.remote}, fingerprint, pool_);
+  remote_dir_ = std::make_unique<tiers::RemoteDirectory>(tiers_->remote(), cfg.chunk);
+  worker_ = std::make_unique<tiers::TransferWorker>(
+      cfg.store_queue, [this](const StoreObject& o) { return write_object(o); },
+      [this](const StoreObject& o, bool ok) { object_done(o, ok); }, cfg.async_stores ? 1 : 0);
+  if (auto* disk = tiers_->disk()) {
     const auto t0 = Clock::now();
     std::lock_guard lock(mu_);
-    const auto rep = disk_->scan([&](ObjKind, const Key&, const tiers::StoredObject* o) {
-      if (o) index_.upsert(o->meta, o->stats).on_disk = true;
+    const auto rep = disk->scan([&](ObjKind, const Key&, const tiers::StoredObject* o) {
+      if (o) change_locked(index_.upsert(o->meta, o->stats), [](Node& n) { n.on_disk = true; });
     });
     // An object whose parent is gone can never be restored: remove it now.
     size_t orphans = 0;
@@ -45,8 +47,8 @@ PrefixCache::PrefixCache(const CacheConfig& cfg, const std::array<uint8_t, 16>& 
         ++orphans;
       }
     }
-    log::info("kv cache disk " + disk_->dir() + ": " + std::to_string(rep.objects - orphans) +
-              " objects, " + format_size(tier_bytes_locked(true)) + " of " +
+    log::info("kv cache disk " + disk->dir() + ": " + std::to_string(rep.objects - orphans) +
+              " objects, " + format_size(tiers_->used(Where::kDisk)) + " of " +
               format_size(cfg.disk_budget) + " budget; removed " +
               std::to_string(rep.removed_damaged) + " damaged, " +
               std::to_string(rep.removed_temp) + " temporary, " + std::to_string(orphans) +
@@ -56,85 +58,77 @@ PrefixCache::PrefixCache(const CacheConfig& cfg, const std::array<uint8_t, 16>& 
 }
 
 PrefixCache::~PrefixCache() {
-  // Stores made just before exit (reason=shutdown) should reach the shared tier.
-  if (remote_ && !remote_->drain(5000)) log::warn("kv cache remote writes still queued at exit");
-}
-
-bool PrefixCache::drain_remote(int timeout_ms) { return !remote_ || remote_->drain(timeout_ms); }
-
-void PrefixCache::discover_remote_locked(const Chain& c) {
-  if (!remote_) return;
-  const auto& chain = c.keys;
-  size_t local = 0;
-  while (local < chain.size() && index_.find(ObjKind::kChunk, chain[local])) ++local;
-  // The remote copies of rejected objects are never taken again (other servers may upload them).
-  size_t usable = local;
-  while (usable < chain.size() && !rejected_.contains(chain[usable])) ++usable;
-  const std::vector<Key> rest(chain.begin() + local, chain.begin() + usable);
-  const size_t more = remote_->chunk_depth(rest);
-  for (size_t i = 0; i < more; ++i) {
-    ObjectMeta m;
-    m.kind = ObjKind::kChunk;
-    m.key = chain[local + i];
-    m.parent = c.parent_of(local + i);
-    m.depth = static_cast<uint32_t>(local + i);
-    m.n_tokens = cfg_.chunk;
-    index_.upsert(m, {}).on_remote = true;
-  }
-  for (size_t k = 0; k <= local + more; ++k) {
-    for (const ObjectMeta& e : remote_->entries_under(c.parent_of(k))) {
-      if (rejected_.contains(e.key)) continue;
-      if (!index_.find(ObjKind::kEntry, e.key))
-        index_.upsert(e, {}).on_remote = true;
-      else
-        index_.find(ObjKind::kEntry, e.key)->on_remote = true;
-    }
+  // Stores made just before exit (reason=shutdown) should be durable and reach the shared tier,
+  // unless a bounded drain already gave up on them.
+  if (!abandon_) drain(-1);
+  worker_.reset();  // before the tiers it writes to
+  if (auto* r = tiers_->remote(); r && !abandon_ && !r->drain(5000)) {
+    log::warn("kv cache remote writes still queued at exit");
   }
 }
 
-uint64_t PrefixCache::tier_bytes_locked(bool disk) {
-  uint64_t total = 0;
-  index_.for_each([&](Node& n) {
-    if (disk && n.on_disk) total += disk_->object_size(n.meta);
-    if (!disk && n.in_ram) total += ram_->object_size(n.meta);
-  });
-  return total;
+bool PrefixCache::drain(int timeout_ms) {
+  const auto t0 = Clock::now();
+  bool ok = worker_->drain(timeout_ms);
+  if (auto* r = tiers_->remote(); ok && r) {
+    const int left = timeout_ms < 0 ? 600000 : std::max(0, timeout_ms - int(ms_since(t0)));
+    ok = r->drain(left);
+  }
+  if (!ok) {
+    abandon_ = true;
+    log::warn("kv cache stores still queued after " + std::to_string(timeout_ms) +
+              " ms: abandoned (" + format_size(worker_->stats().queued_bytes) + ")");
+  }
+  return ok;
 }
 
-void PrefixCache::sync_locked(bool force) {
-  if (!disk_ || !(disk_->changed_since_last_check() || force)) return;
-  std::set<ObjId> seen;
-  disk_->scan(
+template <class F>
+void PrefixCache::change_locked(Node& n, F&& f) {
+  const bool disk0 = n.on_disk || n.pending, ram0 = n.in_ram;
+  f(n);
+  const bool disk1 = n.on_disk || n.pending, ram1 = n.in_ram;
+  if (disk0 != disk1) tiers_->count(Where::kDisk, n.meta, disk1);
+  if (ram0 != ram1) tiers_->count(Where::kRam, n.meta, ram1);
+}
+
+void PrefixCache::sync(bool force) {
+  auto* disk = tiers_->disk();
+  if (!disk) return;
+  std::lock_guard scan_lock(sync_mu_);
+  if (!disk->changed_since_last_check() && !force) return;
+  std::set<ObjId> known, seen;
+  {
+    std::lock_guard lock(mu_);
+    index_.for_each([&](Node& n) {
+      if (n.on_disk) known.insert({n.meta.kind, n.meta.key});
+    });
+  }
+  std::vector<tiers::StoredObject> found;
+  disk->scan(
       [&](ObjKind kind, const Key& key, const tiers::StoredObject* o) {
         seen.insert({kind, key});
-        if (o) index_.upsert(o->meta, o->stats).on_disk = true;
+        if (o) found.push_back(*o);
       },
-      [&](ObjKind kind, const Key& key) {
-        const Node* n = index_.find(kind, key);
-        return n && n->on_disk;
-      });
-  std::vector<ObjId> gone;
-  index_.for_each([&](Node& n) {
-    if (n.on_disk && !seen.contains({n.meta.kind, n.meta.key}))
-      gone.push_back({n.meta.kind, n.meta.key});
-  });
-  for (const auto& [kind, key] : gone) {
+      [&](ObjKind kind, const Key& key) { return known.contains({kind, key}); });
+  std::lock_guard lock(mu_);
+  for (const auto& o : found) {
+    change_locked(index_.upsert(o.meta, o.stats), [](Node& n) { n.on_disk = true; });
+  }
+  for (const auto& [kind, key] : known) {
     Node* n = index_.find(kind, key);
-    n->on_disk = false;
-    if (!n->in_ram && !n->on_remote) index_.erase(kind, key);
+    if (!n || !n->on_disk || seen.contains({kind, key})) continue;
+    change_locked(*n, [](Node& x) { x.on_disk = false; });
+    if (!local(n) && !n->on_remote) index_.erase(kind, key);
   }
 }
 
 void PrefixCache::enforce_budget() {
   std::lock_guard lock(mu_);
-  if (disk_) make_room_locked(*disk_, cfg_.disk_budget, 0, {}, {}, {});
-  if (ram_) make_room_locked(*ram_, cfg_.ram_budget, 0, {}, {}, {});
+  if (tiers_->disk()) make_room_locked(true, {});
+  if (tiers_->ram()) make_room_locked(false, {});
 }
 
-void PrefixCache::refresh() {
-  std::lock_guard lock(mu_);
-  sync_locked(true);
-}
+void PrefixCache::refresh() { sync(true); }
 
 void PrefixCache::remove_locked(Node& n, const char* why, bool log_it) {
   if (log_it) {
@@ -146,9 +140,12 @@ void PrefixCache::remove_locked(Node& n, const char* why, bool log_it) {
         (n.meta.kind == ObjKind::kEntry ? std::string(" entry_reason=") + reason_name(n.meta.reason)
                                         : ""));
   }
-  if (n.on_disk && disk_) disk_->remove(n.meta.kind, n.meta.key);
-  if (n.in_ram && ram_) ram_->remove(n.meta.kind, n.meta.key);
-  n.on_disk = n.in_ram = false;
+  // Unlinking a file is a metadata operation; it stays under the lock so that a later store of
+  // the same key cannot be overtaken by it.
+  if (n.on_disk) tiers_->remove(Where::kDisk, n.meta.kind, n.meta.key);
+  if (n.in_ram) tiers_->remove(Where::kRam, n.meta.kind, n.meta.key);
+  // A pending write finds its node gone when it completes and removes its file (object_done).
+  change_locked(n, [](Node& x) { x.on_disk = x.in_ram = x.pending = false; });
   // The shared tier keeps its copy (it has its own budget); the index still knows where it is.
   if (!n.on_remote) index_.erase(n.meta.kind, n.meta.key);
 }
@@ -162,10 +159,25 @@ void PrefixCache::forget_locked(ObjKind kind, const Key& key) {
 
 RestorePlan PrefixCache::plan(std::span<const Token> prompt,
                               const std::vector<uint32_t>& boundaries, const std::string& salt) {
-  std::lock_guard lock(mu_);
-  sync_locked(false);
+  sync(false);
   const Chain chain = make_chain(salted_root(index_.root(), salt), prompt, cfg_.chunk);
-  discover_remote_locked(chain);
+  if (tiers_->remote()) {
+    size_t known = 0;
+    {
+      std::lock_guard lock(mu_);
+      while (known < chain.keys.size() && index_.find(ObjKind::kChunk, chain.keys[known])) ++known;
+    }
+    const auto found = remote_dir_->discover(chain, known);  // Redis round trips: no lock
+    std::lock_guard lock(mu_);
+    for (const ObjectMeta& m : found) {
+      if (Node* n = index_.find(m.kind, m.key)) {
+        n->on_remote = true;
+      } else {
+        index_.upsert(m, {}).on_remote = true;
+      }
+    }
+  }
+  std::lock_guard lock(mu_);
   return index_.plan(prompt, chain, Breaks(cfg_.chunk, boundaries));
 }
 
@@ -175,64 +187,65 @@ Payload PrefixCache::fetch(ObjKind kind, const Key& key, Source* from) {
   // plan being restored are pinned, so eviction does not remove them meanwhile; anything else
   // that removes one (clear, reject) just makes the read miss or the bookkeeping below find no
   // node.
-  bool in_ram = false, on_disk = false, on_remote = false;
+  auto served = [&](Source s, Payload p) {
+    if (from) *from = s;
+    return p;
+  };
+  // An object being stored is served from the buffer the store copied it into.
+  if (Payload p = worker_->find(kind, key)) return served(Source::kRam, p);
+  tiers::TierSet::Held held;
   {
     std::lock_guard lock(mu_);
     const Node* n = index_.find(kind, key);
     if (!n) return nullptr;
-    in_ram = n->in_ram;
-    on_disk = n->on_disk;
-    on_remote = n->on_remote;
+    held = {n->in_ram, n->on_disk, n->on_remote};
   }
-  auto served = [&](Source s, const Payload& p) {
-    if (from) *from = s;
-    return p;
-  };
-  std::string why;
-  if (in_ram) {
-    if (auto p = ram_->get(kind, key, &why)) return served(Source::kRam, p);
-    std::lock_guard lock(mu_);
-    if (Node* n = index_.find(kind, key)) n->in_ram = false;
-    log::warn("kv cache RAM copy unusable (" + why + "), trying disk");
-  }
-  if (on_disk) {
-    auto p = disk_->get(kind, key, &why);
-    std::lock_guard lock(mu_);
-    Node* n = index_.find(kind, key);
-    if (p) {
-      st_.bytes_read += p->size();
-      if (ram_ && n) put_ram_locked(n->meta, n->stats, p);  // promotion: the buffer itself
-      return served(Source::kDisk, p);
-    }
-    ++st_.damaged;
-    if (n) n->on_disk = false;
-  }
-  if (on_remote) {
-    if (auto p = remote_->get(kind, key, &why)) {
-      std::lock_guard lock(mu_);
-      // Promotion into the local tiers: the next request finds it here.
-      if (Node* n = index_.find(kind, key)) {
-        ObjectMeta m = n->meta;
-        m.payload_bytes = p->size();
-        m.created_ms = clock_ms();
-        n->meta = m;
-        const ObjectStats st = n->stats;
-        if (disk_ &&
-            make_room_locked(*disk_, cfg_.disk_budget, disk_->object_size(m), {{kind, key}},
-                             {m.parent}, {}) &&
-            disk_->put(m, st, p->span()).empty()) {
-          if (Node* again = index_.find(kind, key)) again->on_disk = true;
-          st_.bytes_written += p->size();
-        }
-        if (ram_) put_ram_locked(m, st, p);
-      }
-      return served(Source::kRemote, p);
-    }
-  }
+  const auto r = tiers_->read(kind, key, held);
   std::lock_guard lock(mu_);
-  log::warn("kv cache object " + key.hex() + " unusable: " + why);
-  forget_locked(kind, key);
-  return nullptr;
+  Node* n = index_.find(kind, key);
+  if (r.ram_bad) {
+    log::warn("kv cache RAM copy unusable (" + r.why + "), trying disk");
+    if (n) change_locked(*n, [](Node& x) { x.in_ram = false; });
+  }
+  if (r.disk_bad) {
+    ++st_.damaged;
+    if (n) change_locked(*n, [](Node& x) { x.on_disk = false; });
+  }
+  if (!r.payload) {
+    log::warn("kv cache object " + key.hex() + " unusable: " + r.why);
+    forget_locked(kind, key);
+    return nullptr;
+  }
+  if (r.from == Where::kRam) return served(Source::kRam, r.payload);
+  st_.bytes_read += r.payload->size();
+  // Promotion: the next request finds it in a faster tier (the buffer itself, not a copy).
+  if (n) promote_locked(*n, r.payload, r.from == Where::kRemote);
+  return served(r.from == Where::kDisk ? Source::kDisk : Source::kRemote, r.payload);
+}
+
+void PrefixCache::promote_locked(Node& n, const Payload& p, bool to_disk) {
+  if (to_disk) {
+    ObjectMeta m = n.meta;
+    m.payload_bytes = p->size();
+    m.created_ms = clock_ms();
+    change_locked(n, [&](Node& x) { x.meta = m; });
+  }
+  const ObjId id{n.meta.kind, n.meta.key};
+  const std::vector<Key> parents{n.meta.parent};
+  bool ram = tiers_->ram() && !n.in_ram && p->size() <= cfg_.ram_budget &&
+             make_room_locked(false, {.incoming = p->size(), .incoming_objs = {id},
+                                      .incoming_parents = parents});
+  bool disk = to_disk && tiers_->disk() && !n.on_disk && !n.pending &&
+              make_room_locked(true, {.incoming = tiers_->size_in(Where::kDisk, n.meta),
+                                      .incoming_objs = {id}, .incoming_parents = parents}) &&
+              worker_->try_reserve(p->size());
+  Node* again = index_.find(id.first, id.second);  // making room may have moved the table
+  if (!again || (!ram && !disk)) return;
+  change_locked(*again, [&](Node& x) {
+    x.in_ram = x.in_ram || ram;
+    x.pending = x.pending || disk;
+  });
+  submit_locked({{again->meta, again->stats, p}}, disk ? p->size() : 0);
 }
 
 std::array<uint64_t, kSourceCount> PrefixCache::plan_bytes(const RestorePlan& plan,
@@ -242,7 +255,9 @@ std::array<uint64_t, kSourceCount> PrefixCache::plan_bytes(const RestorePlan& pl
   auto add = [&](ObjKind kind, const Key& key) {
     const Node* n = index_.find(kind, key);
     if (!n) return;
-    const Source s = n->in_ram ? Source::kRam : n->on_disk ? Source::kDisk : Source::kRemote;
+    const Source s = n->in_ram || n->pending ? Source::kRam
+                     : n->on_disk            ? Source::kDisk
+                                             : Source::kRemote;
     bytes[static_cast<size_t>(s)] += n->meta.payload_bytes;
   };
   for (size_t i = first_chunk; i < plan.chunks.size(); ++i) add(ObjKind::kChunk, plan.chunks[i]);
@@ -266,43 +281,50 @@ std::optional<PrefixCache::Loaded> PrefixCache::load(const RestorePlan& plan) {
 
 void PrefixCache::record_hit(const RestorePlan& plan, double load_seconds) {
   load_hist_.observe(load_seconds);
-  std::lock_guard lock(mu_);
-  const int64_t now = clock_ms();
-  auto bump = [&](ObjKind kind, const Key& key) {
-    if (Node* n = index_.find(kind, key)) {
-      ++n->stats.hits;
-      n->stats.last_used_ms = now;
-      if (n->on_disk) disk_->update_stats(kind, key, n->stats);
-    }
-  };
-  for (const Key& k : plan.chunks) bump(ObjKind::kChunk, k);
-  if (plan.entry) bump(ObjKind::kEntry, *plan.entry);
-  ++st_.hits;
-  st_.tokens_reused += plan.resume_at;
+  std::vector<std::tuple<ObjKind, Key, ObjectStats>> disk_stats;
+  {
+    std::lock_guard lock(mu_);
+    const int64_t now = clock_ms();
+    auto bump = [&](ObjKind kind, const Key& key) {
+      if (Node* n = index_.find(kind, key)) {
+        ++n->stats.hits;
+        n->stats.last_used_ms = now;
+        if (n->on_disk) disk_stats.emplace_back(kind, key, n->stats);
+      }
+    };
+    for (const Key& k : plan.chunks) bump(ObjKind::kChunk, k);
+    if (plan.entry) bump(ObjKind::kEntry, *plan.entry);
+    ++st_.hits;
+    st_.tokens_reused += plan.resume_at;
+  }
+  for (const auto& [kind, key, stats] : disk_stats) tiers_->update_disk_stats(kind, key, stats);
 }
 
 void PrefixCache::reject(const RestorePlan& plan, const std::string& why) {
-  std::lock_guard lock(mu_);
-  std::vector<ObjId> objs;
+  std::vector<ObjId> objs, remote_copies;
   for (const Key& k : plan.chunks) objs.push_back({ObjKind::kChunk, k});
   if (plan.entry) objs.push_back({ObjKind::kEntry, *plan.entry});
-  for (const auto& [kind, key] : objs) {
-    rejected_.insert(key);
-    Node* n = index_.find(kind, key);
-    if (!n) continue;
-    if (n->on_remote && remote_) remote_->remove(kind, key);
-    n->on_remote = false;
-    remove_locked(*n, "rejected", false);
-    ++st_.damaged;
-  }
-  // What hung below them is unreachable now; left behind, an entry would make a fresh store of
-  // this prefix look done ("existed") while its chunks are gone.
-  for (const auto& [kind, key] : index_.unreachable()) {
-    if (Node* n = index_.find(kind, key)) {
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [kind, key] : objs) {
+      remote_dir_->reject(key);
+      Node* n = index_.find(kind, key);
+      if (!n) continue;
+      if (n->on_remote) remote_copies.push_back({kind, key});
       n->on_remote = false;
-      remove_locked(*n, "orphan", false);
+      remove_locked(*n, "rejected", false);
+      ++st_.damaged;
+    }
+    // What hung below them is unreachable now; left behind, an entry would make a fresh store of
+    // this prefix look done ("existed") while its chunks are gone.
+    for (const auto& [kind, key] : index_.unreachable()) {
+      if (Node* n = index_.find(kind, key)) {
+        n->on_remote = false;
+        remove_locked(*n, "orphan", false);
+      }
     }
   }
+  for (const auto& [kind, key] : remote_copies) tiers_->remove(Where::kRemote, kind, key);
   log::warn("kv cache removed " + std::to_string(objs.size()) + " objects of a " +
             std::to_string(plan.restore_tokens) + "-token prefix the engine refused: " + why);
 }
@@ -317,265 +339,292 @@ void PrefixCache::record_miss() {
   ++st_.misses;
 }
 
-void PrefixCache::put_ram_locked(const ObjectMeta& meta, const ObjectStats& st,
-                                 const Payload& payload) {
-  if (!ram_ || payload->size() > cfg_.ram_budget) return;
-  if (!make_room_locked(*ram_, cfg_.ram_budget, payload->size(), {{meta.kind, meta.key}},
-                        {meta.parent}, {})) {
-    return;
-  }
-  ram_->put_shared(meta, payload);
-  index_.upsert(meta, st).in_ram = true;
-}
-
-bool PrefixCache::make_room_locked(tiers::Tier& tier, uint64_t budget, uint64_t incoming,
-                                   const std::vector<ObjId>& incoming_objs,
-                                   const std::vector<Key>& incoming_parents,
-                                   std::span<const Token> protect, const std::string& salt,
-                                   const std::vector<ObjId>& written) {
-  const bool is_disk = &tier == disk_.get();
-  const uint64_t used = tier_bytes_locked(is_disk) + incoming;
-  if (used <= budget) return true;
-
-  // Candidates: every indexed object (those not in this tier only as structure), then the
-  // incoming ones. Parent links use chunk keys.
-  std::vector<Node*> nodes;
-  std::unordered_map<Key, size_t, KeyHash> chunk_idx;
-  index_.for_each([&](Node& n) {
-    if (n.meta.kind == ObjKind::kChunk) chunk_idx[n.meta.key] = nodes.size();
-    nodes.push_back(&n);
+bool PrefixCache::make_room_locked(bool disk, RoomRequest r) {
+  const Where w = disk ? Where::kDisk : Where::kRam;
+  r.disk = disk;
+  r.used = tiers_->used(w);
+  r.budget = tiers_->budget(w);
+  if (r.used + r.incoming <= r.budget) return true;
+  const auto victims = choose_victims(index_, r, cfg_.evict, clock_ms(), [&](const Node& n) {
+    return (disk ? n.on_disk || n.pending : n.in_ram) ? tiers_->size_in(w, n.meta) : 0;
   });
-  std::unordered_set<Key, KeyHash> protected_keys, has_child_chunk, useful;
-  const std::set<ObjId> written_set(written.begin(), written.end());
-  if (!protect.empty()) {
-    const Chain chain = make_chain(salted_root(index_.root(), salt), protect, cfg_.chunk);
-    protected_keys.insert(chain.keys.begin(), chain.keys.end());
-    for (const Node* e : index_.entries_on_path(protect, chain)) protected_keys.insert(e->meta.key);
-  }
-  for (Node* n : nodes) {
-    if (n->meta.kind == ObjKind::kChunk) has_child_chunk.insert(n->meta.parent);
-  }
-  // Snapshot-only models restore only through entries: chunks with no entry below are useless.
-  for (Node* n : nodes) {
-    if (n->meta.kind != ObjKind::kEntry) continue;
-    for (Key k = n->meta.parent; chunk_idx.contains(k) && useful.insert(k).second;) {
-      k = nodes[chunk_idx[k]]->meta.parent;
-    }
-  }
-  for (const Key& p : incoming_parents) {
-    for (Key k = p; chunk_idx.contains(k) && useful.insert(k).second;)
-      k = nodes[chunk_idx[k]]->meta.parent;
-  }
-
-  const int64_t now = clock_ms();
-  std::vector<Candidate> cands;
-  for (Node* n : nodes) {
-    Candidate c;
-    auto pit = chunk_idx.find(n->meta.parent);
-    c.parent = pit == chunk_idx.end() ? -1 : static_cast<int64_t>(pit->second);
-    c.hits = n->stats.hits;
-    c.tokens = n->meta.n_tokens;
-    const bool here = is_disk ? n->on_disk : n->in_ram;
-    c.bytes = here ? tier.object_size(n->meta) : 0;
-    c.pinned = n->pins > 0 || !here;
-    c.age_s = (now - std::max(n->stats.last_used_ms, n->meta.created_ms)) / 1000.0;
-    c.protected_prefix = protected_keys.contains(n->meta.key);
-    c.just_written = written_set.contains({n->meta.kind, n->meta.key});
-    // A continued checkpoint at a chunk boundary is superseded once the chain goes on below it.
-    c.superseded = n->meta.kind == ObjKind::kEntry && n->meta.reason == Reason::kContinued &&
-                   n->meta.n_tokens == n->meta.depth * cfg_.chunk &&
-                   has_child_chunk.contains(n->meta.parent);
-    c.useless =
-        cfg_.snapshot_only && n->meta.kind == ObjKind::kChunk && !useful.contains(n->meta.key);
-    cands.push_back(c);
-  }
-  for (size_t i = 0; i < incoming_objs.size(); ++i) {
-    Candidate c;
-    c.just_written = true;
-    auto pit = chunk_idx.find(incoming_parents[i]);
-    c.parent = pit == chunk_idx.end() ? -1 : static_cast<int64_t>(pit->second);
-    cands.push_back(c);
-  }
-  const EvictionPlan ep = plan_eviction(cands, used, budget, cfg_.evict);
-  if (!ep.fits) return false;
-  for (size_t v : ep.victims) {
-    Node* n = nodes[v];
-    if (is_disk) {
+  if (!victims) return false;
+  std::vector<ObjId> ids;
+  for (Node* v : *victims) ids.push_back({v->meta.kind, v->meta.key});
+  for (const auto& [kind, key] : ids) {
+    Node* n = index_.find(kind, key);
+    if (!n) continue;
+    if (disk) {
       remove_locked(*n, "disk-cache-full", true);
     } else {
-      // RAM eviction: demote what exists nowhere else, if the disk has room without evicting.
-      if (!n->on_disk && disk_ &&
-          tier_bytes_locked(true) + disk_->object_size(n->meta) <= cfg_.disk_budget) {
-        if (auto p = ram_->get(n->meta.kind, n->meta.key, nullptr)) {
-          if (const std::string err = disk_->put(n->meta, n->stats, p->span()); err.empty()) {
-            n->on_disk = true;
-            st_.bytes_written += p->size();
-            log::info("kv cache demoted tokens=" + std::to_string(n->meta.n_tokens) +
-                      " size=" + format_size(p->size()) + " to disk");
-          } else {
-            ++st_.io_errors["demote"];
-            log::error("kv cache demotion to disk failed tokens=" +
-                       std::to_string(n->meta.n_tokens) + ", evicting the only copy: " + err);
-          }
-        }
+      // RAM eviction: what exists nowhere else goes to disk if the disk has room without
+      // evicting (written by the worker; the buffer stays readable there until it is durable).
+      const bool only_copy = !n->on_disk && !n->pending;
+      uint64_t sum = 0;
+      Payload p = only_copy && tiers_->disk() &&
+                          tiers_->used(Where::kDisk) + tiers_->size_in(Where::kDisk, n->meta) <=
+                              cfg_.disk_budget
+                      ? tiers_->ram()->peek(kind, key, &sum)
+                      : nullptr;
+      if (p && worker_->try_reserve(p->size())) {
+        tiers_->remove(Where::kRam, kind, key);
+        change_locked(*n, [](Node& x) {
+          x.in_ram = false;
+          x.pending = true;
+        });
+        submit_locked({{n->meta, n->stats, p, sum}}, p->size());
+        log::info("kv cache demoted tokens=" + std::to_string(n->meta.n_tokens) +
+                  " size=" + format_size(p->size()) + " to disk");
+      } else {
+        if (p) ++st_.stores_dropped["demote-queue-full"];
+        tiers_->remove(Where::kRam, kind, key);
+        change_locked(*n, [](Node& x) { x.in_ram = false; });
+        if (!local(n)) remove_locked(*n, "ram-cache-full", true);
       }
-      ram_->remove(n->meta.kind, n->meta.key);
-      n->in_ram = false;
-      if (!n->on_disk) remove_locked(*n, "ram-cache-full", true);
     }
     ++st_.evictions;
-    ++st_.evictions_by_reason[is_disk ? "disk-cache-full" : "ram-cache-full"];
+    ++st_.evictions_by_reason[disk ? "disk-cache-full" : "ram-cache-full"];
   }
   return true;
 }
 
-PrefixCache::StoreResult PrefixCache::store(const StoreRequest& req) {
+void PrefixCache::submit_locked(std::vector<StoreObject> job, uint64_t reserved) {
+  // Queued under the lock, so that a pending node's payload is findable before the lock goes.
+  // (An inline worker, replay's, writes right here: the lock is recursive for it.)
+  worker_->submit(std::move(job), reserved);
+}
+
+bool PrefixCache::write_object(const StoreObject& o) {
+  bool ram = false, disk = false, remote = false;
+  {
+    std::lock_guard lock(mu_);
+    const Node* n = index_.find(o.meta.kind, o.meta.key);
+    if (!n) return false;  // removed while queued (clear, reject)
+    // Children only under a parent that is still indexed: otherwise the file would be an orphan.
+    if (o.meta.depth > 0 && !index_.find(ObjKind::kChunk, o.meta.parent)) return false;
+    ram = n->in_ram;
+    disk = n->pending;
+    remote = tiers_->remote() && !n->on_remote;
+  }
+  if (o.checksum && tiers::payload_checksum(o.payload->span()) != *o.checksum) {
+    log::error("kv cache RAM copy damaged, not demoted tokens=" + std::to_string(o.meta.n_tokens));
+    return false;
+  }
+  if (ram) {
+    const uint64_t sum = tiers::payload_checksum(o.payload->span());  // once, on insert
+    std::lock_guard lock(mu_);
+    const Node* n = index_.find(o.meta.kind, o.meta.key);
+    if (n && n->in_ram) tiers_->ram()->put_checked(o.meta, o.payload, sum);
+  }
+  if (disk) {
+    if (const std::string err = tiers_->write_disk(o.meta, o.stats, o.payload); !err.empty()) {
+      log::error("kv cache store failed tokens=" + std::to_string(o.meta.n_tokens) + ": " + err);
+      return false;
+    }
+  }
+  if (remote) tiers_->put_remote(o.meta, o.stats, o.payload);  // queued for the Redis writer
+  return true;
+}
+
+void PrefixCache::object_done(const StoreObject& o, bool ok) {
   std::lock_guard lock(mu_);
+  Node* n = index_.find(o.meta.kind, o.meta.key);
+  if (!n) {
+    // Removed while the write was queued (clear, reject): its file must not outlive it.
+    if (ok) tiers_->remove(Where::kDisk, o.meta.kind, o.meta.key);
+    return;
+  }
+  if (ok && tiers_->remote()) n->on_remote = true;
+  if (!n->pending) return;
+  if (ok) st_.bytes_written += o.payload->size();
+  if (!ok && o.checksum) {
+    ++st_.io_errors["demote"];
+    log::error("kv cache demotion to disk failed tokens=" + std::to_string(o.meta.n_tokens) +
+               ", the only copy is lost");
+  }
+  change_locked(*n, [&](Node& x) {
+    x.pending = false;
+    x.on_disk = x.on_disk || ok;
+  });
+  if (!ok && !local(n) && !n->on_remote) remove_locked(*n, "write-failed", false);
+}
+
+PrefixCache::StoreResult PrefixCache::skip_store(StoreResult res, uint32_t n, Reason reason,
+                                                 const std::string& why) {
+  res.skipped = why;
+  {
+    std::lock_guard lock(mu_);
+    ++st_.stores_skipped;
+  }
+  log::info("kv cache store skipped tokens=" + std::to_string(n) + " reason=" +
+            reason_name(reason) + " size=" + format_size(res.bytes) + ": " + why);
+  return res;
+}
+
+PrefixCache::StoreResult PrefixCache::store(const StoreRequest& req) {
   const auto t0 = Clock::now();
   StoreResult res;
-  sync_locked(false);
+  sync(false);
   const uint32_t C = cfg_.chunk;
   const auto n = static_cast<uint32_t>(req.tokens.size());
   const uint32_t k = n / C;
   const Chain ch = make_chain(salted_root(index_.root(), req.salt), req.tokens, C);
-  const auto& chain = ch.keys;
   const Key parent = ch.parent_of(k);
   const Key ekey = entry_key(parent, req.tokens.subspan(size_t(k) * C));
   const int64_t now = clock_ms();
+  if (!tiers_->disk() && !tiers_->ram()) return skip_store(res, n, req.reason, "no cache tier is configured");
 
-  auto local = [](const Node* n) { return n && (n->on_disk || n->in_ram); };
-  if (Node* e = index_.find(ObjKind::kEntry, ekey); local(e)) {
-    e->stats.last_used_ms = now;
-    if (e->on_disk) disk_->update_stats(ObjKind::kEntry, ekey, e->stats);
+  // 1. What is new (under the lock; no I/O).
+  std::vector<uint32_t> fresh;
+  std::vector<std::tuple<ObjKind, Key, ObjectStats>> touched;
+  {
+    std::lock_guard lock(mu_);
+    if (Node* e = index_.find(ObjKind::kEntry, ekey); local(e)) {
+      e->stats.last_used_ms = now;
+      res.existed = true;
+      if (e->on_disk) touched.emplace_back(ObjKind::kEntry, ekey, e->stats);
+    } else {
+      // Continued checkpoints this store makes redundant (strict prefixes of it): dropped, so
+      // one long prefill does not leave nested copies of itself.
+      if (req.reason == Reason::kCold || req.reason == Reason::kContinued) {
+        std::vector<EntryView> views;
+        for (const Node* e : index_.entries_on_path(req.tokens, ch)) {
+          views.push_back({e->meta.key, e->meta.n_tokens, e->meta.reason, true});
+        }
+        StoreConfig sc;
+        sc.drop_superseded = req.drop_superseded;
+        for (const Key& key : superseded_by(req.reason, n, views, sc)) {
+          if (Node* e = index_.find(ObjKind::kEntry, key); e && e->pins == 0) {
+            log::info("kv cache dropped superseded continued entry tokens=" +
+                      std::to_string(e->meta.n_tokens) + " (its chunks stay shared)");
+            remove_locked(*e, "superseded", false);
+            ++st_.superseded_dropped;
+          }
+        }
+      }
+      for (uint32_t i = 0; i < k; ++i) {
+        if (!local(index_.find(ObjKind::kChunk, ch.keys[i]))) fresh.push_back(i);
+      }
+    }
+  }
+  for (const auto& [kind, key, stats] : touched) tiers_->update_disk_stats(kind, key, stats);
+  if (res.existed) return res;
+
+  // 2. Room in the store queue. A checkpoint is an optimisation: dropped when the queue is full
+  // (never blocking the request); the only copy of a live state waits for room.
+  const uint64_t estimate = chunk_bytes_.load() * fresh.size();
+  const bool only_copy = req.reason == Reason::kEvict || req.reason == Reason::kShutdown;
+  if (only_copy) {
+    worker_->reserve(estimate);
+  } else if (!worker_->try_reserve(estimate)) {
+    res.dropped = true;
+    std::lock_guard lock(mu_);
+    ++st_.stores_dropped["queue-full"];
+    log::info("kv cache store dropped reason=queue-full tokens=" + std::to_string(n) +
+              " checkpoint=" + reason_name(req.reason) + " queued=" +
+              format_size(worker_->stats().queued_bytes) + " of " + format_size(cfg_.store_queue));
+    return res;
+  }
+
+  // 3. Copy the KV out of the engine (the caller's thread: the engine is about to move on).
+  std::vector<Payload> chunks;
+  for (uint32_t i : fresh) chunks.push_back(req.chunk_payload(i));
+  const Payload entry = req.entry_payload();
+  uint64_t total = entry->size();
+  for (const auto& p : chunks) total += p->size();
+  if (!chunks.empty()) chunk_bytes_ = chunks.front()->size();
+  worker_->adjust(estimate, total);
+  res.bytes = total;
+  res.new_chunks = static_cast<uint32_t>(fresh.size());
+
+  // 4. Enter the objects as pending and queue them, parents first. Another slot may have stored
+  // some of them meanwhile: those are written once, by whoever came first.
+  std::unique_lock lock(mu_);
+  if (local(index_.find(ObjKind::kEntry, ekey))) {
+    lock.unlock();
+    worker_->adjust(total, 0);
     res.existed = true;
     return res;
   }
-
-  // Continued checkpoints this store makes redundant (strict prefixes of it): dropped, so one
-  // long prefill does not leave nested copies of itself.
-  if (req.reason == Reason::kCold || req.reason == Reason::kContinued) {
-    std::vector<EntryView> views;
-    for (const Node* e : index_.entries_on_path(req.tokens, ch)) {
-      views.push_back({e->meta.key, e->meta.n_tokens, e->meta.reason, true});
-    }
-    StoreConfig sc;
-    sc.drop_superseded = req.drop_superseded;
-    for (const Key& key : superseded_by(req.reason, n, views, sc)) {
-      if (Node* e = index_.find(ObjKind::kEntry, key); e && e->pins == 0) {
-        log::info("kv cache dropped superseded continued entry tokens=" +
-                  std::to_string(e->meta.n_tokens) + " (its chunks stay shared)");
-        remove_locked(*e, "superseded", false);
-        ++st_.superseded_dropped;
-      }
-    }
-  }
-
-  std::vector<uint32_t> fresh;
-  for (uint32_t i = 0; i < k; ++i) {
-    if (!local(index_.find(ObjKind::kChunk, chain[i]))) fresh.push_back(i);
-  }
-  const std::vector<uint8_t> entry = req.entry_payload();
-  std::vector<uint8_t> first;
-  if (!fresh.empty()) first = req.chunk_payload(fresh[0]);
-
-  ObjectMeta em;
-  em.kind = ObjKind::kEntry;
-  em.key = ekey;
-  em.parent = parent;
-  em.depth = k;
-  em.n_tokens = n;
-  em.reason = req.reason;
-  em.has_logits = req.has_logits;
-  em.created_ms = now;
-  em.payload_bytes = entry.size();
-  auto chunk_meta = [&](uint32_t i, uint64_t bytes) {
-    ObjectMeta m;
-    m.kind = ObjKind::kChunk;
-    m.key = chain[i];
-    m.parent = ch.parent_of(i);
-    m.depth = i;
-    m.n_tokens = C;
+  std::vector<StoreObject> job;
+  auto add = [&](ObjectMeta m, const Payload& p) {
     m.created_ms = now;
-    m.payload_bytes = bytes;
-    return m;
+    m.payload_bytes = p->size();
+    job.push_back({m, {0, now}, p});
   };
+  for (size_t j = 0; j < fresh.size(); ++j) {
+    const uint32_t i = fresh[j];
+    if (local(index_.find(ObjKind::kChunk, ch.keys[i]))) continue;
+    add({ObjKind::kChunk, ch.keys[i], ch.parent_of(i), i, C}, chunks[j]);
+  }
+  ObjectMeta em{ObjKind::kEntry, ekey, parent, k, n, req.reason, req.has_logits};
+  add(em, entry);
   std::vector<ObjId> incoming;
   std::vector<Key> parents;
-  for (uint32_t i : fresh) {
-    incoming.push_back({ObjKind::kChunk, chain[i]});
-    parents.push_back(ch.parent_of(i));
+  uint64_t queued = 0, disk_bytes = 0;
+  for (const auto& o : job) {
+    incoming.push_back({o.meta.kind, o.meta.key});
+    parents.push_back(o.meta.parent);
+    queued += o.payload->size();
+    disk_bytes += tiers_->size_in(Where::kDisk, o.meta);
   }
-  incoming.push_back({ObjKind::kEntry, ekey});
-  parents.push_back(parent);
-  const uint64_t payload_total = first.size() * fresh.size() + entry.size();
-  res.bytes = payload_total;
-  res.new_chunks = static_cast<uint32_t>(fresh.size());
-
-  auto skip = [&](const std::string& why) {
-    res.skipped = why;
-    ++st_.stores_skipped;
-    log::info("kv cache store skipped tokens=" + std::to_string(n) + " reason=" +
-              reason_name(req.reason) + " size=" + format_size(payload_total) + ": " + why);
-    return res;
-  };
-
-  tiers::Tier* primary = disk_ ? static_cast<tiers::Tier*>(disk_.get()) : ram_.get();
-  if (!primary) return skip("no cache tier is configured");
-  const uint64_t budget = disk_ ? cfg_.disk_budget : cfg_.ram_budget;
-  const uint64_t incoming_bytes =
-      disk_ ? payload_total + tiers::kHeaderSize * incoming.size() : payload_total;
+  const bool disk = tiers_->disk() != nullptr;
   // With protect_own_writes off (replay's seed-bug toggle) a store writes first and evicts
   // afterwards, its own objects included: the store-then-evict thrash.
   const bool store_then_evict = !cfg_.evict.protect_own_writes;
-  if (!store_then_evict && !make_room_locked(*primary, budget, incoming_bytes, incoming, parents,
-                                             req.protect, req.protect_salt)) {
-    return skip(std::string("it does not fit the ") + primary->name() + " budget of " +
-                format_size(budget) + " without evicting what this store writes");
+  const RoomRequest room{.incoming = disk ? disk_bytes : queued,
+                         .incoming_objs = incoming,
+                         .incoming_parents = parents,
+                         .protect = req.protect,
+                         .salt = req.protect_salt};
+  if (!store_then_evict && !make_room_locked(disk, room)) {
+    lock.unlock();
+    worker_->adjust(total, 0);
+    res.bytes = queued;
+    return skip_store(res, n, req.reason,
+                      std::string("it does not fit the ") + (disk ? "disk" : "ram") +
+                          " budget of " + format_size(tiers_->budget(disk ? Where::kDisk : Where::kRam)) +
+                          " without evicting what this store writes");
   }
-
-  // Parents before children: a reader (this or another process) never sees an entry whose
-  // chunks are not there yet.
-  auto put = [&](const ObjectMeta& m, std::span<const uint8_t> payload) -> bool {
-    const ObjectStats st{0, now};
-    if (disk_) {
-      const std::string err = disk_->put(m, st, payload);
-      if (!err.empty()) {
-        log::error("kv cache store failed tokens=" + std::to_string(n) + ": " + err);
-        return false;
+  const bool ram = tiers_->ram() != nullptr;
+  for (const auto& o : job) {
+    remote_dir_->accept(o.meta.key);  // freshly computed: no longer the bytes the engine refused
+    Node& node = index_.upsert(o.meta, o.stats);
+    change_locked(node, [&](Node& x) {
+      x.pending = x.pending || disk;
+      // A RAM copy as well, if it fits without evicting what this store writes.
+      if (ram && !x.in_ram && !disk) x.in_ram = true;
+    });
+  }
+  if (ram && disk) {
+    for (const auto& o : job) {
+      const ObjId id{o.meta.kind, o.meta.key};
+      if (o.payload->size() <= cfg_.ram_budget &&
+          make_room_locked(false, {.incoming = o.payload->size(), .incoming_objs = {id},
+                                   .incoming_parents = {o.meta.parent}})) {
+        if (Node* x = index_.find(id.first, id.second)) {
+          change_locked(*x, [](Node& y) { y.in_ram = true; });
+        }
       }
-      index_.upsert(m, st).on_disk = true;
-      st_.bytes_written += payload.size();
-      if (ram_) put_ram_locked(m, st, pool_->copy(payload));
-    } else {
-      ram_->put(m, st, payload);
-      index_.upsert(m, st).in_ram = true;
     }
-    rejected_.erase(m.key);  // freshly computed: no longer the bytes the engine refused
-    if (Node* n = index_.find(m.kind, m.key); remote_ && !n->on_remote) {
-      remote_->put(m, st, payload);  // queued: written behind, never blocking this request
-      n->on_remote = true;
-    }
-    return true;
-  };
-  for (size_t j = 0; j < fresh.size(); ++j) {
-    std::vector<uint8_t> p = j == 0 ? std::move(first) : req.chunk_payload(fresh[j]);
-    if (!put(chunk_meta(fresh[j], p.size()), p)) return skip("write failed");
   }
-  if (!put(em, entry)) return skip("write failed");
-  res.stored = true;
+  const size_t objects = job.size();
+  submit_locked(std::move(job), total);
   if (store_then_evict) {
-    make_room_locked(*primary, budget, 0, {}, {}, req.protect, req.protect_salt, incoming);
+    make_room_locked(disk, {.protect = req.protect, .salt = req.protect_salt, .written = incoming});
     for (const auto& [kind, key] : incoming) {
       if (!local(index_.find(kind, key))) ++st_.own_writes_evicted;
     }
   }
+  res.stored = true;
   res.ms = ms_since(t0);
   store_hist_.observe(res.ms / 1000.0);
   ++st_.stores;
   ++st_.stores_by_reason[reason_name(req.reason)];
+  lock.unlock();
   log::info("kv cache stored tokens=" + std::to_string(n) + " reason=" + reason_name(req.reason) +
-            " size=" + format_size(payload_total) + " new_chunks=" + std::to_string(fresh.size()) +
-            " save=" + fmt_ms(res.ms) + " ms");
+            " size=" + format_size(queued) + " new_chunks=" + std::to_string(objects - 1) +
+            " copy=" + fmt_ms(res.ms) + " ms" + (worker_->async() ? " (queued)" : ""));
   return res;
 }
 
@@ -615,25 +664,32 @@ PrefixCache::Pin PrefixCache::pin(const RestorePlan& plan) {
 }
 
 CacheStats PrefixCache::stats() {
-  std::lock_guard lock(mu_);
-  CacheStats s = st_;
-  s.chunks = s.entries = 0;
-  index_.for_each([&](Node& n) { (n.meta.kind == ObjKind::kChunk ? s.chunks : s.entries)++; });
-  if (disk_) {
-    const auto io = disk_->io_errors();
+  CacheStats s;
+  {
+    std::lock_guard lock(mu_);
+    s = st_;
+    s.chunks = s.entries = 0;
+    index_.for_each([&](Node& n) { (n.meta.kind == ObjKind::kChunk ? s.chunks : s.entries)++; });
+  }
+  if (auto* disk = tiers_->disk()) {
+    const auto io = disk->io_errors();
     if (io.dir_fsync) s.io_errors["dir-fsync"] = io.dir_fsync;
     if (io.stats_write) s.io_errors["stats-write"] = io.stats_write;
   }
-  s.disk_bytes = disk_ ? tier_bytes_locked(true) : 0;
-  s.ram_bytes = ram_ ? tier_bytes_locked(false) : 0;
-  if (remote_) s.remote = remote_->stats();
+  s.disk_bytes = tiers_->disk() ? tiers_->used(Where::kDisk) : 0;
+  s.ram_bytes = tiers_->ram() ? tiers_->used(Where::kRam) : 0;
+  if (auto* r = tiers_->remote()) s.remote = r->stats();
+  const auto w = worker_->stats();
+  s.store_queue_bytes = w.queued_bytes;
+  s.store_queue_jobs = w.queued_jobs;
+  s.store_queue_budget = cfg_.store_queue;
   s.buffers = pool_->allocator_name();
   return s;
 }
 
 std::vector<Node> PrefixCache::objects() {
+  sync(false);
   std::lock_guard lock(mu_);
-  sync_locked(false);
   std::vector<Node> out;
   index_.for_each([&](Node& n) { out.push_back(n); });
   return out;

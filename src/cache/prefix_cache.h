@@ -1,36 +1,45 @@
-// The prefix cache of one model namespace: the index, the tiers behind it, and the policies that
-// decide what goes in and what comes out. Engine-agnostic: KV bytes arrive through callbacks and
-// leave as byte vectors; src/engine/cache_bridge.* connects it to a session.
+// The prefix cache of one model namespace: a thin facade over the prefix index (what is stored
+// where; pure), the tier set (tiers/tier_set.h: RAM, disk, remote, their budgets), the transfer
+// worker (tiers/transfer_worker.h: stores made durable on a thread of their own) and the remote
+// directory. Engine-agnostic: KV bytes arrive through callbacks and leave as payload buffers.
 //
-// Tiers: RAM in front of disk. A store writes through to disk (the persistent tier) and keeps a
-// copy in RAM; a disk hit is promoted into RAM; an object evicted from RAM that is not on disk is
-// demoted to it. Each tier has its own byte budget and its own eviction (eviction.h).
+// Locking: one mutex guards the index and the statistics, and only index changes happen under
+// it. Reads, writes, checksums, directory scans and Redis round trips run outside it, so one
+// slot's I/O never holds up another slot's lookup, /metrics or /props.
+//
+// Stores: store() copies the KV out of the engine (the only part that must happen before the
+// engine moves on), enters the objects in the index as pending, and hands them to the transfer
+// worker; the request goes on at once. A pending object is served from its buffer by fetch()
+// (it is as good as stored in this process) and reaches other processes when its file is
+// durable. Objects being read are never evicted (pins); one evicted while its write is queued is
+// not written, or its file is removed when the write completes.
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <span>
 #include <string>
-#include <unordered_set>
 #include <vector>
 
 #include "cache/eviction.h"
+#include "cache/eviction_view.h"
 #include "cache/prefix_index.h"
 #include "cache/restore_choice.h"
 #include "cache/store_policy.h"
-#include "cache/types.h"
+#include "core/types.h"
 #include "tiers/remote_tier.h"
 #include "util/buffer_pool.h"
 #include "util/histogram.h"
 
 namespace kvstash::tiers {
-class DiskTier;
-class RamTier;
-class RemoteTier;
-class Tier;
+class RemoteDirectory;
+class TierSet;
+class TransferWorker;
+struct StoreObject;
 }  // namespace kvstash::tiers
 
 namespace kvstash::cache {
@@ -49,6 +58,12 @@ struct CacheConfig {
   bool estimate = true;
   // Where payload buffers come from (pinned memory on GPU builds); null: a pageable pool.
   std::shared_ptr<BufferPool> pool;
+  // Bytes of stores queued for the transfer worker (--cache-store-queue); checkpoint stores
+  // beyond it are dropped, stores of a live state's only copy wait.
+  uint64_t store_queue = 4ull << 30;
+  // false: stores are written on the caller's thread before store() returns (`kvstash replay`,
+  // whose virtual clock needs each store finished before the next request).
+  bool async_stores = true;
   // Milliseconds since the epoch for creation and last-use times (null: the wall clock).
   // `kvstash replay` runs a virtual clock so that recency means what it would in the trace.
   std::function<int64_t()> clock;
@@ -67,6 +82,11 @@ struct CacheStats {
   std::map<std::string, uint64_t> io_errors;
   uint64_t superseded_dropped = 0;  // continued entries dropped by a newer store of a longer prefix
   uint64_t own_writes_evicted = 0;  // objects a store evicted right after writing them
+  // Stores not made, by reason: queue-full (a checkpoint while the store queue was full),
+  // demote-queue-full (an object leaving RAM found no room in the queue to go to disk).
+  std::map<std::string, uint64_t> stores_dropped;
+  uint64_t store_queue_bytes = 0, store_queue_jobs = 0;  // in flight in the transfer worker
+  uint64_t store_queue_budget = 0;
   std::map<std::string, uint64_t> plan_choices;  // live, ram, disk, remote, recompute
   std::string buffers;                           // where payload buffers live (pinned/pageable)
   std::optional<tiers::RemoteStats> remote;
@@ -115,19 +135,21 @@ class PrefixCache {
     std::span<const Token> tokens;  // the prefix to store
     Reason reason = Reason::kCold;
     bool has_logits = false;
-    std::function<std::vector<uint8_t>(uint32_t chunk_index)> chunk_payload;
-    std::function<std::vector<uint8_t>()> entry_payload;
+    // The KV copied out of the engine (called on the caller's thread, outside the index lock).
+    std::function<Payload(uint32_t chunk_index)> chunk_payload;
+    std::function<Payload()> entry_payload;
     std::span<const Token> protect;  // the incoming prompt on a live miss: its prefixes go last
     std::string salt;                // cache_salt of the stored prefix
     std::string protect_salt;        // cache_salt of the incoming prompt
     bool drop_superseded = true;     // StoreConfig::drop_superseded
   };
   struct StoreResult {
-    bool stored = false, existed = false;
+    bool stored = false, existed = false;  // stored: queued (pending until written)
+    bool dropped = false;                  // a checkpoint the full store queue had no room for
     uint64_t bytes = 0;
     uint32_t new_chunks = 0;
-    double ms = 0;
-    std::string skipped;  // why nothing was written
+    double ms = 0;          // the time the caller waited (copy out of the engine, queueing)
+    std::string skipped;    // why nothing was stored
   };
   StoreResult store(const StoreRequest& req);
 
@@ -152,8 +174,9 @@ class PrefixCache {
   const Histogram& load_latency() const { return load_hist_; }
   // Every object, for `kvstash cache ls` and tests.
   std::vector<Node> objects();
-  // Waits (bounded) until queued remote writes are sent.
-  bool drain_remote(int timeout_ms);
+  // Waits until queued stores are durable and queued remote writes are sent, up to timeout_ms
+  // (< 0: no limit). If it times out, the destructor abandons what is left instead of waiting.
+  bool drain(int timeout_ms);
   // Drops every object of this namespace from the local tiers.
   void clear();
   // Evicts down to the budgets (after a budget was lowered).
@@ -162,31 +185,35 @@ class PrefixCache {
   void refresh();
 
  private:
-  void sync_locked(bool force);
+  // Picks up other processes' writes (directory scan outside the lock).
+  void sync(bool force);
+  // Every change of a node's tier flags goes through here, so the tier byte counts follow.
+  template <class F>
+  void change_locked(Node& n, F&& f);
   void forget_locked(ObjKind kind, const Key& key);
   void remove_locked(Node& n, const char* why, bool log_it);
-  bool make_room_locked(tiers::Tier& tier, uint64_t budget, uint64_t incoming,
-                        const std::vector<std::pair<ObjKind, Key>>& incoming_objs,
-                        const std::vector<Key>& incoming_parents, std::span<const Token> protect,
-                        const std::string& salt = "",
-                        const std::vector<std::pair<ObjKind, Key>>& written = {});
+  bool make_room_locked(bool disk, RoomRequest r);
   int64_t clock_ms() const { return cfg_.clock ? cfg_.clock() : now_ms(); }
-  uint64_t tier_bytes_locked(bool disk);
-  void put_ram_locked(const ObjectMeta& meta, const ObjectStats& st, const Payload& payload);
-  // Learns which objects along `chain` the remote tier has beyond what the index knows.
-  void discover_remote_locked(const Chain& chain);
+  void promote_locked(Node& n, const Payload& p, bool to_disk);
+  // Queues a job for the worker (the caller reserved `reserved` bytes of the queue).
+  void submit_locked(std::vector<tiers::StoreObject> job, uint64_t reserved);
+  bool write_object(const tiers::StoreObject& o);  // on the worker's thread
+  void object_done(const tiers::StoreObject& o, bool ok);
+  StoreResult skip_store(StoreResult res, uint32_t n, Reason reason, const std::string& why);
 
   CacheConfig cfg_;
   std::shared_ptr<BufferPool> pool_;
   RateModel rates_;
-  std::recursive_mutex mu_;
+  std::recursive_mutex mu_;  // recursive only for the inline worker (writes from under it)
+  std::mutex sync_mu_;  // one directory scan at a time
   PrefixIndex index_;
-  std::unique_ptr<tiers::DiskTier> disk_;
-  std::unique_ptr<tiers::RamTier> ram_;
-  std::unique_ptr<tiers::RemoteTier> remote_;
+  std::unique_ptr<tiers::TierSet> tiers_;
+  std::unique_ptr<tiers::RemoteDirectory> remote_dir_;
+  std::unique_ptr<tiers::TransferWorker> worker_;
+  std::atomic<uint64_t> chunk_bytes_{0};  // payload bytes of one chunk (learned from stores)
+  bool abandon_ = false;                  // a drain timed out: do not wait at destruction
   CacheStats st_;
   Histogram store_hist_, load_hist_;
-  std::unordered_set<Key, KeyHash> rejected_;  // refused by the engine (reject())
 };
 
 }  // namespace kvstash::cache

@@ -21,7 +21,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "cache/types.h"
+#include "core/types.h"
 
 namespace kvstash::cache {
 
@@ -32,6 +32,7 @@ struct Node {
   bool in_ram = false;
   bool on_remote = false;  // seen in the shared remote tier
   uint32_t pins = 0;
+  bool pending = false;  // being written to disk (its payload is held by the transfer worker)
 };
 
 // Batch break positions of one prompt: multiples of the chunk size plus `boundaries`.

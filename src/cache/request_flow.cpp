@@ -174,16 +174,20 @@ bool RequestFlow::store_at(uint32_t n, Reason reason, std::span<const Token> pro
   // its own. Recurrent states cannot recompute them, so they are kept for the prompt end only.
   const bool with_logits = snapshot_only && at_live_end && n == prompt_len_;
   req.has_logits = with_logits;
-  req.chunk_payload = [&](uint32_t i) { return e_.extract_kv(i * C, (i + 1) * C); };
+  BufferPool& pool = cache_->pool();
+  req.chunk_payload = [&](uint32_t i) { return e_.extract_kv(i * C, (i + 1) * C, pool); };
   req.entry_payload = [&] {
     EntryPayload p;
     const uint32_t start = n / C * C;
-    if (n > start) p.tail_kv = e_.extract_kv(start, n);
+    if (n > start) {
+      const Payload tail = e_.extract_kv(start, n, pool);
+      p.tail_kv.assign(tail->span().begin(), tail->span().end());
+    }
     if (snapshot_only) {
       p.partial_state = at_live_end ? e_.partial_state() : checkpoint_.partial;
       if (with_logits) p.logits = e_.logits();
     }
-    return encode_entry_payload(p);
+    return Payload(pool.copy(encode_entry_payload(p)));
   };
   const auto r = cache_->store(req);
   if (r.stored || r.existed) last_stored_ = n;

@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "cache/key.h"
+#include "core/key.h"
 
 namespace kvstash::cache {
 

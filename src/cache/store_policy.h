@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "cache/types.h"
+#include "core/types.h"
 
 namespace kvstash::cache {
 

@@ -126,6 +126,7 @@ Run add_serve(CLI::App& app) {
           {"disk_budget", cache ? cache->config().disk_budget : 0},
           {"ram_budget", cache ? cache->config().ram_budget : 0},
           {"staging_bytes", cache ? parse_size(o->cache.staging) : 0},
+          {"store_queue_bytes", cache ? cache->config().store_queue : 0},
           {"buffers", cache ? cache->pool().allocator_name() : ""},
           {"plan", o->cache.plan},
           {"chunk_tokens", o->engine.session.chunk},
@@ -161,7 +162,10 @@ Run add_serve(CLI::App& app) {
       pthread_kill(signal_thread.native_handle(), SIGTERM);  // wake the waiter
     }
     signal_thread.join();
-    pool.shutdown();
+    pool.shutdown();  // the slots' shutdown stores are queued now
+    if (cache && !cache->drain(o->shutdown_timeout * 1000)) {
+      log::error("kv cache stores not written within --shutdown-timeout; they are lost");
+    }
     log::info("shutdown complete");
     return 0;
   };

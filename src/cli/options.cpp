@@ -41,6 +41,10 @@ void CacheFlags::add(CLI::App& app) {
                  "memory kept for reading cache objects into and uploading from (pinned when "
                  "the KV is on a GPU); a larger restore streams through it")
       ->capture_default_str();
+  app.add_option("--cache-store-queue", store_queue,
+                 "bytes of stores waiting to be written; checkpoints beyond it are dropped "
+                 "(counted), a live state's only copy waits for room")
+      ->capture_default_str();
   app.add_option("--cache-plan", plan,
                  "auto: restore, keep the live prefix or recompute, whichever the measured rates "
                  "say is fastest; longest: always the longest prefix available")
@@ -84,7 +88,10 @@ cache::CacheConfig CacheFlags::config(uint32_t chunk, bool snapshot_only) const 
   c.remote.url = remote_url;
   c.remote.ttl_s = remote_ttl_s;
   c.remote.queue_bytes = parse_size(remote_queue);
-  c.pool = std::make_shared<BufferPool>(parse_size(staging));
+  c.store_queue = parse_size(store_queue);
+  // Store buffers come back to the pool when written: kept for the next store, so that the
+  // pinned memory of a GPU build is allocated once, not per store.
+  c.pool = std::make_shared<BufferPool>(parse_size(staging) + c.store_queue);
   c.estimate = plan == "auto";
   return c;
 }
@@ -104,7 +111,8 @@ std::unique_ptr<cache::PrefixCache> CacheFlags::open(const engine::Model& model,
   if (model.options().n_gpu_layers != 0) {
     if (auto a = engine::pinned_host_allocator()) cfg.pool->set_allocator(std::move(*a));
   }
-  log::info("kv cache buffers: " + cfg.pool->allocator_name() + ", staging " + staging);
+  log::info("kv cache buffers: " + cfg.pool->allocator_name() + ", staging " + staging +
+            ", store queue " + store_queue);
   if (cfg.dir.empty() && cfg.ram_budget == 0) {
     if (!cfg.remote.url.empty()) {
       throw std::invalid_argument(

@@ -1,5 +1,7 @@
 #include "engine/session.h"
 
+#include <utility>
+
 #include <llama.h>
 
 #include <algorithm>
@@ -199,25 +201,36 @@ void Session::restore(const Snapshot& s) {
   if (s.logits.size() == static_cast<size_t>(model_.n_vocab())) logits_ = s.logits;
 }
 
-std::vector<uint8_t> Session::extract_kv(int begin, int end) {
+Payload Session::extract_kv(int begin, int end, BufferPool& pool) {
   if (begin < 0 || end <= begin || static_cast<size_t>(end) > tokens_.size()) {
     throw std::out_of_range("extract_kv: range outside the live state");
   }
   auto* mem = llama_get_memory(ctx_);
   llama_memory_seq_rm(mem, kScratch, -1, -1);
   llama_memory_seq_cp(mem, kLive, kScratch, begin, end);
-  std::vector<uint8_t> blob(llama_state_seq_get_size(ctx_, kScratch));
-  const size_t n = llama_state_seq_get_data(ctx_, blob.data(), blob.size(), kScratch);
+  const size_t size = llama_state_seq_get_size(ctx_, kScratch);
+  std::shared_ptr<Bytes> buf = pool.get(size);
+  const size_t n = llama_state_seq_get_data(ctx_, buf->data(), size, kScratch);
   llama_memory_seq_rm(mem, kScratch, -1, -1);
   if (n == 0) throw std::runtime_error("llama.cpp could not save the KV range");
-  const auto body = strip_seq_header({blob.data(), n});
+  buf->shrink(n);
+  const auto body = strip_seq_header(std::as_const(*buf).span());
   const KvSection sec = parse_kv_section(body, model_.cell_ext_size());
   if (sec.cell_count != static_cast<uint32_t>(end - begin) || sec.first_pos(body) != begin) {
     throw std::runtime_error("KV range [" + std::to_string(begin) + "," + std::to_string(end) +
                              ") came out with " + std::to_string(sec.cell_count) + " cells");
   }
-  // Drop a hybrid model's recurrent part: it belongs to snapshots.
-  return {body.begin(), body.begin() + sec.end};
+  // Keep the section only: the header is llama.cpp's, and a hybrid model's recurrent part
+  // belongs to snapshots.
+  buf->drop_front(static_cast<size_t>(body.data() - buf->data()));
+  buf->shrink(sec.end);
+  return buf;
+}
+
+std::vector<uint8_t> Session::extract_kv(int begin, int end) {
+  BufferPool pool(0);
+  const Payload p = extract_kv(begin, end, pool);
+  return {p->span().begin(), p->span().end()};
 }
 
 std::vector<uint8_t> Session::partial_state() const {

@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "util/buffer_pool.h"
 #include "engine/fingerprint.h"
 #include "engine/model.h"
 
@@ -90,7 +91,10 @@ class Session {
   Snapshot snapshot() const;
   void restore(const Snapshot& s);
 
-  // The attention KV cells of tokens [begin, end) as a standalone state section (kv_blob.h).
+  // The attention KV cells of tokens [begin, end) as a standalone state section (kv_blob.h),
+  // read straight out of the KV tensors into a buffer of `pool` (no zero-fill, no second copy).
+  Payload extract_kv(int begin, int end, BufferPool& pool);
+  // The same as a vector (tests and tools).
   std::vector<uint8_t> extract_kv(int begin, int end);
   // Hybrid models: the recurrent state at the current position (without attention KV).
   std::vector<uint8_t> partial_state() const;

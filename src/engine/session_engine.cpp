@@ -8,8 +8,8 @@ bool SessionEngine::resumes_anywhere() const {
   return s_.model().resume_kind() == ResumeKind::kAnyBoundary;
 }
 
-std::vector<uint8_t> SessionEngine::extract_kv(uint32_t begin, uint32_t end) {
-  return s_.extract_kv(static_cast<int>(begin), static_cast<int>(end));
+Payload SessionEngine::extract_kv(uint32_t begin, uint32_t end, BufferPool& pool) {
+  return s_.extract_kv(static_cast<int>(begin), static_cast<int>(end), pool);
 }
 
 bool SessionEngine::prefill(const std::vector<cache::Token>& prompt,

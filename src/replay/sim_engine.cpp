@@ -76,11 +76,11 @@ void SimEngine::clear() {
   logits_.clear();
 }
 
-std::vector<uint8_t> SimEngine::extract_kv(uint32_t begin, uint32_t end) {
+Payload SimEngine::extract_kv(uint32_t begin, uint32_t end, BufferPool& pool) {
   if (end <= begin || end > tokens_.size()) {
     throw std::out_of_range("extract_kv: range outside the live state");
   }
-  return kv_bytes(cfg_, tokens_, begin, end);
+  return pool.copy(kv_bytes(cfg_, tokens_, begin, end));
 }
 
 std::vector<uint8_t> SimEngine::partial_state() const {

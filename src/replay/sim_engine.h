@@ -43,7 +43,7 @@ class SimEngine final : public cache::KvEngine {
   const std::vector<float>& logits() const override { return logits_; }
   void trim(size_t n) override;
   void clear() override;
-  std::vector<uint8_t> extract_kv(uint32_t begin, uint32_t end) override;
+  Payload extract_kv(uint32_t begin, uint32_t end, BufferPool& pool) override;
   std::vector<uint8_t> partial_state() const override;
   bool prefill(const std::vector<cache::Token>& prompt, const cache::PrefillPlan& plan) override;
   void restore_begin(uint32_t keep, uint32_t from) override;

@@ -20,7 +20,7 @@
 #include <string>
 #include <vector>
 
-#include "cache/key.h"
+#include "core/key.h"
 
 namespace kvstash::replay {
 

@@ -66,6 +66,17 @@ std::string prometheus_metrics(SlotPool& pool, cache::PrefixCache* cache, int n_
          s.stores_skipped);
   metric(out, "kvstash_cache_damaged_total", "counter", "Damaged objects detected and removed.",
          s.damaged);
+  Samples dropped;
+  for (const char* reason : {"queue-full", "demote-queue-full"}) {
+    auto it = s.stores_dropped.find(reason);
+    dropped.push_back({std::string("{reason=\"") + reason + "\"}",
+                       it == s.stores_dropped.end() ? 0 : it->second});
+  }
+  family(out, "kvstash_cache_stores_dropped_total", "counter",
+         "Stores not made because the store queue was full, by reason.", dropped);
+  metric(out, "kvstash_cache_store_queue_bytes", "gauge",
+         "Bytes of stores waiting to be written (--cache-store-queue bounds it).",
+         s.store_queue_bytes);
   Samples evictions;
   for (const char* reason : {"disk-cache-full", "ram-cache-full"}) {
     auto it = s.evictions_by_reason.find(reason);

@@ -23,7 +23,7 @@
 #include <string>
 #include <variant>
 
-#include "cache/types.h"
+#include "core/types.h"
 
 namespace kvstash::tiers {
 

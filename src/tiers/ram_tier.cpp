@@ -12,8 +12,20 @@ std::string RamTier::put(const cache::ObjectMeta& meta, const cache::ObjectStats
 
 void RamTier::put_shared(const cache::ObjectMeta& meta, Payload payload) {
   const uint64_t sum = payload_checksum(payload->span());
+  put_checked(meta, std::move(payload), sum);
+}
+
+void RamTier::put_checked(const cache::ObjectMeta& meta, Payload payload, uint64_t checksum) {
   std::lock_guard lock(mu_);
-  objs_[{meta.kind, meta.key}] = {std::move(payload), sum};
+  objs_[{meta.kind, meta.key}] = {std::move(payload), checksum};
+}
+
+Payload RamTier::peek(cache::ObjKind kind, const cache::Key& key, uint64_t* checksum) {
+  std::lock_guard lock(mu_);
+  auto it = objs_.find({kind, key});
+  if (it == objs_.end()) return nullptr;
+  if (checksum) *checksum = it->second.checksum;
+  return it->second.payload;
 }
 
 Payload RamTier::get(cache::ObjKind kind, const cache::Key& key, std::string* why) {

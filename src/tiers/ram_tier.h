@@ -20,6 +20,11 @@ class RamTier : public Tier {
   Payload get(cache::ObjKind kind, const cache::Key& key, std::string* why) override;
   // Keeps `payload` itself (a buffer another tier read it into), not a copy.
   void put_shared(const cache::ObjectMeta& meta, Payload payload);
+  // The same with its checksum computed by the caller (outside any lock of its own).
+  void put_checked(const cache::ObjectMeta& meta, Payload payload, uint64_t checksum);
+  // The buffer without verifying it (the caller verifies: a demotion's disk write checks it
+  // against the checksum taken on insert).
+  Payload peek(cache::ObjKind kind, const cache::Key& key, uint64_t* checksum = nullptr);
   void remove(cache::ObjKind kind, const cache::Key& key) override;
   void update_stats(cache::ObjKind, const cache::Key&, const cache::ObjectStats&) override {}
   uint64_t object_size(const cache::ObjectMeta& meta) const override;

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "cache/types.h"
+#include "core/types.h"
 #include "util/buffer_pool.h"
 
 namespace kvstash::tiers {

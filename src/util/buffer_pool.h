@@ -38,6 +38,14 @@ class Bytes {
   std::span<uint8_t> span() { return {data_, size_}; }
   // Shortens the buffer (e.g. after a short read); never grows it.
   void shrink(size_t n) { size_ = n < size_ ? n : size_; }
+  // Drops the first n bytes (a header the caller does not keep): the view starts later, the
+  // memory is freed as a whole all the same.
+  void drop_front(size_t n) {
+    n = n < size_ ? n : size_;
+    data_ += n;
+    size_ -= n;
+    cap_ -= n;
+  }
 
  private:
   uint8_t* data_;

@@ -38,12 +38,12 @@ inline cache::PrefixCache::StoreResult put(cache::PrefixCache& c, std::span<cons
   req.reason = r;
   req.protect = protect;
   req.chunk_payload = [&](uint32_t i) {
-    return kv(t, size_t(i) * kSynthChunk, size_t(i + 1) * kSynthChunk);
+    return Payload(c.pool().copy(kv(t, size_t(i) * kSynthChunk, size_t(i + 1) * kSynthChunk)));
   };
   req.entry_payload = [&] {
     cache::EntryPayload p;
     p.tail_kv = kv(t, t.size() / kSynthChunk * kSynthChunk, t.size());
-    return cache::encode_entry_payload(p);
+    return Payload(c.pool().copy(cache::encode_entry_payload(p)));
   };
   return c.store(req);
 }

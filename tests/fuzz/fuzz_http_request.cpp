@@ -3,7 +3,7 @@
 #include <cstdint>
 #include <string>
 
-#include "cache/key.h"
+#include "core/key.h"
 #include "cache/scope_policy.h"
 #include "server/api.h"
 #include "util/size.h"

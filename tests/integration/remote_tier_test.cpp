@@ -62,7 +62,7 @@ TEST(RemoteTier, PrefixStoredByOneCacheIsRestoredByAnother) {
   cache::PrefixCache b(cfg(b_dir.path, redis.url()), fp());
   const auto tokens = fixtures::conv(1500, 3);
   ASSERT_TRUE(fixtures::put(a, std::span(tokens).first(1300)).stored);
-  ASSERT_TRUE(a.drain_remote(5000));
+  ASSERT_TRUE(a.drain(5000));
   std::string err;
   EXPECT_EQ(fixtures::check_restore(b, tokens, &err), 1280u);
   EXPECT_EQ(err, "");
@@ -80,7 +80,7 @@ TEST(RemoteTier, WorksAcrossTheNodesOfARedisCluster) {
   cache::PrefixCache b(cfg(b_dir.path, cluster.url(2)), fp());
   const auto tokens = fixtures::conv(3000, 11);
   ASSERT_TRUE(fixtures::put(a, std::span(tokens).first(2900)).stored);
-  ASSERT_TRUE(a.drain_remote(5000));
+  ASSERT_TRUE(a.drain(5000));
   EXPECT_GT(a.stats().remote->writes, 11u);
   std::string err;
   EXPECT_EQ(fixtures::check_restore(b, tokens, &err), 2816u);
@@ -94,7 +94,7 @@ TEST(RemoteTier, MissingChunkStopsTheLookupAtTheLastCompletePrefix) {
   cache::PrefixCache a(cfg(a_dir.path, redis.url()), fp());
   const auto tokens = fixtures::conv(1500, 4);
   fixtures::put(a, std::span(tokens).first(1280));
-  ASSERT_TRUE(a.drain_remote(5000));
+  ASSERT_TRUE(a.drain(5000));
   // Redis evicts chunk 2 (of 0..4).
   const auto chain = cache::chain_keys(a.root(), tokens, fixtures::kSynthChunk);
   redis.cli("DEL " + redis_chunk_key(chain[2]));
@@ -110,7 +110,7 @@ TEST(RemoteTier, DamagedRemoteObjectIsNeverServed) {
   cache::PrefixCache a(cfg(a_dir.path, redis.url()), fp());
   const auto tokens = fixtures::conv(800, 5);
   fixtures::put(a, std::span(tokens).first(768));
-  ASSERT_TRUE(a.drain_remote(5000));
+  ASSERT_TRUE(a.drain(5000));
   const auto chain = cache::chain_keys(a.root(), tokens, fixtures::kSynthChunk);
   redis.cli("SETRANGE " + redis_chunk_key(chain[1]) + " 300 XYZ");
   cache::PrefixCache b(cfg(b_dir.path, redis.url()), fp());
@@ -130,7 +130,7 @@ TEST(RemoteTier, PrefixTheEngineRefusedIsDeletedAndNotTakenAgain) {
   cache::PrefixCache a(cfg(a_dir.path, redis.url()), fp());
   const auto tokens = fixtures::conv(1100, 12);
   fixtures::put(a, std::span(tokens).first(1050));
-  ASSERT_TRUE(a.drain_remote(5000));
+  ASSERT_TRUE(a.drain(5000));
   cache::PrefixCache b(cfg(b_dir.path, redis.url()), fp());
   const auto plan = b.plan(tokens, {});
   ASSERT_EQ(plan.resume_at, 1024u);
@@ -144,7 +144,7 @@ TEST(RemoteTier, PrefixTheEngineRefusedIsDeletedAndNotTakenAgain) {
   // A server that never refused them uploads the same keys again: b does not take them back.
   cache::PrefixCache d(cfg(d_dir.path, redis.url()), fp());
   fixtures::put(d, std::span(tokens).first(1050));
-  ASSERT_TRUE(d.drain_remote(5000));
+  ASSERT_TRUE(d.drain(5000));
   EXPECT_EQ(b.plan(tokens, {}).resume_at, 0u);
   // Until it stores the prefix itself.
   fixtures::put(b, std::span(tokens).first(1050));
@@ -162,7 +162,7 @@ TEST(RemoteTier, OutageDegradesToLocalOnlyAndRecovers) {
   cache::PrefixCache a(cfg(a_dir.path, redis->url()), fp());
   const auto t1 = fixtures::conv(800, 6), t2 = fixtures::conv(800, 7);
   fixtures::put(a, t1);
-  ASSERT_TRUE(a.drain_remote(5000));
+  ASSERT_TRUE(a.drain(5000));
   redis->kill();
   // Lookups and stores go on against the local tiers.
   std::string err;

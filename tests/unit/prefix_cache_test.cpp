@@ -120,6 +120,7 @@ TEST(PrefixCache, DamagedChunkIsNeverServedAndLookupFallsBack) {
   PrefixCache c(cfg(t.path), fp());
   const auto tokens = conv(2000);
   put(c, std::span(tokens).first(1300));
+  ASSERT_TRUE(c.drain(-1));  // the files are written
   // Damage chunk 3's payload.
   const auto chain = chain_keys(c.root(), tokens, C);
   std::string path;
@@ -270,11 +271,13 @@ TEST(PrefixCache, RamOnlyObjectIsDemotedToDiskWhenEvictedFromRam) {
   PrefixCache c(config, fp());
   const auto a = conv(800, 1);
   put(c, a);
+  ASSERT_TRUE(c.drain(-1));
   // Simulate a RAM-only copy: drop the files behind the cache's back, keep the index.
   remove_files(t.path);
   // The next store's disk sync sees the files gone and keeps the RAM copies; its own objects
   // then push some of them out of RAM, which demotes them to disk.
   put(c, conv(800, 2));
+  ASSERT_TRUE(c.drain(-1));  // demotions are written by the transfer worker
   const uint64_t ram_evictions = c.stats().evictions_by_reason["ram-cache-full"];
   EXPECT_GT(ram_evictions, 0u);
   size_t kept = 0, on_disk = 0;
@@ -296,19 +299,21 @@ TEST(PrefixCache, FailedDemotionIsLoggedAndCounted) {
   TempDir t;
   auto config = cfg(t.path);
   config.ram_budget = 5 * kChunkBytes;
-  // The disk fills up after a's store (3 chunks and an entry) and two chunks of the next one,
-  // whose second chunk pushes a's entry out of RAM (as in the test above).
-  const size_t a_bytes = 4 * tiers::kHeaderSize + 3 * kChunkBytes + 24 + (800 - 768) * 16;
-  const size_t full = a_bytes + 2 * (tiers::kHeaderSize + kChunkBytes);
+  // The disk fills up right after a's store (3 chunks and an entry). The next store pushes a's
+  // entry out of RAM (as in the test above); its demotion is queued before that store's own
+  // objects, and both find the disk full.
+  const size_t full = 4 * tiers::kHeaderSize + 3 * kChunkBytes + 24 + (800 - 768) * 16;
   ::setenv("KVSTASH_FAULT_ENOSPC_AFTER", std::to_string(full).c_str(), 1);
   PrefixCache c(config, fp());
   ::unsetenv("KVSTASH_FAULT_ENOSPC_AFTER");
   const auto a = conv(800, 1);
   put(c, a);
+  ASSERT_TRUE(c.drain(-1));
   remove_files(t.path);
   std::vector<std::string> logs;
   log::set_hook([&](const std::string& l) { logs.push_back(l); });
   put(c, conv(800, 2));
+  ASSERT_TRUE(c.drain(-1));
   log::set_hook(nullptr);
   auto s = c.stats();
   EXPECT_EQ(s.io_errors["demote"], 1u);
@@ -328,6 +333,7 @@ TEST(PrefixCache, TwoProcessesShareOneDirectory) {
   PrefixCache b(cfg(t.path), fp());  // opened before a wrote anything
   const auto tokens = conv(1500);
   put(a, tokens);
+  ASSERT_TRUE(a.drain(-1));  // durable: now another process may see them
   expect_restores(b, tokens, 1280);  // b picks up a's files
 }
 
@@ -341,6 +347,7 @@ TEST(PrefixCacheConcurrency, TwoRequestsStoringOnePrefixAtOnceWriteItOnce) {
     th.emplace_back([&] { stored += put(c, tokens).stored ? 1 : 0; });
   }
   for (auto& x : th) x.join();
+  ASSERT_TRUE(c.drain(-1));
   EXPECT_EQ(stored.load(), 1);
   const auto s = c.stats();
   EXPECT_EQ(s.chunks, 7u);

@@ -97,6 +97,13 @@ TEST(ReplayTrace, StrictErrorsNameTheLine) {
   EXPECT_NE(parse_error("[1,2]").find("JSON object"), std::string::npos);
 }
 
+// The KV of [begin, end) as a vector (the engine hands it out in a pool buffer).
+std::vector<uint8_t> kv_of(SimEngine& e, uint32_t begin, uint32_t end) {
+  BufferPool pool;
+  const Payload p = e.extract_kv(begin, end, pool);
+  return {p->span().begin(), p->span().end()};
+}
+
 TEST(ReplaySimEngine, RestoresOnlyTheBytesItsTokensProduce) {
   SimConfig cfg;
   cfg.chunk = 16;
@@ -105,7 +112,7 @@ TEST(ReplaySimEngine, RestoresOnlyTheBytesItsTokensProduce) {
   cache::PrefillPlan plan;
   ASSERT_TRUE(e.prefill(p, plan));
   EXPECT_EQ(e.prefilled(), 40u);
-  const auto a = e.extract_kv(0, 16), b = e.extract_kv(16, 32);
+  const auto a = kv_of(e, 0, 16), b = kv_of(e, 16, 32);
   EXPECT_EQ(a.size(), 16 * cfg.unit());
   EXPECT_EQ(a, SimEngine::kv_bytes(cfg, p, 0, 16));
 
@@ -139,12 +146,12 @@ TEST(ReplaySimEngine, HybridChecksTheRecurrentStateAndResumesOnlyAtSnapshots) {
   ASSERT_TRUE(e.prefill(p, plan));
   EXPECT_EQ(snaps, (std::vector<uint32_t>{5, 20}));
   EXPECT_THROW(e.trim(10), std::logic_error);
-  const auto kv = e.extract_kv(0, 20), state = e.partial_state();
+  const auto kv = kv_of(e, 0, 20), state = e.partial_state();
   SimEngine f(cfg);
   cache::restore_parts(f, 0, {kv}, state, p, e.logits());
   EXPECT_EQ(f.tokens(), p);
   auto shorter = std::vector<cache::Token>(p.begin(), p.begin() + 19);
-  EXPECT_THROW(cache::restore_parts(f, 0, {e.extract_kv(0, 19)}, state, shorter, {}),
+  EXPECT_THROW(cache::restore_parts(f, 0, {kv_of(e, 0, 19)}, state, shorter, {}),
                std::runtime_error)
       << "the state of 20 tokens served for 19";
   EXPECT_EQ(f.wrong_states(), 1u);

@@ -71,10 +71,11 @@ TEST(RequestFlow, PrefixTheEngineRefusesIsRemovedAndNeverPlannedAgain) {
   PrefixCache::StoreRequest req;
   req.tokens = std::span(prompt).first(768);
   req.chunk_payload = [&](uint32_t i) {
-    return SimEngine::kv_bytes(sim, other, i * sim.chunk, (i + 1) * sim.chunk);
+    return Payload(c.pool().copy(SimEngine::kv_bytes(sim, other, i * sim.chunk, (i + 1) * sim.chunk)));
   };
-  req.entry_payload = [] { return encode_entry_payload({}); };
+  req.entry_payload = [&] { return Payload(c.pool().copy(encode_entry_payload({}))); };
   ASSERT_TRUE(c.store(req).stored);
+  ASSERT_TRUE(c.drain(-1));
   ASSERT_EQ(c.plan(prompt, {}).resume_at, 768u);
 
   SimEngine a(sim);
@@ -86,6 +87,7 @@ TEST(RequestFlow, PrefixTheEngineRefusesIsRemovedAndNeverPlannedAgain) {
   EXPECT_EQ(a.tokens(), prompt) << "the request was prefilled instead";
   EXPECT_EQ(c.plan(prompt, {}).resume_at, 0u);
   EXPECT_EQ(c.stats().damaged, 3u) << "the plan's 3 chunks";
+  ASSERT_TRUE(c.drain(-1));
   EXPECT_EQ(files_under(t.path), 0u) << "the entry below them is an orphan now";
 
   // The next request (another slot) does not try them again.

@@ -1,4 +1,4 @@
-#include "cache/key.h"
+#include "core/key.h"
 
 #include <xxhash.h>
 

@@ -1,4 +1,4 @@
-#include "cache/types.h"
+#include "core/types.h"
 
 #include <chrono>
 

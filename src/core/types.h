@@ -1,11 +1,13 @@
-// Plain data shared by the cache's decision functions, index and tiers.
+// Plain data shared by the cache's decision functions, index and tiers: a leaf that src/cache/
+// and src/tiers/ both include, so that neither includes the other. (The namespace stays `cache`:
+// these are the cache's objects.)
 #pragma once
 
 #include <cstdint>
 #include <optional>
 #include <string>
 
-#include "cache/key.h"
+#include "core/key.h"
 
 namespace kvstash::cache {
 

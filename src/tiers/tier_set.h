@@ -1,0 +1,82 @@
+// The tier set: the tiers behind one cache namespace (RAM in front of disk, a shared remote tier
+// behind both), their budgets and the bytes each holds.
+//
+// It moves bytes and counts them; what to keep where is decided in src/cache/ (the facade and
+// the eviction policy), which tells the set when an object enters or leaves a tier (count()).
+// Byte counts are kept incrementally, so a budget check never walks the index.
+//
+// Thread safety: the I/O calls (read, write_disk, demote, remove, put_remote) may run on any
+// thread, outside the cache's index lock; each tier guards itself. count()/used() are atomic.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "core/types.h"
+#include "tiers/remote_tier.h"
+#include "util/buffer_pool.h"
+
+namespace kvstash::tiers {
+
+class DiskTier;
+class RamTier;
+
+enum class Where : uint8_t { kNone, kRam, kDisk, kRemote };
+
+struct TierConfig {
+  std::string dir;         // disk tier directory; empty: no disk tier
+  uint64_t disk_budget = 0;
+  uint64_t ram_budget = 0;  // 0: no RAM tier
+  RemoteConfig remote;      // remote.url empty: no remote tier
+};
+
+class TierSet {
+ public:
+  TierSet(const TierConfig& cfg, const Fingerprint16& fingerprint, std::shared_ptr<BufferPool> pool);
+  ~TierSet();
+
+  DiskTier* disk() { return disk_.get(); }
+  RamTier* ram() { return ram_.get(); }
+  RemoteTier* remote() { return remote_.get(); }
+  uint64_t budget(Where w) const { return w == Where::kDisk ? cfg_.disk_budget : cfg_.ram_budget; }
+  // Bytes the object occupies in a local tier (what its budget counts).
+  uint64_t size_in(Where w, const cache::ObjectMeta& meta) const;
+  uint64_t used(Where w) const { return used_[w == Where::kDisk].load(); }
+  // The object entered (add) or left a local tier: the count follows.
+  void count(Where w, const cache::ObjectMeta& meta, bool add);
+
+  // Where a reader should look, fastest first.
+  struct Held {
+    bool ram = false, disk = false, remote = false;
+  };
+  struct Read {
+    Payload payload;  // null: no tier had a usable copy
+    Where from = Where::kNone;
+    bool ram_bad = false, disk_bad = false;  // copies found unusable (and removed by the tier)
+    std::string why;                         // the last failure
+  };
+  // The verified payload from the fastest tier in `held` that has it.
+  Read read(cache::ObjKind kind, const cache::Key& key, Held held);
+  // Atomic, durable disk write (write, fsync, rename); an error message, empty on success.
+  std::string write_disk(const cache::ObjectMeta& meta, const cache::ObjectStats& st,
+                         const Payload& payload);
+  // Keeps the buffer in RAM as it is (no copy).
+  void put_ram(const cache::ObjectMeta& meta, const Payload& payload);
+  // Queues the object for the remote tier's writer.
+  void put_remote(const cache::ObjectMeta& meta, const cache::ObjectStats& st,
+                  const Payload& payload);
+  void remove(Where w, cache::ObjKind kind, const cache::Key& key);
+  // Usage statistics written next to a disk object (its hits, last use).
+  void update_disk_stats(cache::ObjKind kind, const cache::Key& key, const cache::ObjectStats& st);
+
+ private:
+  TierConfig cfg_;
+  std::unique_ptr<DiskTier> disk_;
+  std::unique_ptr<RamTier> ram_;
+  std::unique_ptr<RemoteTier> remote_;
+  std::array<std::atomic<uint64_t>, 2> used_{};  // [0] RAM, [1] disk
+};
+
+}  // namespace kvstash::tiers
