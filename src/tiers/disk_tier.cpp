@@ -1,5 +1,8 @@
 #include "tiers/disk_tier.h"
 
+#include <chrono>
+#include <thread>
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -82,6 +85,8 @@ DiskTier::DiskTier(const std::string& root, const Fingerprint16& fingerprint,
   if (const char* f = std::getenv("KVSTASH_FAULT_ENOSPC_AFTER"))
     fault_after_ = std::strtoull(f, nullptr, 10);
   fault_dir_fsync_ = std::getenv("KVSTASH_FAULT_DIR_FSYNC") != nullptr;
+  if (const char* f = std::getenv("KVSTASH_FAULT_WRITE_DELAY_MS"))
+    fault_delay_ms_ = std::atoi(f);
   dir_ = (fs::path(root) / to_hex(fingerprint)).string();
   for (const char* sub : {"chunks", "entries", "tmp"}) {
     std::error_code ec;
@@ -117,6 +122,7 @@ std::string DiskTier::put(const cache::ObjectMeta& meta, const cache::ObjectStat
       err = "fsync of " + tmp + " failed: " + errno_text();
     }
   }
+  if (fault_delay_ms_ > 0) std::this_thread::sleep_for(std::chrono::milliseconds(fault_delay_ms_));
   if (err.empty() && ::rename(tmp.c_str(), final_path.c_str()) != 0) {
     err = "rename to " + final_path + " failed: " + errno_text();
   }

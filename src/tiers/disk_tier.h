@@ -69,9 +69,13 @@ class DiskTier : public Tier {
   Fingerprint16 fp_;
   // Fault injection for tests: $KVSTASH_FAULT_ENOSPC_AFTER=N: writes (objects and statistics)
   // fail with ENOSPC once this process has written N bytes, as on a full disk;
-  // $KVSTASH_FAULT_DIR_FSYNC (set): directory fsyncs fail with EIO.
-  uint64_t fault_after_ = UINT64_MAX, written_ = 0;
+  // $KVSTASH_FAULT_DIR_FSYNC (set): directory fsyncs fail with EIO;
+  // $KVSTASH_FAULT_WRITE_DELAY_MS=N: each object write takes N ms more before its rename, as on a
+  // slow disk (the store queue fills; a kill lands mid-write).
+  uint64_t fault_after_ = UINT64_MAX;
+  std::atomic<uint64_t> written_{0};  // the writer thread and usage-statistics writes
   bool fault_dir_fsync_ = false;
+  int fault_delay_ms_ = 0;
   std::atomic<uint64_t> dir_fsync_errors_{0}, stats_write_errors_{0};
   int64_t seen_mtime_ns_ = -1;
 };

@@ -353,3 +353,113 @@ TEST(PrefixCacheConcurrency, TwoRequestsStoringOnePrefixAtOnceWriteItOnce) {
   EXPECT_EQ(s.chunks, 7u);
   EXPECT_EQ(s.bytes_written, 7 * kChunkBytes + 24 + (2000 - 1792) * 16);
 }
+
+// Stores leave the request: while the disk is slow, a checkpoint finds the store queue full and
+// is dropped (counted, logged), never blocking; a store of a live state's only copy waits for
+// room and is kept.
+TEST(PrefixCacheStoreQueue, FullQueueDropsCheckpointsButNotTheOnlyCopy) {
+  TempDir t;
+  auto config = cfg(t.path);
+  config.store_queue = 1;  // any queued job fills it
+  ::setenv("KVSTASH_FAULT_WRITE_DELAY_MS", "300", 1);
+  PrefixCache c(config, fp());
+  ::unsetenv("KVSTASH_FAULT_WRITE_DELAY_MS");
+  const auto a = conv(1000, 1), b = conv(1000, 2), d = conv(1000, 3);
+  std::vector<std::string> logs;
+  log::set_hook([&](const std::string& l) { logs.push_back(l); });
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_TRUE(put(c, a).stored) << "an empty queue takes any store";
+  const auto rb = put(c, b, Reason::kContinued);
+  const double dropped_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_TRUE(rb.dropped);
+  EXPECT_FALSE(rb.stored);
+  EXPECT_LT(dropped_ms, 250) << "neither store waited for the disk";
+  const auto rd = put(c, d, Reason::kEvict);
+  log::set_hook(nullptr);
+  EXPECT_TRUE(rd.stored) << "the only copy of a live state waits for room instead";
+  ASSERT_TRUE(c.drain(-1));
+  const auto s = c.stats();
+  EXPECT_EQ(s.stores_dropped.at("queue-full"), 1u);
+  EXPECT_EQ(s.store_queue_bytes, 0u);
+  size_t said = 0;
+  for (const auto& l : logs) said += l.find("kv cache store dropped reason=queue-full") != std::string::npos;
+  EXPECT_EQ(said, 1u);
+  expect_restores(c, a, 768);
+  expect_restores(c, d, 768);
+  EXPECT_EQ(c.plan(b, {}).resume_at, 0u);
+}
+
+// A store is served from its buffer before its files exist, and reaches the disk afterwards.
+TEST(PrefixCacheStoreQueue, PendingStoreIsServedAndBecomesDurable) {
+  TempDir t;
+  ::setenv("KVSTASH_FAULT_WRITE_DELAY_MS", "200", 1);
+  PrefixCache c(cfg(t.path), fp());
+  ::unsetenv("KVSTASH_FAULT_WRITE_DELAY_MS");
+  const auto a = conv(1000, 1);
+  ASSERT_TRUE(put(c, a).stored);
+  EXPECT_GT(c.stats().store_queue_bytes, 0u) << "still queued (the disk is slow)";
+  expect_restores(c, a, 768);  // from the queued buffers
+  ASSERT_TRUE(c.drain(-1));
+  PrefixCache other(cfg(t.path), fp());  // another process: reads the files
+  expect_restores(other, a, 768);
+}
+
+// Tier byte counts are kept incrementally: after stores, promotions, evictions, demotions and
+// removals they equal what a walk over the objects finds.
+TEST(PrefixCache, TierByteCountsFollowEveryChange) {
+  TempDir t;
+  auto config = cfg(t.path, 14 * (kChunkBytes + tiers::kHeaderSize));
+  config.ram_budget = 5 * kChunkBytes;
+  PrefixCache c(config, fp());
+  auto check = [&](const char* when) {
+    ASSERT_TRUE(c.drain(-1));
+    uint64_t disk = 0, ram = 0;
+    for (const auto& n : c.objects()) {
+      if (n.on_disk) disk += tiers::kHeaderSize + n.meta.payload_bytes;
+      if (n.in_ram) ram += n.meta.payload_bytes;
+    }
+    const auto s = c.stats();
+    EXPECT_EQ(s.disk_bytes, disk) << when;
+    EXPECT_EQ(s.ram_bytes, ram) << when;
+    EXPECT_LE(s.disk_bytes, config.disk_budget) << when;
+    EXPECT_LE(s.ram_bytes, config.ram_budget) << when;
+  };
+  for (int i = 1; i <= 6; ++i) put(c, conv(800 + 100 * i, i));
+  check("after stores and evictions");
+  EXPECT_GT(c.stats().evictions, 0u);
+  std::string err;
+  fixtures::check_restore(c, conv(900, 1), &err);  // a disk hit, promoted into RAM
+  check("after a promotion");
+  const auto plan = c.plan(conv(1400, 6), {});
+  c.reject(plan, "test");
+  check("after a rejection");
+  c.clear();
+  check("after clear");
+  EXPECT_EQ(c.stats().disk_bytes, 0u);
+}
+
+// A load racing evictions either gets the right bytes or falls back; never another prefix's.
+TEST(PrefixCacheConcurrency, LoadRacingEvictionNeverServesWrongBytes) {
+  TempDir t;
+  PrefixCache c(cfg(t.path, 10 * (kChunkBytes + tiers::kHeaderSize)), fp());
+  const auto x = conv(1000, 1);
+  put(c, x);
+  std::atomic<bool> stop{false};
+  std::atomic<int> loads{0}, hits{0};
+  std::string error;
+  std::thread reader([&] {
+    while (!stop) {
+      std::string err;
+      hits += fixtures::check_restore(c, x, &err) > 0;
+      ++loads;
+      if (!err.empty() && error.empty()) error = err;
+    }
+  });
+  for (int i = 2; i < 40; ++i) put(c, conv(1000, i));  // each store evicts something
+  stop = true;
+  reader.join();
+  EXPECT_EQ(error, "");
+  EXPECT_GT(loads.load(), 0);
+  EXPECT_GT(c.stats().evictions, 0u);
+}
