@@ -1,4 +1,4 @@
-#include "bench/server_runner.h"
+#include "loadgen/server_runner.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -14,10 +14,10 @@
 #include <stdexcept>
 #include <thread>
 
-#include "bench/chat_client.h"
+#include "loadgen/chat_client.h"
 #include "util/process.h"
 
-namespace kvstash::bench {
+namespace kvstash::loadgen {
 
 ServerRunner::ServerRunner(std::vector<std::string> argv, std::string log_path, int port)
     : argv_(std::move(argv)), log_path_(std::move(log_path)), port_(port) {
@@ -93,4 +93,4 @@ int free_port() {
   return ntohs(a.sin_port);
 }
 
-}  // namespace kvstash::bench
+}  // namespace kvstash::loadgen

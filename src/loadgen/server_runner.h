@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-namespace kvstash::bench {
+namespace kvstash::loadgen {
 
 class ServerRunner {
  public:
@@ -39,4 +39,4 @@ class ServerRunner {
 // A TCP port on 127.0.0.1 that nothing listens on right now.
 int free_port();
 
-}  // namespace kvstash::bench
+}  // namespace kvstash::loadgen
