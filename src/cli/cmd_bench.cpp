@@ -12,11 +12,11 @@
 #include <sstream>
 #include <thread>
 
-#include "bench/bench_run.h"
-#include "bench/report.h"
-#include "bench/workload.h"
 #include "cli/commands.h"
 #include "engine/model.h"
+#include "loadgen/bench_run.h"
+#include "loadgen/report.h"
+#include "loadgen/workload.h"
 #include "server/chat_prompt.h"
 #include "util/process.h"
 
@@ -64,7 +64,7 @@ Run add_bench(CLI::App& app) {
     std::string model, trace, out, llama_server = default_llama_server();
     std::string servers = "kvstash,llama-server", workload = "agent";
     std::string write_trace, write_token_trace;
-    bench::AgentConfig agent;
+    loadgen::AgentConfig agent;
     int ctx = 32768, threads = static_cast<int>(std::thread::hardware_concurrency()), ngl = 0;
     int cache_ram_mib = 8192;
     bool dry_run = false, no_restart = false;
@@ -123,17 +123,17 @@ Run add_bench(CLI::App& app) {
 
   return [o] {
     o->agent.restart = !o->no_restart;
-    bench::Workload w;
+    loadgen::Workload w;
     engine::Model tok(o->model, {0, true});
     const engine::ChatTemplates templates(tok);
     const auto count = [&](const std::string& s) { return tok.tokenize(s, false, false).size(); };
     std::string desc;
     if (!o->trace.empty()) {
       std::ifstream f(o->trace);
-      w = bench::read_trace(f);
+      w = loadgen::read_trace(f);
       desc = "trace " + o->trace;
     } else {
-      w = bench::agent_workload(o->agent, count);
+      w = loadgen::agent_workload(o->agent, count);
       const auto& a = o->agent;
       desc = "agent seed=" + std::to_string(a.seed) + " sessions=" + std::to_string(a.sessions) +
              " sessions-per-env=" + std::to_string(a.sessions_per_env) +
@@ -145,7 +145,7 @@ Run add_bench(CLI::App& app) {
     }
     if (!o->write_trace.empty()) {
       std::ofstream f(o->write_trace);
-      bench::write_trace(f, w);
+      loadgen::write_trace(f, w);
     }
 
     // Render every request as kvstash does, for the oracle and the token trace.
@@ -153,12 +153,12 @@ Run add_bench(CLI::App& app) {
     std::ofstream tt;
     if (!o->write_token_trace.empty()) tt.open(o->write_token_trace);
     for (const auto& s : w) {
-      if (s.kind == bench::Step::Kind::kRestart) {
+      if (s.kind == loadgen::Step::Kind::kRestart) {
         if (tt) tt << "{\"type\":\"restart\"}\n";
         continue;
       }
       engine::ChatInput in;
-      in.messages_json = bench::messages_json(s.messages).dump();
+      in.messages_json = loadgen::messages_json(s.messages).dump();
       in.tools_json = s.tools;
       auto p = server::render_chat(tok, templates, in);
       if (tt) {
@@ -170,7 +170,7 @@ Run add_bench(CLI::App& app) {
       }
       prompts.push_back(std::move(p.tokens));
     }
-    const auto oracle = bench::oracle_reuse(prompts);
+    const auto oracle = loadgen::oracle_reuse(prompts);
     std::vector<uint32_t> lens;
     uint64_t total = 0, reusable = 0;
     size_t longest = 0;
@@ -195,9 +195,9 @@ Run add_bench(CLI::App& app) {
     const std::string out = std::filesystem::absolute(o->out).string();
     const std::string T = std::to_string(o->threads), C = std::to_string(o->ctx),
                       NGL = std::to_string(o->ngl);
-    std::vector<bench::ServerRun> runs;
+    std::vector<loadgen::ServerRun> runs;
     for (const auto& name : split(o->servers, ',')) {
-      bench::ServerSpec spec{name, {}};
+      loadgen::ServerSpec spec{name, {}};
       if (name == "kvstash" || name == "kvstash-nocache") {
         spec.argv = {self_exe(), "serve", "-m", o->model, "--host", "127.0.0.1", "--port", "{port}",
                      "-c",       C,       "-t", T,        "--np",   "1",         "--ngl",  NGL};
@@ -239,16 +239,16 @@ Run add_bench(CLI::App& app) {
         throw std::runtime_error("unknown server \"" + name +
                                  "\" (kvstash, kvstash-nocache, llama-server)");
       }
-      bench::RunOptions ro;
+      loadgen::RunOptions ro;
       ro.out_dir = out;
       ro.request_timeout_s = o->request_timeout;
       ro.progress = [](const std::string& s) { std::cout << s << std::endl; };
       std::cout << "running " << name << ":";
       for (const auto& a : spec.argv) std::cout << " " << a;
       std::cout << std::endl;
-      runs.push_back(bench::run_server(spec, w, lens, oracle, ro));
+      runs.push_back(loadgen::run_server(spec, w, lens, oracle, ro));
     }
-    const std::string md = bench::write_report(out, {command_line(), desc, o->model}, runs);
+    const std::string md = loadgen::write_report(out, {command_line(), desc, o->model}, runs);
     std::cout << "\n" << md << "\nreport: " << out << "/report.md\n";
     for (const auto& r : runs) {
       if (r.failed) return 1;

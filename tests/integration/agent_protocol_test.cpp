@@ -15,8 +15,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "bench/server_runner.h"
 #include "http_helpers.h"
+#include "loadgen/server_runner.h"
 #include "server/api.h"
 #include "server/chat_prompt.h"
 #include "server_process.h"
@@ -304,8 +304,8 @@ TEST_F(AgentProtocol, RenderingMatchesLlamaServerJinjaWithAndWithoutTools) {
   ASSERT_TRUE(!peer.empty() && std::filesystem::exists(peer))
       << "llama-server not found (" << (peer.empty() ? "no llama.cpp prefix" : peer)
       << "): the llama.cpp build makes it; rebuild it (cmake/llama.sh)";
-  const int port = bench::free_port();
-  bench::ServerRunner ls(
+  const int port = loadgen::free_port();
+  loadgen::ServerRunner ls(
       {peer, "-m", model_path("tiny"), "--jinja", "-c", "4096", "--no-webui", "-np", "1", "-t", "2",
        "--host", "127.0.0.1", "--port", std::to_string(port)},
       dir_->path + "/llama-server.log", port);

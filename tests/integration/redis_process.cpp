@@ -1,9 +1,7 @@
 #include "redis_process.h"
 
 #include <netinet/in.h>
-#include <signal.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <array>
@@ -43,18 +41,13 @@ RedisProcess::RedisProcess(int port, const std::vector<std::string>& extra)
   if (::access("/usr/bin/redis-server", X_OK) != 0) {
     throw std::runtime_error("redis-server is not installed (./setup.sh installs it)");
   }
-  pid_ = ::fork();
-  if (pid_ == 0) {
-    std::vector<std::string> args = {
-        "redis-server", "--port", std::to_string(port_), "--bind", "127.0.0.1", "--save", "",
-        "--appendonly", "no",     "--loglevel",          "warning"};
-    args.insert(args.end(), extra.begin(), extra.end());
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::execv("/usr/bin/redis-server", argv.data());
-    std::_Exit(127);
+  std::vector<std::string> args = {"/usr/bin/redis-server", "--port", std::to_string(port_)};
+  for (const char* a :
+       {"--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "warning"}) {
+    args.push_back(a);
   }
+  args.insert(args.end(), extra.begin(), extra.end());
+  child_ = Child(args);  // its output goes to the test's
   for (int i = 0; i < 100; ++i) {
     if (cli("PING").find("PONG") != std::string::npos) return;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -65,12 +58,7 @@ RedisProcess::RedisProcess(int port, const std::vector<std::string>& extra)
 
 RedisProcess::~RedisProcess() { kill(); }
 
-void RedisProcess::kill() {
-  if (pid_ <= 0) return;
-  ::kill(pid_, SIGKILL);
-  ::waitpid(pid_, nullptr, 0);
-  pid_ = -1;
-}
+void RedisProcess::kill() { child_.kill(); }
 
 std::string RedisProcess::cli(const std::string& args) const {
   const std::string cmd =

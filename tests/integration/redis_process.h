@@ -1,11 +1,11 @@
 // A real redis-server (Debian's package) on a loopback port, started and stopped by a test.
 #pragma once
 
-#include <sys/types.h>
-
 #include <memory>
 #include <string>
 #include <vector>
+
+#include "util/process.h"
 
 namespace kvstash::fixtures {
 
@@ -21,7 +21,7 @@ class RedisProcess {
   std::string cli(const std::string& args) const;
 
  private:
-  pid_t pid_ = -1;
+  Child child_;
   int port_ = 0;
 };
 

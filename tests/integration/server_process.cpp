@@ -1,8 +1,7 @@
 #include "server_process.h"
 
-#include <fcntl.h>
 #include <signal.h>
-#include <sys/wait.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -19,27 +18,14 @@ ServerProcess::ServerProcess(const std::vector<std::string>& args,
                              const std::vector<std::pair<std::string, std::string>>& env) {
   char tmpl[] = "/tmp/kvstash-serve-XXXXXX";
   const int fd = ::mkstemp(tmpl);
+  if (fd >= 0) ::close(fd);
   log_path_ = tmpl;
-  pid_ = ::fork();
-  if (pid_ == 0) {
-    ::dup2(fd, 1);
-    ::dup2(fd, 2);
-    for (const auto& [k, v] : env) {
-      if (v.empty()) {
-        ::unsetenv(k.c_str());
-      } else {
-        ::setenv(k.c_str(), v.c_str(), 1);
-      }
-    }
-    std::vector<std::string> all = {KVSTASH_BIN, "serve", "--host", "127.0.0.1", "--port", "0"};
-    all.insert(all.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (auto& a : all) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::execv(KVSTASH_BIN, argv.data());
-    std::_Exit(127);
-  }
-  ::close(fd);
+  std::vector<std::string> argv = {KVSTASH_BIN, "serve", "--host", "127.0.0.1", "--port", "0"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  SpawnOptions so;
+  so.env = env;
+  so.stdout_path = so.stderr_path = log_path_;
+  child_ = Child(argv, so);
   const std::string marker = "listening on http://127.0.0.1:";
   for (int i = 0; i < 600; ++i) {
     const std::string l = log();
@@ -47,9 +33,7 @@ ServerProcess::ServerProcess(const std::vector<std::string>& args,
       port_ = std::stoi(l.substr(p + marker.size()));
       return;
     }
-    int status;
-    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-      pid_ = -1;
+    if (!child_.alive()) {
       throw std::runtime_error("kvstash serve exited early:\n" + l);
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -59,7 +43,7 @@ ServerProcess::ServerProcess(const std::vector<std::string>& args,
 }
 
 ServerProcess::~ServerProcess() {
-  if (pid_ > 0) stop(SIGKILL);
+  if (child_.running()) stop(SIGKILL);
   ::unlink(log_path_.c_str());
 }
 
@@ -71,10 +55,8 @@ std::string ServerProcess::log() const {
 }
 
 int ServerProcess::stop(int sig, int timeout_s) {
-  if (pid_ <= 0) return -1;
-  const int rc = stop_child(pid_, sig, timeout_s);
-  pid_ = -1;
-  return rc;
+  if (!child_.running()) return -1;
+  return child_.terminate(sig, timeout_s);
 }
 
 }  // namespace kvstash::fixtures

@@ -1,11 +1,11 @@
 // A real `kvstash serve` process on a loopback port, for tests that talk HTTP.
 #pragma once
 
-#include <sys/types.h>
-
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "util/process.h"
 
 namespace kvstash::fixtures {
 
@@ -20,10 +20,10 @@ class ServerProcess {
   std::string log() const;
   // Sends `sig` and waits up to `timeout_s` for the exit; returns the exit code (-1: timed out).
   int stop(int sig, int timeout_s = 30);
-  bool running() const { return pid_ > 0; }
+  bool running() const { return child_.running(); }
 
  private:
-  pid_t pid_ = -1;
+  Child child_;
   int port_ = 0;
   std::string log_path_;
 };

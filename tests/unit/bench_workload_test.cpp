@@ -3,11 +3,11 @@
 
 #include <sstream>
 
-#include "bench/bench_run.h"
-#include "bench/chat_client.h"
-#include "bench/workload.h"
+#include "loadgen/bench_run.h"
+#include "loadgen/chat_client.h"
+#include "loadgen/workload.h"
 
-namespace kvstash::bench {
+namespace kvstash::loadgen {
 namespace {
 
 AgentConfig small() {
@@ -163,4 +163,4 @@ TEST(BenchMetrics, PrometheusValues) {
 }
 
 }  // namespace
-}  // namespace kvstash::bench
+}  // namespace kvstash::loadgen

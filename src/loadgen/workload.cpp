@@ -1,4 +1,4 @@
-#include "bench/workload.h"
+#include "loadgen/workload.h"
 
 #include <deque>
 #include <istream>
@@ -6,7 +6,7 @@
 #include <ostream>
 #include <stdexcept>
 
-namespace kvstash::bench {
+namespace kvstash::loadgen {
 namespace {
 
 // splitmix64: the same sequence on every platform (std distributions are not portable).
@@ -276,4 +276,4 @@ size_t count_requests(const Workload& w) {
   return n;
 }
 
-}  // namespace kvstash::bench
+}  // namespace kvstash::loadgen

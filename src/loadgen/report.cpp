@@ -1,4 +1,4 @@
-#include "bench/report.h"
+#include "loadgen/report.h"
 
 #include <cstdio>
 #include <cstdlib>
@@ -8,7 +8,7 @@
 
 #include "util/size.h"
 
-namespace kvstash::bench {
+namespace kvstash::loadgen {
 namespace {
 
 std::string f(const char* fmt, double v) {
@@ -208,4 +208,4 @@ std::string write_report(const std::string& dir, const ReportInfo& info,
   return md.str();
 }
 
-}  // namespace kvstash::bench
+}  // namespace kvstash::loadgen

@@ -8,9 +8,9 @@
 #include <string>
 #include <vector>
 
-#include "bench/bench_run.h"
+#include "loadgen/bench_run.h"
 
-namespace kvstash::bench {
+namespace kvstash::loadgen {
 
 struct Totals {
   size_t requests = 0;
@@ -33,4 +33,4 @@ struct ReportInfo {
 std::string write_report(const std::string& dir, const ReportInfo& info,
                          const std::vector<ServerRun>& runs);
 
-}  // namespace kvstash::bench
+}  // namespace kvstash::loadgen

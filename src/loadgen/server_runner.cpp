@@ -1,11 +1,9 @@
-#include "bench/server_runner.h"
+#include "loadgen/server_runner.h"
 
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -14,10 +12,10 @@
 #include <stdexcept>
 #include <thread>
 
-#include "bench/chat_client.h"
+#include "loadgen/chat_client.h"
 #include "util/process.h"
 
-namespace kvstash::bench {
+namespace kvstash::loadgen {
 
 ServerRunner::ServerRunner(std::vector<std::string> argv, std::string log_path, int port)
     : argv_(std::move(argv)), log_path_(std::move(log_path)), port_(port) {
@@ -25,31 +23,18 @@ ServerRunner::ServerRunner(std::vector<std::string> argv, std::string log_path, 
 }
 
 ServerRunner::~ServerRunner() {
-  if (pid_ > 0) stop(5);
+  if (child_.running()) stop(5);
 }
 
 double ServerRunner::start(int timeout_s) {
-  const int fd = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-  if (fd < 0) throw std::runtime_error("cannot open server log " + log_path_);
+  SpawnOptions so;
+  so.stdout_path = so.stderr_path = log_path_;  // appended to
+  so.search_path = true;
   const auto t0 = std::chrono::steady_clock::now();
-  pid_ = ::fork();
-  if (pid_ < 0) throw std::runtime_error("fork failed");
-  if (pid_ == 0) {
-    ::dup2(fd, 1);
-    ::dup2(fd, 2);
-    std::vector<char*> argv;
-    for (auto& a : argv_) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::execvp(argv[0], argv.data());
-    std::fprintf(stderr, "cannot run %s\n", argv[0]);
-    std::_Exit(127);
-  }
-  ::close(fd);
+  child_ = Child(argv_, so);
   const auto deadline = t0 + std::chrono::seconds(timeout_s);
   while (std::chrono::steady_clock::now() < deadline) {
-    int status;
-    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-      pid_ = -1;
+    if (!child_.alive()) {
       throw std::runtime_error(argv_[0] + " exited before it was ready:\n" + log_tail());
     }
     if (http_get("127.0.0.1", port_, "/health")) {
@@ -63,10 +48,8 @@ double ServerRunner::start(int timeout_s) {
 }
 
 int ServerRunner::stop(int timeout_s) {
-  if (pid_ <= 0) return -1;
-  const int rc = stop_child(pid_, SIGTERM, timeout_s);
-  pid_ = -1;
-  return rc;
+  if (!child_.running()) return -1;
+  return child_.terminate(SIGTERM, timeout_s);
 }
 
 std::string ServerRunner::log_tail(size_t bytes) const {
@@ -93,4 +76,4 @@ int free_port() {
   return ntohs(a.sin_port);
 }
 
-}  // namespace kvstash::bench
+}  // namespace kvstash::loadgen

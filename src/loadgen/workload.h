@@ -20,7 +20,7 @@
 #include <string>
 #include <vector>
 
-namespace kvstash::bench {
+namespace kvstash::loadgen {
 
 struct Message {
   std::string role, content;
@@ -81,4 +81,4 @@ Workload read_trace(std::istream& in);
 
 size_t count_requests(const Workload& w);
 
-}  // namespace kvstash::bench
+}  // namespace kvstash::loadgen

@@ -1,12 +1,12 @@
-#include "bench/bench_run.h"
+#include "loadgen/bench_run.h"
 
 #include <algorithm>
 #include <cstdio>
 
-#include "bench/server_runner.h"
 #include "cache/oracle.h"
+#include "loadgen/server_runner.h"
 
-namespace kvstash::bench {
+namespace kvstash::loadgen {
 
 std::vector<uint32_t> oracle_reuse(const std::vector<std::vector<int32_t>>& prompts) {
   auto out = cache::longest_earlier_prefixes({prompts.begin(), prompts.end()});
@@ -92,4 +92,4 @@ ServerRun run_server(const ServerSpec& spec, const Workload& w,
   return run;
 }
 
-}  // namespace kvstash::bench
+}  // namespace kvstash::loadgen

@@ -10,10 +10,10 @@
 #include <string>
 #include <vector>
 
-#include "bench/chat_client.h"
-#include "bench/workload.h"
+#include "loadgen/chat_client.h"
+#include "loadgen/workload.h"
 
-namespace kvstash::bench {
+namespace kvstash::loadgen {
 
 struct ServerSpec {
   std::string name;               // "kvstash", "llama-server", ...
@@ -54,4 +54,4 @@ ServerRun run_server(const ServerSpec& spec, const Workload& w,
 // matter: this is what an ideal persistent cache could reuse).
 std::vector<uint32_t> oracle_reuse(const std::vector<std::vector<int32_t>>& prompts);
 
-}  // namespace kvstash::bench
+}  // namespace kvstash::loadgen

@@ -9,9 +9,9 @@
 #include <string>
 #include <vector>
 
-#include "bench/workload.h"
+#include "loadgen/workload.h"
 
-namespace kvstash::bench {
+namespace kvstash::loadgen {
 
 struct ChatResult {
   bool ok = false;
@@ -36,4 +36,4 @@ std::optional<std::string> http_get(const std::string& host, int port, const std
 double prometheus_value(const std::string& text, const std::string& name,
                         const std::string& labels = "");
 
-}  // namespace kvstash::bench
+}  // namespace kvstash::loadgen

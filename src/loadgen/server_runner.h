@@ -6,12 +6,12 @@
 // then SIGKILL after a timeout.
 #pragma once
 
-#include <sys/types.h>
-
 #include <string>
 #include <vector>
 
-namespace kvstash::bench {
+#include "util/process.h"
+
+namespace kvstash::loadgen {
 
 class ServerRunner {
  public:
@@ -25,7 +25,7 @@ class ServerRunner {
   double start(int timeout_s);
   // SIGTERM, then SIGKILL after `timeout_s`. Returns the exit status, -1 if it was killed.
   int stop(int timeout_s);
-  bool running() const { return pid_ > 0; }
+  bool running() const { return child_.running(); }
   int port() const { return port_; }
   std::string log_tail(size_t bytes = 2000) const;
 
@@ -33,10 +33,10 @@ class ServerRunner {
   std::vector<std::string> argv_;
   std::string log_path_;
   int port_;
-  pid_t pid_ = -1;
+  Child child_;
 };
 
 // A TCP port on 127.0.0.1 that nothing listens on right now.
 int free_port();
 
-}  // namespace kvstash::bench
+}  // namespace kvstash::loadgen

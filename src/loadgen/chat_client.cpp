@@ -1,4 +1,4 @@
-#include "bench/chat_client.h"
+#include "loadgen/chat_client.h"
 
 #include <httplib.h>
 
@@ -6,7 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-namespace kvstash::bench {
+namespace kvstash::loadgen {
 namespace {
 using Clock = std::chrono::steady_clock;
 double secs(Clock::time_point a, Clock::time_point b) {
@@ -142,4 +142,4 @@ double prometheus_value(const std::string& text, const std::string& name,
   return sum;
 }
 
-}  // namespace kvstash::bench
+}  // namespace kvstash::loadgen
