@@ -102,9 +102,9 @@ void engine_restore(benchmark::State& state, bool cold) {
     cache::PrefixCache::StoreRequest req;
     req.tokens = toks;
     req.reason = cache::Reason::kShutdown;
-    req.chunk_payload = [&](uint32_t i) { return shifted_chunk(*f, i); };
-    req.entry_payload = [] { return cache::encode_entry_payload({}); };
-    if (!pc.store(req).stored) {
+    req.chunk_payload = [&](uint32_t i) { return Payload(pc.pool().copy(shifted_chunk(*f, i))); };
+    req.entry_payload = [&] { return Payload(pc.pool().copy(cache::encode_entry_payload({}))); };
+    if (!pc.store(req).stored || !pc.drain(-1)) {
       state.SkipWithError("store failed");
       for (auto _ : state) {
       }

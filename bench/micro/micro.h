@@ -14,7 +14,7 @@
 #include <string_view>
 #include <vector>
 
-#include "cache/key.h"
+#include "core/key.h"
 #include "cache/prefix_cache.h"
 
 namespace kvstash::micro {

@@ -120,14 +120,15 @@ void tier_get(benchmark::State& state, bool cold) {
 void BM_TierGet(benchmark::State& s) { tier_get(s, false); }
 void BM_TierGetCold(benchmark::State& s) { tier_get(s, true); }
 
-cache::PrefixCache::StoreRequest store_request(const std::vector<cache::Token>& toks,
+cache::PrefixCache::StoreRequest store_request(cache::PrefixCache& pc,
+                                               const std::vector<cache::Token>& toks,
                                                const std::vector<uint8_t>& payload) {
   cache::PrefixCache::StoreRequest req;
   req.tokens = toks;
   req.reason = cache::Reason::kShutdown;
-  // A copy per chunk, as the engine hands the cache a fresh vector per chunk.
-  req.chunk_payload = [&payload](uint32_t) { return payload; };
-  req.entry_payload = [] { return cache::encode_entry_payload({}); };
+  // A copy per chunk into a pool buffer, as the engine copies each chunk out of its KV.
+  req.chunk_payload = [&pc, &payload](uint32_t) { return Payload(pc.pool().copy(payload)); };
+  req.entry_payload = [&pc] { return Payload(pc.pool().copy(cache::encode_entry_payload({}))); };
   return req;
 }
 
@@ -139,11 +140,12 @@ void BM_CacheStore(benchmark::State& state) {
   cache::PrefixCache pc(cache_config(dir), kFingerprint);
   const auto toks = random_tokens(n * kChunk, 9);
   for (auto _ : state) {
-    const auto res = pc.store(store_request(toks, payload));
+    const auto res = pc.store(store_request(pc, toks, payload));
     if (!res.stored) {
       state.SkipWithError(("not stored: " + res.skipped).c_str());
       break;
     }
+    pc.drain(-1);  // durable: what the writer thread does off the request path
     state.PauseTiming();
     pc.clear();
     state.ResumeTiming();
@@ -158,7 +160,8 @@ void cache_load(benchmark::State& state, bool cold) {
   const std::string dir = sub_dir(cold ? "cache-load-cold" : "cache-load");
   cache::PrefixCache pc(cache_config(dir), kFingerprint);
   auto toks = random_tokens(n * kChunk, 10);
-  pc.store(store_request(toks, payload_of(bytes)));
+  pc.store(store_request(pc, toks, payload_of(bytes)));
+  pc.drain(-1);
   toks.push_back(1);  // the request goes on past the stored prefix
   if (cold) check_cold(state, dir);
   for (auto _ : state) {

@@ -419,6 +419,8 @@ bool PrefixCache::write_object(const StoreObject& o) {
   if (disk) {
     if (const std::string err = tiers_->write_disk(o.meta, o.stats, o.payload); !err.empty()) {
       log::error("kv cache store failed tokens=" + std::to_string(o.meta.n_tokens) + ": " + err);
+      std::lock_guard lock(mu_);
+      ++st_.io_errors["write"];
       return false;
     }
   }

@@ -77,7 +77,8 @@ struct CacheStats {
   uint64_t evictions = 0, stores = 0, stores_skipped = 0, damaged = 0;
   std::map<std::string, uint64_t> evictions_by_reason;  // disk-cache-full, ram-cache-full
   std::map<std::string, uint64_t> stores_by_reason;     // cold, continued, evict, shutdown, scope
-  // Failed I/O that did not fail a request, by operation: dir-fsync and stats-write (disk tier),
+  // Failed I/O that did not fail a request, by operation: write (a queued object could not be
+  // written: it is dropped, with whatever hangs below it), dir-fsync and stats-write (disk tier),
   // demote (a RAM eviction could not keep the only copy on disk, so it was lost).
   std::map<std::string, uint64_t> io_errors;
   uint64_t superseded_dropped = 0;  // continued entries dropped by a newer store of a longer prefix

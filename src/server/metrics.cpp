@@ -97,7 +97,7 @@ std::string prometheus_metrics(SlotPool& pool, cache::PrefixCache* cache, int n_
          "Payload buffer memory (pinned on GPU builds): in use, and idle kept for reuse.",
          {{"{state=\"used\"}", buffers.live_bytes}, {"{state=\"idle\"}", buffers.idle_bytes}});
   Samples io;
-  for (const char* op : {"dir-fsync", "stats-write", "demote"}) {
+  for (const char* op : {"write", "dir-fsync", "stats-write", "demote"}) {
     auto it = s.io_errors.find(op);
     io.push_back({std::string("{op=\"") + op + "\"}", it == s.io_errors.end() ? 0 : it->second});
   }

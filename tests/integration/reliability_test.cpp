@@ -82,6 +82,8 @@ TEST(Reliability, FullDiskDuringStoresCorruptsNothing) {
       const auto t = conv(900, i + 1);
       failed += !put(cache, t).stored;
     }
+    ASSERT_TRUE(cache.drain(-1));  // the writes happen on the transfer worker
+    failed += cache.stats().io_errors["write"];
     EXPECT_GT(failed, 0u) << "the disk was expected to fill up";
     // Everything the index still knows restores with the right bytes.
     for (int i = 0; i < 40; ++i) {
