@@ -5,7 +5,8 @@
 //
 // The contract the flow relies on (engine/session.h explains why it makes restores bit-exact):
 //   - prefill breaks its batches at absolute multiples of chunk(), at plan.boundaries and at
-//     plan.snapshot_at, and calls on_snapshot(pos) when the state holds exactly `pos` tokens;
+//     plan.snapshot_at (cache::prefill_batches, cache/batching.h, is that rule), and calls
+//     on_snapshot(pos) when the state holds exactly `pos` tokens;
 //   - a state rebuilt by a restore from the KV of [0, n) (plus, for hybrid models, the recurrent
 //     state at n) and continued by prefill computes what a fresh prefill would, also when the
 //     restore kept the live KV of [0, keep) and loaded only [keep, n) (a delta restore): stored

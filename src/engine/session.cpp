@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <thread>
 
+#include "cache/batching.h"
 #include "engine/kv_blob.h"
 
 #ifndef KVSTASH_LLAMA_COMMIT
@@ -107,23 +108,16 @@ bool Session::prefill(const std::vector<Token>& prompt, const PrefillOptions& op
     // The state is complete but its logits are unknown: recompute the last token.
     trim(tokens_.size() - 1);
   }
-  std::vector<int> snaps = opt.snapshot_at;
-  std::sort(snaps.begin(), snaps.end());
-  std::vector<int> breaks = opt.boundaries;
-  breaks.insert(breaks.end(), snaps.begin(), snaps.end());
-  std::sort(breaks.begin(), breaks.end());
-  const size_t chunk = opt_.chunk;
-  const size_t total = prompt.size();
-  while (tokens_.size() < total) {
-    const size_t pos = tokens_.size();
-    size_t end = std::min(total, (pos / chunk + 1) * chunk);
-    const auto next = std::upper_bound(breaks.begin(), breaks.end(), static_cast<int>(pos));
-    if (next != breaks.end() && static_cast<size_t>(*next) < end) end = *next;
-    decode(std::vector<Token>(prompt.begin() + pos, prompt.begin() + end), pos, true);
-    if (opt.on_snapshot && std::binary_search(snaps.begin(), snaps.end(), static_cast<int>(end))) {
-      opt.on_snapshot(static_cast<int>(end));
-    }
-    if (opt.on_progress && !opt.on_progress(static_cast<int>(end), static_cast<int>(total))) {
+  // The batches of every engine (cache/batching.h): restores continue bit-exactly from a break.
+  const std::vector<uint32_t> boundaries(opt.boundaries.begin(), opt.boundaries.end());
+  const std::vector<uint32_t> snaps(opt.snapshot_at.begin(), opt.snapshot_at.end());
+  const auto total = static_cast<uint32_t>(prompt.size());
+  for (const cache::Batch& b :
+       cache::prefill_batches(static_cast<uint32_t>(tokens_.size()), total,
+                              static_cast<uint32_t>(opt_.chunk), boundaries, snaps)) {
+    decode(std::vector<Token>(prompt.begin() + b.begin, prompt.begin() + b.end), b.begin, true);
+    if (opt.on_snapshot && b.snapshot) opt.on_snapshot(static_cast<int>(b.end));
+    if (opt.on_progress && !opt.on_progress(static_cast<int>(b.end), static_cast<int>(total))) {
       return false;
     }
   }

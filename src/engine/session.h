@@ -4,7 +4,8 @@
 // Kernels are not batch-invariant (matmul tiling, the gated delta net's 64-token chunking), so a
 // token computed in another batch shape can differ in its last bits. Batches therefore break at
 // absolute multiples of `chunk` and at `boundaries`, positions the caller derives from the prompt's
-// content (chat message starts) and so passes identically for every prompt sharing that prefix.
+// content (chat message starts) and so passes identically for every prompt sharing that prefix
+// (cache/batching.h: the rule, shared with replay's model-free engine).
 // A state restored at such a break position and continued computes exactly the batches of a
 // fresh prefill. Snapshots can also be taken at other exact positions (the end of a prompt, the
 // lucebox end-of-prefill case); those carry their logits and are exact for the same prompt.

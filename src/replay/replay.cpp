@@ -11,6 +11,7 @@
 #include "cache/oracle.h"
 #include "cache/prefix_cache.h"
 #include "cache/request_flow.h"
+#include "cache/slot_choice.h"
 
 namespace kvstash::replay {
 
@@ -30,10 +31,6 @@ std::array<uint8_t, 16> fingerprint_of(const std::string& s) {
     fp[8 + i] = static_cast<uint8_t>(b >> (8 * i));
   }
   return fp;
-}
-
-size_t lcp(std::span<const cache::Token> a, std::span<const cache::Token> b) {
-  return std::mismatch(a.begin(), a.end(), b.begin(), b.end()).first - a.begin();
 }
 
 void add_stats(ReplayResult& r, const cache::CacheStats& s, uint64_t scale) {
@@ -64,19 +61,6 @@ std::vector<uint32_t> oracle_reuse(const std::vector<TraceRecord>& trace) {
     if (r.type == TraceRecord::Type::kRequest) prompts.push_back(r.tokens);
   }
   return cache::longest_earlier_prefixes(prompts);
-}
-
-size_t pick_slot(const std::vector<std::span<const cache::Token>>& live,
-                 const std::vector<uint64_t>& last_used, std::span<const cache::Token> prompt) {
-  size_t best = 0, best_lcp = 0;
-  for (size_t i = 0; i < live.size(); ++i) {
-    const size_t l = lcp(live[i], prompt);
-    if (i == 0 || l > best_lcp || (l == best_lcp && last_used[i] < last_used[best])) {
-      best = i;
-      best_lcp = l;
-    }
-  }
-  return best;
 }
 
 ReplayResult run_replay(const std::vector<TraceRecord>& trace, const ReplayConfig& cfg) {
@@ -170,13 +154,12 @@ ReplayResult run_replay(const std::vector<TraceRecord>& trace, const ReplayConfi
     history.push_back(rec.tokens);
     if (history.size() > kHistory) history.pop_front();
 
-    std::vector<std::span<const cache::Token>> live;
-    std::vector<uint64_t> last_used;
+    // The server's rule (cache/slot_choice.h); requests run one at a time, so every slot is idle.
+    std::vector<cache::SlotState> states;
     for (const auto& s : slots) {
-      live.push_back(s.engine->tokens());
-      last_used.push_back(s.last_used);
+      states.push_back({true, cache::shared_prefix(s.engine->tokens(), rec.tokens), s.last_used});
     }
-    Slot& s = slots[pick_slot(live, last_used, rec.tokens)];
+    Slot& s = slots[*cache::choose_slot(states)];
     const auto rep = s.flow->prefill(rec.tokens, info);
     s.engine->decode(rec.gen);
     s.last_used = ++seq;

@@ -4,10 +4,10 @@
 // tokens prefilled, bytes written and read, stores and evictions by reason.
 //
 // As in `kvstash serve`: requests go to one of N slots (the one whose live tokens share the
-// longest prefix with the prompt, else the least recently used: pick_slot, the rule of
-// server/slot_pool.cpp), the scope policy is chosen per request by cache::choose_scope_boundary
-// over the recent prompts, and a restart record stores the live states (shutdown), drops the
-// cache and the slots, and opens the directory again (the real startup scan).
+// longest prefix with the prompt, else the least recently used: cache::choose_slot, the rule
+// server/slot_pool.cpp uses), the scope policy is chosen per request by
+// cache::choose_scope_boundary over the recent prompts, and a restart record stores the live states
+// (shutdown), drops the cache and the slots, and opens the directory again (the real startup scan).
 // Time is virtual: each request advances a clock by `interval_s`, which the cache uses for
 // creation and last-use times, so recency in eviction means what it would in the trace.
 #pragma once
@@ -58,12 +58,6 @@ struct ReplayResult {
 
 // For each request: the longest common prefix with any earlier request (restarts ignored).
 std::vector<uint32_t> oracle_reuse(const std::vector<TraceRecord>& trace);
-
-// The slot a request goes to, as server/slot_pool.cpp chooses among idle slots: the longest
-// common prefix between the slot's live tokens and the prompt, ties to the least recently used.
-// (The pool does this inside its scheduler; this is the same rule as a pure function.)
-size_t pick_slot(const std::vector<std::span<const cache::Token>>& live,
-                 const std::vector<uint64_t>& last_used, std::span<const cache::Token> prompt);
 
 ReplayResult run_replay(const std::vector<TraceRecord>& trace, const ReplayConfig& cfg);
 

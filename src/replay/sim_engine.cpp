@@ -4,6 +4,8 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "cache/batching.h"
+
 namespace kvstash::replay {
 
 namespace {
@@ -96,27 +98,20 @@ bool SimEngine::prefill(const std::vector<cache::Token>& prompt, const cache::Pr
   if (prompt.size() == tokens_.size() && logits_.empty() && !tokens_.empty()) {
     trim(tokens_.size() - 1);  // the state is complete but its logits are unknown
   }
-  // The batches of engine::Session::prefill, so snapshots and progress fire at the same places.
-  std::vector<uint32_t> snaps = plan.snapshot_at;
-  std::sort(snaps.begin(), snaps.end());
-  std::vector<uint32_t> breaks = plan.boundaries;
-  breaks.insert(breaks.end(), snaps.begin(), snaps.end());
-  std::sort(breaks.begin(), breaks.end());
-  const size_t total = prompt.size();
-  while (tokens_.size() < total) {
-    const size_t pos = tokens_.size();
-    size_t end = std::min(total, (pos / cfg_.chunk + 1) * cfg_.chunk);
-    const auto next = std::upper_bound(breaks.begin(), breaks.end(), static_cast<uint32_t>(pos));
-    if (next != breaks.end() && *next < end) end = *next;
-    tokens_.insert(tokens_.end(), prompt.begin() + pos, prompt.begin() + end);
-    prefilled_ += end - pos;
+  // The batches of engine::Session::prefill (cache/batching.h), so snapshots and progress fire
+  // at the same places.
+  const auto total = static_cast<uint32_t>(prompt.size());
+  for (const cache::Batch& b :
+       cache::prefill_batches(static_cast<uint32_t>(tokens_.size()), total, cfg_.chunk,
+                              plan.boundaries, plan.snapshot_at)) {
+    tokens_.insert(tokens_.end(), prompt.begin() + b.begin, prompt.begin() + b.end);
+    prefilled_ += b.end - b.begin;
     logits_.clear();
-    const auto e = static_cast<uint32_t>(end);
-    if (plan.on_snapshot && std::binary_search(snaps.begin(), snaps.end(), e)) {
+    if (plan.on_snapshot && b.snapshot) {
       logits_ = logits_for(tokens_);
-      plan.on_snapshot(e);
+      plan.on_snapshot(b.end);
     }
-    if (plan.on_progress && !plan.on_progress(e, static_cast<uint32_t>(total))) return false;
+    if (plan.on_progress && !plan.on_progress(b.end, total)) return false;
   }
   logits_ = logits_for(tokens_);
   return true;

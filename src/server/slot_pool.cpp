@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "cache/slot_choice.h"
 #include "util/log.h"
 #include "util/timing.h"
 
@@ -60,21 +61,15 @@ void SlotPool::run(Slot& s) {
       // A slot takes the first queued job for which it is the best idle slot.
       cv_.wait(lock, [&] {
         if (stopping_) return true;
+        std::vector<cache::SlotState> states(slots_.size());
         for (auto it = queue_.begin(); it != queue_.end(); ++it) {
-          Slot* best = nullptr;
-          size_t best_lcp = 0;
-          for (auto& o : slots_) {
-            if (o->job) continue;
-            const auto& p = (*it)->prompt;
-            const size_t lcp =
-                std::mismatch(o->live.begin(), o->live.end(), p.begin(), p.end()).first -
-                o->live.begin();
-            if (!best || lcp > best_lcp || (lcp == best_lcp && o->last_used < best->last_used)) {
-              best = o.get();
-              best_lcp = lcp;
-            }
+          for (size_t i = 0; i < slots_.size(); ++i) {
+            const Slot& o = *slots_[i];
+            states[i] = {!o.job, o.job ? 0 : cache::shared_prefix(o.live, (*it)->prompt),
+                         o.last_used};
           }
-          if (best == &s) {
+          const std::optional<size_t> best = cache::choose_slot(states);
+          if (best && slots_[*best].get() == &s) {
             job = *it;
             queue_.erase(it);
             s.job = job;

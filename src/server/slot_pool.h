@@ -2,7 +2,8 @@
 //
 // Each slot owns an engine session (its own llama.cpp context over the shared model) and its live
 // state. A request goes to the idle slot whose live state shares the longest prefix with it (else
-// the least recently used one) and waits when all are busy. Slots run in their own threads, so N
+// the least recently used one: cache::choose_slot, cache/slot_choice.h, the rule replay shares)
+// and waits when all are busy. Slots run in their own threads, so N
 // requests decode concurrently.
 //
 // Why one context per slot rather than one batch across slots: llama.cpp's kernels are not batch-

@@ -166,13 +166,6 @@ TEST(Replay, OracleIsTheLongestCommonPrefixWithAnyEarlierRequest) {
   EXPECT_EQ(oracle_reuse(t), (std::vector<uint32_t>{0, 2, 0, 3, 5}));
 }
 
-TEST(Replay, PickSlotAsTheServerDoes) {
-  const std::vector<cache::Token> a = {1, 2, 3}, b = {1, 9}, prompt = {1, 2, 3, 4};
-  EXPECT_EQ(pick_slot({a, b}, {5, 1}, prompt), 0u) << "longest common prefix";
-  EXPECT_EQ(pick_slot({b, b}, {5, 1}, prompt), 1u) << "ties go to the least recently used";
-  EXPECT_EQ(pick_slot({{}, {}}, {0, 0}, prompt), 0u);
-}
-
 TEST(Replay, RestartKeepsDiskEntries) {
   // Two long requests of one conversation around a restart: the second restores from disk.
   const auto p = seq(10, 3000);
