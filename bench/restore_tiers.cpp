@@ -104,6 +104,50 @@ Restored restore(engine::Model& m, const engine::SessionOptions& so, cache::Pref
   return r;
 }
 
+std::string ms_or_s(double t);
+
+// Two slots restoring two different prefixes at once, against one alone: table rows for the RAM
+// tier and the (page-cache warm) disk tier. The cache's lookups and reads run outside its lock, so
+// the two restores should overlap rather than queue.
+std::string two_at_once(engine::Model& m, const engine::SessionOptions& so,
+                        const cache::CacheConfig& base, const std::array<uint8_t, 16>& fp,
+                        const std::vector<engine::Token>& p) {
+  auto q = p;
+  for (auto& t : q) t = (t + 7) % 1000 + 10;  // another prefix of the same length
+  {
+    engine::Session s(m, so);
+    cache::PrefixCache writer(base, fp);
+    cache::StoreConfig only_shutdown;
+    only_shutdown.cold_max_tokens = 0;
+    only_shutdown.continued_interval = 0;
+    only_shutdown.min_tokens = 1;
+    engine::CachedSession cs(s, &writer, only_shutdown);
+    cs.prefill(q, {});
+    cs.shutdown();
+  }
+  std::string out;
+  for (const bool ram : {true, false}) {
+    cache::CacheConfig cc = base;
+    cc.remote.url.clear();
+    if (ram) cc.ram_budget = 1ull << 40;
+    cache::PrefixCache c(cc, fp);
+    (void)restore(m, so, c, p);  // warm: into RAM (or the page cache)
+    (void)restore(m, so, c, q);
+    const double one = restore(m, so, c, p).restore;
+    const auto t0 = Clock::now();
+    std::thread other([&] { (void)restore(m, so, c, q); });
+    (void)restore(m, so, c, p);
+    other.join();
+    const double two = secs(t0);
+    char row[256];
+    std::snprintf(row, sizeof row, "| %zu | %s | %s | %s | %.2fx |\n", p.size(),
+                  ram ? "RAM" : "disk, warm", ms_or_s(one).c_str(), ms_or_s(two).c_str(),
+                  two / one);
+    out += row;
+  }
+  return out;
+}
+
 std::string ms_or_s(double t) {
   char b[32];
   if (t < 1) {
@@ -184,7 +228,7 @@ int main(int argc, char** argv) {
   std::string model_path, redis, dir = "/tmp/kvstash-bench-tiers";
   std::vector<size_t> sizes;
   int threads = 0, gpu_layers = 0;
-  bool crossover = false, warmup = true;
+  bool crossover = false, warmup = true, concurrent = false;
   app.add_option("-m,--model", model_path)->required();
   app.add_option("--redis", redis, "redis://host:port (no Redis column without it)");
   app.add_option("--tokens", sizes, "prompt lengths (default 8192,32768)")->delimiter(',');
@@ -194,6 +238,9 @@ int main(int argc, char** argv) {
   app.add_option("-t,--threads", threads);
   app.add_option("--ngl,--n-gpu-layers", gpu_layers, "layers on the GPU (-1: all)");
   app.add_flag("!--no-warmup", warmup, "skip the untimed warm-up prefill (GPU kernels, caches)");
+  app.add_flag("--concurrent", concurrent,
+               "also time two sessions restoring two different prefixes at once from RAM and "
+               "from disk, against one alone");
   CLI11_PARSE(app, argc, argv);
   if (sizes.empty()) {
     sizes = crossover ? std::vector<size_t>{512, 1024, 2048, 4096, 8192, 16384, 32768}
@@ -224,6 +271,7 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
   std::optional<size_t> cross;
   bool dropped_all = true;
+  std::vector<std::string> concurrency;
   auto cell = [](const Restored& r, uint64_t bytes) {
     return ms_or_s(r.restore) + " (" + std::to_string(gbps(bytes, r.restore)).substr(0, 5) +
            " GB/s)";
@@ -254,7 +302,7 @@ int main(int argc, char** argv) {
         cs.prefill(p, {});
         recompute = secs(t0);
         cs.shutdown();  // stores the prefix: chunks plus an entry, as at a graceful exit
-        if (with_redis) writer.drain(600000);
+        writer.drain(-1);  // stores are written by the cache's transfer worker
         bytes = writer.stats().bytes_written;
       }
       cache::CacheConfig disk_only = cc;
@@ -297,10 +345,16 @@ int main(int argc, char** argv) {
                   raw_warm / 1e9, raw_cold / 1e9);
       std::fflush(stdout);
       if (!cross && cold_disk.restore < recompute) cross = n;
+      if (concurrent) concurrency.push_back(two_at_once(m, so, cc, cold.fingerprint().bytes, p));
     } catch (const std::exception& e) {  // report the size and go on with the next
       std::printf("| %zu | error: %s |\n", n, e.what());
       std::fflush(stdout);
     }
+  }
+  if (!concurrency.empty()) {
+    std::printf("\n| tokens | tier | one restore | two restores at once (two sessions) | two / one |\n"
+                "|---|---|---|---|---|\n");
+    for (const auto& row : concurrency) std::printf("%s", row.c_str());
   }
   if (auto r = gpu_copy_rates(*pool)) {
     std::printf("\nraw GPU copies (512 MiB): pinned host->device %.1f GB/s, device->device %.1f "

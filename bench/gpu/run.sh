@@ -79,7 +79,8 @@ step_tiers() {
   local o=$DEV/results/tiers.md
   {
     echo "## 8B, 8k and 32k tokens, all layers on the GPU"
-    build-cuda/kvstash-bench-tiers -m "$M8" --ngl -1 --tokens 8192,32768 --dir "$DEV/tiers"
+    build-cuda/kvstash-bench-tiers -m "$M8" --ngl -1 --tokens 8192,32768 --dir "$DEV/tiers" \
+      --concurrent
   } 2> "$DEV/log/tiers.err" | tee "$o"
 }
 step_crossover() {
@@ -100,6 +101,14 @@ agent() {  # name model
   build-cuda/kvstash bench -m "$2" --ngl -1 -c 65536 -o "$out" $AGENT_ARGS
 }
 step_agent8b() { agent agent-8b "$M8"; }
+# A cold 20k-token request with the cache on and off (and llama-server): what storing costs a
+# request the cache cannot help.
+step_cold8b() {
+  local out=$DEV/results/cold-8b
+  rm -rf "$out"
+  build-cuda/kvstash bench -m "$M8" --ngl -1 -c 32768 -o "$out" --workload cold \
+    --cold-requests 4 --cold-tokens 20000 --servers kvstash,kvstash-nocache,llama-server
+}
 step_agent06b() { agent agent-0.6b "$M06"; }
 
 run_steps() {
@@ -120,9 +129,9 @@ collect() {  # copies what should come back into $OUT (at most 8 files, 2 folder
   [ -n "${OUT:-}" ] || return 0
   tail -c 60000 "$DEV/log/run.log" > "$OUT/run.log" 2>/dev/null
   [ -f "$DEV/results/tiers.md" ] && cp "$DEV/results/tiers.md" "$OUT/"
-  [ -f "$DEV/log/tiers.err" ] && tail -c 20000 "$DEV/log/tiers.err" > "$OUT/tiers.err"
+  [ -f "$DEV/log/tiers.err" ] && { echo "== tiers.err"; tail -c 20000 "$DEV/log/tiers.err"; } >> "$OUT/run.log"
   local a
-  for a in agent-8b agent-0.6b; do
+  for a in agent-8b agent-0.6b cold-8b; do
     [ -f "$DEV/results/$a/report.md" ] && cp "$DEV/results/$a/report.md" "$OUT/$a.md"
     [ -f "$DEV/results/$a/report.json" ] && cp "$DEV/results/$a/report.json" "$OUT/$a.json"
     # the cache's decisions and hits, request by request

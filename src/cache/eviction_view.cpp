@@ -7,6 +7,17 @@
 
 namespace kvstash::cache {
 
+RoomRequest room_for(uint64_t incoming, std::vector<ObjId> objs, std::vector<Key> parents,
+                     std::span<const Token> protect, std::string salt) {
+  RoomRequest r;
+  r.incoming = incoming;
+  r.incoming_objs = std::move(objs);
+  r.incoming_parents = std::move(parents);
+  r.protect = protect;
+  r.salt = std::move(salt);
+  return r;
+}
+
 std::optional<std::vector<Node*>> choose_victims(PrefixIndex& index, const RoomRequest& r,
                                                  const EvictConfig& cfg, int64_t now,
                                                  const std::function<uint64_t(const Node&)>& size) {

@@ -30,6 +30,11 @@ struct RoomRequest {
   std::vector<ObjId> written;      // objects written just now (store-then-evict mode)
 };
 
+// Room for `incoming` bytes of the objects `objs` (whose parents are `parents`), protecting the
+// prefixes of `protect` (salted with `salt`).
+RoomRequest room_for(uint64_t incoming, std::vector<ObjId> objs, std::vector<Key> parents,
+                     std::span<const Token> protect = {}, std::string salt = {});
+
 // Victims in eviction order; nullopt when the budget cannot be met. `size(node)`: the bytes a
 // node occupies in the tier (0 if not there).
 std::optional<std::vector<Node*>> choose_victims(PrefixIndex& index, const RoomRequest& r,

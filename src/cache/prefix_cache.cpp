@@ -233,11 +233,9 @@ void PrefixCache::promote_locked(Node& n, const Payload& p, bool to_disk) {
   const ObjId id{n.meta.kind, n.meta.key};
   const std::vector<Key> parents{n.meta.parent};
   bool ram = tiers_->ram() && !n.in_ram && p->size() <= cfg_.ram_budget &&
-             make_room_locked(false, {.incoming = p->size(), .incoming_objs = {id},
-                                      .incoming_parents = parents});
+             make_room_locked(false, room_for(p->size(), {id}, parents));
   bool disk = to_disk && tiers_->disk() && !n.on_disk && !n.pending &&
-              make_room_locked(true, {.incoming = tiers_->size_in(Where::kDisk, n.meta),
-                                      .incoming_objs = {id}, .incoming_parents = parents}) &&
+              make_room_locked(true, room_for(tiers_->size_in(Where::kDisk, n.meta), {id}, parents)) &&
               worker_->try_reserve(p->size());
   Node* again = index_.find(id.first, id.second);  // making room may have moved the table
   if (!again || (!ram && !disk)) return;
@@ -574,11 +572,8 @@ PrefixCache::StoreResult PrefixCache::store(const StoreRequest& req) {
   // With protect_own_writes off (replay's seed-bug toggle) a store writes first and evicts
   // afterwards, its own objects included: the store-then-evict thrash.
   const bool store_then_evict = !cfg_.evict.protect_own_writes;
-  const RoomRequest room{.incoming = disk ? disk_bytes : queued,
-                         .incoming_objs = incoming,
-                         .incoming_parents = parents,
-                         .protect = req.protect,
-                         .salt = req.protect_salt};
+  const RoomRequest room =
+      room_for(disk ? disk_bytes : queued, incoming, parents, req.protect, req.protect_salt);
   if (!store_then_evict && !make_room_locked(disk, room)) {
     lock.unlock();
     worker_->adjust(total, 0);
@@ -602,8 +597,7 @@ PrefixCache::StoreResult PrefixCache::store(const StoreRequest& req) {
     for (const auto& o : job) {
       const ObjId id{o.meta.kind, o.meta.key};
       if (o.payload->size() <= cfg_.ram_budget &&
-          make_room_locked(false, {.incoming = o.payload->size(), .incoming_objs = {id},
-                                   .incoming_parents = {o.meta.parent}})) {
+          make_room_locked(false, room_for(o.payload->size(), {id}, {o.meta.parent}))) {
         if (Node* x = index_.find(id.first, id.second)) {
           change_locked(*x, [](Node& y) { y.in_ram = true; });
         }
@@ -613,7 +607,9 @@ PrefixCache::StoreResult PrefixCache::store(const StoreRequest& req) {
   const size_t objects = job.size();
   submit_locked(std::move(job), total);
   if (store_then_evict) {
-    make_room_locked(disk, {.protect = req.protect, .salt = req.protect_salt, .written = incoming});
+    RoomRequest after = room_for(0, {}, {}, req.protect, req.protect_salt);
+    after.written = incoming;
+    make_room_locked(disk, after);
     for (const auto& [kind, key] : incoming) {
       if (!local(index_.find(kind, key))) ++st_.own_writes_evicted;
     }

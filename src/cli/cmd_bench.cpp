@@ -65,6 +65,7 @@ Run add_bench(CLI::App& app) {
     std::string servers = "kvstash,llama-server", workload = "agent";
     std::string write_trace, write_token_trace;
     loadgen::AgentConfig agent;
+    loadgen::ColdConfig cold;
     int ctx = 32768, threads = static_cast<int>(std::thread::hardware_concurrency()), ngl = 0;
     int cache_ram_mib = 8192;
     bool dry_run = false, no_restart = false;
@@ -75,12 +76,17 @@ Run add_bench(CLI::App& app) {
   app.add_option("-m,--model", o->model, "GGUF model both servers load")
       ->required()
       ->check(CLI::ExistingFile);
-  app.add_option("--workload", o->workload, "built-in workload: agent")
+  app.add_option("--workload", o->workload,
+                 "built-in workload: agent, or cold (prompts that share nothing)")
       ->check(CLI::IsMember({"agent"}))
       ->capture_default_str();
   app.add_option("--trace", o->trace, "replay a recorded text trace (JSONL) instead")
       ->check(CLI::ExistingFile);
   app.add_option("--seed", o->agent.seed, "workload seed")->capture_default_str();
+  app.add_option("--cold-requests", o->cold.requests, "cold workload: requests")
+      ->capture_default_str();
+  app.add_option("--cold-tokens", o->cold.tokens, "cold workload: tokens per prompt")
+      ->capture_default_str();
   app.add_option("--sessions", o->agent.sessions, "agent sessions")->capture_default_str();
   app.add_option("--sessions-per-env", o->agent.sessions_per_env,
                  "sessions sharing one early environment block before it changes")
@@ -132,6 +138,16 @@ Run add_bench(CLI::App& app) {
       std::ifstream f(o->trace);
       w = loadgen::read_trace(f);
       desc = "trace " + o->trace;
+    } else if (o->workload == "cold") {
+      o->cold.seed = o->agent.seed;
+      o->cold.max_tokens = o->agent.max_tokens;
+      w = loadgen::cold_workload(o->cold, count);
+      desc = "cold seed=" + std::to_string(o->cold.seed) +
+             " requests=" + std::to_string(o->cold.requests) +
+             " tokens=" + std::to_string(o->cold.tokens) +
+             " max-tokens=" + std::to_string(o->cold.max_tokens);
+    } else if (o->workload != "agent") {
+      throw std::invalid_argument("unknown workload \"" + o->workload + "\" (agent, cold)");
     } else {
       w = loadgen::agent_workload(o->agent, count);
       const auto& a = o->agent;

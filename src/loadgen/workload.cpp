@@ -146,6 +146,25 @@ std::string user_task(Rng& r, uint32_t tokens, const TokenCounter& count) {
 
 size_t estimate_tokens(const std::string& text) { return (text.size() + 3) / 4; }
 
+Workload cold_workload(const ColdConfig& cfg, const TokenCounter& count) {
+  if (cfg.requests < 1 || cfg.tokens < 16) {
+    throw std::invalid_argument("cold workload: requests must be >= 1 and tokens >= 16");
+  }
+  Workload w;
+  for (int i = 0; i < cfg.requests; ++i) {
+    Rng r(cfg.seed * 1000003 + static_cast<uint64_t>(i));
+    // The request's own number first: no two prompts share a prefix past the template's head.
+    const std::string head = "Request " + std::to_string(i) + " of run " +
+                             std::to_string(cfg.seed) + ". Read this document and summarise it.\n";
+    Step st;
+    st.session = "c" + std::to_string(i);
+    st.max_tokens = cfg.max_tokens;
+    st.messages = {{"user", head + fill(cfg.tokens, count, [&] { return sentence(r) + " "; }), "", ""}};
+    w.push_back(std::move(st));
+  }
+  return w;
+}
+
 Workload agent_workload(const AgentConfig& cfg, const TokenCounter& count) {
   if (cfg.sessions < 1 || cfg.turns < 1 || cfg.sessions_per_env < 1) {
     throw std::invalid_argument(

@@ -75,6 +75,18 @@ size_t estimate_tokens(const std::string& text);
 
 Workload agent_workload(const AgentConfig& cfg, const TokenCounter& count = estimate_tokens);
 
+// The cold workload: `requests` prompts of about `tokens` tokens each that share nothing (each
+// differs from its first token on), one request per session. It measures what the cache costs a
+// request it cannot help (stores of the prompt's prefixes), next to the same server with the
+// cache off (`--servers kvstash,kvstash-nocache`).
+struct ColdConfig {
+  uint64_t seed = 1;
+  int requests = 4;
+  uint32_t tokens = 6000;
+  int max_tokens = 16;
+};
+Workload cold_workload(const ColdConfig& cfg, const TokenCounter& count = estimate_tokens);
+
 // Text traces (JSONL). read_trace throws std::runtime_error naming the line of a bad record.
 void write_trace(std::ostream& out, const Workload& w);
 Workload read_trace(std::istream& in);

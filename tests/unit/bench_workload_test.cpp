@@ -1,6 +1,7 @@
 // The benchmark's workload generator, trace format, oracle and metrics parsing (no model).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <sstream>
 
 #include "loadgen/bench_run.h"
@@ -160,6 +161,26 @@ TEST(BenchMetrics, PrometheusValues) {
   EXPECT_EQ(prometheus_value(m, "kvstash_cache_bytes", "tier=\"disk\""), 99);
   EXPECT_EQ(prometheus_value(m, "kvstash_cache_bytes"), 104);  // all tiers
   EXPECT_EQ(prometheus_value(m, "kvstash_missing"), 0);
+}
+
+TEST(BenchWorkload, ColdPromptsShareNothingAndHaveTheirSize) {
+  ColdConfig cfg;
+  cfg.requests = 3;
+  cfg.tokens = 2000;
+  const auto w = cold_workload(cfg);
+  ASSERT_EQ(w.size(), 3u);
+  for (size_t i = 0; i < w.size(); ++i) {
+    ASSERT_EQ(w[i].messages.size(), 1u);
+    const std::string& text = w[i].messages[0].content;
+    EXPECT_GE(estimate_tokens(text), 2000u);
+    EXPECT_LT(estimate_tokens(text), 2200u);
+    for (size_t j = 0; j < i; ++j) {
+      const std::string& other = w[j].messages[0].content;
+      const auto diff = std::mismatch(text.begin(), text.end(), other.begin(), other.end());
+      EXPECT_LT(diff.first - text.begin(), 12) << "requests " << j << " and " << i << " share a prefix";
+    }
+  }
+  EXPECT_EQ(cold_workload(cfg), w) << "the same seed gives the same workload";
 }
 
 }  // namespace
