@@ -24,8 +24,8 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
-#include <cstring>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <optional>
 #include <thread>
@@ -301,7 +301,7 @@ int main(int argc, char** argv) {
         const auto t0 = Clock::now();
         cs.prefill(p, {});
         recompute = secs(t0);
-        cs.shutdown();  // stores the prefix: chunks plus an entry, as at a graceful exit
+        cs.shutdown();     // stores the prefix: chunks plus an entry, as at a graceful exit
         writer.drain(-1);  // stores are written by the cache's transfer worker
         bytes = writer.stats().bytes_written;
       }
@@ -335,14 +335,14 @@ int main(int argc, char** argv) {
         cache::PrefixCache from_redis(redis_only, cold.fingerprint().bytes);
         redis_col = " " + cell(restore(m, so, from_redis, p), bytes) + " |";
       }
-      std::printf("| %zu | %s | %s | %s | %s | %s |%s %s / %s / %s | %.1fx, %.1fx, %.1fx | %.2f / "
-                  "%.2f GB/s |\n",
-                  n, format_size(bytes).c_str(), ms_or_s(recompute).c_str(),
-                  cell(ram, bytes).c_str(), cell(warm_disk, bytes).c_str(),
-                  cell(cold_disk, bytes).c_str(), redis_col.c_str(), ms_or_s(ram.ttft).c_str(),
-                  ms_or_s(warm_disk.ttft).c_str(), ms_or_s(cold_disk.ttft).c_str(),
-                  recompute / ram.ttft, recompute / warm_disk.ttft, recompute / cold_disk.ttft,
-                  raw_warm / 1e9, raw_cold / 1e9);
+      std::printf(
+          "| %zu | %s | %s | %s | %s | %s |%s %s / %s / %s | %.1fx, %.1fx, %.1fx | %.2f / "
+          "%.2f GB/s |\n",
+          n, format_size(bytes).c_str(), ms_or_s(recompute).c_str(), cell(ram, bytes).c_str(),
+          cell(warm_disk, bytes).c_str(), cell(cold_disk, bytes).c_str(), redis_col.c_str(),
+          ms_or_s(ram.ttft).c_str(), ms_or_s(warm_disk.ttft).c_str(),
+          ms_or_s(cold_disk.ttft).c_str(), recompute / ram.ttft, recompute / warm_disk.ttft,
+          recompute / cold_disk.ttft, raw_warm / 1e9, raw_cold / 1e9);
       std::fflush(stdout);
       if (!cross && cold_disk.restore < recompute) cross = n;
       if (concurrent) concurrency.push_back(two_at_once(m, so, cc, cold.fingerprint().bytes, p));
@@ -352,14 +352,16 @@ int main(int argc, char** argv) {
     }
   }
   if (!concurrency.empty()) {
-    std::printf("\n| tokens | tier | one restore | two restores at once (two sessions) | two / one |\n"
-                "|---|---|---|---|---|\n");
+    std::printf(
+        "\n| tokens | tier | one restore | two restores at once (two sessions) | two / one |\n"
+        "|---|---|---|---|---|\n");
     for (const auto& row : concurrency) std::printf("%s", row.c_str());
   }
   if (auto r = gpu_copy_rates(*pool)) {
-    std::printf("\nraw GPU copies (512 MiB): pinned host->device %.1f GB/s, device->device %.1f "
-                "GB/s\n",
-                r->h2d / 1e9, r->d2d / 1e9);
+    std::printf(
+        "\nraw GPU copies (512 MiB): pinned host->device %.1f GB/s, device->device %.1f "
+        "GB/s\n",
+        r->h2d / 1e9, r->d2d / 1e9);
   } else {
     std::printf("\nraw GPU copies: no GPU device\n");
   }

@@ -14,8 +14,8 @@
 #include <string_view>
 #include <vector>
 
-#include "core/key.h"
 #include "cache/prefix_cache.h"
+#include "core/key.h"
 
 namespace kvstash::micro {
 

@@ -38,7 +38,8 @@ std::optional<std::vector<Node*>> choose_victims(PrefixIndex& index, const RoomR
   if (!r.protect.empty()) {
     const Chain chain = make_chain(salted_root(index.root(), r.salt), r.protect, C);
     protected_keys.insert(chain.keys.begin(), chain.keys.end());
-    for (const Node* e : index.entries_on_path(r.protect, chain)) protected_keys.insert(e->meta.key);
+    for (const Node* e : index.entries_on_path(r.protect, chain))
+      protected_keys.insert(e->meta.key);
   }
   for (Node* n : nodes) {
     if (n->meta.kind == ObjKind::kChunk) has_child_chunk.insert(n->meta.parent);
@@ -67,7 +68,8 @@ std::optional<std::vector<Node*>> choose_victims(PrefixIndex& index, const RoomR
     c.just_written = written_set.contains({n->meta.kind, n->meta.key});
     // A continued checkpoint at a chunk boundary is superseded once the chain goes on below it.
     c.superseded = n->meta.kind == ObjKind::kEntry && n->meta.reason == Reason::kContinued &&
-                   n->meta.n_tokens == n->meta.depth * C && has_child_chunk.contains(n->meta.parent);
+                   n->meta.n_tokens == n->meta.depth * C &&
+                   has_child_chunk.contains(n->meta.parent);
     c.useless =
         index.snapshot_only() && n->meta.kind == ObjKind::kChunk && !useful.contains(n->meta.key);
     cands.push_back(c);

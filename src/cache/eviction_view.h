@@ -19,10 +19,10 @@ namespace kvstash::cache {
 using ObjId = std::pair<ObjKind, Key>;
 
 struct RoomRequest {
-  bool disk = true;           // which tier (disk or RAM)
-  uint64_t used = 0;          // bytes the tier holds now
-  uint64_t budget = 0;        // its budget
-  uint64_t incoming = 0;      // bytes about to be added
+  bool disk = true;                  // which tier (disk or RAM)
+  uint64_t used = 0;                 // bytes the tier holds now
+  uint64_t budget = 0;               // its budget
+  uint64_t incoming = 0;             // bytes about to be added
   std::vector<ObjId> incoming_objs;  // the objects being added (never victims)
   std::vector<Key> incoming_parents;
   std::span<const Token> protect;  // the incoming prompt: its prefixes go last

@@ -109,7 +109,9 @@ void PrefixCache::sync(bool force) {
         seen.insert({kind, key});
         if (o) found.push_back(*o);
       },
-      [&](ObjKind kind, const Key& key) { return known.contains({kind, key}); });
+      [&](ObjKind kind, const Key& key) {
+        return known.contains({kind, key});
+      });
   std::lock_guard lock(mu_);
   for (const auto& o : found) {
     change_locked(index_.upsert(o.meta, o.stats), [](Node& n) { n.on_disk = true; });
@@ -191,11 +193,13 @@ Payload PrefixCache::fetch(ObjKind kind, const Key& key, Source* from) {
     if (from) *from = s;
     return p;
   };
-  // An object being stored is served from the buffer the store copied it into.
-  if (Payload p = worker_->find(kind, key)) return served(Source::kRam, p);
   tiers::TierSet::Held held;
   {
     std::lock_guard lock(mu_);
+    // An object being stored is served from the buffer the store copied it into. (Under the
+    // lock: a store enters its objects and queues them in one locked step, and a finished write
+    // updates the flags before its buffer leaves the worker, so one of the two always finds it.)
+    if (Payload p = worker_->find(kind, key)) return served(Source::kRam, p);
     const Node* n = index_.find(kind, key);
     if (!n) return nullptr;
     held = {n->in_ram, n->on_disk, n->on_remote};
@@ -234,9 +238,10 @@ void PrefixCache::promote_locked(Node& n, const Payload& p, bool to_disk) {
   const std::vector<Key> parents{n.meta.parent};
   bool ram = tiers_->ram() && !n.in_ram && p->size() <= cfg_.ram_budget &&
              make_room_locked(false, room_for(p->size(), {id}, parents));
-  bool disk = to_disk && tiers_->disk() && !n.on_disk && !n.pending &&
-              make_room_locked(true, room_for(tiers_->size_in(Where::kDisk, n.meta), {id}, parents)) &&
-              worker_->try_reserve(p->size());
+  bool disk =
+      to_disk && tiers_->disk() && !n.on_disk && !n.pending &&
+      make_room_locked(true, room_for(tiers_->size_in(Where::kDisk, n.meta), {id}, parents)) &&
+      worker_->try_reserve(p->size());
   Node* again = index_.find(id.first, id.second);  // making room may have moved the table
   if (!again || (!ram && !disk)) return;
   change_locked(*again, [&](Node& x) {
@@ -456,8 +461,8 @@ PrefixCache::StoreResult PrefixCache::skip_store(StoreResult res, uint32_t n, Re
     std::lock_guard lock(mu_);
     ++st_.stores_skipped;
   }
-  log::info("kv cache store skipped tokens=" + std::to_string(n) + " reason=" +
-            reason_name(reason) + " size=" + format_size(res.bytes) + ": " + why);
+  log::info("kv cache store skipped tokens=" + std::to_string(n) +
+            " reason=" + reason_name(reason) + " size=" + format_size(res.bytes) + ": " + why);
   return res;
 }
 
@@ -472,7 +477,8 @@ PrefixCache::StoreResult PrefixCache::store(const StoreRequest& req) {
   const Key parent = ch.parent_of(k);
   const Key ekey = entry_key(parent, req.tokens.subspan(size_t(k) * C));
   const int64_t now = clock_ms();
-  if (!tiers_->disk() && !tiers_->ram()) return skip_store(res, n, req.reason, "no cache tier is configured");
+  if (!tiers_->disk() && !tiers_->ram())
+    return skip_store(res, n, req.reason, "no cache tier is configured");
 
   // 1. What is new (under the lock; no I/O).
   std::vector<uint32_t> fresh;
@@ -580,7 +586,8 @@ PrefixCache::StoreResult PrefixCache::store(const StoreRequest& req) {
     res.bytes = queued;
     return skip_store(res, n, req.reason,
                       std::string("it does not fit the ") + (disk ? "disk" : "ram") +
-                          " budget of " + format_size(tiers_->budget(disk ? Where::kDisk : Where::kRam)) +
+                          " budget of " +
+                          format_size(tiers_->budget(disk ? Where::kDisk : Where::kRam)) +
                           " without evicting what this store writes");
   }
   const bool ram = tiers_->ram() != nullptr;

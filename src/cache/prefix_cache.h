@@ -149,8 +149,8 @@ class PrefixCache {
     bool dropped = false;                  // a checkpoint the full store queue had no room for
     uint64_t bytes = 0;
     uint32_t new_chunks = 0;
-    double ms = 0;          // the time the caller waited (copy out of the engine, queueing)
-    std::string skipped;    // why nothing was stored
+    double ms = 0;        // the time the caller waited (copy out of the engine, queueing)
+    std::string skipped;  // why nothing was stored
   };
   StoreResult store(const StoreRequest& req);
 
@@ -206,7 +206,7 @@ class PrefixCache {
   std::shared_ptr<BufferPool> pool_;
   RateModel rates_;
   std::recursive_mutex mu_;  // recursive only for the inline worker (writes from under it)
-  std::mutex sync_mu_;  // one directory scan at a time
+  std::mutex sync_mu_;       // one directory scan at a time
   PrefixIndex index_;
   std::unique_ptr<tiers::TierSet> tiers_;
   std::unique_ptr<tiers::RemoteDirectory> remote_dir_;

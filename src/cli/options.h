@@ -29,9 +29,9 @@ struct CacheFlags {
   cache::StoreConfig store;
   cache::EvictConfig evict;
   std::string remote_url, remote_queue = "256M";
-  std::string staging = "256M";  // payload buffers kept for reuse (pinned on GPU builds)
+  std::string staging = "256M";    // payload buffers kept for reuse (pinned on GPU builds)
   std::string store_queue = "4G";  // stores queued for the disk writer
-  std::string plan = "auto";     // auto: restore or recompute by measured rates; longest
+  std::string plan = "auto";       // auto: restore or recompute by measured rates; longest
   uint32_t remote_ttl_s = 7 * 24 * 3600;
   bool enabled = true;  // --cache-scope off turns it off
   void add(CLI::App& app);

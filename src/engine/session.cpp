@@ -1,11 +1,10 @@
 #include "engine/session.h"
 
-#include <utility>
-
 #include <llama.h>
 
 #include <algorithm>
 #include <thread>
+#include <utility>
 
 #include "cache/batching.h"
 #include "engine/kv_blob.h"

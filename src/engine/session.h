@@ -28,9 +28,9 @@
 #include <string>
 #include <vector>
 
-#include "util/buffer_pool.h"
 #include "engine/fingerprint.h"
 #include "engine/model.h"
+#include "util/buffer_pool.h"
 
 struct llama_context;
 

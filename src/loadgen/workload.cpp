@@ -159,7 +159,8 @@ Workload cold_workload(const ColdConfig& cfg, const TokenCounter& count) {
     Step st;
     st.session = "c" + std::to_string(i);
     st.max_tokens = cfg.max_tokens;
-    st.messages = {{"user", head + fill(cfg.tokens, count, [&] { return sentence(r) + " "; }), "", ""}};
+    st.messages = {
+        {"user", head + fill(cfg.tokens, count, [&] { return sentence(r) + " "; }), "", ""}};
     w.push_back(std::move(st));
   }
   return w;

@@ -1,8 +1,5 @@
 #include "tiers/disk_tier.h"
 
-#include <chrono>
-#include <thread>
-
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -11,8 +8,10 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <thread>
 
 #include "util/hex.h"
 #include "util/log.h"
@@ -85,8 +84,7 @@ DiskTier::DiskTier(const std::string& root, const Fingerprint16& fingerprint,
   if (const char* f = std::getenv("KVSTASH_FAULT_ENOSPC_AFTER"))
     fault_after_ = std::strtoull(f, nullptr, 10);
   fault_dir_fsync_ = std::getenv("KVSTASH_FAULT_DIR_FSYNC") != nullptr;
-  if (const char* f = std::getenv("KVSTASH_FAULT_WRITE_DELAY_MS"))
-    fault_delay_ms_ = std::atoi(f);
+  if (const char* f = std::getenv("KVSTASH_FAULT_WRITE_DELAY_MS")) fault_delay_ms_ = std::atoi(f);
   dir_ = (fs::path(root) / to_hex(fingerprint)).string();
   for (const char* sub : {"chunks", "entries", "tmp"}) {
     std::error_code ec;

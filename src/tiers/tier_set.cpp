@@ -10,7 +10,8 @@ TierSet::TierSet(const TierConfig& cfg, const Fingerprint16& fingerprint,
     : cfg_(cfg) {
   if (!cfg.dir.empty()) disk_ = std::make_unique<DiskTier>(cfg.dir, fingerprint, pool);
   if (cfg.ram_budget > 0) ram_ = std::make_unique<RamTier>(pool);
-  if (!cfg.remote.url.empty()) remote_ = std::make_unique<RemoteTier>(cfg.remote, fingerprint, pool);
+  if (!cfg.remote.url.empty())
+    remote_ = std::make_unique<RemoteTier>(cfg.remote, fingerprint, pool);
 }
 
 TierSet::~TierSet() = default;

@@ -26,7 +26,7 @@ class RamTier;
 enum class Where : uint8_t { kNone, kRam, kDisk, kRemote };
 
 struct TierConfig {
-  std::string dir;         // disk tier directory; empty: no disk tier
+  std::string dir;  // disk tier directory; empty: no disk tier
   uint64_t disk_budget = 0;
   uint64_t ram_budget = 0;  // 0: no RAM tier
   RemoteConfig remote;      // remote.url empty: no remote tier
@@ -34,7 +34,8 @@ struct TierConfig {
 
 class TierSet {
  public:
-  TierSet(const TierConfig& cfg, const Fingerprint16& fingerprint, std::shared_ptr<BufferPool> pool);
+  TierSet(const TierConfig& cfg, const Fingerprint16& fingerprint,
+          std::shared_ptr<BufferPool> pool);
   ~TierSet();
 
   DiskTier* disk() { return disk_.get(); }

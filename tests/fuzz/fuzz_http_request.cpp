@@ -3,8 +3,8 @@
 #include <cstdint>
 #include <string>
 
-#include "core/key.h"
 #include "cache/scope_policy.h"
+#include "core/key.h"
 #include "server/api.h"
 #include "util/size.h"
 

@@ -403,4 +403,53 @@ TEST_F(Server, ClientDisconnectCancelsThePrefillAndKeepsItsCheckpoint) {
   EXPECT_EQ(get(srv.port(), "/health").status, 200);
 }
 
+// SIGTERM while a long prompt is prefilled: the slot stops at the next batch and stores its live
+// state (reason=shutdown), and the server exits only once the store queue is written, even on a
+// slow disk. The next server restores that prefix.
+TEST_F(Server, SigtermDuringALongPrefillStoresTheLiveStateAndDrainsTheQueue) {
+  json msgs = agent(31, 1);
+  std::string big;
+  for (int i = 0; i < 4000; ++i) big += "row " + std::to_string(i) + " ok\n";
+  msgs.push_back({{"role", "assistant"}, {"content", "reading"}});
+  msgs.push_back({{"role", "user"}, {"content", big}});
+  std::string log;
+  {
+    fixtures::ServerProcess srv(base(), {{"KVSTASH_FAULT_WRITE_DELAY_MS", "100"}});
+    std::promise<void> started;
+    auto f = std::async(std::launch::async, [&] {
+      httplib::Client c("127.0.0.1", srv.port());
+      c.set_read_timeout(120);
+      httplib::Request req;
+      req.method = "POST";
+      req.path = "/v1/chat/completions";
+      req.body = chat_body(msgs, 8, {{"stream", true}, {"return_progress", true}});
+      req.set_header("Content-Type", "application/json");
+      std::string received;
+      bool told = false;
+      req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
+        received.append(data, n);
+        if (!told && received.find("\"processed\":") != std::string::npos) {
+          told = true;
+          started.set_value();
+        }
+        return true;
+      };
+      c.send(req);
+      if (!told) started.set_value();
+    });
+    started.get_future().wait();
+    EXPECT_EQ(srv.stop(SIGTERM, 120), 0) << "graceful shutdown exits 0";
+    f.wait();
+    log = srv.log();
+  }
+  EXPECT_NE(log.find("cancelled during prefill"), std::string::npos) << log;
+  EXPECT_NE(log.find("reason=shutdown"), std::string::npos) << log;
+  EXPECT_EQ(log.find("abandoned"), std::string::npos) << log;
+  fixtures::ServerProcess srv(base());
+  const Reply r = post(srv.port(), "/v1/chat/completions", chat_body(msgs));
+  ASSERT_EQ(r.status, 200) << r.raw;
+  EXPECT_GT(cached(r), 1024) << "the prefix prefilled before the signal was stored";
+  EXPECT_EQ(content(r), fresh_answer(msgs));
+}
+
 }  // namespace

@@ -177,7 +177,8 @@ TEST(BenchWorkload, ColdPromptsShareNothingAndHaveTheirSize) {
     for (size_t j = 0; j < i; ++j) {
       const std::string& other = w[j].messages[0].content;
       const auto diff = std::mismatch(text.begin(), text.end(), other.begin(), other.end());
-      EXPECT_LT(diff.first - text.begin(), 12) << "requests " << j << " and " << i << " share a prefix";
+      EXPECT_LT(diff.first - text.begin(), 12)
+          << "requests " << j << " and " << i << " share a prefix";
     }
   }
   EXPECT_EQ(cold_workload(cfg), w) << "the same seed gives the same workload";

@@ -333,7 +333,7 @@ TEST(PrefixCache, TwoProcessesShareOneDirectory) {
   PrefixCache b(cfg(t.path), fp());  // opened before a wrote anything
   const auto tokens = conv(1500);
   put(a, tokens);
-  ASSERT_TRUE(a.drain(-1));  // durable: now another process may see them
+  ASSERT_TRUE(a.drain(-1));          // durable: now another process may see them
   expect_restores(b, tokens, 1280);  // b picks up a's files
 }
 
@@ -383,7 +383,8 @@ TEST(PrefixCacheStoreQueue, FullQueueDropsCheckpointsButNotTheOnlyCopy) {
   EXPECT_EQ(s.stores_dropped.at("queue-full"), 1u);
   EXPECT_EQ(s.store_queue_bytes, 0u);
   size_t said = 0;
-  for (const auto& l : logs) said += l.find("kv cache store dropped reason=queue-full") != std::string::npos;
+  for (const auto& l : logs)
+    said += l.find("kv cache store dropped reason=queue-full") != std::string::npos;
   EXPECT_EQ(said, 1u);
   expect_restores(c, a, 768);
   expect_restores(c, d, 768);

@@ -71,7 +71,8 @@ TEST(RequestFlow, PrefixTheEngineRefusesIsRemovedAndNeverPlannedAgain) {
   PrefixCache::StoreRequest req;
   req.tokens = std::span(prompt).first(768);
   req.chunk_payload = [&](uint32_t i) {
-    return Payload(c.pool().copy(SimEngine::kv_bytes(sim, other, i * sim.chunk, (i + 1) * sim.chunk)));
+    return Payload(
+        c.pool().copy(SimEngine::kv_bytes(sim, other, i * sim.chunk, (i + 1) * sim.chunk)));
   };
   req.entry_payload = [&] { return Payload(c.pool().copy(encode_entry_payload({}))); };
   ASSERT_TRUE(c.store(req).stored);

@@ -104,7 +104,9 @@ TEST(TransferWorker, FailedWriteSkipsTheRestOfItsJob) {
   std::vector<std::pair<int, bool>> seen;
   TransferWorker w(
       1 << 20, [&](const StoreObject& o) { return o.meta.n_tokens != 2; },
-      [&](const StoreObject& o, bool ok) { seen.push_back({o.meta.n_tokens, ok}); });
+      [&](const StoreObject& o, bool ok) {
+        seen.push_back({o.meta.n_tokens, ok});
+      });
   w.submit({obj(1), obj(2), obj(3)}, 48);
   w.submit({obj(4)}, 16);
   ASSERT_TRUE(w.drain(10000));
