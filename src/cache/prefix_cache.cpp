@@ -248,7 +248,7 @@ void PrefixCache::promote_locked(Node& n, const Payload& p, bool to_disk) {
     x.in_ram = x.in_ram || ram;
     x.pending = x.pending || disk;
   });
-  submit_locked({{again->meta, again->stats, p}}, disk ? p->size() : 0);
+  submit_locked({{again->meta, again->stats, p, std::nullopt}}, disk ? p->size() : 0);
 }
 
 std::array<uint64_t, kSourceCount> PrefixCache::plan_bytes(const RestorePlan& plan,
@@ -556,7 +556,7 @@ PrefixCache::StoreResult PrefixCache::store(const StoreRequest& req) {
   auto add = [&](ObjectMeta m, const Payload& p) {
     m.created_ms = now;
     m.payload_bytes = p->size();
-    job.push_back({m, {0, now}, p});
+    job.push_back({m, {0, now}, p, std::nullopt});
   };
   for (size_t j = 0; j < fresh.size(); ++j) {
     const uint32_t i = fresh[j];

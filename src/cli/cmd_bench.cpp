@@ -78,7 +78,7 @@ Run add_bench(CLI::App& app) {
       ->check(CLI::ExistingFile);
   app.add_option("--workload", o->workload,
                  "built-in workload: agent, or cold (prompts that share nothing)")
-      ->check(CLI::IsMember({"agent"}))
+      ->check(CLI::IsMember({"agent", "cold"}))
       ->capture_default_str();
   app.add_option("--trace", o->trace, "replay a recorded text trace (JSONL) instead")
       ->check(CLI::ExistingFile);
