@@ -40,7 +40,7 @@ struct CacheFlags {
   // The cache for this model and session, or null when disabled or without a directory/RAM.
   // Logs one line saying where the disk tier is (or that it is off).
   std::unique_ptr<cache::PrefixCache> open(const engine::Model& model,
-                                           const engine::Session& session) const;
+                                           engine::Session& session) const;
   // A cache over DIR for a fingerprint, for the maintenance verbs.
   cache::CacheConfig config(uint32_t chunk, bool snapshot_only) const;
 };

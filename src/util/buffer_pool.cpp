@@ -141,6 +141,31 @@ std::shared_ptr<Bytes> BufferPool::get(size_t n) {
   });
 }
 
+size_t BufferPool::warm(size_t n, size_t count) {
+  const size_t cap = size_class(n);
+  size_t made = 0;
+  for (; made < count; ++made) {
+    State::Block b;
+    {
+      std::lock_guard lock(s_->mu);
+      if (s_->st.idle_bytes + cap > s_->idle_limit) break;
+      b.alloc = s_->alloc;
+      b.cap = cap;
+    }
+    b.ptr = b.alloc->alloc(cap, &b.handle);  // outside the lock: pinning takes time
+    if (!b.ptr) break;
+    std::lock_guard lock(s_->mu);
+    if (b.alloc != s_->alloc || s_->st.idle_bytes + cap > s_->idle_limit) {
+      State::free_block(b);
+      break;
+    }
+    s_->idle.push_back(b);
+    s_->st.idle_bytes += cap;
+    ++s_->st.allocations;
+  }
+  return made;
+}
+
 std::shared_ptr<Bytes> BufferPool::copy(std::span<const uint8_t> src) {
   auto b = get(src.size());
   if (!src.empty()) std::memcpy(b->data(), src.data(), src.size());

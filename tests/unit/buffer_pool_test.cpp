@@ -48,6 +48,21 @@ TEST(BufferPool, ReleasedBuffersAreReusedBySizeClass) {
   EXPECT_EQ(c.allocs, 2);
 }
 
+TEST(BufferPool, WarmedBuffersServeTheFirstRequestsWithoutAllocating) {
+  Counting c;
+  BufferPool pool(10 << 20);
+  pool.set_allocator(c.make("counting"));
+  EXPECT_EQ(pool.warm(3 << 20, 5), 3u) << "as many as the idle limit allows";
+  EXPECT_EQ(c.allocs, 3);
+  EXPECT_EQ(pool.stats().idle_bytes, 9u << 20);
+  {
+    auto a = pool.get((3 << 20) - 7), b = pool.get(3 << 20), d = pool.get(3 << 20);
+    EXPECT_EQ(c.allocs, 3) << "the warmed buffers were used";
+    EXPECT_EQ(pool.stats().reuses, 3u);
+  }
+  EXPECT_EQ(pool.warm(1 << 20, 4), 1u) << "the limit counts what is idle";
+}
+
 TEST(BufferPool, IdleMemoryStaysWithinTheLimit) {
   Counting c;
   BufferPool pool(4 << 20);
