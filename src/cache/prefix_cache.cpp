@@ -31,7 +31,7 @@ PrefixCache::PrefixCache(const CacheConfig& cfg, const std::array<uint8_t, 16>& 
   remote_dir_ = std::make_unique<tiers::RemoteDirectory>(tiers_->remote(), cfg.chunk);
   worker_ = std::make_unique<tiers::TransferWorker>(
       cfg.store_queue, [this](const StoreObject& o) { return write_object(o); },
-      [this](const StoreObject& o, bool ok) { object_done(o, ok); }, cfg.async_stores ? 1 : 0);
+      [this](const StoreObject& o, bool ok) { object_done(o, ok); }, cfg.store_threads);
   if (auto* disk = tiers_->disk()) {
     const auto t0 = Clock::now();
     std::lock_guard lock(mu_);
@@ -520,8 +520,10 @@ PrefixCache::StoreResult PrefixCache::store(const StoreRequest& req) {
   // (never blocking the request); the only copy of a live state waits for room.
   const uint64_t estimate = chunk_bytes_.load() * fresh.size();
   const bool only_copy = req.reason == Reason::kEvict || req.reason == Reason::kShutdown;
+  const auto tw = Clock::now();
   if (only_copy) {
     worker_->reserve(estimate);
+    res.wait_ms = ms_since(tw);
   } else if (!worker_->try_reserve(estimate)) {
     res.dropped = true;
     std::lock_guard lock(mu_);
@@ -629,7 +631,9 @@ PrefixCache::StoreResult PrefixCache::store(const StoreRequest& req) {
   lock.unlock();
   log::info("kv cache stored tokens=" + std::to_string(n) + " reason=" + reason_name(req.reason) +
             " size=" + format_size(queued) + " new_chunks=" + std::to_string(objects - 1) +
-            " copy=" + fmt_ms(res.ms) + " ms" + (worker_->async() ? " (queued)" : ""));
+            " copy=" + fmt_ms(res.ms - res.wait_ms) + " ms" +
+            (res.wait_ms >= 1 ? " waited for the queue=" + fmt_ms(res.wait_ms) + " ms" : "") +
+            (worker_->async() ? " (queued)" : ""));
   return res;
 }
 

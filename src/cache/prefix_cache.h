@@ -61,9 +61,10 @@ struct CacheConfig {
   // Bytes of stores queued for the transfer worker (--cache-store-queue); checkpoint stores
   // beyond it are dropped, stores of a live state's only copy wait.
   uint64_t store_queue = 4ull << 30;
-  // false: stores are written on the caller's thread before store() returns (`kvstash replay`,
-  // whose virtual clock needs each store finished before the next request).
-  bool async_stores = true;
+  // Writer threads of the transfer worker (--cache-store-threads); 0: stores are written on the
+  // caller's thread before store() returns (`kvstash replay`, whose virtual clock needs each
+  // store finished before the next request).
+  int store_threads = 4;
   // Milliseconds since the epoch for creation and last-use times (null: the wall clock).
   // `kvstash replay` runs a virtual clock so that recency means what it would in the trace.
   std::function<int64_t()> clock;
@@ -149,7 +150,8 @@ class PrefixCache {
     bool dropped = false;                  // a checkpoint the full store queue had no room for
     uint64_t bytes = 0;
     uint32_t new_chunks = 0;
-    double ms = 0;        // the time the caller waited (copy out of the engine, queueing)
+    double ms = 0;       // the time the caller waited (copy out of the engine, queueing)
+    double wait_ms = 0;  // of which waiting for room in the full store queue (evict, shutdown)
     std::string skipped;  // why nothing was stored
   };
   StoreResult store(const StoreRequest& req);

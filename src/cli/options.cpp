@@ -48,6 +48,10 @@ void CacheFlags::add(CLI::App& app) {
                  "bytes of stores waiting to be written; checkpoints beyond it are dropped "
                  "(counted), a live state's only copy waits for room")
       ->capture_default_str();
+  app.add_option("--cache-store-threads", store_threads,
+                 "threads writing stores to disk (their fsyncs overlap)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
   app.add_option("--cache-plan", plan,
                  "auto: restore, keep the live prefix or recompute, whichever the measured rates "
                  "say is fastest; longest: always the longest prefix available")
@@ -92,6 +96,7 @@ cache::CacheConfig CacheFlags::config(uint32_t chunk, bool snapshot_only) const 
   c.remote.ttl_s = remote_ttl_s;
   c.remote.queue_bytes = parse_size(remote_queue);
   c.store_queue = parse_size(store_queue);
+  c.store_threads = store_threads;
   // Store buffers come back to the pool when written: kept for the next store, so that the
   // pinned memory of a GPU build is allocated once, not per store.
   c.pool = std::make_shared<BufferPool>(parse_size(staging) + c.store_queue);

@@ -31,6 +31,7 @@ struct CacheFlags {
   std::string remote_url, remote_queue = "256M";
   std::string staging = "256M";    // payload buffers kept for reuse (pinned on GPU builds)
   std::string store_queue = "4G";  // stores queued for the disk writer
+  int store_threads = 4;           // threads writing them
   std::string plan = "auto";       // auto: restore or recompute by measured rates; longest
   uint32_t remote_ttl_s = 7 * 24 * 3600;
   bool enabled = true;  // --cache-scope off turns it off

@@ -103,7 +103,7 @@ ReplayResult run_replay(const std::vector<TraceRecord>& trace, const ReplayConfi
   // The model-free engine prefills in no time, so measured rates would always say recompute:
   // replay measures reuse with the longest-prefix rule.
   cc.estimate = false;
-  cc.async_stores = false;  // the virtual clock needs each store finished before the next request
+  cc.store_threads = 0;      // the virtual clock needs each store finished before the next request
   cc.clock = [&clock] { return clock; };
   const auto fp = fingerprint_of(cfg.sim.describe());
 

@@ -6,7 +6,7 @@ namespace kvstash::tiers {
 
 TransferWorker::TransferWorker(uint64_t budget, Write write, Done done, int threads)
     : budget_(budget), write_(std::move(write)), done_(std::move(done)), inline_(threads <= 0) {
-  if (!inline_) thread_ = std::thread([this] { run(); });
+  for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { run(); });
 }
 
 TransferWorker::~TransferWorker() {
@@ -15,7 +15,8 @@ TransferWorker::~TransferWorker() {
     stop_ = true;
   }
   work_cv_.notify_all();
-  if (thread_.joinable()) thread_.join();
+  done_cv_.notify_all();
+  for (auto& t : threads_) t.join();
 }
 
 bool TransferWorker::try_reserve(uint64_t bytes) {
@@ -43,11 +44,11 @@ void TransferWorker::adjust(uint64_t reserved, uint64_t actual) {
 }
 
 void TransferWorker::submit(std::vector<StoreObject> job, uint64_t reserved) {
-  Job j{std::move(job), reserved};
   std::unique_lock lock(mu_);
-  for (const auto& o : j.objs) in_flight_[{o.meta.kind, o.meta.key}] = o.payload;
+  Job j{std::move(job), reserved, next_seq_++};
+  for (const auto& o : j.objs) in_flight_[{o.meta.kind, o.meta.key}] = {o.payload, j.seq};
   if (inline_) {
-    busy_ = true;
+    ++running_;
     lock.unlock();
     write_job(j);
     return;
@@ -61,21 +62,33 @@ void TransferWorker::submit(std::vector<StoreObject> job, uint64_t reserved) {
 void TransferWorker::write_job(Job& job) {
   bool ok = true;
   for (const auto& o : job.objs) {
+    if (ok && o.meta.depth > 0) {
+      // The parent chunk, if an earlier job is still writing it, goes first.
+      std::unique_lock lock(mu_);
+      done_cv_.wait(lock, [&] {
+        auto it = in_flight_.find({cache::ObjKind::kChunk, o.meta.parent});
+        return stop_ || it == in_flight_.end() || it->second.seq >= job.seq;
+      });
+      ok = !stop_;
+    }
     const bool wrote = ok && write_(o);
     done_(o, wrote);
-    std::lock_guard lock(mu_);
-    if (ok && wrote) ++st_.written;
-    if (ok && !wrote) ++st_.failed;
-    if (!ok) ++st_.skipped;
-    ok = ok && wrote;
-    // A later job of the same object (a store that raced this one) keeps its own entry.
-    auto it = in_flight_.find({o.meta.kind, o.meta.key});
-    if (it != in_flight_.end() && it->second == o.payload) in_flight_.erase(it);
+    {
+      std::lock_guard lock(mu_);
+      if (ok && wrote) ++st_.written;
+      if (ok && !wrote) ++st_.failed;
+      if (!ok) ++st_.skipped;
+      ok = ok && wrote;
+      // A later job of the same object (a store that raced this one) keeps its own entry.
+      auto it = in_flight_.find({o.meta.kind, o.meta.key});
+      if (it != in_flight_.end() && it->second.payload == o.payload) in_flight_.erase(it);
+    }
+    done_cv_.notify_all();
   }
   {
     std::lock_guard lock(mu_);
     st_.queued_bytes -= std::min(st_.queued_bytes, job.reserved);
-    busy_ = false;
+    --running_;
   }
   room_cv_.notify_all();
 }
@@ -90,7 +103,7 @@ void TransferWorker::run() {
       job = std::move(queue_.front());
       queue_.pop_front();
       --st_.queued_jobs;
-      busy_ = true;
+      ++running_;
     }
     write_job(job);
   }
@@ -99,12 +112,12 @@ void TransferWorker::run() {
 Payload TransferWorker::find(cache::ObjKind kind, const cache::Key& key) const {
   std::lock_guard lock(mu_);
   auto it = in_flight_.find({kind, key});
-  return it == in_flight_.end() ? nullptr : it->second;
+  return it == in_flight_.end() ? nullptr : it->second.payload;
 }
 
 bool TransferWorker::drain(int timeout_ms) {
   std::unique_lock lock(mu_);
-  auto idle = [&] { return queue_.empty() && !busy_; };
+  auto idle = [&] { return queue_.empty() && running_ == 0; };
   if (timeout_ms < 0) {
     room_cv_.wait(lock, idle);
     return true;

@@ -1,11 +1,11 @@
 // The transfer worker: stores leave the request here.
 //
 // A store copies the KV it needs out of the engine into pool buffers (the only part that must
-// happen before the engine moves on) and submits the objects as one job. A writer thread makes
-// them durable (checksum, write, fsync, rename: DiskTier::put) in submission order, which keeps
-// parents before children across jobs too: a chunk one store left to another store's job is
-// written before the entry that hangs under it. One thread, because the disk is the bottleneck
-// and a second writer would only reorder that guarantee away.
+// happen before the engine moves on) and submits the objects as one job. Writer threads make them
+// durable (checksum, write, fsync, rename: DiskTier::put). One job is written by one thread, in
+// order (parents first); jobs run in parallel, since one thread's fsyncs leave the disk idle
+// between them, but an object whose parent is still being written by an earlier job waits for
+// it: a reader (this or another process) never finds a child on disk before its parent.
 //
 // While a job waits, its payloads stay readable here (find()): a lookup of an object being
 // written is served from its buffer, so a request arriving right after a store hits at memory
@@ -82,6 +82,11 @@ class TransferWorker {
   struct Job {
     std::vector<StoreObject> objs;
     uint64_t reserved = 0;
+    uint64_t seq = 0;  // submission order
+  };
+  struct Held {
+    Payload payload;
+    uint64_t seq = 0;  // of the job writing it
   };
   void run();
   void write_job(Job& job);
@@ -91,12 +96,14 @@ class TransferWorker {
   Done done_;
   const bool inline_;
   mutable std::mutex mu_;
-  std::condition_variable work_cv_, room_cv_;
+  std::condition_variable work_cv_, room_cv_, done_cv_;
   std::deque<Job> queue_;
-  bool busy_ = false, stop_ = false;
-  std::map<std::pair<cache::ObjKind, cache::Key>, Payload> in_flight_;
+  int running_ = 0;  // jobs being written
+  bool stop_ = false;
+  uint64_t next_seq_ = 0;
+  std::map<std::pair<cache::ObjKind, cache::Key>, Held> in_flight_;
   Stats st_;
-  std::thread thread_;
+  std::vector<std::thread> threads_;
 };
 
 }  // namespace kvstash::tiers

@@ -414,7 +414,8 @@ TEST_F(Server, SigtermDuringALongPrefillStoresTheLiveStateAndDrainsTheQueue) {
   msgs.push_back({{"role", "user"}, {"content", big}});
   std::string log;
   {
-    fixtures::ServerProcess srv(base(), {{"KVSTASH_FAULT_WRITE_DELAY_MS", "100"}});
+    fixtures::ServerProcess srv(base({"--ctx-size", "40000", "--threads", "1"}),
+                                {{"KVSTASH_FAULT_WRITE_DELAY_MS", "100"}});
     std::promise<void> started;
     auto f = std::async(std::launch::async, [&] {
       httplib::Client c("127.0.0.1", srv.port());
@@ -445,11 +446,17 @@ TEST_F(Server, SigtermDuringALongPrefillStoresTheLiveStateAndDrainsTheQueue) {
   EXPECT_NE(log.find("cancelled during prefill"), std::string::npos) << log;
   EXPECT_NE(log.find("reason=shutdown"), std::string::npos) << log;
   EXPECT_EQ(log.find("abandoned"), std::string::npos) << log;
-  fixtures::ServerProcess srv(base());
+  fixtures::ServerProcess srv(base({"--ctx-size", "40000"}));
   const Reply r = post(srv.port(), "/v1/chat/completions", chat_body(msgs));
   ASSERT_EQ(r.status, 200) << r.raw;
-  EXPECT_GT(cached(r), 1024) << "the prefix prefilled before the signal was stored";
-  EXPECT_EQ(content(r), fresh_answer(msgs));
+  // What the shutdown store held: the prefix prefilled before the signal.
+  const size_t at = log.find("tokens=", log.find("reason=shutdown") - 40);
+  ASSERT_NE(at, std::string::npos) << log;
+  const int stored = std::stoi(log.substr(at + 7));
+  EXPECT_GE(stored, 256);
+  EXPECT_GE(cached(r), stored) << "the prefix prefilled before the signal was stored";
+  fixtures::ServerProcess ref({"-m", model, "--ctx-size", "40000", "--cache-scope", "off"});
+  EXPECT_EQ(content(r), content(post(ref.port(), "/v1/chat/completions", chat_body(msgs))));
 }
 
 }  // namespace

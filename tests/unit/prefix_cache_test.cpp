@@ -451,12 +451,23 @@ TEST(PrefixCacheConcurrency, LoadRacingEvictionNeverServesWrongBytes) {
   std::string error;
   std::thread reader([&] {
     while (!stop) {
-      std::string err;
-      hits += fixtures::check_restore(c, x, &err) > 0;
+      // As a request does: plan, pin, load. An object evicted before the pin makes the load
+      // fail (the request re-plans); what loads must be x's own bytes.
+      const auto plan = c.plan(x, {});
+      const auto pin = c.pin(plan);
+      const auto l = plan.resume_at ? c.load(plan) : std::nullopt;
       ++loads;
-      if (!err.empty() && error.empty()) error = err;
+      if (!l) continue;
+      ++hits;
+      for (size_t i = 0; i < l->chunks.size(); ++i) {
+        if (!std::ranges::equal(l->chunks[i]->span(), kv(x, i * C, (i + 1) * C)) &&
+            error.empty()) {
+          error = "chunk " + std::to_string(i) + " holds another prefix's bytes";
+        }
+      }
     }
   });
+  while (loads.load() == 0) std::this_thread::yield();
   for (int i = 2; i < 40; ++i) put(c, conv(1000, i));  // each store evicts something
   stop = true;
   reader.join();

@@ -128,3 +128,41 @@ TEST(TransferWorker, InlineWorkerWritesBeforeSubmitReturns) {
   EXPECT_EQ(written, 2);
   EXPECT_TRUE(w.drain(0));
 }
+
+// Jobs run on several threads, but a child waits for its parent's write in an earlier job, and an
+// unrelated job does not wait for either.
+TEST(TransferWorker, ParallelWritersKeepParentsBeforeChildren) {
+  Gate gate;
+  std::mutex mu;
+  std::vector<int> order;
+  TransferWorker w(
+      1 << 20,
+      [&](const StoreObject& o) {
+        if (o.meta.n_tokens == 1) gate.opened.wait();  // the parent's write is slow
+        std::lock_guard lock(mu);
+        order.push_back(o.meta.n_tokens);
+        return true;
+      },
+      [](const StoreObject&, bool) {}, 4);
+  StoreObject parent = obj(1), child = obj(2), other = obj(3);
+  child.meta.depth = 1;
+  child.meta.parent = parent.meta.key;
+  w.submit({parent}, 16);
+  w.submit({child}, 16);
+  w.submit({other}, 16);
+  for (int i = 0; i < 200; ++i) {
+    {
+      std::lock_guard lock(mu);
+      if (!order.empty()) break;
+    }
+    std::this_thread::sleep_for(5ms);
+  }
+  std::this_thread::sleep_for(50ms);  // time for the child to be written, were it not held
+  {
+    std::lock_guard lock(mu);
+    EXPECT_EQ(order, (std::vector<int>{3})) << "the unrelated job ran; the child waits";
+  }
+  gate.open.set_value();
+  ASSERT_TRUE(w.drain(10000));
+  EXPECT_EQ(order, (std::vector<int>{3, 1, 2}));
+}
