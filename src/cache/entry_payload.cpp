@@ -5,11 +5,10 @@
 namespace kvstash::cache {
 
 namespace {
-void put_block(std::vector<uint8_t>& out, const void* data, uint64_t n) {
-  const auto* p = reinterpret_cast<const uint8_t*>(&n);
-  out.insert(out.end(), p, p + sizeof(n));
-  const auto* d = static_cast<const uint8_t*>(data);
-  out.insert(out.end(), d, d + n);
+uint8_t* put_block(uint8_t* out, const void* data, uint64_t n) {
+  std::memcpy(out, &n, sizeof(n));
+  if (n) std::memcpy(out + sizeof(n), data, n);
+  return out + sizeof(n) + n;
 }
 
 bool get_block(std::span<const uint8_t>& in, std::span<const uint8_t>& block) {
@@ -24,12 +23,30 @@ bool get_block(std::span<const uint8_t>& in, std::span<const uint8_t>& block) {
 }
 }  // namespace
 
+namespace {
+// One encoder for both forms: `out` has room for encoded_size().
+size_t encoded_size(size_t tail, size_t partial, size_t logits) {
+  return 3 * sizeof(uint64_t) + tail + partial + logits * sizeof(float);
+}
+void encode_into(uint8_t* out, std::span<const uint8_t> tail, std::span<const uint8_t> partial,
+                 std::span<const float> logits) {
+  out = put_block(out, tail.data(), tail.size());
+  out = put_block(out, partial.data(), partial.size());
+  put_block(out, logits.data(), logits.size() * sizeof(float));
+}
+}  // namespace
+
 std::vector<uint8_t> encode_entry_payload(const EntryPayload& p) {
-  std::vector<uint8_t> out;
-  out.reserve(24 + p.tail_kv.size() + p.partial_state.size() + p.logits.size() * 4);
-  put_block(out, p.tail_kv.data(), p.tail_kv.size());
-  put_block(out, p.partial_state.data(), p.partial_state.size());
-  put_block(out, p.logits.data(), p.logits.size() * sizeof(float));
+  std::vector<uint8_t> out(encoded_size(p.tail_kv.size(), p.partial_state.size(), p.logits.size()));
+  encode_into(out.data(), p.tail_kv, p.partial_state, p.logits);
+  return out;
+}
+
+Payload encode_entry_payload(BufferPool& pool, std::span<const uint8_t> tail_kv,
+                             std::span<const uint8_t> partial_state,
+                             std::span<const float> logits) {
+  auto out = pool.get(encoded_size(tail_kv.size(), partial_state.size(), logits.size()));
+  encode_into(out->data(), tail_kv, partial_state, logits);
   return out;
 }
 

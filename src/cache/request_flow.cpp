@@ -177,17 +177,18 @@ bool RequestFlow::store_at(uint32_t n, Reason reason, std::span<const Token> pro
   BufferPool& pool = cache_->pool();
   req.chunk_payload = [&](uint32_t i) { return e_.extract_kv(i * C, (i + 1) * C, pool); };
   req.entry_payload = [&] {
-    EntryPayload p;
     const uint32_t start = n / C * C;
-    if (n > start) {
-      const Payload tail = e_.extract_kv(start, n, pool);
-      p.tail_kv.assign(tail->span().begin(), tail->span().end());
-    }
+    const Payload tail = n > start ? e_.extract_kv(start, n, pool) : nullptr;
+    std::vector<uint8_t> live_partial;
+    std::span<const uint8_t> partial;
+    std::span<const float> logits;
     if (snapshot_only) {
-      p.partial_state = at_live_end ? e_.partial_state() : checkpoint_.partial;
-      if (with_logits) p.logits = e_.logits();
+      if (at_live_end) live_partial = e_.partial_state();
+      partial = at_live_end ? std::span<const uint8_t>(live_partial) : checkpoint_.partial;
+      if (with_logits) logits = e_.logits();
     }
-    return Payload(pool.copy(encode_entry_payload(p)));
+    return encode_entry_payload(pool, tail ? tail->span() : std::span<const uint8_t>(), partial,
+                                logits);
   };
   const auto r = cache_->store(req);
   if (r.stored || r.existed) last_stored_ = n;

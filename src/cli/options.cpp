@@ -1,7 +1,6 @@
 #include "cli/options.h"
 
 #include <chrono>
-#include <thread>
 
 #include "engine/host_memory.h"
 #include "util/log.h"
@@ -107,34 +106,30 @@ cache::CacheConfig CacheFlags::config(uint32_t chunk, bool snapshot_only) const 
 namespace {
 
 // Pinned memory takes ~0.3 s per GiB to allocate, which the first stores would pay inside their
-// requests. So the store buffers are allocated at startup, on a thread of their own: as many as
-// the store queue holds, of one chunk's payload size, which a one-chunk prefill tells exactly.
-void warm_store_buffers(engine::Session& s, const std::shared_ptr<BufferPool>& pool,
-                        uint64_t bytes) {
+// requests. So the store buffers are allocated at startup: as many as the store queue holds, of
+// one chunk's payload size, which a one-chunk prefill tells exactly. (Not on a thread of its own
+// while requests run: pinning memory stalls the GPU's work meanwhile.)
+void warm_store_buffers(engine::Session& s, BufferPool& pool, uint64_t bytes) {
   const int C = s.options().chunk;
   std::vector<engine::Token> toks(static_cast<size_t>(C));
   for (int i = 0; i < C; ++i) toks[i] = 10 + i % 100;
   size_t size = 0;
   try {
     s.prefill(toks);
-    size = s.extract_kv(0, C, *pool)->size();
+    size = s.extract_kv(0, C, pool)->size();
   } catch (const std::exception& e) {
     log::warn(std::string("kv cache buffers: no warm-up (") + e.what() + ")");
   }
   s.clear();
   if (size == 0) return;
-  const size_t count = bytes / size;
-  log::info("kv cache buffers: pinning " + format_size(count * size) + " for stores (" +
-            std::to_string(count) + " x " + format_size(size) + ") in the background");
-  std::thread([pool, size, count] {
-    const auto t0 = std::chrono::steady_clock::now();
-    const size_t made = pool->warm(size, count);
-    log::info("kv cache buffers: pinned " + std::to_string(made) + " store buffers in " +
-              std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                 std::chrono::steady_clock::now() - t0)
-                                 .count()) +
-              " ms");
-  }).detach();
+  const auto t0 = std::chrono::steady_clock::now();
+  const size_t made = pool.warm(size, bytes / size);
+  log::info("kv cache buffers: pinned " + format_size(made * size) + " for stores (" +
+            std::to_string(made) + " x " + format_size(size) + ") in " +
+            std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::steady_clock::now() - t0)
+                               .count()) +
+            " ms");
 }
 
 }  // namespace
@@ -157,7 +152,7 @@ std::unique_ptr<cache::PrefixCache> CacheFlags::open(const engine::Model& model,
   log::info("kv cache buffers: " + cfg.pool->allocator_name() + ", staging " + staging +
             ", store queue " + store_queue);
   if (model.options().n_gpu_layers != 0 && cfg.pool->allocator_name() != "pageable") {
-    warm_store_buffers(session, cfg.pool, cfg.store_queue);
+    warm_store_buffers(session, *cfg.pool, cfg.store_queue);
   }
   if (cfg.dir.empty() && cfg.ram_budget == 0) {
     if (!cfg.remote.url.empty()) {
