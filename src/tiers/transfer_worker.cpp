@@ -1,5 +1,8 @@
 #include "tiers/transfer_worker.h"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <chrono>
 
 namespace kvstash::tiers {
@@ -94,6 +97,9 @@ void TransferWorker::write_job(Job& job) {
 }
 
 void TransferWorker::run() {
+  // Writers yield to the engine: on a machine with few cores their checksums and copies into the
+  // page cache would otherwise slow the decode of the request that just queued them.
+  ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 10);
   for (;;) {
     Job job;
     {
