@@ -117,11 +117,7 @@ void engine_restore(benchmark::State& state, bool cold) {
   using Clock = std::chrono::steady_clock;
   double t_load = 0, t_restore = 0;
   for (auto _ : state) {
-    if (cold) {
-      state.PauseTiming();
-      drop_pages(dir);
-      state.ResumeTiming();
-    }
+    if (cold) drop_pages_untimed(state, dir);
     const auto t0 = Clock::now();
     const auto plan = pc.plan(toks, {});
     auto loaded = pc.load(plan);

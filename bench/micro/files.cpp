@@ -93,6 +93,12 @@ void drop_pages(const std::string& dir) {
   }
 }
 
+void drop_pages_untimed(benchmark::State& state, const std::string& dir) {
+  state.PauseTiming();
+  drop_pages(dir);
+  state.ResumeTiming();
+}
+
 void check_cold(benchmark::State& state, const std::string& dir) {
   drop_pages(dir);
   const double r = resident_fraction(dir);
@@ -125,11 +131,7 @@ void time_raw_reads(benchmark::State& state, const std::string& name, size_t n,
   std::vector<uint8_t> buf(payload.size() + tiers::kHeaderSize);
   if (cold) check_cold(state, dir);
   for (auto _ : state) {
-    if (cold) {
-      state.PauseTiming();
-      drop_pages(dir);
-      state.ResumeTiming();
-    }
+    if (cold) drop_pages_untimed(state, dir);
     raw_read_files(dir, n, buf);
     benchmark::ClobberMemory();
   }

@@ -57,6 +57,8 @@ cache::CacheConfig cache_config(const std::string& dir);
 
 // Drops the clean page-cache pages of every file under `dir` (the files were fsynced).
 void drop_pages(const std::string& dir);
+// The same inside a timed loop, with the timer paused (a cold read's setup is not timed).
+void drop_pages_untimed(benchmark::State& state, const std::string& dir);
 // Checked once per cold benchmark: did POSIX_FADV_DONTNEED drop the pages?
 void check_cold(benchmark::State& state, const std::string& dir);
 // Raw files the size of a disk-tier file: header + payload.

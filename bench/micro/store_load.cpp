@@ -98,11 +98,7 @@ void tier_get(benchmark::State& state, bool cold) {
   }
   if (cold) check_cold(state, dir);
   for (auto _ : state) {
-    if (cold) {
-      state.PauseTiming();
-      drop_pages(dir);
-      state.ResumeTiming();
-    }
+    if (cold) drop_pages_untimed(state, dir);
     for (const auto& k : keys) {
       std::string why;
       auto p = tier.get(cache::ObjKind::kChunk, k, &why);
@@ -165,11 +161,7 @@ void cache_load(benchmark::State& state, bool cold) {
   toks.push_back(1);  // the request goes on past the stored prefix
   if (cold) check_cold(state, dir);
   for (auto _ : state) {
-    if (cold) {
-      state.PauseTiming();
-      drop_pages(dir);
-      state.ResumeTiming();
-    }
+    if (cold) drop_pages_untimed(state, dir);
     const auto plan = pc.plan(toks, {});
     if (plan.chunks.size() != n) {
       state.SkipWithError("the plan does not cover the prefix");

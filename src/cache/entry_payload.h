@@ -23,8 +23,7 @@ std::vector<uint8_t> encode_entry_payload(const EntryPayload& p);
 // The same encoding written once, straight into a buffer of `pool` (a store's entry: no
 // intermediate copies of a tail that may hold tens of MiB of KV).
 Payload encode_entry_payload(BufferPool& pool, std::span<const uint8_t> tail_kv,
-                             std::span<const uint8_t> partial_state,
-                             std::span<const float> logits);
+                             std::span<const uint8_t> partial_state, std::span<const float> logits);
 // nullopt when the bytes are not a well-formed payload.
 std::optional<EntryPayload> decode_entry_payload(std::span<const uint8_t> bytes);
 

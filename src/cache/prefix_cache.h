@@ -150,8 +150,8 @@ class PrefixCache {
     bool dropped = false;                  // a checkpoint the full store queue had no room for
     uint64_t bytes = 0;
     uint32_t new_chunks = 0;
-    double ms = 0;       // the time the caller waited (copy out of the engine, queueing)
-    double wait_ms = 0;  // of which waiting for room in the full store queue (evict, shutdown)
+    double ms = 0;        // the time the caller waited (copy out of the engine, queueing)
+    double wait_ms = 0;   // of which waiting for room in the full store queue (evict, shutdown)
     std::string skipped;  // why nothing was stored
   };
   StoreResult store(const StoreRequest& req);

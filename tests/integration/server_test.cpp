@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <future>
 #include <nlohmann/json.hpp>
 
@@ -55,6 +56,33 @@ size_t files_under(const std::string& dir) {
     n += it->is_regular_file();
   }
   return n;
+}
+
+// A long prompt (about 20k tokens): an agent's first turn and a 4000-line tool result.
+json long_prompt(int variant) {
+  json msgs = agent(variant, 1);
+  std::string big;
+  for (int i = 0; i < 4000; ++i) big += "row " + std::to_string(i) + " ok\n";
+  msgs.push_back({{"role", "assistant"}, {"content", "reading"}});
+  msgs.push_back({{"role", "user"}, {"content", big}});
+  return msgs;
+}
+
+// A streamed request reporting prefill progress; `on_data` sees all received so far and returns
+// false to hang up.
+httplib::Request progress_request(const json& msgs,
+                                  std::function<bool(const std::string&)> on_data) {
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/v1/chat/completions";
+  req.body = chat_body(msgs, 8, {{"stream", true}, {"return_progress", true}});
+  req.set_header("Content-Type", "application/json");
+  auto received = std::make_shared<std::string>();
+  req.content_receiver = [received, on_data](const char* data, size_t n, uint64_t, uint64_t) {
+    received->append(data, n);
+    return on_data(*received);
+  };
+  return req;
 }
 
 using Env = std::vector<std::pair<std::string, std::string>>;
@@ -367,29 +395,17 @@ TEST_F(Server, AutoScopeTurnsChangingTailsIntoDiskHits) {
 TEST_F(Server, ClientDisconnectCancelsThePrefillAndKeepsItsCheckpoint) {
   fixtures::ServerProcess srv(
       base({"--ctx-size", "40000", "--threads", "1", "--cache-continued-interval", "1024"}));
-  // A long prompt (about 20k tokens).
-  json msgs = agent(30, 1);
-  std::string big;
-  for (int i = 0; i < 4000; ++i) big += "row " + std::to_string(i) + " ok\n";
-  msgs.push_back({{"role", "assistant"}, {"content", "reading"}});
-  msgs.push_back({{"role", "user"}, {"content", big}});
+  const json msgs = long_prompt(30);
   httplib::Client c("127.0.0.1", srv.port());
   bool got_progress = false;
-  httplib::Request req;
-  req.method = "POST";
-  req.path = "/v1/chat/completions";
-  req.body = chat_body(msgs, 8, {{"stream", true}, {"return_progress", true}});
-  req.set_header("Content-Type", "application/json");
   // Hang up once a continued checkpoint (every 1024 tokens) must have been stored.
-  std::string received;
-  req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
-    received.append(data, n);
+  const httplib::Request req = progress_request(msgs, [&](const std::string& received) {
     for (size_t at = received.find("\"processed\":"); at != std::string::npos;
          at = received.find("\"processed\":", at + 1)) {
       if (std::stoi(received.substr(at + 12)) >= 2048) got_progress = true;
     }
     return !got_progress;  // returning false closes the connection
-  };
+  });
   c.send(req);
   EXPECT_TRUE(got_progress);
   std::string log;
@@ -407,11 +423,7 @@ TEST_F(Server, ClientDisconnectCancelsThePrefillAndKeepsItsCheckpoint) {
 // state (reason=shutdown), and the server exits only once the store queue is written, even on a
 // slow disk. The next server restores that prefix.
 TEST_F(Server, SigtermDuringALongPrefillStoresTheLiveStateAndDrainsTheQueue) {
-  json msgs = agent(31, 1);
-  std::string big;
-  for (int i = 0; i < 4000; ++i) big += "row " + std::to_string(i) + " ok\n";
-  msgs.push_back({{"role", "assistant"}, {"content", "reading"}});
-  msgs.push_back({{"role", "user"}, {"content", big}});
+  const json msgs = long_prompt(31);
   std::string log;
   {
     fixtures::ServerProcess srv(base({"--ctx-size", "40000", "--threads", "1"}),
@@ -420,21 +432,14 @@ TEST_F(Server, SigtermDuringALongPrefillStoresTheLiveStateAndDrainsTheQueue) {
     auto f = std::async(std::launch::async, [&] {
       httplib::Client c("127.0.0.1", srv.port());
       c.set_read_timeout(120);
-      httplib::Request req;
-      req.method = "POST";
-      req.path = "/v1/chat/completions";
-      req.body = chat_body(msgs, 8, {{"stream", true}, {"return_progress", true}});
-      req.set_header("Content-Type", "application/json");
-      std::string received;
       bool told = false;
-      req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
-        received.append(data, n);
+      const httplib::Request req = progress_request(msgs, [&](const std::string& received) {
         if (!told && received.find("\"processed\":") != std::string::npos) {
           told = true;
           started.set_value();
         }
         return true;
-      };
+      });
       c.send(req);
       if (!told) started.set_value();
     });
