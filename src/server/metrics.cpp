@@ -118,8 +118,10 @@ std::string prometheus_metrics(SlotPool& pool, cache::PrefixCache* cache, int n_
     metric(out, "kvstash_cache_remote_pending_bytes", "gauge", "Remote writes queued.",
            r.pending_bytes);
   }
-  out += cache->store_latency().prometheus("kvstash_cache_store_seconds",
-                                           "Time to store a prefix (extract and write).");
+  out += cache->store_latency().prometheus(
+      "kvstash_cache_store_seconds",
+      "Time a store held its request (copy out of the engine, queueing; "
+      "the write happens behind it).");
   out += cache->load_latency().prometheus("kvstash_cache_load_seconds",
                                           "Time to restore a prefix (read and load).");
   return out;
