@@ -114,6 +114,9 @@ void PrefixCache::sync(bool force) {
       });
   std::lock_guard lock(mu_);
   for (const auto& o : found) {
+    // A file this process is still writing is left to the write's completion: the object may
+    // have been evicted meanwhile, and re-indexing it here would bring it back without its parent.
+    if (worker_->find(o.meta.kind, o.meta.key)) continue;
     change_locked(index_.upsert(o.meta, o.stats), [](Node& n) { n.on_disk = true; });
   }
   for (const auto& [kind, key] : known) {
@@ -121,6 +124,11 @@ void PrefixCache::sync(bool force) {
     if (!n || !n->on_disk || seen.contains({kind, key})) continue;
     change_locked(*n, [](Node& x) { x.on_disk = false; });
     if (!local(n) && !n->on_remote) index_.erase(kind, key);
+  }
+  // Whatever the rescan brought in must hang under what the index holds (a file seen just before
+  // its write completed and its object was evicted, another process's eviction half seen).
+  for (const auto& [kind, key] : index_.unreachable()) {
+    if (Node* n = index_.find(kind, key); n && local(n)) remove_locked(*n, "orphan", false);
   }
 }
 
