@@ -425,7 +425,7 @@ bool PrefixCache::write_object(const StoreObject& o) {
     const uint64_t sum = tiers::payload_checksum(o.payload->span());  // once, on insert
     std::lock_guard lock(mu_);
     const Node* n = index_.find(o.meta.kind, o.meta.key);
-    if (n && n->in_ram) tiers_->ram()->put_checked(o.meta, o.payload, sum);
+    if (n && n->in_ram) tiers_->put_ram(o.meta, o.payload, sum);
   }
   if (disk) {
     if (const std::string err = tiers_->write_disk(o.meta, o.stats, o.payload); !err.empty()) {

@@ -61,8 +61,8 @@ std::string TierSet::write_disk(const cache::ObjectMeta& meta, const cache::Obje
   return disk_->put(meta, st, payload->span());
 }
 
-void TierSet::put_ram(const cache::ObjectMeta& meta, const Payload& payload) {
-  if (ram_) ram_->put_shared(meta, payload);
+void TierSet::put_ram(const cache::ObjectMeta& meta, const Payload& payload, uint64_t checksum) {
+  if (ram_) ram_->put_checked(meta, payload, checksum);
 }
 
 void TierSet::put_remote(const cache::ObjectMeta& meta, const cache::ObjectStats& st,

@@ -63,8 +63,8 @@ class TierSet {
   // Atomic, durable disk write (write, fsync, rename); an error message, empty on success.
   std::string write_disk(const cache::ObjectMeta& meta, const cache::ObjectStats& st,
                          const Payload& payload);
-  // Keeps the buffer in RAM as it is (no copy).
-  void put_ram(const cache::ObjectMeta& meta, const Payload& payload);
+  // Keeps the buffer in RAM as it is (no copy), with its checksum computed by the caller.
+  void put_ram(const cache::ObjectMeta& meta, const Payload& payload, uint64_t checksum);
   // Queues the object for the remote tier's writer.
   void put_remote(const cache::ObjectMeta& meta, const cache::ObjectStats& st,
                   const Payload& payload);
