@@ -215,11 +215,13 @@ TEST(RemoteTier, TwoServersShareAPrefixAndSurviveARedisOutage) {
   };
   const auto ra = ask(a.port(), msgs);
   ASSERT_TRUE(ra.contains("usage")) << ra.dump();
-  // Wait until A's writes reached Redis.
-  for (int i = 0; i < 100; ++i) {
+  // Wait until A's writes reached Redis: the disk writer hands each object to the Redis writer
+  // after its file lands, so both queues must be empty (one alone can be between two objects).
+  for (int i = 0; i < 200; ++i) {
     httplib::Client c("127.0.0.1", a.port());
     auto m = c.Get("/metrics");
-    if (m && m->body.find("kvstash_cache_remote_pending_bytes 0") != std::string::npos &&
+    if (m && m->body.find("kvstash_cache_store_queue_bytes 0") != std::string::npos &&
+        m->body.find("kvstash_cache_remote_pending_bytes 0") != std::string::npos &&
         m->body.find("kvstash_cache_remote_writes_total 0") == std::string::npos) {
       break;
     }
