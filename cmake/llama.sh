@@ -54,16 +54,31 @@ fi
 SRC=$(cd "$SRC" && pwd)
 COMMIT=$(git -C "$SRC" rev-parse --short=12 HEAD 2>/dev/null || echo nogit)
 # kvstash's patches (cmake/patches/*.patch, each documented in its header) add entry points the
-# public API lacks; they are applied to the source tree once (a re-run finds them applied) and
-# their hash names the install, so a changed patch builds anew.
+# public API lacks. They are applied as one series, in name order, and their hash names the
+# install, so a changed patch builds anew. A marker in the clone's .git records the series
+# applied: a re-run with the same series does nothing; on kvstash's own clone another series
+# (an older checkout of kvstash) is undone with `git checkout` first, since later patches may
+# touch the lines an earlier one did and cannot be checked one by one.
 PATCHES=$(cd "$(dirname "$0")/patches" && pwd)
 PATCH_ID=p$(cat "$PATCHES"/*.patch | sha256sum | cut -c1-8)
-for p in "$PATCHES"/*.patch; do
-  if git -C "$SRC" apply --check --reverse "$p" 2>/dev/null; then continue; fi
-  git -C "$SRC" apply "$p" ||
-    { echo "kvstash: cannot apply $(basename "$p") to $SRC (another llama.cpp version?)" >&2; exit 1; }
-  echo "kvstash: applied $(basename "$p") to $SRC" >&2
-done
+MARKER=$SRC/.git/kvstash-patches
+if [ "$(cat "$MARKER" 2>/dev/null)" != "$PATCH_ID" ]; then
+  if ! git -C "$SRC" diff --quiet; then
+    if [ "$SRC" = "$CACHE/llama.cpp" ]; then
+      echo "kvstash: undoing another patch series in $SRC" >&2
+      git -C "$SRC" checkout -q -- .
+    else
+      echo "kvstash: $SRC has local changes; apply cmake/patches/*.patch to a clean tree" >&2
+      exit 1
+    fi
+  fi
+  for p in "$PATCHES"/*.patch; do
+    git -C "$SRC" apply "$p" ||
+      { echo "kvstash: cannot apply $(basename "$p") to $SRC (another llama.cpp version?)" >&2; exit 1; }
+    echo "kvstash: applied $(basename "$p") to $SRC" >&2
+  done
+  echo "$PATCH_ID" >"$MARKER"
+fi
 BACKEND=cpu
 if [ "$CUDA" = 1 ]; then
   command -v nvcc >/dev/null || { echo "kvstash: --cuda asked for but nvcc is not on PATH" >&2; exit 1; }

@@ -3,11 +3,13 @@
 #include <llama.h>
 
 #include <algorithm>
+#include <cstring>
 #include <thread>
 #include <utility>
 
 #include "cache/batching.h"
 #include "engine/kv_blob.h"
+#include "engine/shared_context.h"
 
 #ifndef KVSTASH_LLAMA_COMMIT
 #define KVSTASH_LLAMA_COMMIT "unknown"
@@ -17,47 +19,21 @@ namespace kvstash::engine {
 
 namespace {
 
-constexpr llama_seq_id kLive = 0;
-constexpr llama_seq_id kScratch = 1;
-
-ggml_type parse_type(const std::string& s) {
-  static const std::pair<const char*, ggml_type> types[] = {
-      {"f32", GGML_TYPE_F32},   {"f16", GGML_TYPE_F16},   {"bf16", GGML_TYPE_BF16},
-      {"q8_0", GGML_TYPE_Q8_0}, {"q4_0", GGML_TYPE_Q4_0}, {"q4_1", GGML_TYPE_Q4_1},
-      {"q5_0", GGML_TYPE_Q5_0}, {"q5_1", GGML_TYPE_Q5_1}, {"iq4_nl", GGML_TYPE_IQ4_NL}};
-  for (const auto& [name, t] : types) {
-    if (s == name) return t;
-  }
-  throw std::invalid_argument("unknown KV cache type '" + s +
-                              "' (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl)");
-}
+// The sequence id written into every cell of a KV range copied out, whichever sequence it came
+// from, so the stored bytes do not depend on the slot (llama.cpp ignores it on restore).
+constexpr int32_t kStoredSeq = 0;
 
 }  // namespace
 
-Session::Session(Model& model, const SessionOptions& opt) : model_(model), opt_(opt) {
-  if (opt.chunk <= 0 || opt.n_ctx <= 0) throw std::invalid_argument("chunk and n_ctx must be > 0");
-  auto cp = llama_context_default_params();
-  cp.n_ctx = opt.n_ctx;
-  cp.n_batch = opt.chunk;
-  cp.n_ubatch = opt.chunk;
-  cp.n_seq_max = 2;
-  cp.kv_unified = true;
-  const int threads =
-      opt.n_threads > 0 ? opt.n_threads : static_cast<int>(std::thread::hardware_concurrency());
-  cp.n_threads = threads;
-  cp.n_threads_batch = threads;
-  cp.type_k = parse_type(opt.type_k);
-  cp.type_v = parse_type(opt.type_v);
-  cp.flash_attn_type =
-      opt.flash_attn ? LLAMA_FLASH_ATTN_TYPE_ENABLED : LLAMA_FLASH_ATTN_TYPE_DISABLED;
-  cp.no_perf = true;
-  ctx_ = llama_init_from_model(model.get(), cp);
-  if (!ctx_) {
-    throw std::runtime_error(
-        "cannot create a llama.cpp context (n_ctx=" + std::to_string(opt.n_ctx) +
-        ", type_k=" + opt.type_k + ", type_v=" + opt.type_v + ")");
-  }
-  // Everything that changes the bytes of a KV state or how they were computed.
+Session::Session(Model& model, const SessionOptions& opt)
+    : Session(model, opt, std::make_shared<SharedContext>(model, opt, 1), 0) {}
+
+Session::Session(Model& model, const SessionOptions& opt, std::shared_ptr<SharedContext> shared,
+                 int seq)
+    : model_(model), opt_(opt), shared_(std::move(shared)), seq_(seq) {
+  if (seq < 0 || seq >= shared_->n_seq()) throw std::out_of_range("no such sequence");
+  // Everything that changes the bytes of a KV state or how they were computed. (How many
+  // sequences share the context does not: each has its own KV stream.)
   fp_settings_ = "arch=" + model.arch() + ";type_k=" + opt.type_k + ";type_v=" + opt.type_v +
                  ";flash_attn=" + (opt.flash_attn ? "1" : "0") +
                  ";gpu_layers=" + std::to_string(model.options().n_gpu_layers) +
@@ -65,32 +41,48 @@ Session::Session(Model& model, const SessionOptions& opt) : model_(model), opt_(
   fp_ = combine(model.file_hash(), fp_settings_);
 }
 
-Session::~Session() { llama_free(ctx_); }
+Session::~Session() {
+  try {
+    remove_from(0);
+  } catch (...) {
+  }
+}
 
-void Session::decode(const std::vector<Token>& toks, size_t pos, bool want_logits) {
+void Session::on_context(const std::function<void(llama_context*)>& fn) const {
+  shared_->exclusive(fn);
+}
+
+void Session::remove_from(size_t n) {
+  bool ok = true;
+  on_context([&](llama_context* ctx) {
+    ok = llama_memory_seq_rm(llama_get_memory(ctx), seq_, static_cast<llama_pos>(n), -1);
+  });
+  if (!ok) throw std::runtime_error("llama.cpp refused to trim the KV cache");
+}
+
+void Session::decode(const std::vector<Token>& toks, size_t pos) {
+  // A prefill batch: the sequence's tokens alone (shared_context.h: what keeps it exact).
   const int n = static_cast<int>(toks.size());
-  llama_batch b = llama_batch_init(n, 0, 1);
-  for (int i = 0; i < n; ++i) {
-    b.token[i] = toks[i];
-    b.pos[i] = static_cast<llama_pos>(pos + i);
-    b.n_seq_id[i] = 1;
-    b.seq_id[i][0] = kLive;
-    b.logits[i] = want_logits && i == n - 1;
-  }
-  b.n_tokens = n;
-  const int rc = llama_decode(ctx_, b);
-  llama_batch_free(b);
-  if (rc != 0) {
-    throw std::runtime_error("llama_decode failed (rc=" + std::to_string(rc) + ") at position " +
-                             std::to_string(pos) + (rc == 1 ? ": the context is full" : ""));
-  }
-  tokens_.insert(tokens_.end(), toks.begin(), toks.end());
-  if (want_logits) {
-    const float* l = llama_get_logits_ith(ctx_, -1);
+  on_context([&](llama_context* ctx) {
+    llama_batch b = llama_batch_init(n, 0, 1);
+    for (int i = 0; i < n; ++i) {
+      b.token[i] = toks[i];
+      b.pos[i] = static_cast<llama_pos>(pos + i);
+      b.n_seq_id[i] = 1;
+      b.seq_id[i][0] = seq_;
+      b.logits[i] = i == n - 1;
+    }
+    b.n_tokens = n;
+    const int rc = llama_decode(ctx, b);
+    llama_batch_free(b);
+    if (rc != 0) {
+      throw std::runtime_error("llama_decode failed (rc=" + std::to_string(rc) + ") at position " +
+                               std::to_string(pos) + (rc == 1 ? ": the context is full" : ""));
+    }
+    const float* l = llama_get_logits_ith(ctx, -1);
     logits_.assign(l, l + model_.n_vocab());
-  } else {
-    logits_.clear();
-  }
+  });
+  tokens_.insert(tokens_.end(), toks.begin(), toks.end());
 }
 
 bool Session::prefill(const std::vector<Token>& prompt, const PrefillOptions& opt) {
@@ -114,7 +106,7 @@ bool Session::prefill(const std::vector<Token>& prompt, const PrefillOptions& op
   for (const cache::Batch& b :
        cache::prefill_batches(static_cast<uint32_t>(tokens_.size()), total,
                               static_cast<uint32_t>(opt_.chunk), boundaries, snaps)) {
-    decode(std::vector<Token>(prompt.begin() + b.begin, prompt.begin() + b.end), b.begin, true);
+    decode(std::vector<Token>(prompt.begin() + b.begin, prompt.begin() + b.end), b.begin);
     if (opt.on_snapshot && b.snapshot) opt.on_snapshot(static_cast<int>(b.end));
     if (opt.on_progress && !opt.on_progress(static_cast<int>(b.end), static_cast<int>(total))) {
       return false;
@@ -123,7 +115,10 @@ bool Session::prefill(const std::vector<Token>& prompt, const PrefillOptions& op
   return true;
 }
 
-void Session::decode_one(Token t) { decode({t}, tokens_.size(), true); }
+void Session::decode_one(Token t) {
+  shared_->decode(seq_, t, static_cast<int>(tokens_.size()), &logits_);
+  tokens_.push_back(t);
+}
 
 Token Session::greedy() const {
   if (logits_.empty()) throw std::logic_error("no logits to sample from");
@@ -131,7 +126,7 @@ Token Session::greedy() const {
 }
 
 void Session::clear() {
-  llama_memory_seq_rm(llama_get_memory(ctx_), kLive, -1, -1);
+  remove_from(0);
   tokens_.clear();
   logits_.clear();
 }
@@ -141,9 +136,7 @@ void Session::trim(size_t n) {
   if (model_.resume_kind() != ResumeKind::kAnyBoundary) {
     throw std::logic_error("this model's state cannot be cut to a shorter prefix");
   }
-  if (!llama_memory_seq_rm(llama_get_memory(ctx_), kLive, static_cast<llama_pos>(n), -1)) {
-    throw std::runtime_error("llama.cpp refused to trim the KV cache");
-  }
+  remove_from(n);
   tokens_.resize(n);
   logits_.clear();
 }
@@ -153,8 +146,11 @@ Snapshot Session::snapshot() const {
   s.fingerprint = fp_;
   s.tokens = tokens_;
   s.logits = logits_;
-  s.state.resize(llama_state_seq_get_size(ctx_, kLive));
-  const size_t n = llama_state_seq_get_data(ctx_, s.state.data(), s.state.size(), kLive);
+  size_t n = 0;
+  on_context([&](llama_context* ctx) {
+    s.state.resize(llama_state_seq_get_size(ctx, seq_));
+    n = llama_state_seq_get_data(ctx, s.state.data(), s.state.size(), seq_);
+  });
   if (n == 0 || n > s.state.size()) throw std::runtime_error("llama.cpp could not save the state");
   s.state.resize(n);
   return s;
@@ -169,11 +165,15 @@ void Session::check(const Fingerprint& fp) const {
 }
 
 void Session::load_state(const std::vector<uint8_t>& state) {
-  llama_memory_seq_rm(llama_get_memory(ctx_), kLive, -1, -1);
+  remove_from(0);
   tokens_.clear();
   logits_.clear();
-  if (llama_state_seq_set_data(ctx_, state.data(), state.size(), kLive) == 0) {
-    llama_memory_seq_rm(llama_get_memory(ctx_), kLive, -1, -1);
+  size_t n = 0;
+  on_context([&](llama_context* ctx) {
+    n = llama_state_seq_set_data(ctx, state.data(), state.size(), seq_);
+    if (n == 0) llama_memory_seq_rm(llama_get_memory(ctx), seq_, -1, -1);
+  });
+  if (n == 0) {
     throw StateMismatch("llama.cpp rejected the saved state (layout does not match this context)");
   }
 }
@@ -184,7 +184,9 @@ void Session::restore(const Snapshot& s) {
     throw std::invalid_argument("saved state is longer than this context");
   }
   load_state(s.state);
-  const llama_pos last = llama_memory_seq_pos_max(llama_get_memory(ctx_), kLive);
+  llama_pos last = -1;
+  on_context(
+      [&](llama_context* ctx) { last = llama_memory_seq_pos_max(llama_get_memory(ctx), seq_); });
   if (last + 1 != static_cast<llama_pos>(s.tokens.size())) {
     clear();
     throw StateMismatch("saved state holds " + std::to_string(last + 1) + " positions, expected " +
@@ -198,13 +200,13 @@ Payload Session::extract_kv(int begin, int end, BufferPool& pool) {
   if (begin < 0 || end <= begin || static_cast<size_t>(end) > tokens_.size()) {
     throw std::out_of_range("extract_kv: range outside the live state");
   }
-  auto* mem = llama_get_memory(ctx_);
-  llama_memory_seq_rm(mem, kScratch, -1, -1);
-  llama_memory_seq_cp(mem, kLive, kScratch, begin, end);
-  const size_t size = llama_state_seq_get_size(ctx_, kScratch);
-  std::shared_ptr<Bytes> buf = pool.get(size);
-  const size_t n = llama_state_seq_get_data(ctx_, buf->data(), size, kScratch);
-  llama_memory_seq_rm(mem, kScratch, -1, -1);
+  std::shared_ptr<Bytes> buf;
+  size_t n = 0;
+  on_context([&](llama_context* ctx) {
+    const size_t size = llama_state_seq_get_size_range(ctx, seq_, begin, end, 0);
+    buf = pool.get(size);
+    n = llama_state_seq_get_data_range(ctx, buf->data(), size, seq_, begin, end, 0);
+  });
   if (n == 0) throw std::runtime_error("llama.cpp could not save the KV range");
   buf->shrink(n);
   const auto body = strip_seq_header(std::as_const(*buf).span());
@@ -212,6 +214,11 @@ Payload Session::extract_kv(int begin, int end, BufferPool& pool) {
   if (sec.cell_count != static_cast<uint32_t>(end - begin) || sec.first_pos(body) != begin) {
     throw std::runtime_error("KV range [" + std::to_string(begin) + "," + std::to_string(end) +
                              ") came out with " + std::to_string(sec.cell_count) + " cells");
+  }
+  for (uint32_t i = 0; i < sec.cell_count; ++i) {
+    const size_t at = static_cast<size_t>(body.data() - buf->data()) + sec.meta_offset +
+                      (i + 1) * sec.meta_cell_size - sizeof(kStoredSeq);
+    std::memcpy(buf->data() + at, &kStoredSeq, sizeof(kStoredSeq));
   }
   // Keep the section only: the header is llama.cpp's, and a hybrid model's recurrent part
   // belongs to snapshots.
@@ -228,10 +235,13 @@ std::vector<uint8_t> Session::extract_kv(int begin, int end) {
 
 std::vector<uint8_t> Session::partial_state() const {
   if (!model_.hybrid()) throw std::logic_error("partial_state: only hybrid models have one");
-  std::vector<uint8_t> out(
-      llama_state_seq_get_size_ext(ctx_, kLive, LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY));
-  const size_t n = llama_state_seq_get_data_ext(ctx_, out.data(), out.size(), kLive,
-                                                LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY);
+  std::vector<uint8_t> out;
+  size_t n = 0;
+  on_context([&](llama_context* ctx) {
+    out.resize(llama_state_seq_get_size_ext(ctx, seq_, LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY));
+    n = llama_state_seq_get_data_ext(ctx, out.data(), out.size(), seq_,
+                                     LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY);
+  });
   if (n == 0) throw std::runtime_error("llama.cpp could not save the recurrent state");
   const auto body = strip_seq_header({out.data(), n});
   return {body.begin(), body.end()};
@@ -265,8 +275,12 @@ void Session::restore_kv(std::span<const uint8_t> section) {
                         std::to_string(first) + " does not continue the state at " +
                         std::to_string(restore_next_));
   }
-  if (llama_state_seq_set_data_ext(ctx_, section.data(), section.size(), kLive,
-                                   LLAMA_STATE_SEQ_FLAGS_KV_APPEND) == 0) {
+  size_t n = 0;
+  on_context([&](llama_context* ctx) {
+    n = llama_state_seq_set_data_ext(ctx, section.data(), section.size(), seq_,
+                                     LLAMA_STATE_SEQ_FLAGS_KV_APPEND);
+  });
+  if (n == 0) {
     throw StateMismatch("llama.cpp rejected a KV section (layout does not match this context)");
   }
   restore_next_ = first + static_cast<int>(sec.cell_count);
@@ -291,13 +305,19 @@ void Session::restore_end(std::span<const uint8_t> partial, const std::vector<To
   }
   if (model_.hybrid()) {
     const auto st = with_seq_header(partial);
-    if (llama_state_seq_set_data_ext(ctx_, st.data(), st.size(), kLive,
-                                     LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY) == 0) {
+    size_t n = 0;
+    on_context([&](llama_context* ctx) {
+      n = llama_state_seq_set_data_ext(ctx, st.data(), st.size(), seq_,
+                                       LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY);
+    });
+    if (n == 0) {
       throw StateMismatch("llama.cpp rejected the recurrent state");
     }
   }
   // Every memory of the sequence (attention, recurrent) ends where the tokens do.
-  const llama_pos last = llama_memory_seq_pos_max(llama_get_memory(ctx_), kLive);
+  llama_pos last = -1;
+  on_context(
+      [&](llama_context* ctx) { last = llama_memory_seq_pos_max(llama_get_memory(ctx), seq_); });
   if (last + 1 != restore_next_) {
     throw StateMismatch("restored state ends at position " + std::to_string(last + 1) +
                         ", expected " + std::to_string(tokens.size()));

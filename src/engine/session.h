@@ -11,9 +11,10 @@
 // lucebox end-of-prefill case); those carry their logits and are exact for the same prompt.
 // Every batch requests the logits of its last token, so each snapshot carries them.
 //
-// The context holds two sequences: 0 is the live state, 1 is scratch space used to copy out the
-// KV cells of one token range (llama_memory_seq_cp shares cells in a unified cache, so only those
-// cells are serialised).
+// A session is one sequence of a llama.cpp context: a context of its own, or one shared with the
+// other slots of a server (shared_context.h: one KV stream per sequence keeps prefills exact, and
+// decode steps are batched across sequences). Token ranges are copied out of the live sequence
+// with kvstash's range-limited state functions (cmake/patches/kv-seq-streams.patch).
 //
 // Restores append stored KV sections to the live sequence with kvstash's llama.cpp patch
 // (LLAMA_STATE_SEQ_FLAGS_KV_APPEND, cmake/patches/kv-append.patch): llama.cpp places them with the
@@ -23,6 +24,7 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -35,6 +37,8 @@
 struct llama_context;
 
 namespace kvstash::engine {
+
+class SharedContext;
 
 struct SessionOptions {
   int n_ctx = 8192;
@@ -66,7 +70,10 @@ struct PrefillOptions {
 
 class Session {
  public:
+  // A session with a context of its own.
   Session(Model& model, const SessionOptions& opt = {});
+  // Sequence `seq` of a context shared with other sessions (created with the same options).
+  Session(Model& model, const SessionOptions& opt, std::shared_ptr<SharedContext> shared, int seq);
   ~Session();
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
@@ -108,13 +115,17 @@ class Session {
                    const std::vector<float>& logits);
 
  private:
-  void decode(const std::vector<Token>& toks, size_t pos, bool want_logits);
+  void decode(const std::vector<Token>& toks, size_t pos);
   void check(const Fingerprint& fp) const;
   void load_state(const std::vector<uint8_t>& state);
+  // Runs `fn` with the context to this session (SharedContext::exclusive).
+  void on_context(const std::function<void(llama_context*)>& fn) const;
+  void remove_from(size_t n);  // drops the sequence's cells from position n on
 
   Model& model_;
   SessionOptions opt_;
-  llama_context* ctx_ = nullptr;
+  std::shared_ptr<SharedContext> shared_;
+  int seq_ = 0;
   Fingerprint fp_;
   std::string fp_settings_;
   std::vector<Token> tokens_;

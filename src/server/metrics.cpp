@@ -40,6 +40,11 @@ std::string prometheus_metrics(SlotPool& pool, cache::PrefixCache* cache, int n_
   metric(out, "kvstash_slots", "gauge", "Slots.", static_cast<uint64_t>(n_slots));
   metric(out, "kvstash_slots_busy", "gauge", "Slots executing a request.",
          static_cast<uint64_t>(pool.busy()));
+  const auto d = pool.decode_stats();
+  metric(out, "kvstash_decode_steps_total", "counter",
+         "Decode steps (one llama_decode for the next token of every generating slot).", d.steps);
+  metric(out, "kvstash_decode_step_tokens_total", "counter",
+         "Tokens those steps decoded (divided by the steps: the mean batch).", d.tokens);
   if (!cache) return out;
   const auto s = cache->stats();
   metric(out, "kvstash_cache_hits_total", "counter", "Requests restored from the cache.", s.hits);

@@ -27,10 +27,11 @@ SlotPool::SlotPool(engine::Model& model, const engine::SessionOptions& session, 
                    cache::PrefixCache* cache, const cache::StoreConfig& store, cache::Scope scope)
     : model_(model), cache_(cache), store_(store), scope_(scope) {
   if (n_slots < 1) throw std::invalid_argument("--parallel must be at least 1");
+  context_ = std::make_shared<engine::SharedContext>(model, session, n_slots);
   for (int i = 0; i < n_slots; ++i) {
     auto s = std::make_unique<Slot>();
     s->id = i;
-    s->session = std::make_unique<engine::Session>(model, session);
+    s->session = std::make_unique<engine::Session>(model, session, context_, i);
     s->cached = std::make_unique<engine::CachedSession>(*s->session, cache, store);
     slots_.push_back(std::move(s));
   }
@@ -163,6 +164,7 @@ void SlotPool::execute(Slot& s, Job& job) {
     std::string text;
     size_t emitted = 0;
     r.finish_reason = "length";
+    const engine::SharedContext::Decoding decoding(*context_);  // batched with the other slots
     for (int i = 0; i < limit; ++i) {
       if (job.cancelled.load()) {
         r.finish_reason = "cancelled";

@@ -1,15 +1,13 @@
 // Slots: the server's concurrent request executors, sharing one prefix cache.
 //
-// Each slot owns an engine session (its own llama.cpp context over the shared model) and its live
-// state. A request goes to the idle slot whose live state shares the longest prefix with it (else
+// Each slot owns an engine session and its live state. The sessions are sequences of one llama.cpp
+// context (engine/shared_context.h), so the decode steps of all generating slots run as one batch
+// while each prefill batch is computed alone, exactly as a lone prefill (that is what keeps
+// restores bit-exact); a long prefill is interleaved with the others' decode steps batch by
+// batch. A request goes to the idle slot whose live state shares the longest prefix with it (else
 // the least recently used one: cache::choose_slot, cache/slot_choice.h, the rule replay shares)
-// and waits when all are busy. Slots run in their own threads, so N
-// requests decode concurrently.
-//
-// Why one context per slot rather than one batch across slots: llama.cpp's kernels are not batch-
-// or layout-invariant, so a prefill computed beside another slot's tokens (in one batch, or with
-// its cells interleaved in a shared KV buffer) differs in its last bits from the same prefill
-// alone. The cache promises bit-exact restores, so each slot computes alone.
+// and waits when all are busy. Each slot runs its request in a thread of its own: restores,
+// stores and evictions of one slot go on while the others decode.
 #pragma once
 
 #include <atomic>
@@ -26,6 +24,7 @@
 #include "cache/scope_policy.h"
 #include "engine/cached_session.h"
 #include "engine/sampler.h"
+#include "engine/shared_context.h"
 
 namespace kvstash::server {
 
@@ -83,6 +82,7 @@ class SlotPool {
   std::vector<SlotInfo> slots();
   const cache::Scope& default_scope() const { return scope_; }
   PoolCounters& counters() { return counters_; }
+  engine::SharedContext::Stats decode_stats() { return context_->stats(); }
   int busy() const { return busy_.load(); }
   // Cancels running work, stores every live state (reason=shutdown), joins the threads.
   void shutdown();
@@ -94,6 +94,7 @@ class SlotPool {
   engine::RequestPolicy policy_for(Job& job);
 
   engine::Model& model_;
+  std::shared_ptr<engine::SharedContext> context_;  // every slot's sequence
   cache::PrefixCache* cache_;
   cache::StoreConfig store_;
   cache::Scope scope_;

@@ -1,0 +1,170 @@
+#include "engine/shared_context.h"
+
+#include <llama.h>
+
+#include <chrono>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+#include "engine/session.h"
+
+namespace kvstash::engine {
+
+namespace {
+
+// How long the slot leading a decode step waits for the tokens of the other decoding slots. They
+// normally arrive within microseconds of the previous step (sampling, streaming a piece); the
+// bound only limits what one slow slot costs the others.
+constexpr auto kGatherWindow = std::chrono::milliseconds(10);
+
+ggml_type parse_type(const std::string& s) {
+  static const std::pair<const char*, ggml_type> types[] = {
+      {"f32", GGML_TYPE_F32},   {"f16", GGML_TYPE_F16},   {"bf16", GGML_TYPE_BF16},
+      {"q8_0", GGML_TYPE_Q8_0}, {"q4_0", GGML_TYPE_Q4_0}, {"q4_1", GGML_TYPE_Q4_1},
+      {"q5_0", GGML_TYPE_Q5_0}, {"q5_1", GGML_TYPE_Q5_1}, {"iq4_nl", GGML_TYPE_IQ4_NL}};
+  for (const auto& [name, t] : types) {
+    if (s == name) return t;
+  }
+  throw std::invalid_argument("unknown KV cache type '" + s +
+                              "' (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl)");
+}
+
+}  // namespace
+
+SharedContext::SharedContext(Model& model, const SessionOptions& opt, int n_seq)
+    : model_(model), n_seq_(n_seq) {
+  if (opt.chunk <= 0 || opt.n_ctx <= 0) throw std::invalid_argument("chunk and n_ctx must be > 0");
+  if (n_seq < 1) throw std::invalid_argument("a context needs at least one sequence");
+  auto cp = llama_context_default_params();
+  // One KV stream per sequence, each of n_ctx cells (llama.cpp divides n_ctx among the streams).
+  cp.n_ctx = static_cast<uint32_t>(opt.n_ctx) * static_cast<uint32_t>(n_seq);
+  cp.n_batch = std::max(opt.chunk, n_seq);
+  cp.n_ubatch = cp.n_batch;
+  cp.n_seq_max = static_cast<uint32_t>(n_seq);
+  cp.kv_unified = false;
+  const int threads =
+      opt.n_threads > 0 ? opt.n_threads : static_cast<int>(std::thread::hardware_concurrency());
+  cp.n_threads = threads;
+  cp.n_threads_batch = threads;
+  cp.type_k = parse_type(opt.type_k);
+  cp.type_v = parse_type(opt.type_v);
+  cp.flash_attn_type =
+      opt.flash_attn ? LLAMA_FLASH_ATTN_TYPE_ENABLED : LLAMA_FLASH_ATTN_TYPE_DISABLED;
+  cp.no_perf = true;
+  ctx_ = llama_init_from_model(model.get(), cp);
+  if (!ctx_) {
+    throw std::runtime_error("cannot create a llama.cpp context (n_ctx=" +
+                             std::to_string(opt.n_ctx) + " x " + std::to_string(n_seq) +
+                             " sequences, type_k=" + opt.type_k + ", type_v=" + opt.type_v + ")");
+  }
+}
+
+SharedContext::~SharedContext() { llama_free(ctx_); }
+
+void SharedContext::exclusive(const std::function<void(llama_context*)>& fn) {
+  std::unique_lock lock(mu_);
+  // Between two pieces of exclusive work (prefill batches), a waiting decode step goes first.
+  ++exclusive_waiting_;
+  cv_.wait(lock, [&] { return !busy_ && !(last_exclusive_ && !pending_.empty()); });
+  --exclusive_waiting_;
+  busy_ = true;
+  lock.unlock();
+  std::exception_ptr error;
+  try {
+    fn(ctx_);
+  } catch (...) {
+    error = std::current_exception();
+  }
+  lock.lock();
+  busy_ = false;
+  last_exclusive_ = true;
+  ++stats_.exclusive;
+  cv_.notify_all();
+  lock.unlock();
+  if (error) std::rethrow_exception(error);
+}
+
+void SharedContext::decode(int seq, Token t, int pos, std::vector<float>* logits) {
+  Step me{seq, t, pos, logits, false, nullptr};
+  std::unique_lock lock(mu_);
+  pending_.push_back(&me);
+  cv_.notify_all();
+  const auto deadline = std::chrono::steady_clock::now() + kGatherWindow;
+  for (;;) {
+    if (me.done) break;
+    // The first of the pending steps leads; it goes once every decoding slot is in (or the
+    // window is over) and nobody else is on the context.
+    const bool leader = !pending_.empty() && pending_.front() == &me;
+    const bool gathered = static_cast<int>(pending_.size()) >= decoding_ ||
+                          std::chrono::steady_clock::now() >= deadline;
+    // Between two decode steps, waiting exclusive work (the next prefill batch) goes first.
+    const bool turn = !busy_ && (last_exclusive_ || exclusive_waiting_ == 0);
+    if (leader && turn && gathered) {
+      std::vector<Step*> steps;
+      steps.swap(pending_);
+      busy_ = true;
+      lock.unlock();
+      run_step(steps);
+      lock.lock();
+      busy_ = false;
+      last_exclusive_ = false;
+      ++stats_.steps;
+      stats_.tokens += steps.size();
+      for (Step* s : steps) s->done = true;
+      cv_.notify_all();
+      break;
+    }
+    if (leader && turn) {
+      cv_.wait_until(lock, deadline);
+    } else {
+      cv_.wait(lock);
+    }
+  }
+  lock.unlock();
+  if (me.error) std::rethrow_exception(me.error);
+}
+
+SharedContext::Stats SharedContext::stats() {
+  std::lock_guard lock(mu_);
+  return stats_;
+}
+
+void SharedContext::run_step(std::vector<Step*>& steps) {
+  const int n = static_cast<int>(steps.size());
+  llama_batch b = llama_batch_init(n, 0, 1);
+  for (int i = 0; i < n; ++i) {
+    b.token[i] = steps[i]->token;
+    b.pos[i] = steps[i]->pos;
+    b.n_seq_id[i] = 1;
+    b.seq_id[i][0] = steps[i]->seq;
+    b.logits[i] = true;
+  }
+  b.n_tokens = n;
+  const int rc = llama_decode(ctx_, b);
+  llama_batch_free(b);
+  if (rc != 0) {
+    const auto error = std::make_exception_ptr(std::runtime_error(
+        "llama_decode failed (rc=" + std::to_string(rc) + ") in a decode step of " +
+        std::to_string(n) + " sequences" + (rc == 1 ? ": the context is full" : "")));
+    for (Step* s : steps) s->error = error;
+    return;
+  }
+  for (int i = 0; i < n; ++i) {
+    const float* l = llama_get_logits_ith(ctx_, i);
+    steps[i]->logits->assign(l, l + model_.n_vocab());
+  }
+}
+
+SharedContext::Decoding::Decoding(SharedContext& c) : c_(c) {
+  std::lock_guard lock(c_.mu_);
+  ++c_.decoding_;
+}
+
+SharedContext::Decoding::~Decoding() {
+  std::lock_guard lock(c_.mu_);
+  --c_.decoding_;
+  c_.cv_.notify_all();
+}
+
+}  // namespace kvstash::engine

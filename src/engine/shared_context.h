@@ -1,0 +1,96 @@
+// One llama.cpp context shared by the sessions of a server's slots, one sequence per slot, and the
+// scheduler of the work they put on it.
+//
+// Exactness: every sequence has its own KV stream (kv_unified = false), so a sequence's cells lie
+// at the same cells and in the same order as in a context of its own, and a prefill batch holds
+// one sequence's tokens only: it computes exactly what a lone prefill computes (the engine tests
+// compare both, bit for bit). A single stream shared by all slots would not do: another slot's
+// cells, interleaved with this one's, change the order in which attention sums, and so its last
+// bits. Decode steps are batched across sequences: decoded tokens are never stored (a prefill
+// computes them differently anyway), so batching them costs no exactness.
+//
+// Scheduling. llama.cpp contexts are not thread-safe; each slot thread runs its own request, and
+// every call on the context goes through this class:
+//  - decode(): a slot's next token joins the pending decode step. The first slot to arrive leads:
+//    it waits until every slot that is decoding (Decoding, below) has its token in, or a short
+//    window has passed, then runs one llama_decode for all of them and hands each its logits.
+//  - exclusive(): any other work (a prefill batch, a restore section, a KV copy out) runs alone.
+//    Decode steps and exclusive work alternate while both wait: a prefill is cut into batches by
+//    the session, so a long prefill holds the other streams up by one batch at a time, and
+//    decoding streams never starve a prefill (or a new stream's start) either.
+#pragma once
+
+#include <condition_variable>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <vector>
+
+#include "engine/model.h"
+
+struct llama_context;
+
+namespace kvstash::engine {
+
+struct SessionOptions;
+
+class SharedContext {
+ public:
+  // `n_seq` sequences (slots), each with room for opt.n_ctx tokens (n_seq 1: a lone session).
+  SharedContext(Model& model, const SessionOptions& opt, int n_seq);
+  ~SharedContext();
+  SharedContext(const SharedContext&) = delete;
+  SharedContext& operator=(const SharedContext&) = delete;
+
+  int n_seq() const { return n_seq_; }
+
+  struct Stats {
+    uint64_t steps = 0;      // decode steps run
+    uint64_t tokens = 0;     // tokens they decoded (tokens / steps: the mean batch)
+    uint64_t exclusive = 0;  // pieces of exclusive work (prefill batches, restores, copies)
+  };
+  Stats stats();
+
+  // Runs `fn` with the context to itself.
+  void exclusive(const std::function<void(llama_context*)>& fn);
+  // Decodes token `t` at `pos` of sequence `seq` (batched with the other decoding sequences) and
+  // stores the logits after it in *logits.
+  void decode(int seq, Token t, int pos, std::vector<float>* logits);
+
+  // Marks a slot as decoding while it lives: a decode step waits for the tokens of these slots.
+  class Decoding {
+   public:
+    explicit Decoding(SharedContext& c);
+    ~Decoding();
+    Decoding(const Decoding&) = delete;
+    Decoding& operator=(const Decoding&) = delete;
+
+   private:
+    SharedContext& c_;
+  };
+
+ private:
+  struct Step {
+    int seq;
+    Token token;
+    int pos;
+    std::vector<float>* logits;
+    bool done = false;
+    std::exception_ptr error;
+  };
+  void run_step(std::vector<Step*>& steps);
+
+  Model& model_;
+  llama_context* ctx_ = nullptr;
+  int n_seq_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool busy_ = false;            // someone runs on the context
+  bool last_exclusive_ = false;  // the last run was exclusive work: a decode step goes next
+  int decoding_ = 0;             // slots inside a Decoding scope
+  int exclusive_waiting_ = 0;    // callers of exclusive() waiting for their turn
+  std::vector<Step*> pending_;   // decode tokens waiting for the next step
+  Stats stats_;
+};
+
+}  // namespace kvstash::engine
