@@ -4,12 +4,15 @@
 // (Debian's `chromium`, installed by setup.sh) whose DOM must show the same numbers.
 #include <gtest/gtest.h>
 #include <httplib.h>
-#include <signal.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <thread>
 
