@@ -686,7 +686,12 @@ CacheStats PrefixCache::stats() {
     std::lock_guard lock(mu_);
     s = st_;
     s.chunks = s.entries = 0;
-    index_.for_each([&](Node& n) { (n.meta.kind == ObjKind::kChunk ? s.chunks : s.entries)++; });
+    index_.for_each([&](Node& n) {
+      (n.meta.kind == ObjKind::kChunk ? s.chunks : s.entries)++;
+      s.ram_objects += n.in_ram;
+      s.disk_objects += n.on_disk;
+      s.remote_objects += n.on_remote;
+    });
   }
   if (auto* disk = tiers_->disk()) {
     const auto io = disk->io_errors();

@@ -191,6 +191,13 @@ bool RequestFlow::store_at(uint32_t n, Reason reason, std::span<const Token> pro
                                 logits);
   };
   const auto r = cache_->store(req);
+  if (stores_out_) {
+    stores_out_->push_back({reason, n, r.bytes,
+                            r.stored    ? "stored"
+                            : r.existed ? "existed"
+                            : r.dropped ? "dropped"
+                                        : "skipped"});
+  }
   if (r.stored || r.existed) last_stored_ = n;
   return r.stored;
 }
@@ -255,6 +262,12 @@ PrefillReport RequestFlow::prefill(const std::vector<Token>& prompt, const Promp
   PrefillReport rep;
   rep.prompt_tokens = static_cast<uint32_t>(prompt.size());
   if (prompt.empty()) throw std::invalid_argument("empty prompt");
+  // Stores made while this prefill runs are reported with it (the pointer never outlives it).
+  stores_out_ = &rep.stores;
+  struct Unset {
+    std::vector<StoreOutcome>*& p;
+    ~Unset() { p = nullptr; }
+  } unset{stores_out_};
   const uint32_t C = e_.chunk();
   const Breaks breaks(C, info.boundaries);
   const bool snapshot_only = !e_.resumes_anywhere();

@@ -51,6 +51,15 @@ struct PromptInfo {
   std::string salt;  // cache_salt: the tenant's own key space
 };
 
+// A store a prefill attempted (evict, cold, continued, scope), for the request's report.
+struct StoreOutcome {
+  Reason reason = Reason::kCold;
+  uint32_t tokens = 0;
+  uint64_t bytes = 0;
+  // stored (queued), existed (already held), dropped (the store queue was full), skipped
+  const char* outcome = "skipped";
+};
+
 struct PrefillReport {
   uint32_t prompt_tokens = 0;
   uint32_t cached_tokens = 0;  // tokens not prefilled (restored or kept from the live state)
@@ -61,6 +70,7 @@ struct PrefillReport {
   uint32_t kept_tokens = 0;            // live tokens kept (a delta restore loads only past them)
   Source source = Source::kRecompute;  // what served cached_tokens (live, a tier) or recompute
   std::string plan_log;                // the restore-or-recompute decision, if one was made
+  std::vector<StoreOutcome> stores;    // the stores this prefill attempted, in order
 };
 
 // A plan's object could not be fetched (missing or damaged; the cache has forgotten it).
@@ -135,6 +145,7 @@ class RequestFlow {
     std::vector<uint8_t> partial;
   };
   Checkpoint checkpoint_;
+  std::vector<StoreOutcome>* stores_out_ = nullptr;  // the running prefill's report, if any
 };
 
 }  // namespace kvstash::cache

@@ -2,15 +2,20 @@
 
 #include <httplib.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <deque>
+#include <limits>
 #include <mutex>
 
 #include "server/api.h"
 #include "server/chat_prompt.h"
 #include "server/metrics.h"
+#include "server/status.h"
+#include "server/status_page_html.h"
 #include "util/log.h"
 
 namespace kvstash::server {
@@ -30,6 +35,43 @@ int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
+}
+
+int64_t unix_now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+const char* endpoint_name(Endpoint ep) {
+  switch (ep) {
+    case Endpoint::kChat:
+      return "chat";
+    case Endpoint::kCompletions:
+      return "completions";
+    case Endpoint::kLlamaCompletion:
+      return "completion";
+  }
+  return "";
+}
+
+// The prefill time the reused tokens would have cost, less the restore: by the cache's measured
+// prefill rates where it has them, else at this request's own prefill speed (0 when it
+// prefilled nothing to measure).
+double saved_ms(const Job::Result& r, cache::PrefixCache* cache) {
+  if (r.cached_tokens == 0) return 0;
+  double est = std::numeric_limits<double>::quiet_NaN();
+  if (cache) est = cache->rates().prefill_seconds(0, r.cached_tokens) * 1000.0;
+  const uint32_t prefilled = r.prompt_tokens - r.cached_tokens;
+  const double prefill_ms = r.prompt_ms - r.restore_ms;
+  if (std::isnan(est)) est = prefilled > 0 ? prefill_ms / prefilled * r.cached_tokens : 0;
+  return std::max(0.0, est - r.restore_ms);
+}
+
+// The page itself holds no data, so it loads without the API key (it then asks for it).
+bool is_status_page(const httplib::Request& req) {
+  return (req.method == "GET" || req.method == "HEAD") &&
+         (req.path == "/" || req.path == "/status");
 }
 
 // Events from a slot thread to the HTTP thread that answers the request.
@@ -264,7 +306,9 @@ HttpServer::HttpServer(engine::Model& model, const engine::ChatTemplates& templa
       cache_(cache),
       cfg_(std::move(cfg)),
       props_(std::move(props)),
-      http_(std::make_unique<httplib::Server>()) {
+      http_(std::make_unique<httplib::Server>()),
+      requests_(std::make_shared<RequestLog>()),
+      started_ms_(unix_now_ms()) {
   http_->set_payload_max_length(cfg_.max_body_bytes);
   routes();
 }
@@ -313,10 +357,11 @@ void HttpServer::routes() {
       send_error(res, {res.status, "request failed with HTTP " + std::to_string(res.status)});
   });
 
-  // Optional API key: "Authorization: Bearer KEY" (or "X-Api-Key: KEY") everywhere but /health.
+  // Optional API key: "Authorization: Bearer KEY" (or "X-Api-Key: KEY") everywhere but /health
+  // and the status page's HTML (its data, /status.json, is guarded like every other endpoint).
   s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     using H = httplib::Server::HandlerResponse;
-    if (cfg_.api_key.empty() || req.path == "/health") return H::Unhandled;
+    if (cfg_.api_key.empty() || req.path == "/health" || is_status_page(req)) return H::Unhandled;
     const bool ok = req.get_header_value("Authorization") == "Bearer " + cfg_.api_key ||
                     req.get_header_value("X-Api-Key") == cfg_.api_key;
     if (ok) return H::Unhandled;
@@ -356,6 +401,17 @@ void HttpServer::routes() {
     }
     res.set_content(dump(a), "application/json");
   });
+  auto page = [](const httplib::Request&, httplib::Response& res) {
+    res.set_header("Cache-Control", "no-cache");
+    res.set_content(kStatusPageHtml, "text/html; charset=utf-8");
+  };
+  s.Get("/", page);
+  s.Get("/status", page);
+  s.Get("/status.json", [this](const httplib::Request&, httplib::Response& res) {
+    const StatusInfo info{cfg_.model_id, cfg_.slot_ctx, started_ms_};
+    res.set_header("Cache-Control", "no-store");
+    res.set_content(dump(status_json(pool_, cache_, *requests_, info)), "application/json");
+  });
   s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(prometheus_metrics(pool_, cache_, static_cast<int>(pool_.slots().size())),
                     "text/plain; version=0.0.4");
@@ -388,6 +444,8 @@ void HttpServer::routes() {
 
   auto generate = [this](Endpoint ep) {
     return [this, ep](const httplib::Request& req, httplib::Response& res) {
+      const auto arrived = std::chrono::steady_clock::now();
+      const int64_t arrived_ms = unix_now_ms();
       auto parsed = parse_request(ep, req.body, model_.n_vocab());
       if (auto* e = std::get_if<ApiError>(&parsed)) return send_error(res, *e);
       ParsedRequest r = std::move(std::get<ParsedRequest>(parsed));
@@ -442,7 +500,19 @@ void HttpServer::routes() {
       const bool stream = r.gen.stream;
       const bool want_progress = r.gen.return_progress && stream;
       const auto t0 = std::chrono::steady_clock::now();
-      job->on_progress = [ch, want_progress, t0](int done, int total, int cached) {
+      // The status page's record of this request: its slot, progress, first token and outcome.
+      const auto log = requests_;
+      const uint64_t rid = log->begin(endpoint_name(ep), job->prompt.size(), arrived_ms);
+      // No lock: on_text, on_logprob and on_done of one job never run concurrently.
+      auto first_token = std::make_shared<std::optional<std::chrono::steady_clock::time_point>>();
+      auto saw_token = [log, rid, first_token] {
+        if (first_token->has_value()) return;
+        *first_token = std::chrono::steady_clock::now();
+        log->first_token(rid);
+      };
+      job->on_start = [log, rid](int slot) { log->started(rid, slot); };
+      job->on_progress = [ch, want_progress, t0, log, rid](int done, int total, int cached) {
+        log->progress(rid, done, cached);
         if (!want_progress) return;
         const double ms =
             std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
@@ -450,9 +520,13 @@ void HttpServer::routes() {
         ch->push({{"prompt_progress",
                    {{"total", total}, {"cache", cached}, {"processed", done}, {"time_ms", ms}}}});
       };
-      job->on_text = [ch](const std::string& piece) { ch->push({{"text", piece}}); };
-      job->on_logprob = [ch, this](engine::Token t, float lp,
-                                   const std::vector<engine::TokenProb>& top) {
+      job->on_text = [ch, saw_token](const std::string& piece) {
+        saw_token();
+        ch->push({{"text", piece}});
+      };
+      job->on_logprob = [ch, this, saw_token](engine::Token t, float lp,
+                                              const std::vector<engine::TokenProb>& top) {
+        saw_token();
         json tops = json::array();
         for (const auto& x : top) {
           tops.push_back(
@@ -461,7 +535,34 @@ void HttpServer::routes() {
         ch->push({{"logprob",
                    {{"id", t}, {"token", model_.token_text(t)}, {"logprob", lp}, {"top", tops}}}});
       };
-      job->on_done = [ch](const Job::Result& res) { ch->finish(res); };
+      job->on_done = [ch, log, rid, arrived, arrived_ms, first_token, ep, cache = cache_,
+                      n_prompt = static_cast<uint32_t>(job->prompt.size())](const Job::Result& d) {
+        const auto now = std::chrono::steady_clock::now();
+        auto since = [&](std::chrono::steady_clock::time_point t) {
+          return std::chrono::duration<double, std::milli>(t - arrived).count();
+        };
+        RequestRecord r;
+        r.id = rid;
+        r.endpoint = endpoint_name(ep);
+        r.started_ms = arrived_ms;
+        r.finished_ms = unix_now_ms();
+        r.slot = d.slot;
+        r.prompt_tokens = n_prompt;  // also for a job refused before a slot saw it
+        r.cached_tokens = d.cached_tokens;
+        r.completion_tokens = d.completion_tokens;
+        r.cache_source = d.cache_source;
+        r.restore_ms = d.restore_ms;
+        r.prefill_ms = std::max(0.0, d.prompt_ms - d.restore_ms);
+        r.total_ms = since(now);
+        r.ttft_ms = first_token->has_value() ? since(**first_token) : r.total_ms;
+        r.saved_ms = saved_ms(d, cache);
+        r.finish_reason = d.finish_reason;
+        for (const auto& st : d.stores) {
+          r.stores.push_back({cache::reason_name(st.reason), st.outcome, st.tokens, st.bytes});
+        }
+        log->finish(std::move(r));
+        ch->finish(d);
+      };
 
       ReplyShape shape{
           ep, (ep == Endpoint::kChat ? "chatcmpl-" : "cmpl-") + std::to_string(++g_request_id),

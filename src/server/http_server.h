@@ -8,6 +8,7 @@
 #include "cache/prefix_cache.h"
 #include "engine/chat.h"
 #include "engine/model.h"
+#include "server/request_log.h"
 #include "server/slot_pool.h"
 
 namespace httplib {
@@ -22,7 +23,9 @@ struct HttpConfig {
   std::string model_id;
   int slot_ctx = 0;                     // context per slot
   size_t max_body_bytes = 64ull << 20;  // request size limit
-  std::string api_key;                  // required on every endpoint but /health when set
+  // Required on every endpoint but /health and the status page's HTML (GET /, /status: it holds
+  // no data; its status.json needs the key) when set.
+  std::string api_key;
   int n_predict = -1;  // tokens generated when a request sets no max (-1: until EOS or context end)
 };
 
@@ -48,6 +51,10 @@ class HttpServer {
   nlohmann::json props_;
   std::unique_ptr<httplib::Server> http_;
   int port_ = 0;
+  // Shared with the jobs' callbacks, which may outlive this object (the pool's shutdown answers
+  // queued jobs after the server stopped).
+  std::shared_ptr<RequestLog> requests_;
+  int64_t started_ms_ = 0;
 };
 
 }  // namespace kvstash::server

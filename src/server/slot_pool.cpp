@@ -121,6 +121,7 @@ void SlotPool::execute(Slot& s, Job& job) {
   Job::Result r;
   r.slot = s.id;
   r.prompt_tokens = static_cast<uint32_t>(job.prompt.size());
+  if (job.on_start) job.on_start(s.id);
   ++counters_.requests;
   counters_.prompt_tokens += job.prompt.size();
   try {
@@ -140,6 +141,7 @@ void SlotPool::execute(Slot& s, Job& job) {
     r.cached_tokens = rep.cached_tokens;
     r.prompt_ms = ms_since(t0);
     r.restore_ms = rep.restore_ms;
+    r.stores = rep.stores;
     if (rep.cached_tokens > 0) r.cache_source = cache::source_name(rep.source);
     counters_.cached_tokens += rep.cached_tokens;
     counters_.prefilled_tokens += job.prompt.size() - rep.cached_tokens;

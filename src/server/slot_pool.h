@@ -56,8 +56,11 @@ struct Job {
     double restore_ms = 0;     // part of prompt_ms spent restoring from the cache
     std::string cache_source;  // what served cached_tokens: live, ram, disk, remote ("": none)
     int slot = -1;
+    std::vector<cache::StoreOutcome> stores;  // the stores its prefill attempted
   };
   std::function<void(const Result&)> on_done;
+  // Called from the slot thread when a slot takes the job (the status page's current request).
+  std::function<void(int slot)> on_start;
 };
 
 struct SlotInfo {

@@ -267,7 +267,7 @@ TEST_F(Server, ApiKeyIsRequiredEverywhereButHealth) {
   fixtures::ServerProcess srv(base({"--api-key", "s3cret"}));
   httplib::Client c("127.0.0.1", srv.port());
   EXPECT_EQ(c.Get("/health")->status, 200);
-  for (const char* path : {"/props", "/metrics", "/slots", "/v1/models"}) {
+  for (const char* path : {"/props", "/metrics", "/slots", "/v1/models", "/status.json"}) {
     auto r = c.Get(path);
     EXPECT_EQ(r->status, 401) << path;
     EXPECT_NE(r->body.find("API key"), std::string::npos);
