@@ -212,10 +212,10 @@ ConcurrencyRun run_concurrency(const std::string& name, const SpecForSlots& spec
       run.interference = scenario(n + 1, cfg.long_prompt, name + "-interference.log");
     }
   } catch (const std::exception& e) {
-    run.failed = true;
     run.error = e.what();
-    say(std::string("failed: ") + e.what());
   }
+  run.failed = !run.error.empty();
+  if (run.failed) say("failed: " + run.error);
   return run;
 }
 
