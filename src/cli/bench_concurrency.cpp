@@ -81,6 +81,7 @@ int bench_concurrency(const ConcurrencyOptions& o, const engine::Model& tok,
            : "") +
       " seed=" + std::to_string(o.seed);
   std::cout << "workload: " << info.workload << std::endl;
+  if (o.dry_run) return 0;
 
   std::vector<loadgen::ConcurrencyRun> runs;
   for (const auto& name : servers) {

@@ -20,7 +20,8 @@ struct ConcurrencyOptions {
   int max_tokens = 64;
   uint32_t interference_tokens = 0;  // 0: no interference scenario
   uint64_t seed = 1;
-  int ctx = 0;  // the servers' total context, split across their slots
+  int ctx = 0;           // the servers' total context, split across their slots
+  bool dry_run = false;  // build and check the requests only
 };
 
 // `spec_for(name, slots)` gives a server's command line; `info.workload` is filled in here.

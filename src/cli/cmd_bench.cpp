@@ -150,7 +150,8 @@ int run_concurrency(BenchOpts& o, bool max_tokens_given, const engine::Model& to
   o.conc.max_tokens = max_tokens_given ? o.agent.max_tokens : 64;
   o.conc.seed = o.agent.seed;
   o.conc.ctx = o.ctx;
-  const std::string out = out_dir(o);
+  o.conc.dry_run = o.dry_run;
+  const std::string out = o.dry_run ? "" : out_dir(o);  // a dry run writes nothing
   const auto spec = [&](const std::string& name, int slots) {
     auto s = server_spec(o, name, slots, out);
     announce(s);
