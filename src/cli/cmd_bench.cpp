@@ -12,6 +12,7 @@
 #include <sstream>
 #include <thread>
 
+#include "cli/bench_concurrency.h"
 #include "cli/commands.h"
 #include "engine/model.h"
 #include "loadgen/bench_run.h"
@@ -57,22 +58,113 @@ std::vector<std::string> split(const std::string& s, char sep) {
   return out;
 }
 
+struct BenchOpts {
+  std::string model, trace, out, llama_server = default_llama_server();
+  std::string servers = "kvstash,llama-server", workload = "agent";
+  std::string write_trace, write_token_trace;
+  loadgen::AgentConfig agent;
+  loadgen::ColdConfig cold;
+  int ctx = 32768, threads = static_cast<int>(std::thread::hardware_concurrency()), ngl = 0;
+  int cache_ram_mib = 8192;
+  bool dry_run = false, no_restart = false;
+  std::vector<std::string> kvstash_args, llama_args;
+  int request_timeout = 7200;
+  ConcurrencyOptions conc;
+};
+
+// A server's command line: the same model, context, threads, GPU layers and slots for all.
+loadgen::ServerSpec server_spec(const BenchOpts& o, const std::string& name, int slots,
+                                const std::string& out) {
+  const std::string T = std::to_string(o.threads), C = std::to_string(o.ctx),
+                    NGL = std::to_string(o.ngl), S = std::to_string(slots);
+  loadgen::ServerSpec spec{name, {}};
+  if (name == "kvstash" || name == "kvstash-nocache") {
+    spec.argv = {self_exe(), "serve", "-m", o.model, "--host", "127.0.0.1", "--port", "{port}",
+                 "-c",       C,       "-t", T,       "--np",   S,           "--ngl",  NGL};
+    if (name == "kvstash") {
+      std::filesystem::remove_all(out + "/cache");
+      spec.argv.insert(spec.argv.end(), {"--cache-dir", out + "/cache"});
+    } else {
+      spec.argv.insert(spec.argv.end(), {"--cache-scope", "off"});
+    }
+    spec.argv.insert(spec.argv.end(), o.kvstash_args.begin(), o.kvstash_args.end());
+  } else if (name == "llama-server") {
+    // Its prompt cache at its best exact settings: prompt caching on (default), the host-RAM
+    // prompt cache (--cache-ram) holding other conversations' states, as many slots as kvstash,
+    // flash attention like kvstash, and the model's Jinja template with the request's tools
+    // (--jinja), as kvstash renders it, so both see the same prompt tokens.
+    spec.argv = {o.llama_server,
+                 "-m",
+                 o.model,
+                 "--host",
+                 "127.0.0.1",
+                 "--port",
+                 "{port}",
+                 "-c",
+                 C,
+                 "-t",
+                 T,
+                 "-np",
+                 S,
+                 "-fa",
+                 "on",
+                 "-ngl",
+                 NGL,
+                 "--cache-ram",
+                 std::to_string(o.cache_ram_mib),
+                 "--jinja",
+                 "--no-webui"};
+    spec.argv.insert(spec.argv.end(), o.llama_args.begin(), o.llama_args.end());
+  } else {
+    throw std::runtime_error("unknown server \"" + name +
+                             "\" (kvstash, kvstash-nocache, llama-server)");
+  }
+  return spec;
+}
+
+// Says which server runs, with its whole command line (to rerun it by hand).
+void announce(const loadgen::ServerSpec& spec) {
+  std::cout << "running " << spec.name << ":";
+  for (const auto& a : spec.argv) std::cout << " " << a;
+  std::cout << std::endl;
+}
+
+loadgen::RunOptions run_options(const BenchOpts& o, const std::string& out) {
+  loadgen::RunOptions ro;
+  ro.out_dir = out;
+  ro.request_timeout_s = o.request_timeout;
+  ro.progress = [](const std::string& s) { std::cout << s << std::endl; };
+  return ro;
+}
+
+// The output directory, made and absolute (the servers run elsewhere).
+std::string out_dir(BenchOpts& o) {
+  if (o.out.empty()) o.out = "bench-results/" + now_stamp();
+  std::filesystem::create_directories(o.out);
+  return std::filesystem::absolute(o.out).string();
+}
+
+// --concurrency N: its own requests and report (cli/bench_concurrency.h).
+int run_concurrency(BenchOpts& o, bool max_tokens_given, const engine::Model& tok,
+                    const engine::ChatTemplates& templates) {
+  o.conc.max_tokens = max_tokens_given ? o.agent.max_tokens : 64;
+  o.conc.seed = o.agent.seed;
+  o.conc.ctx = o.ctx;
+  o.conc.dry_run = o.dry_run;
+  const std::string out = o.dry_run ? "" : out_dir(o);  // a dry run writes nothing
+  const auto spec = [&](const std::string& name, int slots) {
+    auto s = server_spec(o, name, slots, out);
+    announce(s);
+    return s;
+  };
+  return bench_concurrency(o.conc, tok, templates, split(o.servers, ','), spec, run_options(o, out),
+                           {command_line(), "", o.model});
+}
+
 }  // namespace
 
 Run add_bench(CLI::App& app) {
-  struct Opts {
-    std::string model, trace, out, llama_server = default_llama_server();
-    std::string servers = "kvstash,llama-server", workload = "agent";
-    std::string write_trace, write_token_trace;
-    loadgen::AgentConfig agent;
-    loadgen::ColdConfig cold;
-    int ctx = 32768, threads = static_cast<int>(std::thread::hardware_concurrency()), ngl = 0;
-    int cache_ram_mib = 8192;
-    bool dry_run = false, no_restart = false;
-    std::vector<std::string> kvstash_args, llama_args;
-    int request_timeout = 7200;
-  };
-  auto o = std::make_shared<Opts>();
+  auto o = std::make_shared<BenchOpts>();
   app.add_option("-m,--model", o->model, "GGUF model both servers load")
       ->required()
       ->check(CLI::ExistingFile);
@@ -101,7 +193,20 @@ Run add_bench(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--tool-result-tokens", o->agent.tool_result_tokens, "mean tool result (tokens)")
       ->capture_default_str();
-  app.add_option("--max-tokens", o->agent.max_tokens, "tokens generated per request")
+  auto* max_tokens =
+      app.add_option("--max-tokens", o->agent.max_tokens,
+                     "tokens generated per request (--concurrency: per stream, default 64)")
+          ->capture_default_str();
+  app.add_option("--concurrency", o->conc.streams,
+                 "N concurrent streams with distinct prompts instead of a workload: aggregate "
+                 "decode tok/s, inter-token latency, TTFT (servers get N slots)");
+  app.add_option("--concurrency-prompt-tokens", o->conc.prompt_tokens,
+                 "--concurrency: prompt tokens per stream")
+      ->capture_default_str();
+  app.add_option(
+         "--concurrency-interference", o->conc.interference_tokens,
+         "--concurrency: also send a prompt of this many tokens to slot N+1 while the "
+         "streams decode, and measure their inter-token latency during its prefill (0: off)")
       ->capture_default_str();
   app.add_flag("--no-restart", o->no_restart, "no server restart half-way");
   app.add_option("--servers", o->servers,
@@ -127,11 +232,12 @@ Run add_bench(CLI::App& app) {
                  "write the workload as a token trace for `kvstash replay`");
   app.add_flag("--dry-run", o->dry_run, "only build the workload (and write traces), no servers");
 
-  return [o] {
+  return [o, max_tokens] {
     o->agent.restart = !o->no_restart;
     loadgen::Workload w;
     engine::Model tok(o->model, {0, true});
     const engine::ChatTemplates templates(tok);
+    if (o->conc.streams > 0) return run_concurrency(*o, max_tokens->count() > 0, tok, templates);
     const auto count = [&](const std::string& s) { return tok.tokenize(s, false, false).size(); };
     std::string desc;
     if (!o->trace.empty()) {
@@ -206,62 +312,12 @@ Run add_bench(CLI::App& app) {
     }
     if (o->dry_run) return 0;
 
-    if (o->out.empty()) o->out = "bench-results/" + now_stamp();
-    std::filesystem::create_directories(o->out);
-    const std::string out = std::filesystem::absolute(o->out).string();
-    const std::string T = std::to_string(o->threads), C = std::to_string(o->ctx),
-                      NGL = std::to_string(o->ngl);
+    const std::string out = out_dir(*o);
     std::vector<loadgen::ServerRun> runs;
     for (const auto& name : split(o->servers, ',')) {
-      loadgen::ServerSpec spec{name, {}};
-      if (name == "kvstash" || name == "kvstash-nocache") {
-        spec.argv = {self_exe(), "serve", "-m", o->model, "--host", "127.0.0.1", "--port", "{port}",
-                     "-c",       C,       "-t", T,        "--np",   "1",         "--ngl",  NGL};
-        if (name == "kvstash") {
-          std::filesystem::remove_all(out + "/cache");
-          spec.argv.insert(spec.argv.end(), {"--cache-dir", out + "/cache"});
-        } else {
-          spec.argv.insert(spec.argv.end(), {"--cache-scope", "off"});
-        }
-        spec.argv.insert(spec.argv.end(), o->kvstash_args.begin(), o->kvstash_args.end());
-      } else if (name == "llama-server") {
-        // Its prompt cache at its best exact settings: prompt caching on (default), the host-RAM
-        // prompt cache (--cache-ram) holding other conversations' states, one slot like kvstash,
-        // flash attention like kvstash, and the model's Jinja template with the request's tools
-        // (--jinja), as kvstash renders it, so both see the same prompt tokens.
-        spec.argv = {o->llama_server,
-                     "-m",
-                     o->model,
-                     "--host",
-                     "127.0.0.1",
-                     "--port",
-                     "{port}",
-                     "-c",
-                     C,
-                     "-t",
-                     T,
-                     "-np",
-                     "1",
-                     "-fa",
-                     "on",
-                     "-ngl",
-                     NGL,
-                     "--cache-ram",
-                     std::to_string(o->cache_ram_mib),
-                     "--jinja",
-                     "--no-webui"};
-        spec.argv.insert(spec.argv.end(), o->llama_args.begin(), o->llama_args.end());
-      } else {
-        throw std::runtime_error("unknown server \"" + name +
-                                 "\" (kvstash, kvstash-nocache, llama-server)");
-      }
-      loadgen::RunOptions ro;
-      ro.out_dir = out;
-      ro.request_timeout_s = o->request_timeout;
-      ro.progress = [](const std::string& s) { std::cout << s << std::endl; };
-      std::cout << "running " << name << ":";
-      for (const auto& a : spec.argv) std::cout << " " << a;
-      std::cout << std::endl;
+      const loadgen::ServerSpec spec = server_spec(*o, name, 1, out);
+      const loadgen::RunOptions ro = run_options(*o, out);
+      announce(spec);
       runs.push_back(loadgen::run_server(spec, w, lens, oracle, ro));
     }
     const std::string md = loadgen::write_report(out, {command_line(), desc, o->model}, runs);

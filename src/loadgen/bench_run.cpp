@@ -32,17 +32,22 @@ std::string fmt(const char* f, double v) {
 }
 }  // namespace
 
+std::vector<std::string> substitute_port(std::vector<std::string> argv, int port) {
+  for (auto& a : argv) {
+    if (const auto p = a.find("{port}"); p != std::string::npos) {
+      a.replace(p, 6, std::to_string(port));
+    }
+  }
+  return argv;
+}
+
 ServerRun run_server(const ServerSpec& spec, const Workload& w,
                      const std::vector<uint32_t>& prompt_tokens,
                      const std::vector<uint32_t>& oracle_tokens, const RunOptions& opt) {
   ServerRun run;
   run.name = spec.name;
   const int port = free_port();
-  std::vector<std::string> argv = spec.argv;
-  for (auto& a : argv) {
-    if (const auto p = a.find("{port}"); p != std::string::npos)
-      a.replace(p, 6, std::to_string(port));
-  }
+  const std::vector<std::string> argv = substitute_port(spec.argv, port);
   const auto say = [&](const std::string& s) {
     if (opt.progress) opt.progress("[" + spec.name + "] " + s);
   };

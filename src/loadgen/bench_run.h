@@ -45,6 +45,9 @@ struct RunOptions {
   std::function<void(const std::string&)> progress;  // one line per event
 };
 
+// `argv` with "{port}" replaced by `port`.
+std::vector<std::string> substitute_port(std::vector<std::string> argv, int port);
+
 // `prompt_tokens` and `oracle_tokens` are indexed like the workload's requests.
 ServerRun run_server(const ServerSpec& spec, const Workload& w,
                      const std::vector<uint32_t>& prompt_tokens,

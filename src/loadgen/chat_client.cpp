@@ -18,6 +18,7 @@ void read_usage(const nlohmann::json& j, ChatResult& r) {
   if (j.contains("usage") && j["usage"].is_object()) {
     const auto& u = j["usage"];
     if (u.contains("prompt_tokens")) r.prompt_tokens = u["prompt_tokens"].get<int>();
+    if (u.contains("completion_tokens")) r.completion_tokens = u["completion_tokens"].get<int>();
     if (u.contains("prompt_tokens_details") && u["prompt_tokens_details"].is_object() &&
         u["prompt_tokens_details"].contains("cached_tokens")) {
       r.cached_tokens = u["prompt_tokens_details"]["cached_tokens"].get<int>();
@@ -29,6 +30,7 @@ void read_usage(const nlohmann::json& j, ChatResult& r) {
     if (t.contains("cache_source") && t["cache_source"].is_string()) {
       r.cache_source = t["cache_source"].get<std::string>();
     }
+    if (t.contains("predicted_n")) r.completion_tokens = t["predicted_n"].get<int>();
     if (t.contains("cache_n") && t.contains("prompt_n")) {
       r.prompt_tokens = t["cache_n"].get<int>() + t["prompt_n"].get<int>();
     }
@@ -36,13 +38,15 @@ void read_usage(const nlohmann::json& j, ChatResult& r) {
 }
 }  // namespace
 
-ChatResult stream_chat(const std::string& host, int port, const Step& request, int timeout_s) {
+ChatResult stream_chat(const std::string& host, int port, const Step& request, int timeout_s,
+                       const ChatExtras& extras) {
   nlohmann::json body = {{"stream", true},
                          {"max_tokens", request.max_tokens},
                          {"temperature", 0},
                          {"stream_options", {{"include_usage", true}}},
                          {"messages", messages_json(request.messages)}};
   if (!request.tools.empty()) body["tools"] = nlohmann::json::parse(request.tools);
+  body.update(extras.body);
 
   ChatResult r;
   httplib::Client c(host, port);
@@ -51,6 +55,7 @@ ChatResult stream_chat(const std::string& host, int port, const Step& request, i
   std::string buf;
   Clock::time_point first{}, last{};
   const auto t0 = Clock::now();
+  r.sent = t0;
   httplib::Request req;
   req.method = "POST";
   req.path = "/v1/chat/completions";
@@ -90,6 +95,8 @@ ChatResult stream_chat(const std::string& host, int port, const Step& request, i
       if (r.tokens == 0) first = now;
       last = now;
       ++r.tokens;
+      r.token_s.push_back(secs(t0, now));
+      if (extras.on_token) extras.on_token(r.tokens);
     }
     return true;
   };

@@ -5,6 +5,9 @@
 // `usage` and llama.cpp-style `timings`, which kvstash and llama-server both send.
 #pragma once
 
+#include <chrono>
+#include <functional>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -17,16 +20,28 @@ struct ChatResult {
   bool ok = false;
   std::string error;
   double ttft_s = 0, total_s = 0;
-  int tokens = 0;            // streamed content chunks (one per token on both servers)
-  double decode_tok_s = 0;   // (tokens - 1) / (time from first to last token)
-  int prompt_tokens = -1;    // as the server counted them (-1: not reported)
-  int cached_tokens = -1;    // prompt tokens the server did not prefill (-1: not reported)
-  std::string cache_source;  // kvstash: what served them (live, ram, disk, remote)
+  int tokens = 0;              // streamed content chunks (one per token on both servers)
+  double decode_tok_s = 0;     // (tokens - 1) / (time from first to last token)
+  int prompt_tokens = -1;      // as the server counted them (-1: not reported)
+  int cached_tokens = -1;      // prompt tokens the server did not prefill (-1: not reported)
+  std::string cache_source;    // kvstash: what served them (live, ram, disk, remote)
+  int completion_tokens = -1;  // generated tokens as the server counted them (-1: not reported)
+  // When the request was sent, and when each token chunk arrived (seconds after `sent`): the
+  // concurrency benchmark lines up several streams on one clock and takes inter-token intervals.
+  std::chrono::steady_clock::time_point sent{};
+  std::vector<double> token_s;
+};
+
+// What a caller adds to a request beyond its messages.
+struct ChatExtras {
+  nlohmann::json body = nlohmann::json::object();  // merged into the request body (e.g. logit_bias)
+  std::function<void(int tokens)> on_token;        // after each token chunk, with the count so far
 };
 
 // POSTs the request (messages and tools) to /v1/chat/completions with stream=true, greedy
 // sampling, its `max_tokens` tokens.
-ChatResult stream_chat(const std::string& host, int port, const Step& request, int timeout_s);
+ChatResult stream_chat(const std::string& host, int port, const Step& request, int timeout_s,
+                       const ChatExtras& extras = {});
 
 // GET path; nullopt when the server gives no 200 answer.
 std::optional<std::string> http_get(const std::string& host, int port, const std::string& path);
