@@ -16,6 +16,9 @@
 #   crossover the load-vs-recompute crossover, 8B and 0.6B
 #   agent8b   kvstash bench (kvstash vs llama-server), 8B shape
 #   agent06b  the same, 0.6B shape
+#   conc06b, conc8b  kvstash bench --concurrency 16 against llama-server -np 16 (0.6B, 8B)
+#   interf8b  a 20k-token prefill arriving while 4 streams of the 8B decode
+#   exact     a prefill beside decoding slots, restored by a fresh process, bit-exact (8B)
 #   all       all of the above in order
 # Builds persist only while the machine stays warm (a new machine starts bare).
 set -uo pipefail
@@ -110,6 +113,64 @@ step_cold8b() {
     --cold-requests 4 --cold-tokens 20000 --servers kvstash,kvstash-nocache,llama-server
 }
 step_agent06b() { agent agent-0.6b "$M06"; }
+# Batched decode: N concurrent streams against llama-server -np N (aggregate decode tok/s,
+# inter-token latency), and a 20k-token prefill arriving while 4 streams of the 8B decode.
+conc() {  # name model streams extra...
+  local out=$DEV/results/$1 m=$2 n=$3
+  shift 3
+  rm -rf "$out"
+  build-cuda/kvstash bench -m "$m" --ngl -1 --concurrency "$n" --concurrency-prompt-tokens 128 \
+    -o "$out" "$@"
+}
+step_conc06b() { conc conc-0.6b "$M06" 16 --max-tokens 128 -c 16384; }
+step_conc8b() { conc conc-8b "$M8" 16 --max-tokens 128 -c 16384; }
+step_interf8b() {
+  conc interf-8b "$M8" 4 --max-tokens 1024 -c 110000 --concurrency-interference 20000
+}
+# Exactness on the GPU: a 3k-token prompt prefilled by a 4-slot server while 3 other slots decode
+# is stored, then restored by a fresh `kvstash generate`; its logits hash and 32 greedy tokens
+# must equal those of a lone fresh prefill.
+step_exact() {
+  local d=$DEV/exact port=18777 i
+  rm -rf "$d" && mkdir -p "$d"
+  python3 - "$d/messages.json" <<'PY'
+import json, sys
+sys_prompt = "You are an agent. Tools:\n" + "".join(
+    '{"name":"tool_%d","description":"reads file %d and lists it"}\n' % (i, i * 7) for i in range(120))
+json.dump([{"role": "system", "content": sys_prompt}, {"role": "user", "content": "Fix the build."}],
+          open(sys.argv[1], "w"))
+PY
+  build-cuda/kvstash serve -m "$M8" --ngl -1 --ctx-size 32768 --parallel 4 --port $port \
+    --cache-dir "$d/cache" > "$d/serve.log" 2>&1 &
+  local srv=$!
+  for i in $(seq 120); do curl -sf localhost:$port/health >/dev/null && break; sleep 1; done
+  for i in 1 2 3; do
+    curl -sN localhost:$port/v1/chat/completions -H 'Content-Type: application/json' \
+      -d "{\"messages\":[{\"role\":\"user\",\"content\":\"count $i\"}],\"max_tokens\":6000,\"stream\":true}" \
+      > "$d/stream$i.txt" &
+  done
+  sleep 3
+  local before after
+  before=$(curl -s localhost:$port/metrics | awk '/^kvstash_decode_steps_total/{print $2}')
+  curl -s localhost:$port/v1/chat/completions -H 'Content-Type: application/json' \
+    -d "{\"messages\":$(cat "$d/messages.json"),\"max_tokens\":1}" > "$d/long.json"
+  after=$(curl -s localhost:$port/metrics | awk '/^kvstash_decode_steps_total/{print $2}')
+  echo "decode steps during the long prefill: $((after - before)); $(head -c 300 "$d/long.json")"
+  kill -TERM $srv; wait $srv
+  build-cuda/kvstash generate -m "$M8" --ngl -1 --ctx-size 8192 --messages "$d/messages.json" \
+    -n 32 --cache-dir "$d/cache" > "$d/restored.json" 2> "$d/restored.err"
+  build-cuda/kvstash generate -m "$M8" --ngl -1 --ctx-size 8192 --messages "$d/messages.json" \
+    -n 32 --no-cache > "$d/fresh.json" 2> "$d/fresh.err"
+  python3 - "$d/restored.json" "$d/fresh.json" <<'PY'
+import json, sys
+r, f = (json.load(open(p)) for p in sys.argv[1:3])
+same = r["logits_hash"] == f["logits_hash"] and r["tokens"] == f["tokens"]
+print("restored cached_tokens=%d of %d; logits %s; 32 greedy tokens %s" % (
+    r["cached_tokens"], r["prompt_tokens"], "same" if r["logits_hash"] == f["logits_hash"] else "DIFFER",
+    "same" if r["tokens"] == f["tokens"] else "DIFFER"))
+sys.exit(0 if same and r["cached_tokens"] > 0 else 1)
+PY
+}
 
 run_steps() {
   local s
@@ -131,10 +192,11 @@ collect() {  # copies what should come back into $OUT (at most 8 files, 2 folder
   [ -f "$DEV/results/tiers.md" ] && cp "$DEV/results/tiers.md" "$OUT/"
   [ -f "$DEV/log/tiers.err" ] && { echo "== tiers.err"; tail -c 20000 "$DEV/log/tiers.err"; } >> "$OUT/run.log"
   local a
-  for a in agent-8b agent-0.6b cold-8b; do
+  for a in agent-8b agent-0.6b cold-8b conc-0.6b conc-8b interf-8b; do
     [ -f "$DEV/results/$a/report.md" ] && cp "$DEV/results/$a/report.md" "$OUT/$a.md"
     [ -f "$DEV/results/$a/report.json" ] && cp "$DEV/results/$a/report.json" "$OUT/$a.json"
     # the cache's decisions and hits, request by request
+    case $a in conc* | interf*) continue ;; esac
     [ -f "$DEV/results/$a/kvstash.log" ] && grep -E "kv cache (plan|hit|live hit|stored)" \
       "$DEV/results/$a/kvstash.log" | tail -c 60000 > "$OUT/$a-cache.log"
   done
