@@ -54,24 +54,26 @@ Payload Lookup::fetch(ObjKind kind, const Key& key, Source* from) {
   const auto r = s_.tiers->read(kind, key, held);
   std::lock_guard lock(s_.mu);
   Node* n = s_.index.find(kind, key);
-  if (r.ram_bad) {
-    log::warn("kv cache RAM copy unusable (" + r.why + "), trying disk");
-    if (n) s_.change_locked(*n, [](Node& x) { x.in_ram = false; });
+  for (const auto& [where, err] : r.failed) {
+    if (where == Where::kRam) {
+      log::warn("kv cache RAM copy unusable (" + err.what + "), trying disk");
+      if (n) s_.change_locked(*n, [](Node& x) { x.in_ram = false; });
+    } else if (where == Where::kDisk) {
+      ++s_.st.damaged;
+      if (n) s_.change_locked(*n, [](Node& x) { x.on_disk = false; });
+    }
   }
-  if (r.disk_bad) {
-    ++s_.st.damaged;
-    if (n) s_.change_locked(*n, [](Node& x) { x.on_disk = false; });
-  }
-  if (!r.payload) {
-    log::warn("kv cache object " + key.hex() + " unusable: " + r.why);
+  if (!r.got) {
+    log::warn("kv cache object " + key.hex() + " unusable: " + r.got.error().what);
     s_.forget_locked(kind, key);
     return nullptr;
   }
-  if (r.from == Where::kRam) return served(Source::kRam, r.payload);
-  s_.st.bytes_read += r.payload->size();
+  const auto& [payload, where] = *r.got;
+  if (where == Where::kRam) return served(Source::kRam, payload);
+  s_.st.bytes_read += payload->size();
   // Promotion: the next request finds it in a faster tier (the buffer itself, not a copy).
-  if (n) mover_.promote_locked(*n, r.payload, r.from == Where::kRemote);
-  return served(r.from == Where::kDisk ? Source::kDisk : Source::kRemote, r.payload);
+  if (n) mover_.promote_locked(*n, payload, where == Where::kRemote);
+  return served(where == Where::kDisk ? Source::kDisk : Source::kRemote, payload);
 }
 
 std::optional<Loaded> Lookup::load(const RestorePlan& plan) {

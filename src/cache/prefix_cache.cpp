@@ -110,7 +110,9 @@ void PrefixCache::record_hit(const RestorePlan& plan, double load_seconds) {
     ++s_->st.hits;
     s_->st.tokens_reused += plan.resume_at;
   }
-  for (const auto& [kind, key, stats] : disk_stats) s_->tiers->update_disk_stats(kind, key, stats);
+  for (const auto& [kind, key, stats] : disk_stats) {
+    (void)s_->tiers->update_disk_stats(kind, key, stats);  // usage statistics only
+  }
 }
 
 void PrefixCache::reject(const RestorePlan& plan, const std::string& why) {
@@ -131,7 +133,8 @@ void PrefixCache::reject(const RestorePlan& plan, const std::string& why) {
     // this prefix look done ("existed") while its chunks are gone.
     s_->drop_unreachable_locked(true);
   }
-  for (const auto& [kind, key] : remote_copies) s_->tiers->remove(Where::kRemote, kind, key);
+  // A copy left behind by an outage is never taken again (the remote directory rejects it).
+  for (const auto& [kind, key] : remote_copies) (void)s_->tiers->remove(Where::kRemote, kind, key);
   log::warn("kv cache removed " + std::to_string(objs.size()) + " objects of a " +
             std::to_string(plan.restore_tokens) + "-token prefix the engine refused: " + why);
 }

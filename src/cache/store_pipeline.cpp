@@ -29,17 +29,19 @@ bool StorePipeline::write_object(const StoreObject& o) {
     const uint64_t sum = tiers::payload_checksum(o.payload->span());  // once, on insert
     std::lock_guard lock(s_.mu);
     const Node* n = s_.index.find(o.meta.kind, o.meta.key);
-    if (n && n->in_ram) s_.tiers->put_ram(o.meta, o.payload, sum);
+    if (n && n->in_ram) (void)s_.tiers->put_ram(o.meta, o.payload, sum);  // cannot fail
   }
   if (to.disk) {
-    if (const std::string err = s_.tiers->write_disk(o.meta, o.stats, o.payload); !err.empty()) {
-      log::error("kv cache store failed tokens=" + std::to_string(o.meta.n_tokens) + ": " + err);
+    if (const auto st = s_.tiers->write_disk(o.meta, o.stats, o.payload); !st) {
+      log::error("kv cache store failed tokens=" + std::to_string(o.meta.n_tokens) + ": " +
+                 st.error().what);
       std::lock_guard lock(s_.mu);
       ++s_.st.io_errors["write"];
       return false;
     }
   }
-  if (to.remote) s_.tiers->put_remote(o.meta, o.stats, o.payload);  // queued for the Redis writer
+  // Queued for the Redis writer; a drop is counted by the remote tier and costs nothing here.
+  if (to.remote) (void)s_.tiers->put_remote(o.meta, o.stats, o.payload);
   return true;
 }
 
@@ -48,7 +50,7 @@ void StorePipeline::object_done(const StoreObject& o, bool ok) {
   Node* n = s_.index.find(o.meta.kind, o.meta.key);
   if (!n) {
     // Removed while the write was queued (clear, reject): its file must not outlive it.
-    if (ok) s_.tiers->remove(Where::kDisk, o.meta.kind, o.meta.key);
+    if (ok) (void)s_.tiers->remove(Where::kDisk, o.meta.kind, o.meta.key);
     return;
   }
   if (ok && s_.tiers->remote()) n->on_remote = true;
@@ -126,7 +128,8 @@ StoreResult StorePipeline::store(const StoreRequest& req) {
       }
     }
   }
-  for (const auto& [kind, key, stats] : touched) tiers.update_disk_stats(kind, key, stats);
+  // Usage statistics only: an object evicted meanwhile has nothing to update.
+  for (const auto& [kind, key, stats] : touched) (void)tiers.update_disk_stats(kind, key, stats);
   if (res.existed) return res;
 
   // 2. Room in the store queue.

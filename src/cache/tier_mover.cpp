@@ -43,23 +43,23 @@ void TierMover::demote_or_drop_locked(Node& n) {
   const Key key = n.meta.key;
   const DiskRoom room{tiers.disk() != nullptr, tiers.used(Where::kDisk),
                       tiers.size_in(Where::kDisk, n.meta), s_.cfg.disk_budget};
-  uint64_t sum = 0;
-  const Payload p =
-      ram_exit(n, room) == RamExit::kDemote ? tiers.ram()->peek(kind, key, &sum) : nullptr;
+  tiers::RamTier::Held held;  // the buffer and its checksum, if it is to be demoted
+  if (ram_exit(n, room) == RamExit::kDemote) held = tiers.ram()->peek(kind, key).value_or({});
+  const Payload& p = held.payload;
   if (p && s_.worker->try_reserve(p->size())) {
-    tiers.remove(Where::kRam, kind, key);
+    (void)tiers.remove(Where::kRam, kind, key);
     s_.change_locked(n, [](Node& x) {
       x.in_ram = false;
       x.pending = true;
     });
     const uint32_t tokens = n.meta.n_tokens;  // an inline worker may drop the node
-    s_.submit_locked({{n.meta, n.stats, p, sum}}, p->size());
+    s_.submit_locked({{n.meta, n.stats, p, held.checksum}}, p->size());
     log::info("kv cache demoted tokens=" + std::to_string(tokens) +
               " size=" + format_size(p->size()) + " to disk");
     return;
   }
   if (p) ++s_.st.stores_dropped["demote-queue-full"];
-  tiers.remove(Where::kRam, kind, key);
+  (void)tiers.remove(Where::kRam, kind, key);
   s_.change_locked(n, [](Node& x) { x.in_ram = false; });
   if (!held_locally(&n)) s_.remove_locked(n, "ram-cache-full", true);
 }
