@@ -5,6 +5,7 @@
 // operation: the tier logs and counts them (DiskTier::io_errors()).
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <type_traits>
@@ -25,8 +26,6 @@ struct IoError {
   std::string what;  // one line, for logs
 };
 
-const char* io_error_name(IoError::Kind k);  // "missing", "damaged", ...
-
 // Success (the default), or an IoError.
 class Status {
  public:
@@ -45,11 +44,10 @@ template <class T>
 class [[nodiscard]] Result {
  public:
   // Implicit, like Status: `return payload;` and `return IoError{...};` both read.
-  template <class U = T>
-  requires std::is_convertible_v<U&&, T> &&
-      (!std::is_same_v<std::decay_t<U>, IoError>)Result(U&& value)
-      : v_(std::in_place_index<0>, std::forward<U>(value)) {}      // NOLINT
-  Result(IoError e) : v_(std::in_place_index<1>, std::move(e)) {}  // NOLINT
+  template <class U = T, class = std::enable_if_t<std::is_convertible_v<U&&, T> &&
+                                                  !std::is_same_v<std::decay_t<U>, IoError>>>
+  Result(U&& value) : v_(std::in_place_index<0>, std::forward<U>(value)) {}  // NOLINT
+  Result(IoError e) : v_(std::in_place_index<1>, std::move(e)) {}            // NOLINT
   bool ok() const { return v_.index() == 0; }
   explicit operator bool() const { return ok(); }
   T& value() { return std::get<0>(v_); }  // only if ok()
@@ -60,26 +58,9 @@ class [[nodiscard]] Result {
   const T* operator->() const { return &value(); }
   T value_or(T other) const { return ok() ? value() : std::move(other); }
   const IoError& error() const { return std::get<1>(v_); }  // only if !ok()
-  Status status() const { return ok() ? Status() : Status(error()); }
 
  private:
   std::variant<T, IoError> v_;
 };
-
-inline const char* io_error_name(IoError::Kind k) {
-  switch (k) {
-    case IoError::kMissing:
-      return "missing";
-    case IoError::kDamaged:
-      return "damaged";
-    case IoError::kUnavailable:
-      return "unavailable";
-    case IoError::kFull:
-      return "full";
-    case IoError::kIo:
-      return "io";
-  }
-  return "io";
-}
 
 }  // namespace kvstash::tiers

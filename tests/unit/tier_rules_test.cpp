@@ -7,12 +7,12 @@ using namespace kvstash::cache;
 
 namespace {
 Node node(bool disk, bool ram, bool pending, bool remote = false) {
-  Node n;
-  n.on_disk = disk;
-  n.in_ram = ram;
-  n.pending = pending;
-  n.on_remote = remote;
-  return n;
+  return {.meta = {},
+          .stats = {},
+          .on_disk = disk,
+          .in_ram = ram,
+          .on_remote = remote,
+          .pending = pending};
 }
 }  // namespace
 
