@@ -50,6 +50,7 @@ struct CacheConfig {
 struct CacheStats {
   uint64_t disk_bytes = 0, ram_bytes = 0;
   size_t chunks = 0, entries = 0;
+  size_t ram_objects = 0, disk_objects = 0, remote_objects = 0;  // objects each tier holds
   uint64_t bytes_written = 0, bytes_read = 0;
   uint64_t hits = 0, misses = 0, tokens_reused = 0;
   uint64_t evictions = 0, stores = 0, stores_skipped = 0, damaged = 0;

@@ -186,7 +186,12 @@ CacheStats PrefixCache::stats() {
     std::lock_guard lock(s_->mu);
     s = s_->st;
     s.chunks = s.entries = 0;
-    s_->index.for_each([&](Node& n) { (n.meta.kind == ObjKind::kChunk ? s.chunks : s.entries)++; });
+    s_->index.for_each([&](Node& n) {
+      (n.meta.kind == ObjKind::kChunk ? s.chunks : s.entries)++;
+      s.ram_objects += n.in_ram;
+      s.disk_objects += n.on_disk;
+      s.remote_objects += n.on_remote;
+    });
   }
   if (auto* disk = tiers.disk()) {
     const auto io = disk->io_errors();
