@@ -68,13 +68,13 @@ void BM_TierPut(benchmark::State& state) {
   // After SkipWithError a benchmark must leave its loop (PauseTiming would abort).
   for (auto _ : state) {
     keys.clear();
-    std::string err;
-    for (size_t i = 0; i < n && err.empty(); ++i) {
+    tiers::Status st;
+    for (size_t i = 0; i < n && st.ok(); ++i) {
       keys.push_back(random_key(rng));
-      err = tier.put(chunk_meta(keys.back(), bytes), {}, payload);
+      st = tier.put(chunk_meta(keys.back(), bytes), {}, payload);
     }
-    if (!err.empty()) {
-      state.SkipWithError(err.c_str());
+    if (!st) {
+      state.SkipWithError(st.error().what.c_str());
       break;
     }
     state.PauseTiming();
@@ -100,10 +100,9 @@ void tier_get(benchmark::State& state, bool cold) {
   for (auto _ : state) {
     if (cold) drop_pages_untimed(state, dir);
     for (const auto& k : keys) {
-      std::string why;
-      auto p = tier.get(cache::ObjKind::kChunk, k, &why);
+      auto p = tier.get(cache::ObjKind::kChunk, k);
       if (!p) {
-        state.SkipWithError(why.c_str());
+        state.SkipWithError(p.error().what.c_str());
         break;
       }
       benchmark::DoNotOptimize(p);

@@ -26,19 +26,21 @@ void put_key(uint8_t* p, const cache::Key& k) {
 cache::Key get_key(const uint8_t* p) { return {get<uint64_t>(p), get<uint64_t>(p + 8)}; }
 }  // namespace
 
-std::variant<FileHeader, std::string> check_object(std::span<const uint8_t> header_bytes,
-                                                   const Fingerprint16& expected,
-                                                   cache::ObjKind kind, const cache::Key& key,
-                                                   uint64_t total_size) {
+Result<FileHeader> check_object(std::span<const uint8_t> header_bytes,
+                                const Fingerprint16& expected, cache::ObjKind kind,
+                                const cache::Key& key, uint64_t total_size) {
   auto dec = decode_header(header_bytes, expected);
-  if (std::holds_alternative<std::string>(dec)) return dec;
+  if (auto* e = std::get_if<std::string>(&dec)) return IoError{IoError::kDamaged, *e};
   const FileHeader& h = std::get<FileHeader>(dec);
-  if (h.meta.kind != kind || h.meta.key != key) return std::string("header names another object");
-  if (total_size != kHeaderSize + h.meta.payload_bytes) {
-    return "size " + std::to_string(total_size) + " does not match the header's " +
-           std::to_string(kHeaderSize + h.meta.payload_bytes) + " (truncated?)";
+  if (h.meta.kind != kind || h.meta.key != key) {
+    return IoError{IoError::kDamaged, "header names another object"};
   }
-  return dec;
+  if (total_size != kHeaderSize + h.meta.payload_bytes) {
+    return IoError{IoError::kDamaged,
+                   "size " + std::to_string(total_size) + " does not match the header's " +
+                       std::to_string(kHeaderSize + h.meta.payload_bytes) + " (truncated?)"};
+  }
+  return h;
 }
 
 uint64_t payload_checksum(std::span<const uint8_t> payload) {

@@ -24,6 +24,7 @@
 #include <variant>
 
 #include "core/types.h"
+#include "tiers/result.h"
 
 namespace kvstash::tiers {
 
@@ -48,16 +49,16 @@ std::array<uint8_t, kHeaderSize> make_header(const cache::ObjectMeta& meta,
                                              std::span<const uint8_t> payload);
 std::array<uint8_t, 16> encode_stats(const cache::ObjectStats& s);
 // Returns the header, or a one-line reason why these bytes are not a valid header for `expected`.
+// (The format's parser, fuzzed as such; the tiers check objects with check_object below.)
 std::variant<FileHeader, std::string> decode_header(std::span<const uint8_t> bytes,
                                                     const Fingerprint16& expected);
 uint64_t payload_checksum(std::span<const uint8_t> payload);
 
 // Decodes the header of a stored object (header + payload, `total_size` bytes in all) and checks
-// that it is the object asked for. Returns the header or why the object must not be served. The
-// payload checksum is checked by the caller once the payload is read.
-std::variant<FileHeader, std::string> check_object(std::span<const uint8_t> header_bytes,
-                                                   const Fingerprint16& expected,
-                                                   cache::ObjKind kind, const cache::Key& key,
-                                                   uint64_t total_size);
+// that it is the object asked for. Returns the header, or kDamaged with why the object must not be
+// served. The payload checksum is checked by the caller once the payload is read.
+Result<FileHeader> check_object(std::span<const uint8_t> header_bytes,
+                                const Fingerprint16& expected, cache::ObjKind kind,
+                                const cache::Key& key, uint64_t total_size);
 
 }  // namespace kvstash::tiers

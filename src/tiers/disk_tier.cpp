@@ -26,6 +26,12 @@ const char* subdir(cache::ObjKind k) { return k == cache::ObjKind::kChunk ? "chu
 
 std::string errno_text() { return std::strerror(errno); }
 
+// A failed system call as an IoError (errno still set): kFull for a full disk.
+IoError errno_error(const std::string& what) {
+  const bool full = errno == ENOSPC || errno == EDQUOT;
+  return {full ? IoError::kFull : IoError::kIo, what + ": " + errno_text()};
+}
+
 // RAII file descriptor.
 struct Fd {
   int fd = -1;
@@ -100,33 +106,33 @@ std::string DiskTier::path(cache::ObjKind kind, const cache::Key& key) const {
   return dir_ + "/" + subdir(kind) + "/" + key.hex() + ".kv";
 }
 
-std::string DiskTier::put(const cache::ObjectMeta& meta, const cache::ObjectStats& stats,
-                          std::span<const uint8_t> payload) {
+Status DiskTier::put(const cache::ObjectMeta& meta, const cache::ObjectStats& stats,
+                     std::span<const uint8_t> payload) {
   static std::atomic<uint64_t> seq{0};
   const std::string final_path = path(meta.kind, meta.key);
   const std::string tmp = dir_ + "/tmp/" + meta.key.hex() + "." + std::to_string(::getpid()) + "." +
                           std::to_string(seq++) + ".tmp";
   const auto header = make_header(meta, stats, fp_, payload);
-  std::string err;
+  std::optional<IoError> err;
   {
     Fd f(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
-    if (f.fd < 0) return "cannot create " + tmp + ": " + errno_text();
+    if (f.fd < 0) return errno_error("cannot create " + tmp);
     const bool fault = written_ + header.size() + payload.size() > fault_after_;
     if (fault || !write_all(f.fd, header.data(), header.size()) ||
         !write_all(f.fd, payload.data(), payload.size())) {
       if (fault) errno = ENOSPC;
-      err = "write to " + tmp + " failed: " + errno_text();
+      err = errno_error("write to " + tmp + " failed");
     } else if (::fsync(f.fd) != 0) {
-      err = "fsync of " + tmp + " failed: " + errno_text();
+      err = errno_error("fsync of " + tmp + " failed");
     }
   }
   if (fault_delay_ms_ > 0) std::this_thread::sleep_for(std::chrono::milliseconds(fault_delay_ms_));
-  if (err.empty() && ::rename(tmp.c_str(), final_path.c_str()) != 0) {
-    err = "rename to " + final_path + " failed: " + errno_text();
+  if (!err && ::rename(tmp.c_str(), final_path.c_str()) != 0) {
+    err = errno_error("rename to " + final_path + " failed");
   }
-  if (!err.empty()) {
+  if (err) {
     ::unlink(tmp.c_str());
-    return err;
+    return *err;
   }
   written_ += header.size() + payload.size();
   // The file is complete under its name either way; without this fsync a power loss may only
@@ -139,18 +145,17 @@ std::string DiskTier::put(const cache::ObjectMeta& meta, const cache::ObjectStat
   return {};
 }
 
-Payload DiskTier::get(cache::ObjKind kind, const cache::Key& key, std::string* why) {
+Result<Payload> DiskTier::get(cache::ObjKind kind, const cache::Key& key) {
   const std::string p = path(kind, key);
   Fd f(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
   if (f.fd < 0) {
-    if (why) *why = "missing: " + p;
-    return nullptr;
+    if (errno != ENOENT) return errno_error("cannot open " + p);
+    return IoError{IoError::kMissing, "missing: " + p};
   }
-  auto fail = [&](const std::string& reason) -> Payload {
+  auto fail = [&](const std::string& reason) -> IoError {
     log::warn("kv cache removing damaged file " + p + ": " + reason);
     ::unlink(p.c_str());
-    if (why) *why = reason;
-    return nullptr;
+    return {IoError::kDamaged, reason};
   };
   struct stat st;
   if (::fstat(f.fd, &st) != 0 || !S_ISREG(st.st_mode)) return fail("not a regular file");
@@ -158,26 +163,27 @@ Payload DiskTier::get(cache::ObjKind kind, const cache::Key& key, std::string* w
   if (static_cast<size_t>(st.st_size) < kHeaderSize || !read_all(f.fd, hb.data(), kHeaderSize, 0)) {
     return fail("shorter than a header (torn write?)");
   }
-  auto dec = check_object(hb, fp_, kind, key, static_cast<uint64_t>(st.st_size));
-  if (auto* e = std::get_if<std::string>(&dec)) return fail(*e);
-  const FileHeader& h = std::get<FileHeader>(dec);
+  const auto h = check_object(hb, fp_, kind, key, static_cast<uint64_t>(st.st_size));
+  if (!h) return fail(h.error().what);
   // Straight into a reusable (pinned, on GPU builds) buffer: the engine uploads from it.
-  auto payload = pool_->get(h.meta.payload_bytes);
+  auto payload = pool_->get(h->meta.payload_bytes);
   if (!read_all(f.fd, payload->data(), payload->size(), kHeaderSize)) return fail("read failed");
-  if (payload_checksum(payload->span()) != h.payload_checksum) {
+  if (payload_checksum(payload->span()) != h->payload_checksum) {
     return fail("payload checksum mismatch");
   }
   return payload;
 }
 
-void DiskTier::remove(cache::ObjKind kind, const cache::Key& key) {
-  ::unlink(path(kind, key).c_str());
+Status DiskTier::remove(cache::ObjKind kind, const cache::Key& key) {
+  const std::string p = path(kind, key);
+  if (::unlink(p.c_str()) != 0 && errno != ENOENT) return errno_error("cannot remove " + p);
+  return {};
 }
 
-void DiskTier::update_stats(cache::ObjKind kind, const cache::Key& key,
-                            const cache::ObjectStats& stats) {
+Status DiskTier::update_stats(cache::ObjKind kind, const cache::Key& key,
+                              const cache::ObjectStats& stats) {
   Fd f(::open(path(kind, key).c_str(), O_WRONLY | O_CLOEXEC));
-  if (f.fd < 0) return;  // evicted meanwhile: nothing to update
+  if (f.fd < 0) return IoError{IoError::kMissing, "missing: " + path(kind, key)};  // evicted
   const auto b = encode_stats(stats);
   // The statistics lie outside the checksums: a failed write costs eviction accuracy only.
   const bool fault = written_ + b.size() > fault_after_;
@@ -186,18 +192,22 @@ void DiskTier::update_stats(cache::ObjKind kind, const cache::Key& key,
     ++stats_write_errors_;
     log::warn("kv cache usage statistics write to " + path(kind, key) + " failed: " + errno_text());
   }
+  return {};  // the object is usable either way (counted in io_errors())
 }
 
-std::optional<StoredObject> DiskTier::probe(cache::ObjKind kind, const cache::Key& key) {
+Result<StoredObject> DiskTier::probe(cache::ObjKind kind, const cache::Key& key) {
   const std::string p = path(kind, key);
   Fd f(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
-  if (f.fd < 0) return std::nullopt;
+  if (f.fd < 0) return IoError{IoError::kMissing, "missing: " + p};
   std::array<uint8_t, kHeaderSize> hb{};
   struct stat st;
-  if (::fstat(f.fd, &st) != 0 || !read_all(f.fd, hb.data(), kHeaderSize, 0)) return std::nullopt;
-  auto dec = check_object(hb, fp_, kind, key, static_cast<uint64_t>(st.st_size));
-  if (auto* h = std::get_if<FileHeader>(&dec)) return StoredObject{h->meta, h->stats};
-  return std::nullopt;  // damaged: get() removes it when someone tries to use it
+  if (::fstat(f.fd, &st) != 0 || !read_all(f.fd, hb.data(), kHeaderSize, 0)) {
+    return IoError{IoError::kDamaged, "shorter than a header (torn write?)"};
+  }
+  // Damaged: reported, not removed here; get() removes it when someone tries to use it.
+  const auto h = check_object(hb, fp_, kind, key, static_cast<uint64_t>(st.st_size));
+  if (!h) return h.error();
+  return StoredObject{h->meta, h->stats};
 }
 
 DiskTier::ScanReport DiskTier::scan(const Found& found, const Known& known) {
@@ -254,14 +264,13 @@ DiskTier::ScanReport DiskTier::scan(const Found& found, const Known& known) {
         drop("shorter than a header (torn write?)");
         continue;
       }
-      auto dec = check_object(hb, fp_, kind, *key, static_cast<uint64_t>(st.st_size));
-      if (auto* e = std::get_if<std::string>(&dec)) {
-        drop(*e);
+      const auto h = check_object(hb, fp_, kind, *key, static_cast<uint64_t>(st.st_size));
+      if (!h) {
+        drop(h.error().what);
         continue;
       }
-      const FileHeader& h = std::get<FileHeader>(dec);
       ++rep.objects;
-      const StoredObject obj{h.meta, h.stats};
+      const StoredObject obj{h->meta, h->stats};
       found(kind, *key, &obj);
     }
   }

@@ -24,17 +24,20 @@ namespace kvstash::tiers {
 
 class DiskTier : public Tier {
  public:
-  // Payloads are read into buffers of `pool` (null: a pool of its own).
+  // Payloads are read into buffers of `pool` (null: a pool of its own). Throws if the directory
+  // cannot be created or used (the tier API's only exceptions are its constructors'; tier.h).
   DiskTier(const std::string& root, const Fingerprint16& fingerprint,
            std::shared_ptr<BufferPool> pool = nullptr);
 
   const char* name() const override { return "disk"; }
-  std::string put(const cache::ObjectMeta& meta, const cache::ObjectStats& stats,
-                  std::span<const uint8_t> payload) override;
-  Payload get(cache::ObjKind kind, const cache::Key& key, std::string* why) override;
-  void remove(cache::ObjKind kind, const cache::Key& key) override;
-  void update_stats(cache::ObjKind kind, const cache::Key& key,
-                    const cache::ObjectStats& stats) override;
+  // kFull on a full disk (ENOSPC), kIo otherwise; the temporary file is removed either way.
+  Status put(const cache::ObjectMeta& meta, const cache::ObjectStats& stats,
+             std::span<const uint8_t> payload) override;
+  Result<Payload> get(cache::ObjKind kind, const cache::Key& key) override;
+  Status remove(cache::ObjKind kind, const cache::Key& key) override;
+  // kMissing if the file is gone (evicted meanwhile); a failed write is not an error (below).
+  Status update_stats(cache::ObjKind kind, const cache::Key& key,
+                      const cache::ObjectStats& stats) override;
   uint64_t object_size(const cache::ObjectMeta& meta) const override {
     return kHeaderSize + meta.payload_bytes;
   }
@@ -48,8 +51,9 @@ class DiskTier : public Tier {
   using Found = std::function<void(cache::ObjKind, const cache::Key&, const StoredObject*)>;
   using Known = std::function<bool(cache::ObjKind, const cache::Key&)>;
   ScanReport scan(const Found& found, const Known& known = nullptr);
-  // Reads one object's header if its file exists (how another process's write is picked up).
-  std::optional<StoredObject> probe(cache::ObjKind kind, const cache::Key& key);
+  // One object's header (how another process's write is picked up): kMissing without a file,
+  // kDamaged for a bad header (the file is left to get(), which removes it).
+  Result<StoredObject> probe(cache::ObjKind kind, const cache::Key& key);
   // True if a file was added or removed since the last call (directory modification times).
   bool changed_since_last_check();
 

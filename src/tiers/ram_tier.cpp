@@ -4,39 +4,35 @@
 
 namespace kvstash::tiers {
 
-std::string RamTier::put(const cache::ObjectMeta& meta, const cache::ObjectStats&,
-                         std::span<const uint8_t> payload) {
-  put_shared(meta, pool_->copy(payload));
+Status RamTier::put(const cache::ObjectMeta& meta, const cache::ObjectStats&,
+                    std::span<const uint8_t> payload) {
+  return put_shared(meta, pool_->copy(payload));
+}
+
+Status RamTier::put_shared(const cache::ObjectMeta& meta, Payload payload) {
+  const uint64_t sum = payload_checksum(payload->span());
+  return put_checked(meta, std::move(payload), sum);
+}
+
+Status RamTier::put_checked(const cache::ObjectMeta& meta, Payload payload, uint64_t checksum) {
+  std::lock_guard lock(mu_);
+  objs_[{meta.kind, meta.key}] = {std::move(payload), checksum};
   return {};
 }
 
-void RamTier::put_shared(const cache::ObjectMeta& meta, Payload payload) {
-  const uint64_t sum = payload_checksum(payload->span());
-  put_checked(meta, std::move(payload), sum);
-}
-
-void RamTier::put_checked(const cache::ObjectMeta& meta, Payload payload, uint64_t checksum) {
-  std::lock_guard lock(mu_);
-  objs_[{meta.kind, meta.key}] = {std::move(payload), checksum};
-}
-
-Payload RamTier::peek(cache::ObjKind kind, const cache::Key& key, uint64_t* checksum) {
+Result<RamTier::Held> RamTier::peek(cache::ObjKind kind, const cache::Key& key) {
   std::lock_guard lock(mu_);
   auto it = objs_.find({kind, key});
-  if (it == objs_.end()) return nullptr;
-  if (checksum) *checksum = it->second.checksum;
-  return it->second.payload;
+  if (it == objs_.end()) return IoError{IoError::kMissing, "not in RAM"};
+  return it->second;
 }
 
-Payload RamTier::get(cache::ObjKind kind, const cache::Key& key, std::string* why) {
+Result<Payload> RamTier::get(cache::ObjKind kind, const cache::Key& key) {
   Obj o;
   {
     std::lock_guard lock(mu_);
     auto it = objs_.find({kind, key});
-    if (it == objs_.end()) {
-      if (why) *why = "not in RAM";
-      return nullptr;
-    }
+    if (it == objs_.end()) return IoError{IoError::kMissing, "not in RAM"};
     o = it->second;
   }
   // Memory can be damaged too (a stray write). The checksum runs outside the lock, so the
@@ -45,15 +41,15 @@ Payload RamTier::get(cache::ObjKind kind, const cache::Key& key, std::string* wh
     std::lock_guard lock(mu_);
     auto it = objs_.find({kind, key});
     if (it != objs_.end() && it->second.payload == o.payload) objs_.erase(it);
-    if (why) *why = "checksum mismatch in RAM";
-    return nullptr;
+    return IoError{IoError::kDamaged, "checksum mismatch in RAM"};
   }
   return o.payload;
 }
 
-void RamTier::remove(cache::ObjKind kind, const cache::Key& key) {
+Status RamTier::remove(cache::ObjKind kind, const cache::Key& key) {
   std::lock_guard lock(mu_);
   objs_.erase({kind, key});
+  return {};
 }
 
 uint64_t RamTier::object_size(const cache::ObjectMeta& meta) const { return meta.payload_bytes; }

@@ -11,7 +11,8 @@ std::vector<cache::ObjectMeta> RemoteDirectory::discover(const cache::Chain& c, 
   size_t usable = local;
   while (usable < chain.size() && !rejected(chain[usable])) ++usable;
   const std::vector<cache::Key> rest(chain.begin() + local, chain.begin() + usable);
-  const size_t more = remote_->chunk_depth(rest);
+  // An unreachable tier holds nothing this lookup can use.
+  const size_t more = remote_->chunk_depth(rest).value_or(0);
   for (size_t i = 0; i < more; ++i) {
     cache::ObjectMeta m;
     m.kind = cache::ObjKind::kChunk;
@@ -22,7 +23,7 @@ std::vector<cache::ObjectMeta> RemoteDirectory::discover(const cache::Chain& c, 
     out.push_back(m);
   }
   for (size_t k = 0; k <= local + more; ++k) {
-    for (const cache::ObjectMeta& e : remote_->entries_under(c.parent_of(k))) {
+    for (const cache::ObjectMeta& e : remote_->entries_under(c.parent_of(k)).value_or({})) {
       if (!rejected(e.key)) out.push_back(e);
     }
   }

@@ -180,8 +180,8 @@ bool RemoteTier::available_locked() {
   return true;
 }
 
-std::string RemoteTier::put(const cache::ObjectMeta& meta, const cache::ObjectStats& stats,
-                            std::span<const uint8_t> payload) {
+Status RemoteTier::put(const cache::ObjectMeta& meta, const cache::ObjectStats& stats,
+                       std::span<const uint8_t> payload) {
   const auto header = make_header(meta, stats, fp_, payload);
   Pending p;
   p.meta = meta;
@@ -191,9 +191,12 @@ std::string RemoteTier::put(const cache::ObjectMeta& meta, const cache::ObjectSt
   p.blob.insert(p.blob.end(), payload.begin(), payload.end());
   std::lock_guard lock(q_mu_);
   if (queued_bytes_ + p.blob.size() > cfg_.queue_bytes || !up_) {
-    std::lock_guard s(st_mu_);
-    ++st_.dropped;  // overloaded or down: the local tiers still have it
-    return {};
+    {
+      std::lock_guard s(st_mu_);
+      ++st_.dropped;  // overloaded or down: the local tiers still have it
+    }
+    if (!up_) return IoError{IoError::kUnavailable, "remote tier " + cfg_.url + " is down"};
+    return IoError{IoError::kFull, "remote write queue full"};
   }
   queued_bytes_ += p.blob.size();
   queue_.push_back(std::move(p));
@@ -247,54 +250,52 @@ bool RemoteTier::drain(int timeout_ms) {
                         [&] { return queue_.empty() && !in_flight_; });
 }
 
-Payload RemoteTier::get(cache::ObjKind kind, const cache::Key& key, std::string* why) {
+Result<Payload> RemoteTier::get(cache::ObjKind kind, const cache::Key& key) {
   std::lock_guard lock(read_mu_);
-  if (!available_locked()) {
-    if (why) *why = "remote tier unavailable";
-    return nullptr;
-  }
+  if (!available_locked()) return IoError{IoError::kUnavailable, "remote tier unavailable"};
   auto r = reader_->command({"GET", redis_key(kind, key)});
   if (!r) {
     mark_down(reader_->last_error());
-    if (why) *why = "remote read failed";
-    return nullptr;
+    return IoError{IoError::kUnavailable, "remote read failed"};
   }
   std::lock_guard s(st_mu_);
   if (r->type != REDIS_REPLY_STRING) {
     ++st_.misses;
-    if (why) *why = "not in the remote tier (evicted?)";
-    return nullptr;
+    return IoError{IoError::kMissing, "not in the remote tier (evicted?)"};
   }
   const std::span<const uint8_t> blob(reinterpret_cast<const uint8_t*>(r->str.data()),
                                       r->str.size());
   std::string bad;
-  auto dec = check_object(blob, fp_, kind, key, blob.size());
-  if (auto* e = std::get_if<std::string>(&dec)) {
-    bad = *e;
-  } else if (payload_checksum(blob.subspan(kHeaderSize)) !=
-             std::get<FileHeader>(dec).payload_checksum) {
+  const auto h = check_object(blob, fp_, kind, key, blob.size());
+  if (!h) {
+    bad = h.error().what;
+  } else if (payload_checksum(blob.subspan(kHeaderSize)) != h->payload_checksum) {
     bad = "payload checksum mismatch";
   }
   if (!bad.empty()) {
     ++st_.damaged;
     log::warn("kv cache remote object " + key.hex() + " damaged (" + bad + "), deleting it");
     reader_->command({"DEL", redis_key(kind, key)});
-    if (why) *why = bad;
-    return nullptr;
+    return IoError{IoError::kDamaged, bad};
   }
   ++st_.reads;
   st_.read_bytes += blob.size();
   return pool_->copy(blob.subspan(kHeaderSize));
 }
 
-void RemoteTier::remove(cache::ObjKind kind, const cache::Key& key) {
+Status RemoteTier::remove(cache::ObjKind kind, const cache::Key& key) {
   std::lock_guard lock(read_mu_);
-  if (available_locked()) reader_->command({"DEL", redis_key(kind, key)});
+  if (!available_locked()) return IoError{IoError::kUnavailable, "remote tier unavailable"};
+  auto r = reader_->command({"DEL", redis_key(kind, key)});
+  if (!r) return IoError{IoError::kUnavailable, "remote delete failed: " + reader_->last_error()};
+  if (r->type == REDIS_REPLY_ERROR) return IoError{IoError::kIo, r->str};
+  return {};
 }
 
-size_t RemoteTier::chunk_depth(const std::vector<cache::Key>& chunks) {
+Result<size_t> RemoteTier::chunk_depth(const std::vector<cache::Key>& chunks) {
   std::lock_guard lock(read_mu_);
-  if (chunks.empty() || !available_locked()) return 0;
+  if (chunks.empty()) return size_t{0};
+  if (!available_locked()) return IoError{IoError::kUnavailable, "remote tier unavailable"};
   // EXISTS per key (keys may live on different cluster nodes), stopping at the first gap.
   size_t d = 0;
   for (; d < chunks.size(); ++d) {
@@ -308,14 +309,14 @@ size_t RemoteTier::chunk_depth(const std::vector<cache::Key>& chunks) {
   return d;
 }
 
-std::vector<cache::ObjectMeta> RemoteTier::entries_under(const cache::Key& parent) {
+Result<std::vector<cache::ObjectMeta>> RemoteTier::entries_under(const cache::Key& parent) {
   std::vector<cache::ObjectMeta> out;
   std::lock_guard lock(read_mu_);
-  if (!available_locked()) return out;
+  if (!available_locked()) return IoError{IoError::kUnavailable, "remote tier unavailable"};
   auto r = reader_->command({"SMEMBERS", kids_key(parent)});
   if (!r) {
     mark_down(reader_->last_error());
-    return out;
+    return IoError{IoError::kUnavailable, "remote read failed"};
   }
   for (const auto& m : r->elements) {
     // <key>:<tokens>:<depth>:<reason>:<logits>

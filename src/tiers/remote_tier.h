@@ -79,26 +79,33 @@ struct RedisConn::Reply {
 class RemoteTier : public Tier {
  public:
   // Payloads are copied out of the Redis reply into buffers of `pool` (null: a pool of its own).
+  // Throws std::invalid_argument for a malformed URL (constructors are the tier API's only
+  // throwers; tier.h); an unreachable server is not an error (the tier starts down).
   RemoteTier(const RemoteConfig& cfg, const Fingerprint16& fingerprint,
              std::shared_ptr<BufferPool> pool = nullptr);
   ~RemoteTier() override;
 
   const char* name() const override { return "remote"; }
-  // Queues the object for the writer thread (returns "" even when it is dropped: drops are
-  // counted in stats(), a remote write is never required for correctness).
-  std::string put(const cache::ObjectMeta& meta, const cache::ObjectStats& stats,
-                  std::span<const uint8_t> payload) override;
-  Payload get(cache::ObjKind kind, const cache::Key& key, std::string* why) override;
-  void remove(cache::ObjKind kind, const cache::Key& key) override;
-  void update_stats(cache::ObjKind, const cache::Key&, const cache::ObjectStats&) override {}
+  // Queues the object for the writer thread: ok once queued. A drop (kFull: the queue is full;
+  // kUnavailable: the tier is down) is also counted in stats(); a remote write is never required
+  // for correctness, so callers may ignore it.
+  Status put(const cache::ObjectMeta& meta, const cache::ObjectStats& stats,
+             std::span<const uint8_t> payload) override;
+  // kUnavailable while the tier is down (or the read failed), kMissing, kDamaged (deleted).
+  Result<Payload> get(cache::ObjKind kind, const cache::Key& key) override;
+  Status remove(cache::ObjKind kind, const cache::Key& key) override;
+  Status update_stats(cache::ObjKind, const cache::Key&, const cache::ObjectStats&) override {
+    return {};  // Redis' own eviction and the TTL decide what stays
+  }
   uint64_t object_size(const cache::ObjectMeta& meta) const override {
     return kHeaderSize + meta.payload_bytes;
   }
 
-  // How many of `chunks` (in order) exist remotely, stopping at the first missing one.
-  size_t chunk_depth(const std::vector<cache::Key>& chunks);
-  // Entries recorded under `parent`.
-  std::vector<cache::ObjectMeta> entries_under(const cache::Key& parent);
+  // How many of `chunks` (in order) exist remotely, stopping at the first missing one (or where
+  // the connection failed: the depth found so far); kUnavailable while the tier is down.
+  Result<size_t> chunk_depth(const std::vector<cache::Key>& chunks);
+  // Entries recorded under `parent`; kUnavailable while the tier is down or the read failed.
+  Result<std::vector<cache::ObjectMeta>> entries_under(const cache::Key& parent);
   RemoteStats stats();
   // Waits until the write queue is empty (tests and graceful shutdown), up to timeout_ms.
   bool drain(int timeout_ms);
@@ -138,7 +145,8 @@ class RemoteTier : public Tier {
   RemoteStats st_;
 };
 
-// Parses redis://host[:port]; throws std::invalid_argument with the reason.
+// Parses redis://host[:port]; throws std::invalid_argument with the reason (configuration
+// parsing for the constructor, not a tier operation).
 std::pair<std::string, int> parse_redis_url(const std::string& url);
 
 }  // namespace kvstash::tiers

@@ -33,52 +33,60 @@ void TierSet::count(Where w, const cache::ObjectMeta& meta, bool add) {
   }
 }
 
+namespace {
+IoError no_tier(const char* which) {
+  return {IoError::kUnavailable, std::string("no ") + which + " tier"};
+}
+}  // namespace
+
 TierSet::Read TierSet::read(cache::ObjKind kind, const cache::Key& key, Held held) {
-  Read r;
-  if (held.ram && ram_) {
-    if ((r.payload = ram_->get(kind, key, &r.why))) {
-      r.from = Where::kRam;
+  Read r{IoError{IoError::kMissing, "held by no tier"}, {}};
+  const std::pair<Where, Tier*> order[] = {{Where::kRam, held.ram ? ram_.get() : nullptr},
+                                           {Where::kDisk, held.disk ? disk_.get() : nullptr},
+                                           {Where::kRemote, held.remote ? remote_.get() : nullptr}};
+  for (const auto& [where, tier] : order) {
+    if (!tier) continue;
+    auto got = tier->get(kind, key);
+    if (got) {
+      r.got = Served{std::move(*got), where};
       return r;
     }
-    r.ram_bad = true;
-  }
-  if (held.disk && disk_) {
-    if ((r.payload = disk_->get(kind, key, &r.why))) {
-      r.from = Where::kDisk;
-      return r;
-    }
-    r.disk_bad = true;
-  }
-  if (held.remote && remote_) {
-    if ((r.payload = remote_->get(kind, key, &r.why))) r.from = Where::kRemote;
+    r.failed.emplace_back(where, got.error());
+    r.got = got.error();
   }
   return r;
 }
 
-std::string TierSet::write_disk(const cache::ObjectMeta& meta, const cache::ObjectStats& st,
-                                const Payload& payload) {
-  if (!disk_) return "no disk tier";
+Status TierSet::write_disk(const cache::ObjectMeta& meta, const cache::ObjectStats& st,
+                           const Payload& payload) {
+  if (!disk_) return no_tier("disk");
   return disk_->put(meta, st, payload->span());
 }
 
-void TierSet::put_ram(const cache::ObjectMeta& meta, const Payload& payload, uint64_t checksum) {
-  if (ram_) ram_->put_checked(meta, payload, checksum);
+Status TierSet::put_ram(const cache::ObjectMeta& meta, const Payload& payload, uint64_t checksum) {
+  if (!ram_) return no_tier("RAM");
+  return ram_->put_checked(meta, payload, checksum);
 }
 
-void TierSet::put_remote(const cache::ObjectMeta& meta, const cache::ObjectStats& st,
-                         const Payload& payload) {
-  if (remote_) remote_->put(meta, st, payload->span());
+Status TierSet::put_remote(const cache::ObjectMeta& meta, const cache::ObjectStats& st,
+                           const Payload& payload) {
+  if (!remote_) return no_tier("remote");
+  return remote_->put(meta, st, payload->span());
 }
 
-void TierSet::remove(Where w, cache::ObjKind kind, const cache::Key& key) {
-  if (w == Where::kDisk && disk_) disk_->remove(kind, key);
-  if (w == Where::kRam && ram_) ram_->remove(kind, key);
-  if (w == Where::kRemote && remote_) remote_->remove(kind, key);
+Status TierSet::remove(Where w, cache::ObjKind kind, const cache::Key& key) {
+  Tier* t = w == Where::kDisk     ? static_cast<Tier*>(disk_.get())
+            : w == Where::kRam    ? static_cast<Tier*>(ram_.get())
+            : w == Where::kRemote ? static_cast<Tier*>(remote_.get())
+                                  : nullptr;
+  if (!t) return no_tier("such");
+  return t->remove(kind, key);
 }
 
-void TierSet::update_disk_stats(cache::ObjKind kind, const cache::Key& key,
-                                const cache::ObjectStats& st) {
-  if (disk_) disk_->update_stats(kind, key, st);
+Status TierSet::update_disk_stats(cache::ObjKind kind, const cache::Key& key,
+                                  const cache::ObjectStats& st) {
+  if (!disk_) return no_tier("disk");
+  return disk_->update_stats(kind, key, st);
 }
 
 }  // namespace kvstash::tiers

@@ -5,14 +5,20 @@
 // the eviction policy), which tells the set when an object enters or leaves a tier (count()).
 // Byte counts are kept incrementally, so a budget check never walks the index.
 //
-// Thread safety: the I/O calls (read, write_disk, demote, remove, put_remote) may run on any
-// thread, outside the cache's index lock; each tier guards itself. count()/used() are atomic.
+// Thread safety: the I/O calls (read, write_disk, put_ram, put_remote, remove,
+// update_disk_stats) may run on any thread, outside the cache's index lock; each tier guards
+// itself. count()/used() are atomic.
+//
+// Errors: the tier API's convention (tier.h, result.h); an operation on a tier that is not
+// configured fails with kUnavailable.
 #pragma once
 
 #include <array>
 #include <atomic>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "core/types.h"
 #include "tiers/remote_tier.h"
@@ -52,25 +58,32 @@ class TierSet {
   struct Held {
     bool ram = false, disk = false, remote = false;
   };
-  struct Read {
-    Payload payload;  // null: no tier had a usable copy
+  struct Served {
+    Payload payload;  // verified
     Where from = Where::kNone;
-    bool ram_bad = false, disk_bad = false;  // copies found unusable (and removed by the tier)
-    std::string why;                         // the last failure
+  };
+  struct Read {
+    // The payload and the tier that served it, or the error of the last tier tried (kMissing
+    // if `held` named no configured tier).
+    Result<Served> got;
+    // Every tier in `held` that was tried and failed (missing there, or damaged and removed by
+    // the tier), fastest first: the caller's index no longer counts on those copies.
+    std::vector<std::pair<Where, IoError>> failed;
   };
   // The verified payload from the fastest tier in `held` that has it.
   Read read(cache::ObjKind kind, const cache::Key& key, Held held);
-  // Atomic, durable disk write (write, fsync, rename); an error message, empty on success.
-  std::string write_disk(const cache::ObjectMeta& meta, const cache::ObjectStats& st,
-                         const Payload& payload);
+  // Atomic, durable disk write (write, fsync, rename).
+  Status write_disk(const cache::ObjectMeta& meta, const cache::ObjectStats& st,
+                    const Payload& payload);
   // Keeps the buffer in RAM as it is (no copy), with its checksum computed by the caller.
-  void put_ram(const cache::ObjectMeta& meta, const Payload& payload, uint64_t checksum);
-  // Queues the object for the remote tier's writer.
-  void put_remote(const cache::ObjectMeta& meta, const cache::ObjectStats& st,
-                  const Payload& payload);
-  void remove(Where w, cache::ObjKind kind, const cache::Key& key);
+  Status put_ram(const cache::ObjectMeta& meta, const Payload& payload, uint64_t checksum);
+  // Queues the object for the remote tier's writer (a drop is an error the caller may ignore).
+  Status put_remote(const cache::ObjectMeta& meta, const cache::ObjectStats& st,
+                    const Payload& payload);
+  Status remove(Where w, cache::ObjKind kind, const cache::Key& key);
   // Usage statistics written next to a disk object (its hits, last use).
-  void update_disk_stats(cache::ObjKind kind, const cache::Key& key, const cache::ObjectStats& st);
+  Status update_disk_stats(cache::ObjKind kind, const cache::Key& key,
+                           const cache::ObjectStats& st);
 
  private:
   TierConfig cfg_;

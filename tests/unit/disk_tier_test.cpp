@@ -6,13 +6,14 @@
 #include <xxhash.h>
 
 #include <algorithm>
-#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 
 #include "temp_dir.h"
 #include "tiers/disk_format.h"
+#include "tiers/ram_tier.h"
+#include "tiers/tier_set.h"
 #include "util/log.h"
 
 using namespace kvstash;
@@ -107,13 +108,13 @@ TEST(DiskTier, RoundTripAndSurvivesReopen) {
   TempDir t;
   {
     DiskTier d(t.path, fp(1));
-    EXPECT_EQ(d.put(meta(1), {}, payload(1000, 1)), "");
+    EXPECT_TRUE(d.put(meta(1), {}, payload(1000, 1)));
   }
   DiskTier d(t.path, fp(1));
   EXPECT_EQ(scan_count(d), 1u);
-  auto got = d.get(cache::ObjKind::kChunk, {1, 1}, nullptr);
+  auto got = d.get(cache::ObjKind::kChunk, {1, 1});
   ASSERT_TRUE(got);
-  EXPECT_TRUE(std::ranges::equal(got->span(), payload(1000, 1)));
+  EXPECT_TRUE(std::ranges::equal((*got)->span(), payload(1000, 1)));
   EXPECT_TRUE(fs::is_empty(d.dir() + "/tmp")) << "no temporary file is left behind";
 }
 
@@ -122,9 +123,10 @@ TEST(DiskTier, FlippedPayloadByteIsDetectedRemovedAndNeverServed) {
   DiskTier d(t.path, fp(1));
   d.put(meta(1), {}, payload(1000, 1));
   flip_byte(d.path(cache::ObjKind::kChunk, {1, 1}), kHeaderSize + 500);
-  std::string why;
-  EXPECT_FALSE(d.get(cache::ObjKind::kChunk, {1, 1}, &why));
-  EXPECT_NE(why.find("checksum"), std::string::npos) << why;
+  const auto got = d.get(cache::ObjKind::kChunk, {1, 1});
+  ASSERT_FALSE(got);
+  EXPECT_EQ(got.error().kind, IoError::kDamaged);
+  EXPECT_NE(got.error().what.find("checksum"), std::string::npos) << got.error().what;
   EXPECT_FALSE(fs::exists(d.path(cache::ObjKind::kChunk, {1, 1})));
 }
 
@@ -171,14 +173,16 @@ TEST(DiskTier, StatsUpdateInPlaceKeepsTheFileValid) {
   auto o = d.probe(cache::ObjKind::kChunk, {1, 1});
   ASSERT_TRUE(o);
   EXPECT_EQ(o->stats.hits, 5u);
-  EXPECT_TRUE(d.get(cache::ObjKind::kChunk, {1, 1}, nullptr));
+  EXPECT_TRUE(d.get(cache::ObjKind::kChunk, {1, 1}));
 }
 
 TEST(DiskTier, NamespacesOfDifferentFingerprintsAreSeparate) {
   TempDir t;
   DiskTier a(t.path, fp(1)), b(t.path, fp(2));
   a.put(meta(1), {}, payload(100, 1));
-  EXPECT_FALSE(b.get(cache::ObjKind::kChunk, {1, 1}, nullptr));
+  const auto got = b.get(cache::ObjKind::kChunk, {1, 1});
+  ASSERT_FALSE(got);
+  EXPECT_EQ(got.error().kind, IoError::kMissing);
   EXPECT_EQ(scan_count(b), 0u);
 }
 
@@ -193,8 +197,8 @@ TEST(DiskTier, FailedDirectoryFsyncAndStatsWriteAreLoggedAndCounted) {
   ::unsetenv("KVSTASH_FAULT_ENOSPC_AFTER");
   std::vector<std::string> logs;
   log::set_hook([&](const std::string& l) { logs.push_back(l); });
-  EXPECT_EQ(d.put(meta(1), {}, payload(100, 1)), "") << "the renamed file is complete";
-  d.update_stats(cache::ObjKind::kChunk, {1, 1}, {5, 123});  // the disk is full now
+  EXPECT_TRUE(d.put(meta(1), {}, payload(100, 1))) << "the renamed file is complete";
+  EXPECT_TRUE(d.update_stats(cache::ObjKind::kChunk, {1, 1}, {5, 123}));  // the disk is full now
   log::set_hook(nullptr);
   EXPECT_EQ(d.io_errors().dir_fsync, 1u);
   EXPECT_EQ(d.io_errors().stats_write, 1u);
@@ -205,7 +209,68 @@ TEST(DiskTier, FailedDirectoryFsyncAndStatsWriteAreLoggedAndCounted) {
   auto o = d.probe(cache::ObjKind::kChunk, {1, 1});
   ASSERT_TRUE(o);
   EXPECT_EQ(o->stats.hits, 0u);
-  const auto got = d.get(cache::ObjKind::kChunk, {1, 1}, nullptr);
+  const auto got = d.get(cache::ObjKind::kChunk, {1, 1});
   ASSERT_TRUE(got);
-  EXPECT_TRUE(std::ranges::equal(got->span(), payload(100, 1)));
+  EXPECT_TRUE(std::ranges::equal((*got)->span(), payload(100, 1)));
+}
+
+// The tier API's error convention (tier.h): each failure says what kind it is.
+namespace {
+Payload bytes_of(const std::vector<uint8_t>& p) {
+  static BufferPool pool;
+  return pool.copy(p);
+}
+}  // namespace
+
+TEST(TierErrors, PutOnAFullDiskIsFullAndLeavesNoTemporaryFile) {
+  TempDir t;
+  ::setenv("KVSTASH_FAULT_ENOSPC_AFTER", "0", 1);
+  DiskTier d(t.path, fp(1));
+  ::unsetenv("KVSTASH_FAULT_ENOSPC_AFTER");
+  const Status st = d.put(meta(1), {}, payload(100, 1));
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.error().kind, IoError::kFull);
+  EXPECT_NE(st.error().what.find("No space left on device"), std::string::npos) << st.error().what;
+  EXPECT_TRUE(fs::is_empty(d.dir() + "/tmp"));
+  EXPECT_EQ(d.get(cache::ObjKind::kChunk, {1, 1}).error().kind, IoError::kMissing);
+}
+
+TEST(TierErrors, RemovingWhatIsNotThereSucceedsUpdatingItsStatsIsMissing) {
+  TempDir t;
+  DiskTier d(t.path, fp(1));
+  EXPECT_TRUE(d.remove(cache::ObjKind::kChunk, {1, 1}));
+  const Status st = d.update_stats(cache::ObjKind::kChunk, {1, 1}, {5, 123});
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.error().kind, IoError::kMissing);
+  EXPECT_EQ(d.probe(cache::ObjKind::kChunk, {1, 1}).error().kind, IoError::kMissing);
+}
+
+TEST(TierErrors, RamCopyMissingOrDamagedAndTheDamagedOneIsDropped) {
+  RamTier r(std::make_shared<BufferPool>());
+  EXPECT_EQ(r.get(cache::ObjKind::kChunk, {1, 1}).error().kind, IoError::kMissing);
+  EXPECT_EQ(r.peek(cache::ObjKind::kChunk, {1, 1}).error().kind, IoError::kMissing);
+  const auto p = payload(100, 1);
+  EXPECT_TRUE(r.put_checked(meta(1), bytes_of(p), payload_checksum(p) ^ 1));
+  EXPECT_EQ(r.get(cache::ObjKind::kChunk, {1, 1}).error().kind, IoError::kDamaged);
+  EXPECT_FALSE(r.peek(cache::ObjKind::kChunk, {1, 1})) << "removed when found damaged";
+}
+
+TEST(TierErrors, TierSetReadReportsEachFailedCopyAndMissingTiersAreUnavailable) {
+  TempDir t;
+  TierSet set({t.path, 1 << 20, 1 << 20, {}}, fp(1), std::make_shared<BufferPool>());
+  const auto p = payload(100, 1);
+  ASSERT_TRUE(set.write_disk(meta(1), {}, bytes_of(p)));
+  const auto r = set.read(cache::ObjKind::kChunk, {1, 1}, {true, true, true});
+  ASSERT_TRUE(r.got);
+  EXPECT_EQ(r.got->from, Where::kDisk);
+  EXPECT_TRUE(std::ranges::equal(r.got->payload->span(), p));
+  ASSERT_EQ(r.failed.size(), 1u);
+  EXPECT_EQ(r.failed[0].first, Where::kRam);
+  EXPECT_EQ(r.failed[0].second.kind, IoError::kMissing);
+  const auto none = set.read(cache::ObjKind::kChunk, {2, 2}, {false, true, false});
+  ASSERT_FALSE(none.got);
+  EXPECT_EQ(none.got.error().kind, IoError::kMissing);
+  const Status remote = set.put_remote(meta(1), {}, bytes_of(p));
+  ASSERT_FALSE(remote);
+  EXPECT_EQ(remote.error().kind, IoError::kUnavailable);
 }

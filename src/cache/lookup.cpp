@@ -1,0 +1,106 @@
+#include "cache/lookup.h"
+
+#include "util/log.h"
+
+namespace kvstash::cache {
+
+using tiers::Where;
+
+RestorePlan Lookup::plan(std::span<const Token> prompt, const std::vector<uint32_t>& boundaries,
+                         const std::string& salt) {
+  disk_.sync(false);
+  const Chain chain = make_chain(salted_root(s_.index.root(), salt), prompt, s_.cfg.chunk);
+  if (s_.tiers->remote()) {
+    size_t known = 0;
+    {
+      std::lock_guard lock(s_.mu);
+      while (known < chain.keys.size() && s_.index.find(ObjKind::kChunk, chain.keys[known])) {
+        ++known;
+      }
+    }
+    const auto found = s_.remote_dir->discover(chain, known);  // Redis round trips: no lock
+    std::lock_guard lock(s_.mu);
+    for (const ObjectMeta& m : found) {
+      if (Node* n = s_.index.find(m.kind, m.key)) {
+        n->on_remote = true;
+      } else {
+        s_.index.upsert(m, {}).on_remote = true;
+      }
+    }
+  }
+  std::lock_guard lock(s_.mu);
+  return s_.index.plan(prompt, chain, Breaks(s_.cfg.chunk, boundaries));
+}
+
+Payload Lookup::fetch(ObjKind kind, const Key& key, Source* from) {
+  // The objects of a plan being restored are pinned, so eviction does not remove them while they
+  // are read; anything else that removes one (clear, reject) just makes the read miss or the
+  // bookkeeping below find no node.
+  auto served = [&](Source s, Payload p) {
+    if (from) *from = s;
+    return p;
+  };
+  tiers::TierSet::Held held;
+  {
+    std::lock_guard lock(s_.mu);
+    // An object being stored is served from the buffer the store copied it into. (Under the
+    // lock: a store enters its objects and queues them in one locked step, and a finished write
+    // updates the flags before its buffer leaves the worker, so one of the two always finds it.)
+    if (Payload p = s_.worker->find(kind, key)) return served(Source::kRam, p);
+    const Node* n = s_.index.find(kind, key);
+    if (!n) return nullptr;
+    held = {n->in_ram, n->on_disk, n->on_remote};
+  }
+  const auto r = s_.tiers->read(kind, key, held);
+  std::lock_guard lock(s_.mu);
+  Node* n = s_.index.find(kind, key);
+  for (const auto& [where, err] : r.failed) {
+    if (where == Where::kRam) {
+      log::warn("kv cache RAM copy unusable (" + err.what + "), trying disk");
+      if (n) s_.change_locked(*n, [](Node& x) { x.in_ram = false; });
+    } else if (where == Where::kDisk) {
+      ++s_.st.damaged;
+      if (n) s_.change_locked(*n, [](Node& x) { x.on_disk = false; });
+    }
+  }
+  if (!r.got) {
+    log::warn("kv cache object " + key.hex() + " unusable: " + r.got.error().what);
+    s_.forget_locked(kind, key);
+    return nullptr;
+  }
+  const auto& [payload, where] = *r.got;
+  if (where == Where::kRam) return served(Source::kRam, payload);
+  s_.st.bytes_read += payload->size();
+  // Promotion: the next request finds it in a faster tier (the buffer itself, not a copy).
+  if (n) mover_.promote_locked(*n, payload, where == Where::kRemote);
+  return served(where == Where::kDisk ? Source::kDisk : Source::kRemote, payload);
+}
+
+std::optional<Loaded> Lookup::load(const RestorePlan& plan) {
+  Loaded out;
+  for (const Key& k : plan.chunks) {
+    auto p = fetch(ObjKind::kChunk, k, nullptr);
+    if (!p) return std::nullopt;
+    out.chunks.push_back(std::move(p));
+  }
+  if (plan.entry) {
+    out.entry = fetch(ObjKind::kEntry, *plan.entry, nullptr);
+    if (!out.entry) return std::nullopt;
+  }
+  return out;
+}
+
+std::array<uint64_t, kSourceCount> Lookup::plan_bytes(const RestorePlan& plan, size_t first_chunk) {
+  std::lock_guard lock(s_.mu);
+  std::array<uint64_t, kSourceCount> bytes{};
+  auto add = [&](ObjKind kind, const Key& key) {
+    if (const Node* n = s_.index.find(kind, key)) {
+      bytes[static_cast<size_t>(serving_tier(*n))] += n->meta.payload_bytes;
+    }
+  };
+  for (size_t i = first_chunk; i < plan.chunks.size(); ++i) add(ObjKind::kChunk, plan.chunks[i]);
+  if (plan.entry) add(ObjKind::kEntry, *plan.entry);
+  return bytes;
+}
+
+}  // namespace kvstash::cache

@@ -1,0 +1,66 @@
+// One test per scenario of the facade's tier rules (src/cache/tier_rules.h).
+#include "cache/tier_rules.h"
+
+#include <gtest/gtest.h>
+
+using namespace kvstash::cache;
+
+namespace {
+Node node(bool disk, bool ram, bool pending, bool remote = false) {
+  return {.meta = {},
+          .stats = {},
+          .on_disk = disk,
+          .in_ram = ram,
+          .on_remote = remote,
+          .pending = pending};
+}
+}  // namespace
+
+TEST(TierRules, HeldLocallyOnDiskInRamOrPendingButNotRemoteOnly) {
+  EXPECT_FALSE(held_locally(nullptr));
+  const Node d = node(true, false, false), r = node(false, true, false),
+             p = node(false, false, true), remote = node(false, false, false, true);
+  EXPECT_TRUE(held_locally(&d));
+  EXPECT_TRUE(held_locally(&r));
+  EXPECT_TRUE(held_locally(&p)) << "a pending object is served from its buffer";
+  EXPECT_FALSE(held_locally(&remote));
+}
+
+TEST(TierRules, ServedFromRamWhenInRamOrPendingElseDiskElseRemote) {
+  EXPECT_EQ(serving_tier(node(true, true, false)), Source::kRam);
+  EXPECT_EQ(serving_tier(node(false, false, true)), Source::kRam);
+  EXPECT_EQ(serving_tier(node(true, false, false)), Source::kDisk);
+  EXPECT_EQ(serving_tier(node(false, false, false, true)), Source::kRemote);
+}
+
+TEST(TierRules, CheckpointsAreDroppedWhenTheQueueIsFullOnlyCopiesWait) {
+  EXPECT_EQ(store_admission(Reason::kCold), Admission::kDropWhenFull);
+  EXPECT_EQ(store_admission(Reason::kContinued), Admission::kDropWhenFull);
+  EXPECT_EQ(store_admission(Reason::kScope), Admission::kDropWhenFull);
+  EXPECT_EQ(store_admission(Reason::kEvict), Admission::kWaitForRoom);
+  EXPECT_EQ(store_admission(Reason::kShutdown), Admission::kWaitForRoom);
+}
+
+TEST(TierRules, RamOnlyCopyIsDemotedWhenTheDiskTakesItWithoutEvicting) {
+  EXPECT_EQ(ram_exit(node(false, true, false), {true, 100, 50, 150}), RamExit::kDemote);
+}
+
+TEST(TierRules, RamCopyIsDroppedWhenTheDiskHasItOrItIsBeingWritten) {
+  EXPECT_EQ(ram_exit(node(true, true, false), {true, 0, 50, 1000}), RamExit::kDrop);
+  EXPECT_EQ(ram_exit(node(false, true, true), {true, 0, 50, 1000}), RamExit::kDrop);
+}
+
+TEST(TierRules, RamOnlyCopyIsDroppedWhenTheDiskIsFullOrAbsent) {
+  EXPECT_EQ(ram_exit(node(false, true, false), {true, 100, 51, 150}), RamExit::kDrop);
+  EXPECT_EQ(ram_exit(node(false, true, false), {false, 0, 50, 1000}), RamExit::kDrop);
+}
+
+TEST(TierRules, WriteGoesWhereTheNodeStillWantsIt) {
+  const auto all = write_targets(node(false, true, true), true);
+  EXPECT_TRUE(all.ram && all.disk && all.remote);
+  const auto evicted_meanwhile = write_targets(node(false, false, false), true);
+  EXPECT_FALSE(evicted_meanwhile.ram || evicted_meanwhile.disk);
+  EXPECT_FALSE(write_targets(node(false, false, true, true), true).remote)
+      << "the remote tier holds it already";
+  EXPECT_FALSE(write_targets(node(false, false, true), false).remote) << "no remote tier";
+}
