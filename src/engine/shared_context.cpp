@@ -2,6 +2,7 @@
 
 #include <llama.h>
 
+#include <algorithm>
 #include <chrono>
 #include <stdexcept>
 #include <string>
@@ -13,10 +14,12 @@ namespace kvstash::engine {
 
 namespace {
 
-// How long the slot leading a decode step waits for the tokens of the other decoding slots. They
-// normally arrive within microseconds of the previous step (sampling, streaming a piece); the
-// bound only limits what one slow slot costs the others.
-constexpr auto kGatherWindow = std::chrono::milliseconds(10);
+// How long the slot leading a decode step waits for the tokens of the other decoding slots: as
+// long as the last step took, within bounds. A slot that needs longer than a whole step to sample
+// and stream its token would wait that long for the next step anyway; waiting less splits the
+// streams into two steps, each costing nearly what one batched step costs.
+constexpr auto kMinGather = std::chrono::milliseconds(2);
+constexpr auto kMaxGather = std::chrono::milliseconds(250);
 
 ggml_type parse_type(const std::string& s) {
   static const std::pair<const char*, ggml_type> types[] = {
@@ -90,7 +93,8 @@ void SharedContext::decode(int seq, Token t, int pos, std::vector<float>* logits
   std::unique_lock lock(mu_);
   pending_.push_back(&me);
   cv_.notify_all();
-  const auto deadline = std::chrono::steady_clock::now() + kGatherWindow;
+  const auto deadline = std::chrono::steady_clock::now() +
+                        std::clamp<std::chrono::microseconds>(last_step_, kMinGather, kMaxGather);
   for (;;) {
     if (me.done) break;
     // The first of the pending steps leads; it goes once every decoding slot is in (or the
@@ -105,8 +109,11 @@ void SharedContext::decode(int seq, Token t, int pos, std::vector<float>* logits
       steps.swap(pending_);
       busy_ = true;
       lock.unlock();
+      const auto t0 = std::chrono::steady_clock::now();
       run_step(steps);
+      const auto took = std::chrono::steady_clock::now() - t0;
       lock.lock();
+      last_step_ = std::chrono::duration_cast<std::chrono::microseconds>(took);
       busy_ = false;
       last_exclusive_ = false;
       ++stats_.steps;

@@ -12,14 +12,15 @@
 // Scheduling. llama.cpp contexts are not thread-safe; each slot thread runs its own request, and
 // every call on the context goes through this class:
 //  - decode(): a slot's next token joins the pending decode step. The first slot to arrive leads:
-//    it waits until every slot that is decoding (Decoding, below) has its token in, or a short
-//    window has passed, then runs one llama_decode for all of them and hands each its logits.
+//    it waits until every slot that is decoding (Decoding, below) has its token in, or as long as
+//    the last step took, then runs one llama_decode for all of them and hands each its logits.
 //  - exclusive(): any other work (a prefill batch, a restore section, a KV copy out) runs alone.
 //    Decode steps and exclusive work alternate while both wait: a prefill is cut into batches by
 //    the session, so a long prefill holds the other streams up by one batch at a time, and
 //    decoding streams never starve a prefill (or a new stream's start) either.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <exception>
 #include <functional>
@@ -89,7 +90,8 @@ class SharedContext {
   bool last_exclusive_ = false;  // the last run was exclusive work: a decode step goes next
   int decoding_ = 0;             // slots inside a Decoding scope
   int exclusive_waiting_ = 0;    // callers of exclusive() waiting for their turn
-  std::vector<Step*> pending_;   // decode tokens waiting for the next step
+  std::chrono::microseconds last_step_{0};  // how long the last decode step took
+  std::vector<Step*> pending_;              // decode tokens waiting for the next step
   Stats stats_;
 };
 
