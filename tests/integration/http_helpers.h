@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 namespace kvstash::fixtures {
 
@@ -53,6 +54,17 @@ inline json agent(int variant, int turns, int tail = 0) {
     m.push_back({{"role", "user"}, {"content", out}});
   }
   return m;
+}
+
+// `kvstash serve` arguments of the server tests: the tiny model's context and a disk cache in
+// `cache_dir`, chunk-aligned boundaries, then `extra`.
+inline std::vector<std::string> server_args(const std::string& model, const std::string& cache_dir,
+                                            const std::vector<std::string>& extra = {}) {
+  std::vector<std::string> a = {
+      "-m", model, "--ctx-size", "16384", "--cache-dir", cache_dir, "--cache-boundary-align",
+      "256"};
+  a.insert(a.end(), extra.begin(), extra.end());
+  return a;
 }
 
 inline std::string chat_body(const json& msgs, int max_tokens = 8, json extra = json::object()) {

@@ -30,16 +30,7 @@ class Server : public ::testing::Test {
   TempDir dir;
   std::string model = fixtures::model_path("tiny");
   std::vector<std::string> base(std::vector<std::string> extra = {}) {
-    std::vector<std::string> a = {"-m",
-                                  model,
-                                  "--ctx-size",
-                                  "16384",
-                                  "--cache-dir",
-                                  dir.path + "/cache",
-                                  "--cache-boundary-align",
-                                  "256"};
-    a.insert(a.end(), extra.begin(), extra.end());
-    return a;
+    return server_args(model, dir.path + "/cache", extra);
   }
   // The answer of a fresh prefill: a server without any cache.
   std::string fresh_answer(const json& msgs, int max_tokens = 8) {

@@ -37,18 +37,8 @@ class StatusPage : public ::testing::Test {
   TempDir dir;
   std::string model = fixtures::model_path("tiny");
   std::vector<std::string> base(std::vector<std::string> extra = {}) {
-    std::vector<std::string> a = {"-m",
-                                  model,
-                                  "--ctx-size",
-                                  "16384",
-                                  "--parallel",
-                                  "1",
-                                  "--cache-dir",
-                                  dir.path + "/cache",
-                                  "--cache-boundary-align",
-                                  "256"};
-    a.insert(a.end(), extra.begin(), extra.end());
-    return a;
+    extra.insert(extra.begin(), {"--parallel", "1"});
+    return server_args(model, dir.path + "/cache", extra);
   }
 };
 
