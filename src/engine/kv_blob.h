@@ -7,6 +7,10 @@
 //          n_layer x (i32 k_type, u64 k_row_size, cell_count rows),
 //          !v_trans: n_layer x (i32 v_type, u64 v_row_size, cell_count rows)
 //           v_trans: n_layer x (i32 v_type, u32 v_el_size, u32 n_embd_v, n_embd_v x cell_count els)
+//          (no V at all for MLA caches: K holds the latent and V is a view of it)
+// K and V rows of quantized types (q8_0, q4_0) are whole rows of blocks, one per cell, so cutting
+// and joining at cell boundaries needs no block alignment; transposed V is never quantized
+// (llama.cpp quantizes V only with flash attention, which stores V untransposed).
 // llama_state_seq_get_data() puts an 8-byte header in front (u32 magic, i32 seq id); chunks are
 // stored without it. A hybrid model appends its recurrent state after this section. kvstash stores
 // attention KV in chunks of cells (one blob per token range) and rebuilds a prefix by concatenating
@@ -54,12 +58,24 @@ struct KvSection {
 };
 
 // Parses the attention KV section at the start of `blob`. `cell_ext_size` is 12 for models whose
-// KV cells carry 2D positions (M-RoPE), else 0. Throws KvBlobError on any inconsistency.
-KvSection parse_kv_section(std::span<const uint8_t> blob, size_t cell_ext_size);
+// KV cells carry 2D positions (M-RoPE), else 0; `has_v` is false for MLA caches (K only). Throws
+// KvBlobError on any inconsistency.
+KvSection parse_kv_section(std::span<const uint8_t> blob, size_t cell_ext_size, bool has_v = true);
 
 // Concatenates KV sections of consecutive token ranges into one section holding all their cells.
 // Every part must have the same layer layout and its positions must continue the previous part's.
 std::vector<uint8_t> concat_kv_sections(const std::vector<std::span<const uint8_t>>& parts,
-                                        size_t cell_ext_size);
+                                        size_t cell_ext_size, bool has_v = true);
+
+// A sliding-window cache's section (the window's cells) led by masked filler cells down to the
+// previous multiple of `align` positions: zero K/V at positions no later token attends to. A
+// fresh prefill keeps the cells of a sequence at cell index == position, and attention kernels
+// group cells by index (CPU flash attention in tiles, matmuls in SIMD lanes); a window restored
+// alone lands at index 0, so its cells would be grouped otherwise and the sums differ in the last
+// bits. Padded, its cells keep their index modulo `align`: the groups are the same, and the
+// filler and the absent older cells are masked alike. Returns the section unchanged when its
+// first position is aligned or it is empty.
+std::vector<uint8_t> pad_window_section(std::span<const uint8_t> section, size_t cell_ext_size,
+                                        bool has_v, uint32_t align);
 
 }  // namespace kvstash::engine

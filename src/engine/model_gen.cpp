@@ -95,7 +95,7 @@ const std::vector<ModelShape>& model_shapes() {
     v.push_back(d);
     ModelShape dt{"deepseek2-tiny", "deepseek2", 128, 2, 4, 1, 48, 256, true, 163840, 10000.0f};
     dt.rope_dims = 16;
-    dt.kv_lora_rank = 64;
+    dt.kv_lora_rank = 48;  // + 16 roped: a 64-wide latent row, whole q8_0 / q4_0 blocks
     dt.head_dim_v = 32;
     dt.n_expert = 4;
     dt.n_expert_used = 2;
@@ -408,6 +408,20 @@ uint64_t generate_model(const GenOptions& opt) {
   }
   gguf_set_val_f32(g.get(), (a + ".attention.layer_norm_rms_epsilon").c_str(), 1e-6f);
   gguf_set_val_f32(g.get(), (a + ".rope.freq_base").c_str(), s.rope_base);
+  if (s.arch == "qwen35") {
+    set_u32(g.get(), a + ".rope.dimension_count", s.rope_dims);
+    const int32_t q = static_cast<int32_t>(s.rope_dims / 2 / 3);
+    const int32_t sections[4] = {q + 1, q + 1, static_cast<int32_t>(s.rope_dims / 2) - 2 * q - 2,
+                                 0};
+    gguf_set_arr_data(g.get(), (a + ".rope.dimension_sections").c_str(), GGUF_TYPE_INT32, sections,
+                      4);
+    set_u32(g.get(), a + ".full_attention_interval", s.full_attention_interval);
+    set_u32(g.get(), a + ".ssm.conv_kernel", 4);
+    set_u32(g.get(), a + ".ssm.state_size", s.ssm_state);
+    set_u32(g.get(), a + ".ssm.group_count", s.ssm_groups);
+    set_u32(g.get(), a + ".ssm.time_step_rank", s.ssm_v_heads);
+    set_u32(g.get(), a + ".ssm.inner_size", s.ssm_state * s.ssm_v_heads);
+  }
   if (s.n_expert) {
     set_u32(g.get(), a + ".expert_count", s.n_expert);
     set_u32(g.get(), a + ".expert_used_count", s.n_expert_used);

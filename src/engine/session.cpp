@@ -23,6 +23,16 @@ namespace {
 // from, so the stored bytes do not depend on the slot (llama.cpp ignores it on restore).
 constexpr int32_t kStoredSeq = 0;
 
+// The alignment, in positions, that a sliding window's cells keep when restored
+// (kv_blob.h, pad_window_section): a multiple of every kernel's grouping of KV cells (CPU flash
+// attention tiles, SIMD lanes) and llama.cpp's padding of the SWA cache (256).
+constexpr uint32_t kWindowAlign = 256;
+
+// A sliding-window model's KV range is written as its full-attention section followed by the
+// window's section; a chunk keeps the first and an empty second (n_stream 1, no cells), which
+// llama.cpp's append reads as "no window cells" (the window comes with the snapshot's partial).
+constexpr uint32_t kNoWindow[2] = {1, 0};
+
 }  // namespace
 
 Session::Session(Model& model, const SessionOptions& opt)
@@ -153,6 +163,15 @@ Snapshot Session::snapshot() const {
   });
   if (n == 0 || n > s.state.size()) throw std::runtime_error("llama.cpp could not save the state");
   s.state.resize(n);
+  if (model_.sliding_window()) {
+    // Full-attention section, then the window's, padded to keep its cells' alignment.
+    const auto body = strip_seq_header(s.state);
+    const size_t full = parse_kv_section(body, model_.cell_ext_size(), model_.kv_has_v()).end;
+    const auto window = pad_window_section(body.subspan(full), model_.cell_ext_size(),
+                                           model_.kv_has_v(), kWindowAlign);
+    s.state.resize(kSeqStateHeaderSize + full);
+    s.state.insert(s.state.end(), window.begin(), window.end());
+  }
   return s;
 }
 
@@ -210,7 +229,7 @@ Payload Session::extract_kv(int begin, int end, BufferPool& pool) {
   if (n == 0) throw std::runtime_error("llama.cpp could not save the KV range");
   buf->shrink(n);
   const auto body = strip_seq_header(std::as_const(*buf).span());
-  const KvSection sec = parse_kv_section(body, model_.cell_ext_size());
+  const KvSection sec = parse_kv_section(body, model_.cell_ext_size(), model_.kv_has_v());
   if (sec.cell_count != static_cast<uint32_t>(end - begin) || sec.first_pos(body) != begin) {
     throw std::runtime_error("KV range [" + std::to_string(begin) + "," + std::to_string(end) +
                              ") came out with " + std::to_string(sec.cell_count) + " cells");
@@ -220,10 +239,15 @@ Payload Session::extract_kv(int begin, int end, BufferPool& pool) {
                       (i + 1) * sec.meta_cell_size - sizeof(kStoredSeq);
     std::memcpy(buf->data() + at, &kStoredSeq, sizeof(kStoredSeq));
   }
-  // Keep the section only: the header is llama.cpp's, and a hybrid model's recurrent part
-  // belongs to snapshots.
+  // Keep the section only: the header is llama.cpp's, and a hybrid model's recurrent part or
+  // sliding window belongs to snapshots (a window section follows as an empty one).
   buf->drop_front(static_cast<size_t>(body.data() - buf->data()));
-  buf->shrink(sec.end);
+  if (model_.sliding_window()) {
+    std::memcpy(buf->data() + sec.end, kNoWindow, sizeof(kNoWindow));
+    buf->shrink(sec.end + sizeof(kNoWindow));
+  } else {
+    buf->shrink(sec.end);
+  }
   return buf;
 }
 
@@ -244,6 +268,9 @@ std::vector<uint8_t> Session::partial_state() const {
   });
   if (n == 0) throw std::runtime_error("llama.cpp could not save the recurrent state");
   const auto body = strip_seq_header({out.data(), n});
+  if (model_.sliding_window()) {
+    return pad_window_section(body, model_.cell_ext_size(), model_.kv_has_v(), kWindowAlign);
+  }
   return {body.begin(), body.end()};
 }
 
@@ -268,9 +295,10 @@ void Session::restore_begin(int keep, int from) {
 
 void Session::restore_kv(std::span<const uint8_t> section) {
   if (restore_keep_ < 0) throw std::logic_error("restore_kv outside a restore");
-  const KvSection sec = parse_kv_section(section, model_.cell_ext_size());
+  const KvSection sec = parse_kv_section(section, model_.cell_ext_size(), model_.kv_has_v());
   const int first = sec.first_pos(section);
-  if (sec.end != section.size() || first != restore_next_) {
+  const size_t size = sec.end + (model_.sliding_window() ? sizeof(kNoWindow) : 0);
+  if (size != section.size() || first != restore_next_) {
     throw StateMismatch("KV section of " + std::to_string(sec.cell_count) + " cells from " +
                         std::to_string(first) + " does not continue the state at " +
                         std::to_string(restore_next_));
