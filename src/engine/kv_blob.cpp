@@ -234,49 +234,35 @@ std::vector<uint8_t> concat_kv_sections(const std::vector<std::span<const uint8_
   return out;
 }
 
-std::vector<uint8_t> pad_window_section(std::span<const uint8_t> section, size_t cell_ext_size,
-                                        bool has_v, uint32_t align) {
-  const KvSection sec = parse_kv_section(section, cell_ext_size, has_v);
-  const std::vector<uint8_t> same(section.begin(), section.begin() + sec.end);
-  if (sec.cell_count == 0) return same;
-  const int32_t first = sec.first_pos(section);
-  const auto pad = static_cast<uint32_t>(first % static_cast<int32_t>(align));
-  if (pad == 0) return same;
-  const uint32_t cells = sec.cell_count + pad;
+std::vector<uint8_t> filler_section(const KvSection& like, int32_t first, uint32_t n,
+                                    size_t cell_ext_size) {
   std::vector<uint8_t> out;
-  auto append = [&out](const uint8_t* d, size_t n) { out.insert(out.end(), d, d + n); };
-  auto zeros = [&out](size_t n) { out.insert(out.end(), n, 0); };
+  auto zeros = [&out](size_t bytes) { out.insert(out.end(), bytes, 0); };
   put<uint32_t>(out, 1);
-  put<uint32_t>(out, cells);
-  for (uint32_t i = 0; i < pad; ++i) {  // pos, n_seq_id, [ext], seq_id (kStoredSeq)
-    put<int32_t>(out, first - static_cast<int32_t>(pad - i));
+  put<uint32_t>(out, n);
+  for (uint32_t i = 0; i < n; ++i) {  // pos, n_seq_id, [ext], seq_id
+    put<int32_t>(out, first + static_cast<int32_t>(i));
     put<uint32_t>(out, 1);
     zeros(cell_ext_size);
     put<int32_t>(out, 0);
   }
-  append(section.data() + sec.meta_offset, size_t(sec.cell_count) * sec.meta_cell_size);
-  put<uint32_t>(out, sec.v_trans ? 1 : 0);
-  put<uint32_t>(out, static_cast<uint32_t>(sec.k.size()));
-  for (const auto& k : sec.k) {
+  if (n == 0) return out;
+  put<uint32_t>(out, like.v_trans ? 1 : 0);
+  put<uint32_t>(out, static_cast<uint32_t>(like.k.size()));
+  for (const auto& k : like.k) {
     put<int32_t>(out, k.type);
     put<uint64_t>(out, k.row_size);
-    zeros(k.row_size * pad);  // an all-zero block of q8_0 / q4_0 is a zero scale: zeros as well
-    append(section.data() + k.offset, k.row_size * sec.cell_count);
+    zeros(k.row_size * n);
   }
-  for (const auto& v : sec.v) {
+  for (const auto& v : like.v) {
     put<int32_t>(out, v.type);
-    if (!sec.v_trans) {
+    if (!like.v_trans) {
       put<uint64_t>(out, v.row_size);
-      zeros(v.row_size * pad);
-      append(section.data() + v.offset, v.row_size * sec.cell_count);
+      zeros(v.row_size * n);
     } else {
       put<uint32_t>(out, static_cast<uint32_t>(v.row_size));
       put<uint32_t>(out, v.n_embd);
-      for (uint32_t r = 0; r < v.n_embd; ++r) {
-        zeros(v.row_size * pad);
-        append(section.data() + v.offset + r * v.row_size * sec.cell_count,
-               v.row_size * sec.cell_count);
-      }
+      zeros(v.row_size * v.n_embd * n);
     }
   }
   return out;

@@ -67,15 +67,15 @@ KvSection parse_kv_section(std::span<const uint8_t> blob, size_t cell_ext_size, 
 std::vector<uint8_t> concat_kv_sections(const std::vector<std::span<const uint8_t>>& parts,
                                         size_t cell_ext_size, bool has_v = true);
 
-// A sliding-window cache's section (the window's cells) led by masked filler cells down to the
-// previous multiple of `align` positions: zero K/V at positions no later token attends to. A
-// fresh prefill keeps the cells of a sequence at cell index == position, and attention kernels
-// group cells by index (CPU flash attention in tiles, matmuls in SIMD lanes); a window restored
-// alone lands at index 0, so its cells would be grouped otherwise and the sums differ in the last
-// bits. Padded, its cells keep their index modulo `align`: the groups are the same, and the
-// filler and the absent older cells are masked alike. Returns the section unchanged when its
-// first position is aligned or it is empty.
-std::vector<uint8_t> pad_window_section(std::span<const uint8_t> section, size_t cell_ext_size,
-                                        bool has_v, uint32_t align);
+// A section of `n` masked filler cells at positions [first, first + n): the layer layout (types,
+// row sizes, V layout) of `like`, zero K and V (an all-zero q8_0 / q4_0 block is zeros too), cells
+// of sequence 0. A sliding-window cache keeps a sequence's cells at index == position (a fresh
+// prefill with llama.cpp's full-size SWA cache never moves or drops them), and attention kernels
+// group cells by index (CPU flash attention in tiles, decode in KV chunks split by the number of
+// cells); a window restored alone would land at index 0 and its sums would differ in the last
+// bits. Fillers below the window put it where a prefill has it; no later token attends to them,
+// as to the masked cells a prefill keeps there.
+std::vector<uint8_t> filler_section(const KvSection& like, int32_t first, uint32_t n,
+                                    size_t cell_ext_size);
 
 }  // namespace kvstash::engine

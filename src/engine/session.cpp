@@ -23,11 +23,6 @@ namespace {
 // from, so the stored bytes do not depend on the slot (llama.cpp ignores it on restore).
 constexpr int32_t kStoredSeq = 0;
 
-// The alignment, in positions, that a sliding window's cells keep when restored
-// (kv_blob.h, pad_window_section): a multiple of every kernel's grouping of KV cells (CPU flash
-// attention tiles, SIMD lanes) and llama.cpp's padding of the SWA cache (256).
-constexpr uint32_t kWindowAlign = 256;
-
 // A sliding-window model's KV range is written as its full-attention section followed by the
 // window's section; a chunk keeps the first and an empty second (n_stream 1, no cells), which
 // llama.cpp's append reads as "no window cells" (the window comes with the snapshot's partial).
@@ -163,15 +158,6 @@ Snapshot Session::snapshot() const {
   });
   if (n == 0 || n > s.state.size()) throw std::runtime_error("llama.cpp could not save the state");
   s.state.resize(n);
-  if (model_.sliding_window()) {
-    // Full-attention section, then the window's, padded to keep its cells' alignment.
-    const auto body = strip_seq_header(s.state);
-    const size_t full = parse_kv_section(body, model_.cell_ext_size(), model_.kv_has_v()).end;
-    const auto window = pad_window_section(body.subspan(full), model_.cell_ext_size(),
-                                           model_.kv_has_v(), kWindowAlign);
-    s.state.resize(kSeqStateHeaderSize + full);
-    s.state.insert(s.state.end(), window.begin(), window.end());
-  }
   return s;
 }
 
@@ -202,7 +188,18 @@ void Session::restore(const Snapshot& s) {
   if (s.tokens.size() > static_cast<size_t>(opt_.n_ctx)) {
     throw std::invalid_argument("saved state is longer than this context");
   }
-  load_state(s.state);
+  if (model_.sliding_window()) {
+    // The full-attention section as stored, then the window where a prefill has it.
+    const auto body = strip_seq_header(s.state);
+    const size_t full = parse_kv_section(body, model_.cell_ext_size(), model_.kv_has_v()).end;
+    std::vector<uint8_t> st(s.state.begin(), s.state.begin() + kSeqStateHeaderSize + full);
+    const auto* no = reinterpret_cast<const uint8_t*>(kNoWindow);
+    st.insert(st.end(), no, no + sizeof(kNoWindow));
+    load_state(st);
+    append_window(body.subspan(full));
+  } else {
+    load_state(s.state);
+  }
   llama_pos last = -1;
   on_context(
       [&](llama_context* ctx) { last = llama_memory_seq_pos_max(llama_get_memory(ctx), seq_); });
@@ -268,9 +265,6 @@ std::vector<uint8_t> Session::partial_state() const {
   });
   if (n == 0) throw std::runtime_error("llama.cpp could not save the recurrent state");
   const auto body = strip_seq_header({out.data(), n});
-  if (model_.sliding_window()) {
-    return pad_window_section(body, model_.cell_ext_size(), model_.kv_has_v(), kWindowAlign);
-  }
   return {body.begin(), body.end()};
 }
 
@@ -331,7 +325,9 @@ void Session::restore_end(std::span<const uint8_t> partial, const std::vector<To
     throw StateMismatch("restored KV holds " + std::to_string(restore_next_) +
                         " positions, expected " + std::to_string(tokens.size()));
   }
-  if (model_.hybrid()) {
+  if (model_.sliding_window()) {
+    append_window(partial);
+  } else if (model_.hybrid()) {
     const auto st = with_seq_header(partial);
     size_t n = 0;
     on_context([&](llama_context* ctx) {
@@ -352,6 +348,35 @@ void Session::restore_end(std::span<const uint8_t> partial, const std::vector<To
   }
   tokens_ = tokens;
   if (logits.size() == static_cast<size_t>(model_.n_vocab())) logits_ = logits;
+}
+
+void Session::append_window(std::span<const uint8_t> window) {
+  const size_t ext = model_.cell_ext_size();
+  const KvSection w = parse_kv_section(window, ext, model_.kv_has_v());
+  if (w.end != window.size()) throw StateMismatch("the sliding window's state is malformed");
+  if (w.cell_count == 0) return;
+  // Each piece goes in as an append of an empty full-attention section and a window section.
+  auto append = [&](std::span<const uint8_t> section) {
+    std::vector<uint8_t> st(sizeof(kNoWindow) + section.size());
+    std::memcpy(st.data(), kNoWindow, sizeof(kNoWindow));
+    std::memcpy(st.data() + sizeof(kNoWindow), section.data(), section.size());
+    size_t n = 0;
+    on_context([&](llama_context* ctx) {
+      n = llama_state_seq_set_data_ext(ctx, st.data(), st.size(), seq_,
+                                       LLAMA_STATE_SEQ_FLAGS_KV_APPEND);
+    });
+    if (n == 0) throw StateMismatch("llama.cpp rejected the sliding window's state");
+  };
+  // Where the window cache's cells end now (llama.cpp reports the window cache's end for these
+  // models): masked fillers from there to the window's first position, in pieces of a chunk.
+  llama_pos live = -1;
+  on_context(
+      [&](llama_context* ctx) { live = llama_memory_seq_pos_max(llama_get_memory(ctx), seq_); });
+  const int32_t first = w.first_pos(window);
+  for (int32_t p = live + 1; p < first; p += opt_.chunk) {
+    append(filler_section(w, p, static_cast<uint32_t>(std::min(opt_.chunk, first - p)), ext));
+  }
+  append(window);
 }
 
 }  // namespace kvstash::engine

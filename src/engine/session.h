@@ -121,6 +121,9 @@ class Session {
   // Runs `fn` with the context to this session (SharedContext::exclusive).
   void on_context(const std::function<void(llama_context*)>& fn) const;
   void remove_from(size_t n);  // drops the sequence's cells from position n on
+  // Sliding-window models: puts the window's cells (a section) after the full-attention KV,
+  // at the cell indices a prefill gives them (kv_blob.h, filler_section).
+  void append_window(std::span<const uint8_t> window);
 
   Model& model_;
   SessionOptions opt_;

@@ -2,6 +2,7 @@
 // and every answer must equal, bit for bit, the answer of a fresh prefill without the cache.
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -39,10 +40,16 @@ json conversation(int turns, int variant) {
   return msgs;
 }
 
-class CacheRestart : public ::testing::TestWithParam<std::string> {
+struct Param {
+  std::string shape;  // a tiny shape of kvstash mkmodel
+  std::string kv_type = "f16";
+};
+void PrintTo(const Param& p, std::ostream* os) { *os << p.shape << ", KV " << p.kv_type; }
+
+class CacheRestart : public ::testing::TestWithParam<Param> {
  protected:
   TempDir dir;
-  std::string model() { return fixtures::model_path(GetParam()); }
+  std::string model() { return fixtures::model_path(GetParam().shape); }
 
   std::string write_messages(const json& msgs, const std::string& name) {
     const std::string p = dir.path + "/" + name + ".json";
@@ -56,6 +63,10 @@ class CacheRestart : public ::testing::TestWithParam<std::string> {
         "generate", "-m", model(),      "--messages", messages,
         "-n",       "8",  "--ctx-size", "8192",       "--cache-boundary-align",
         "256"};
+    if (GetParam().kv_type != "f16") {
+      args.insert(args.end(),
+                  {"--cache-type-k", GetParam().kv_type, "--cache-type-v", GetParam().kv_type});
+    }
     args.insert(args.end(), extra.begin(), extra.end());
     auto r = fixtures::run_kvstash(args);
     EXPECT_EQ(r.rc, 0) << r.err;
@@ -181,10 +192,21 @@ TEST(CacheDefaults, GenerateKeepsItsCacheInXdgCacheHomeUnlessNone) {
   EXPECT_FALSE(fs::exists(home)) << "$XDG_CACHE_HOME is set: nothing goes to ~/.cache";
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, CacheRestart, ::testing::Values("tiny", "hybrid-tiny"),
+// The tiny shape of every family, and quantized KV: each turn is a new process restoring from
+// disk, and its answer must equal a fresh prefill's.
+INSTANTIATE_TEST_SUITE_P(Models, CacheRestart,
+                         ::testing::Values(Param{"tiny"}, Param{"hybrid-tiny"},
+                                           Param{"tiny", "q8_0"}, Param{"llama-tiny"},
+                                           Param{"qwen3moe-tiny"}, Param{"gemma3-tiny"},
+                                           Param{"gpt-oss-tiny"}, Param{"deepseek2-tiny"}),
                          [](const auto& info) {
-                           return info.param == "tiny" ? std::string("Attention")
-                                                       : std::string("Hybrid");
+                           const std::string& s = info.param.shape;
+                           std::string n = s == "tiny"          ? "Attention"
+                                           : s == "hybrid-tiny" ? "Hybrid"
+                                                                : s;
+                           if (info.param.kv_type != "f16") n += info.param.kv_type;
+                           std::erase_if(n, [](char c) { return !std::isalnum(c); });
+                           return n;
                          });
 
 }  // namespace
