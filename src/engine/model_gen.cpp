@@ -93,9 +93,9 @@ const std::vector<ModelShape>& model_shapes() {
     d.vocab = "deepseek-llm";
     d.chat_template = "deepseek-ai-DeepSeek-V3.1";
     v.push_back(d);
-    ModelShape dt{"deepseek2-tiny", "deepseek2", 128, 2, 4, 1, 48, 256, true, 163840, 10000.0f};
-    dt.rope_dims = 16;
-    dt.kv_lora_rank = 48;  // + 16 roped: a 64-wide latent row, whole q8_0 / q4_0 blocks
+    ModelShape dt{"deepseek2-tiny", "deepseek2", 128, 2, 4, 1, 64, 256, true, 163840, 10000.0f};
+    dt.rope_dims = 32;
+    dt.kv_lora_rank = 64;  // both 64 and 64 + 32 roped: whole q8_0 / q4_0 blocks
     dt.head_dim_v = 32;
     dt.n_expert = 4;
     dt.n_expert_used = 2;
