@@ -214,7 +214,8 @@ INSTANTIATE_TEST_SUITE_P(Families, CacheRestartFamilies,
                                            Param{"qwen3moe-tiny"}, Param{"gemma3-tiny"},
                                            Param{"gpt-oss-tiny"}, Param{"deepseek2-tiny"}),
                          [](const auto& info) {
-                           std::string n = info.param.shape + info.param.kv_type;
+                           std::string n = info.param.shape;
+                           if (info.param.kv_type != "f16") n += info.param.kv_type;
                            std::erase_if(n, [](char c) { return !std::isalnum(c); });
                            return n;
                          });
