@@ -16,12 +16,13 @@ Run add_mkmodel(CLI::App& app) {
   std::string shapes;
   for (const auto& s : engine::model_shapes()) shapes += (shapes.empty() ? "" : "|") + s.name;
   app.add_option("--shape", opt->shape, shapes)->capture_default_str();
-  app.add_option("--vocab", opt->vocab, "tokenizer: NAME of models/ggml-vocab-NAME.gguf, or a path")
-      ->capture_default_str();
+  app.add_option("--vocab", opt->vocab,
+                 "tokenizer: NAME of models/ggml-vocab-NAME.gguf, or a path; default: the "
+                 "family's (qwen2, llama-bpe, gemma-4, deepseek-llm)");
   app.add_option("--chat-template", opt->chat_template,
                  "chat template: NAME of llama.cpp's models/templates/NAME.jinja, a path, or "
                  "'vocab' (the vocab file's); default: the family's real one (Qwen-Qwen3-0.6B, "
-                 "Qwen3.5-4B)");
+                 "Qwen3.5-4B, meta-llama-Llama-3.1-8B-Instruct, ...)");
   app.add_option("-o,--out", opt->out, "output GGUF file")->required();
   app.add_option("--seed", opt->seed, "weights seed")->capture_default_str();
   app.add_flag("!--f32", opt->f16, "store matrices in f32 instead of f16");
@@ -31,8 +32,9 @@ Run add_mkmodel(CLI::App& app) {
     const uint64_t n = engine::generate_model(*opt);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::cerr << "kvstash: wrote " << opt->out << " (" << opt->shape << ", " << n / 1e6
-              << "M parameters, " << (opt->f16 ? "f16" : "f32") << ", vocab " << opt->vocab
-              << ") in " << s << " s\n";
+              << "M parameters, " << (opt->f16 ? "f16" : "f32") << ", vocab "
+              << (opt->vocab.empty() ? engine::find_shape(opt->shape).vocab : opt->vocab) << ") in "
+              << s << " s\n";
     if (*verify) {
       engine::Model model(opt->out);
       engine::SessionOptions so;

@@ -71,7 +71,7 @@ int32_t KvSection::last_pos(std::span<const uint8_t> blob) const {
   return read_pos(blob, meta_offset + (cell_count - 1) * meta_cell_size);
 }
 
-KvSection parse_kv_section(std::span<const uint8_t> blob, size_t cell_ext_size) {
+KvSection parse_kv_section(std::span<const uint8_t> blob, size_t cell_ext_size, bool has_v) {
   Reader r(blob);
   KvSection s;
   const auto n_stream = r.get<uint32_t>();
@@ -106,9 +106,8 @@ KvSection parse_kv_section(std::span<const uint8_t> blob, size_t cell_ext_size) 
     r.skip(k.row_size * s.cell_count);
     s.k.push_back(k);
   }
-  // Every layer has V in the families kvstash supports (MLA caches without V are refused by the
-  // plausibility checks of the next chunk or by llama.cpp on restore).
-  for (uint32_t l = 0; l < n_layer; ++l) {
+  // MLA caches write no V section at all (llama.cpp skips layers without a V tensor).
+  for (uint32_t l = 0; has_v && l < n_layer; ++l) {
     KvLayer v;
     v.type = r.get<int32_t>();
     if (!s.v_trans) {
@@ -136,10 +135,11 @@ struct Joinable {
   size_t bytes = 0;
 };
 
-Joinable check_joinable(const std::vector<std::span<const uint8_t>>& parts, size_t cell_ext_size) {
+Joinable check_joinable(const std::vector<std::span<const uint8_t>>& parts, size_t cell_ext_size,
+                        bool has_v) {
   Joinable j;
   for (const auto& p : parts) {
-    j.secs.push_back(parse_kv_section(p, cell_ext_size));
+    j.secs.push_back(parse_kv_section(p, cell_ext_size, has_v));
     if (j.secs.back().cell_count == 0) throw KvBlobError("empty kv chunk");
     j.cells += j.secs.back().cell_count;
   }
@@ -226,11 +226,45 @@ void write_joined(std::vector<uint8_t>& out, const std::vector<std::span<const u
 }  // namespace
 
 std::vector<uint8_t> concat_kv_sections(const std::vector<std::span<const uint8_t>>& parts,
-                                        size_t cell_ext_size) {
-  const Joinable j = check_joinable(parts, cell_ext_size);
+                                        size_t cell_ext_size, bool has_v) {
+  const Joinable j = check_joinable(parts, cell_ext_size, has_v);
   std::vector<uint8_t> out;
   out.reserve(j.bytes);
   write_joined(out, parts, j);
+  return out;
+}
+
+std::vector<uint8_t> filler_section(const KvSection& like, int32_t first, uint32_t n,
+                                    size_t cell_ext_size) {
+  std::vector<uint8_t> out;
+  auto zeros = [&out](size_t bytes) { out.insert(out.end(), bytes, 0); };
+  put<uint32_t>(out, 1);
+  put<uint32_t>(out, n);
+  for (uint32_t i = 0; i < n; ++i) {  // pos, n_seq_id, [ext], seq_id
+    put<int32_t>(out, first + static_cast<int32_t>(i));
+    put<uint32_t>(out, 1);
+    zeros(cell_ext_size);
+    put<int32_t>(out, 0);
+  }
+  if (n == 0) return out;
+  put<uint32_t>(out, like.v_trans ? 1 : 0);
+  put<uint32_t>(out, static_cast<uint32_t>(like.k.size()));
+  for (const auto& k : like.k) {
+    put<int32_t>(out, k.type);
+    put<uint64_t>(out, k.row_size);
+    zeros(k.row_size * n);
+  }
+  for (const auto& v : like.v) {
+    put<int32_t>(out, v.type);
+    if (!like.v_trans) {
+      put<uint64_t>(out, v.row_size);
+      zeros(v.row_size * n);
+    } else {
+      put<uint32_t>(out, static_cast<uint32_t>(v.row_size));
+      put<uint32_t>(out, v.n_embd);
+      zeros(v.row_size * v.n_embd * n);
+    }
+  }
   return out;
 }
 

@@ -84,11 +84,12 @@ std::string Model::arch() const {
   return buf;
 }
 
-bool Model::hybrid() const { return llama_model_is_hybrid(model_); }
+bool Model::hybrid() const { return llama_model_is_hybrid(model_) || sliding_window(); }
+
+bool Model::sliding_window() const { return llama_model_n_swa(model_) > 0; }
 
 ResumeKind Model::resume_kind() const {
-  if (llama_model_is_recurrent(model_) || llama_model_is_hybrid(model_) ||
-      llama_model_n_swa(model_) > 0) {
+  if (llama_model_is_recurrent(model_) || llama_model_is_hybrid(model_) || sliding_window()) {
     return ResumeKind::kSnapshotOnly;
   }
   return ResumeKind::kAnyBoundary;
@@ -97,6 +98,14 @@ ResumeKind Model::resume_kind() const {
 size_t Model::cell_ext_size() const {
   const auto rt = llama_model_rope_type(model_);
   return (rt == LLAMA_ROPE_TYPE_MROPE || rt == LLAMA_ROPE_TYPE_IMROPE) ? 12 : 0;
+}
+
+bool Model::kv_has_v() const {
+  // llama.cpp caches no V for multi-head latent attention (llama_hparams::is_mla(): the model
+  // declares the per-head sizes of its decompressed K and V under the _mla keys).
+  char buf[32];
+  return llama_model_meta_val_str(model_, (arch() + ".attention.key_length_mla").c_str(), buf,
+                                  sizeof(buf)) < 0;
 }
 
 int Model::n_vocab() const { return llama_vocab_n_tokens(vocab()); }

@@ -16,7 +16,11 @@ using Token = int32_t;
 
 // Where a restored state may resume. Pure attention caches can be cut at any token, so any stored
 // chunk boundary is a resume point; recurrent and hybrid models carry state that exists only at
-// the exact positions where a snapshot was taken.
+// the exact positions where a snapshot was taken. So do sliding-window models: llama.cpp writes
+// a sequence's window cells only (the older ones are masked for every later token), and the
+// window at position p is not the window at any other position. (A prefix shorter than the
+// window would be cuttable, but kvstash keeps one rule per model: its prompts are longer than
+// the windows of real models, 512 to 4096 tokens.)
 enum class ResumeKind { kAnyBoundary, kSnapshotOnly };
 
 struct ModelOptions {
@@ -39,8 +43,13 @@ class Model {
   const ModelOptions& options() const { return opt_; }
   std::string arch() const;
   ResumeKind resume_kind() const;
-  bool hybrid() const;           // attention + recurrent (attention KV can be chunked)
+  // KV in chunks plus a partial state that exists only at snapshot positions: attention +
+  // recurrent layers (qwen35), or full + sliding-window attention layers (gemma3, gpt-oss: the
+  // full layers' KV is chunked, the window's cells are the partial state).
+  bool hybrid() const;
+  bool sliding_window() const;   // has sliding-window attention layers
   size_t cell_ext_size() const;  // bytes of per-cell position extension in KV state (M-RoPE)
+  bool kv_has_v() const;         // false for MLA (deepseek2): the cache holds K (the latent) only
   int n_vocab() const;
   bool is_eog(Token t) const;  // end of generation (EOS, end of turn)
   int n_ctx_train() const;

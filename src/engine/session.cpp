@@ -23,6 +23,11 @@ namespace {
 // from, so the stored bytes do not depend on the slot (llama.cpp ignores it on restore).
 constexpr int32_t kStoredSeq = 0;
 
+// A sliding-window model's KV range is written as its full-attention section followed by the
+// window's section; a chunk keeps the first and an empty second (n_stream 1, no cells), which
+// llama.cpp's append reads as "no window cells" (the window comes with the snapshot's partial).
+constexpr uint32_t kNoWindow[2] = {1, 0};
+
 }  // namespace
 
 Session::Session(Model& model, const SessionOptions& opt)
@@ -183,7 +188,18 @@ void Session::restore(const Snapshot& s) {
   if (s.tokens.size() > static_cast<size_t>(opt_.n_ctx)) {
     throw std::invalid_argument("saved state is longer than this context");
   }
-  load_state(s.state);
+  if (model_.sliding_window()) {
+    // The full-attention section as stored, then the window where a prefill has it.
+    const auto body = strip_seq_header(s.state);
+    const size_t full = parse_kv_section(body, model_.cell_ext_size(), model_.kv_has_v()).end;
+    std::vector<uint8_t> st(s.state.begin(), s.state.begin() + kSeqStateHeaderSize + full);
+    const auto* no = reinterpret_cast<const uint8_t*>(kNoWindow);
+    st.insert(st.end(), no, no + sizeof(kNoWindow));
+    load_state(st);
+    append_window(body.subspan(full));
+  } else {
+    load_state(s.state);
+  }
   llama_pos last = -1;
   on_context(
       [&](llama_context* ctx) { last = llama_memory_seq_pos_max(llama_get_memory(ctx), seq_); });
@@ -210,7 +226,7 @@ Payload Session::extract_kv(int begin, int end, BufferPool& pool) {
   if (n == 0) throw std::runtime_error("llama.cpp could not save the KV range");
   buf->shrink(n);
   const auto body = strip_seq_header(std::as_const(*buf).span());
-  const KvSection sec = parse_kv_section(body, model_.cell_ext_size());
+  const KvSection sec = parse_kv_section(body, model_.cell_ext_size(), model_.kv_has_v());
   if (sec.cell_count != static_cast<uint32_t>(end - begin) || sec.first_pos(body) != begin) {
     throw std::runtime_error("KV range [" + std::to_string(begin) + "," + std::to_string(end) +
                              ") came out with " + std::to_string(sec.cell_count) + " cells");
@@ -220,10 +236,15 @@ Payload Session::extract_kv(int begin, int end, BufferPool& pool) {
                       (i + 1) * sec.meta_cell_size - sizeof(kStoredSeq);
     std::memcpy(buf->data() + at, &kStoredSeq, sizeof(kStoredSeq));
   }
-  // Keep the section only: the header is llama.cpp's, and a hybrid model's recurrent part
-  // belongs to snapshots.
+  // Keep the section only: the header is llama.cpp's, and a hybrid model's recurrent part or
+  // sliding window belongs to snapshots (a window section follows as an empty one).
   buf->drop_front(static_cast<size_t>(body.data() - buf->data()));
-  buf->shrink(sec.end);
+  if (model_.sliding_window()) {
+    std::memcpy(buf->data() + sec.end, kNoWindow, sizeof(kNoWindow));
+    buf->shrink(sec.end + sizeof(kNoWindow));
+  } else {
+    buf->shrink(sec.end);
+  }
   return buf;
 }
 
@@ -268,9 +289,10 @@ void Session::restore_begin(int keep, int from) {
 
 void Session::restore_kv(std::span<const uint8_t> section) {
   if (restore_keep_ < 0) throw std::logic_error("restore_kv outside a restore");
-  const KvSection sec = parse_kv_section(section, model_.cell_ext_size());
+  const KvSection sec = parse_kv_section(section, model_.cell_ext_size(), model_.kv_has_v());
   const int first = sec.first_pos(section);
-  if (sec.end != section.size() || first != restore_next_) {
+  const size_t size = sec.end + (model_.sliding_window() ? sizeof(kNoWindow) : 0);
+  if (size != section.size() || first != restore_next_) {
     throw StateMismatch("KV section of " + std::to_string(sec.cell_count) + " cells from " +
                         std::to_string(first) + " does not continue the state at " +
                         std::to_string(restore_next_));
@@ -303,7 +325,9 @@ void Session::restore_end(std::span<const uint8_t> partial, const std::vector<To
     throw StateMismatch("restored KV holds " + std::to_string(restore_next_) +
                         " positions, expected " + std::to_string(tokens.size()));
   }
-  if (model_.hybrid()) {
+  if (model_.sliding_window()) {
+    append_window(partial);
+  } else if (model_.hybrid()) {
     const auto st = with_seq_header(partial);
     size_t n = 0;
     on_context([&](llama_context* ctx) {
@@ -324,6 +348,35 @@ void Session::restore_end(std::span<const uint8_t> partial, const std::vector<To
   }
   tokens_ = tokens;
   if (logits.size() == static_cast<size_t>(model_.n_vocab())) logits_ = logits;
+}
+
+void Session::append_window(std::span<const uint8_t> window) {
+  const size_t ext = model_.cell_ext_size();
+  const KvSection w = parse_kv_section(window, ext, model_.kv_has_v());
+  if (w.end != window.size()) throw StateMismatch("the sliding window's state is malformed");
+  if (w.cell_count == 0) return;
+  // Each piece goes in as an append of an empty full-attention section and a window section.
+  auto append = [&](std::span<const uint8_t> section) {
+    std::vector<uint8_t> st(sizeof(kNoWindow) + section.size());
+    std::memcpy(st.data(), kNoWindow, sizeof(kNoWindow));
+    std::memcpy(st.data() + sizeof(kNoWindow), section.data(), section.size());
+    size_t n = 0;
+    on_context([&](llama_context* ctx) {
+      n = llama_state_seq_set_data_ext(ctx, st.data(), st.size(), seq_,
+                                       LLAMA_STATE_SEQ_FLAGS_KV_APPEND);
+    });
+    if (n == 0) throw StateMismatch("llama.cpp rejected the sliding window's state");
+  };
+  // Where the window cache's cells end now (llama.cpp reports the window cache's end for these
+  // models): masked fillers from there to the window's first position, in pieces of a chunk.
+  llama_pos live = -1;
+  on_context(
+      [&](llama_context* ctx) { live = llama_memory_seq_pos_max(llama_get_memory(ctx), seq_); });
+  const int32_t first = w.first_pos(window);
+  for (int32_t p = live + 1; p < first; p += opt_.chunk) {
+    append(filler_section(w, p, static_cast<uint32_t>(std::min(opt_.chunk, first - p)), ext));
+  }
+  append(window);
 }
 
 }  // namespace kvstash::engine

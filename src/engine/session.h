@@ -21,6 +21,11 @@
 // same cell search a prefill uses, so a sequence whose cells are position-ordered from cell 0 (a
 // fresh prefill, a trim, a restore) gets the appended cells right after its last one, where a
 // prefill would have put them; the bit-exactness tests prove it per model family.
+//
+// Sliding-window models (gemma3, gpt-oss) are snapshot-only: their full-attention KV is chunked like
+// any attention KV, and a snapshot's partial state is the window's cells (the only ones llama.cpp
+// writes). A restore puts the window back at the cell indices a prefill gives it, behind masked
+// filler cells (append_window), since kernels group cells by index.
 #pragma once
 
 #include <functional>
@@ -121,6 +126,9 @@ class Session {
   // Runs `fn` with the context to this session (SharedContext::exclusive).
   void on_context(const std::function<void(llama_context*)>& fn) const;
   void remove_from(size_t n);  // drops the sequence's cells from position n on
+  // Sliding-window models: puts the window's cells (a section) after the full-attention KV,
+  // at the cell indices a prefill gives them (kv_blob.h, filler_section).
+  void append_window(std::span<const uint8_t> window);
 
   Model& model_;
   SessionOptions opt_;

@@ -2,6 +2,7 @@
 // and every answer must equal, bit for bit, the answer of a fresh prefill without the cache.
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -39,10 +40,16 @@ json conversation(int turns, int variant) {
   return msgs;
 }
 
-class CacheRestart : public ::testing::TestWithParam<std::string> {
+struct Param {
+  std::string shape;  // a tiny shape of kvstash mkmodel
+  std::string kv_type = "f16";
+};
+void PrintTo(const Param& p, std::ostream* os) { *os << p.shape << ", KV " << p.kv_type; }
+
+class CacheRestart : public ::testing::TestWithParam<Param> {
  protected:
   TempDir dir;
-  std::string model() { return fixtures::model_path(GetParam()); }
+  std::string model() { return fixtures::model_path(GetParam().shape); }
 
   std::string write_messages(const json& msgs, const std::string& name) {
     const std::string p = dir.path + "/" + name + ".json";
@@ -56,6 +63,10 @@ class CacheRestart : public ::testing::TestWithParam<std::string> {
         "generate", "-m", model(),      "--messages", messages,
         "-n",       "8",  "--ctx-size", "8192",       "--cache-boundary-align",
         "256"};
+    if (GetParam().kv_type != "f16") {
+      args.insert(args.end(),
+                  {"--cache-type-k", GetParam().kv_type, "--cache-type-v", GetParam().kv_type});
+    }
     args.insert(args.end(), extra.begin(), extra.end());
     auto r = fixtures::run_kvstash(args);
     EXPECT_EQ(r.rc, 0) << r.err;
@@ -63,6 +74,7 @@ class CacheRestart : public ::testing::TestWithParam<std::string> {
     return json::parse(r.out.empty() ? "{}" : r.out);
   }
 
+  void multi_turn();
   json fresh(const std::string& messages) { return generate(messages, {"--no-cache"}); }
   json cached(const std::string& messages, const std::string& cache_dir,
               std::vector<std::string> extra = {}, fixtures::ProcResult* raw = nullptr) {
@@ -76,7 +88,8 @@ void expect_same_answer(const json& a, const json& b) {
   EXPECT_EQ(a.at("tokens"), b.at("tokens")) << "greedy tokens differ";
 }
 
-TEST_P(CacheRestart, MultiTurnConversationRestoresBitExactAfterEachRestart) {
+// Four turns, each a new process restoring from disk; every answer equals a fresh prefill's.
+void CacheRestart::multi_turn() {
   const std::string cache_dir = dir.path + "/cache";
   uint32_t prev_prompt = 0;
   for (int turn = 1; turn <= 4; ++turn) {
@@ -90,6 +103,8 @@ TEST_P(CacheRestart, MultiTurnConversationRestoresBitExactAfterEachRestart) {
     prev_prompt = c.at("prompt_tokens");
   }
 }
+
+TEST_P(CacheRestart, MultiTurnConversationRestoresBitExactAfterEachRestart) { multi_turn(); }
 
 TEST_P(CacheRestart, DamagedFilesAreDetectedAndNeverServed) {
   const std::string cache_dir = dir.path + "/cache";
@@ -181,10 +196,28 @@ TEST(CacheDefaults, GenerateKeepsItsCacheInXdgCacheHomeUnlessNone) {
   EXPECT_FALSE(fs::exists(home)) << "$XDG_CACHE_HOME is set: nothing goes to ~/.cache";
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, CacheRestart, ::testing::Values("tiny", "hybrid-tiny"),
+INSTANTIATE_TEST_SUITE_P(Models, CacheRestart,
+                         ::testing::Values(Param{"tiny"}, Param{"hybrid-tiny"}),
                          [](const auto& info) {
-                           return info.param == "tiny" ? std::string("Attention")
-                                                       : std::string("Hybrid");
+                           return info.param.shape == "tiny" ? std::string("Attention")
+                                                             : std::string("Hybrid");
+                         });
+
+// The tiny shape of every other family, and quantized KV, through the multi-turn conversation
+// only (the damage and budget tests exercise the cache, which is the same for every family).
+class CacheRestartFamilies : public CacheRestart {};
+TEST_P(CacheRestartFamilies, MultiTurnConversationRestoresBitExactAfterEachRestart) {
+  multi_turn();
+}
+INSTANTIATE_TEST_SUITE_P(Families, CacheRestartFamilies,
+                         ::testing::Values(Param{"tiny", "q8_0"}, Param{"llama-tiny"},
+                                           Param{"qwen3moe-tiny"}, Param{"gemma3-tiny"},
+                                           Param{"gpt-oss-tiny"}, Param{"deepseek2-tiny"}),
+                         [](const auto& info) {
+                           std::string n = info.param.shape;
+                           if (info.param.kv_type != "f16") n += info.param.kv_type;
+                           std::erase_if(n, [](char c) { return !std::isalnum(c); });
+                           return n;
                          });
 
 }  // namespace

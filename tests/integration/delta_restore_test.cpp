@@ -30,23 +30,26 @@ namespace {
 constexpr uint32_t C = 256;
 
 struct Param {
-  std::string shape;  // tiny | hybrid-tiny
+  std::string shape;  // a tiny shape of kvstash mkmodel
   bool flash_attn;
+  std::string kv_type = "f16";  // K and V
 };
 void PrintTo(const Param& p, std::ostream* os) {
-  *os << p.shape << (p.flash_attn ? "" : ", flash attention off");
+  *os << p.shape << (p.flash_attn ? "" : ", flash attention off") << ", KV " << p.kv_type;
 }
 
 class DeltaRestore : public ::testing::TestWithParam<Param> {
  protected:
   fixtures::TempDir dir;
   engine::Model& m() { return fixtures::model(GetParam().shape); }
-  bool hybrid() { return GetParam().shape != "tiny"; }
+  bool hybrid() { return m().resume_kind() != engine::ResumeKind::kAnyBoundary; }
   engine::SessionOptions opts() {
     engine::SessionOptions o;
     o.n_ctx = 2048;
     o.chunk = C;
     o.flash_attn = GetParam().flash_attn;
+    o.type_k = GetParam().kv_type;
+    o.type_v = GetParam().kv_type;
     return o;
   }
   std::vector<Token> prompt(size_t n) { return fixtures::prompt_tokens(m(), n); }
@@ -220,11 +223,16 @@ TEST_P(DeltaRestore, ChunkDamagedOnDiskIsFoundMidStreamAndNeverServed) {
   expect_same(r.trace, fresh(p, ints(b)));
 }
 
+// Besides the two original families: quantized KV, MLA's latent KV (deepseek2) and a
+// sliding-window model (gemma3: full-attention chunks, the window from the entry).
 INSTANTIATE_TEST_SUITE_P(Models, DeltaRestore,
                          ::testing::Values(Param{"tiny", true}, Param{"tiny", false},
-                                           Param{"hybrid-tiny", true}),
+                                           Param{"hybrid-tiny", true}, Param{"tiny", true, "q8_0"},
+                                           Param{"gemma3-tiny", true},
+                                           Param{"deepseek2-tiny", true}),
                          [](const auto& i) {
                            std::string n = i.param.shape + (i.param.flash_attn ? "" : "_noFA");
+                           if (i.param.kv_type != "f16") n += "_" + i.param.kv_type;
                            for (char& ch : n) {
                              if (ch == '-') ch = '_';
                            }

@@ -1,9 +1,11 @@
 // Bit-exactness of restored states against fresh prefills, on real generated models:
 // attention-only (qwen3 shape) and hybrid attention + gated delta net (qwen35 shape), each with
 // flash attention on and off (off, llama.cpp stores V transposed: another KV layout to cut into
-// chunks and put back).
+// chunks and put back); the tiny shape of every other supported family (llama, qwen3moe, gemma3
+// and gpt-oss with sliding-window layers, deepseek2 with MLA's latent KV), and quantized KV.
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <cstring>
 
 #include "engine/kv_blob.h"
@@ -24,25 +26,28 @@ namespace {
 constexpr size_t kPrompt = 700;  // chunks of 256: boundaries at 256 and 512, end inside a chunk
 
 struct Param {
-  std::string shape;  // tiny | hybrid-tiny
+  std::string shape;  // a tiny shape of kvstash mkmodel
   bool flash_attn;
+  std::string kv_type = "f16";  // K and V
 };
 void PrintTo(const Param& p, std::ostream* os) {
-  *os << p.shape << (p.flash_attn ? "" : ", flash attention off");
+  *os << p.shape << (p.flash_attn ? "" : ", flash attention off") << ", KV " << p.kv_type;
 }
 
-engine::SessionOptions opts(bool flash_attn) {
+engine::SessionOptions opts(const Param& p) {
   engine::SessionOptions o;
   o.n_ctx = 1024;
   o.chunk = 256;
-  o.flash_attn = flash_attn;
+  o.flash_attn = p.flash_attn;
+  o.type_k = p.kv_type;
+  o.type_v = p.kv_type;
   return o;
 }
 
 class EngineRestore : public ::testing::TestWithParam<Param> {
  protected:
   engine::Model& m() { return fixtures::model(GetParam().shape); }
-  engine::SessionOptions opts() { return ::opts(GetParam().flash_attn); }
+  engine::SessionOptions opts() { return ::opts(GetParam()); }
   std::vector<Token> prompt() { return fixtures::prompt_tokens(m(), kPrompt); }
 
   // The prompt's content-derived batch breaks (as a server passes chat message starts).
@@ -103,7 +108,7 @@ TEST_P(EngineRestore, PrefixRebuiltFromRangeChunks) {
     chunks.push_back(s.extract_kv(256, 512));
   }
   // The layout under test: V transposed exactly when flash attention is off.
-  EXPECT_EQ(engine::parse_kv_section(chunks[0], m().cell_ext_size()).v_trans,
+  EXPECT_EQ(engine::parse_kv_section(chunks[0], m().cell_ext_size(), m().kv_has_v()).v_trans,
             !GetParam().flash_attn);
   Session r(m(), opts());
   const auto p = prompt();
@@ -151,8 +156,8 @@ TEST_P(EngineRestore, RefusesStateOfAnotherModel) {
 
 TEST_P(EngineRestore, RefusesStateWithOtherKvSettings) {
   auto q8 = opts();
-  q8.type_k = "q8_0";
-  if (q8.flash_attn) q8.type_v = "q8_0";  // llama.cpp quantizes V only with flash attention
+  q8.type_k = q8.type_k == "f16" ? "q8_0" : "f16";
+  q8.type_v = q8.flash_attn ? q8.type_k : "f16";  // llama.cpp quantizes V only with flash attention
   Session a(m(), q8);
   a.prefill(fixtures::prompt_tokens(m(), 300));
   auto snap = a.snapshot();
@@ -165,12 +170,20 @@ TEST_P(EngineRestore, RefusesStateWithOtherKvSettings) {
   EXPECT_TRUE(b.tokens().empty());
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, EngineRestore,
-                         ::testing::Values(Param{"tiny", true}, Param{"hybrid-tiny", true},
-                                           Param{"tiny", false}, Param{"hybrid-tiny", false}),
-                         [](const auto& info) {
-                           return std::string(info.param.shape == "tiny" ? "Attention" : "Hybrid") +
-                                  (info.param.flash_attn ? "" : "NoFlashAttn");
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Models, EngineRestore,
+    ::testing::Values(Param{"tiny", true}, Param{"hybrid-tiny", true}, Param{"tiny", false},
+                      Param{"hybrid-tiny", false}, Param{"tiny", true, "q8_0"},
+                      Param{"tiny", true, "q4_0"}, Param{"llama-tiny", true},
+                      Param{"qwen3moe-tiny", true}, Param{"gemma3-tiny", true},
+                      Param{"gpt-oss-tiny", true}, Param{"deepseek2-tiny", true}),
+    [](const auto& info) {
+      const std::string& s = info.param.shape;
+      std::string n = s == "tiny" ? "Attention" : s == "hybrid-tiny" ? "Hybrid" : s;
+      n += info.param.flash_attn ? "" : "NoFlashAttn";
+      n += info.param.kv_type == "f16" ? "" : info.param.kv_type;
+      std::erase_if(n, [](char c) { return !std::isalnum(static_cast<unsigned char>(c)); });
+      return n;
+    });
 
 }  // namespace

@@ -7,6 +7,7 @@
 
 #include "engine/model.h"
 #include "temp_dir.h"
+#include "test_models.h"
 
 using namespace kvstash;
 
@@ -42,6 +43,38 @@ TEST(ModelGen, LoadingAGeneratedModelIsQuiet) {
   const std::string text = "a</s>b<|im_end|>\n<|endoftext|> plain text";
   EXPECT_EQ(m.tokenize(text), source.tokenize(text));
   EXPECT_EQ(m.detokenize(m.tokenize(text)), source.detokenize(source.tokenize(text)));
+}
+
+// Every family's tiny shape loads as its llama.cpp architecture with its family's tokenizer and
+// template, and with the KV character the engine relies on: where a restore may resume, whether a
+// snapshot carries a partial state (recurrent state, sliding window), whether V is cached (MLA).
+TEST(ModelGen, FamiliesLoadWithTheirKvCharacter) {
+  struct Want {
+    const char* shape;
+    const char* arch;
+    int n_vocab;
+    bool anywhere, partial, sliding, has_v;
+  };
+  const Want wants[] = {
+      {"tiny", "qwen3", 151936, true, false, false, true},
+      {"hybrid-tiny", "qwen35", 151936, false, true, false, true},
+      {"llama-tiny", "llama", 128256, true, false, false, true},
+      {"qwen3moe-tiny", "qwen3moe", 151936, true, false, false, true},
+      {"gemma3-tiny", "gemma3", 262144, false, true, true, true},
+      {"gpt-oss-tiny", "gpt-oss", 151936, false, true, true, true},
+      {"deepseek2-tiny", "deepseek2", 102400, true, false, false, false},
+  };
+  for (const Want& w : wants) {
+    SCOPED_TRACE(w.shape);
+    engine::Model& m = fixtures::model(w.shape);
+    EXPECT_EQ(m.arch(), w.arch);
+    EXPECT_EQ(m.n_vocab(), w.n_vocab);
+    EXPECT_EQ(m.resume_kind() == engine::ResumeKind::kAnyBoundary, w.anywhere);
+    EXPECT_EQ(m.hybrid(), w.partial);
+    EXPECT_EQ(m.sliding_window(), w.sliding);
+    EXPECT_EQ(m.kv_has_v(), w.has_v);
+    EXPECT_FALSE(m.chat_template().empty());
+  }
 }
 
 }  // namespace

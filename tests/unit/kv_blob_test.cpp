@@ -17,7 +17,7 @@ void put(std::vector<uint8_t>& o, T v) {
 // A synthetic KV section for cells at positions [begin, end): layers x (K rows, V rows) whose
 // bytes encode (layer, kind, position, byte) so misplaced data is detectable.
 std::vector<uint8_t> section(int begin, int end, bool v_trans, int layers = 3, int row = 8,
-                             int32_t k_type = 1) {
+                             int32_t k_type = 1, bool has_v = true) {
   std::vector<uint8_t> o;
   const uint32_t n = end - begin;
   put<uint32_t>(o, 1);
@@ -35,7 +35,7 @@ std::vector<uint8_t> section(int begin, int end, bool v_trans, int layers = 3, i
     for (int p = begin; p < end; ++p)
       for (int b = 0; b < row; ++b) o.push_back(uint8_t(l * 31 + p * 7 + b));
   }
-  for (int l = 0; l < layers; ++l) {
+  for (int l = 0; has_v && l < layers; ++l) {
     put<int32_t>(o, 1);
     if (!v_trans) {
       put<uint64_t>(o, row);
@@ -90,4 +90,37 @@ TEST(KvBlob, RefusesTruncatedAndImplausibleInput) {
   }
   // A wrong cell-extension size misreads the header and must be caught, not trusted.
   EXPECT_THROW(parse_kv_section(a, 12), KvBlobError);
+}
+
+// MLA caches (deepseek2) write K rows only: the section ends after them, and chunks join.
+TEST(KvBlob, MlaSectionsHaveNoV) {
+  const auto a = section(0, 4, false, 2, 8, 1, false), b = section(4, 9, false, 2, 8, 1, false);
+  const KvSection k = parse_kv_section(a, 0, false);
+  EXPECT_TRUE(k.v.empty());
+  EXPECT_EQ(k.end, a.size());
+  EXPECT_EQ(concat_kv_sections({a, b}, 0, false), section(0, 9, false, 2, 8, 1, false));
+  // Read as K/V, the same bytes are refused rather than misread.
+  EXPECT_THROW(parse_kv_section(a, 0, true), KvBlobError);
+}
+
+// Fillers take the layout of the window they precede and hold zeros at the positions asked.
+TEST(KvBlob, FillerSectionHasTheWindowsLayout) {
+  for (bool v_trans : {false, true}) {
+    const auto w = section(300, 310, v_trans);
+    const KvSection ws = parse_kv_section(w, 0);
+    const auto f = filler_section(ws, 290, 10, 0);
+    const KvSection fs = parse_kv_section(f, 0);
+    EXPECT_EQ(fs.end, f.size());
+    EXPECT_EQ(fs.cell_count, 10u);
+    EXPECT_EQ(fs.first_pos(f), 290);
+    EXPECT_EQ(fs.last_pos(f), 299);
+    EXPECT_EQ(fs.v_trans, v_trans);
+    ASSERT_EQ(fs.k.size(), ws.k.size());
+    for (size_t l = 0; l < fs.k.size(); ++l) {
+      EXPECT_EQ(fs.k[l].row_size, ws.k[l].row_size);
+      EXPECT_EQ(fs.v[l].n_embd, ws.v[l].n_embd);
+    }
+    // They continue into the window like any earlier chunk.
+    EXPECT_NO_THROW(concat_kv_sections({f, w}, 0));
+  }
 }
