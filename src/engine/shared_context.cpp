@@ -18,7 +18,7 @@ namespace {
 // long as the last step took, within bounds. A slot that needs longer than a whole step to sample
 // and stream its token would wait that long for the next step anyway; waiting less splits the
 // streams into two steps, each costing nearly what one batched step costs.
-constexpr auto kMinGather = std::chrono::milliseconds(2);
+constexpr auto kMinGather = std::chrono::milliseconds(5);
 constexpr auto kMaxGather = std::chrono::milliseconds(250);
 
 ggml_type parse_type(const std::string& s) {
@@ -118,6 +118,7 @@ void SharedContext::decode(int seq, Token t, int pos, std::vector<float>* logits
       last_exclusive_ = false;
       ++stats_.steps;
       stats_.tokens += steps.size();
+      stats_.max_batch = std::max<uint64_t>(stats_.max_batch, steps.size());
       for (Step* s : steps) s->done = true;
       cv_.notify_all();
       break;

@@ -49,6 +49,7 @@ class SharedContext {
     uint64_t steps = 0;      // decode steps run
     uint64_t tokens = 0;     // tokens they decoded (tokens / steps: the mean batch)
     uint64_t exclusive = 0;  // pieces of exclusive work (prefill batches, restores, copies)
+    uint64_t max_batch = 0;  // the largest step
   };
   Stats stats();
 
