@@ -185,16 +185,19 @@ TEST_F(Server, RestartThenDiskHit) {
 TEST_F(Server, ConcurrentRequestsOnTwoSlots) {
   fixtures::ServerProcess srv(base({"--parallel", "2"}));
   std::vector<std::future<Reply>> fs;
+  // One token each: it comes from the prefill (or restore), which must be exact; later tokens
+  // of concurrent requests are decoded in shared batches, whose last bits may differ from a lone
+  // decode (so may a greedy choice between near-equal logits of a random-weight model).
   for (int i = 0; i < 4; ++i) {
     fs.push_back(std::async(std::launch::async, [&, i] {
-      return post(srv.port(), "/v1/chat/completions", chat_body(agent(10 + i % 2, 1 + i / 2), 6));
+      return post(srv.port(), "/v1/chat/completions", chat_body(agent(10 + i % 2, 1 + i / 2), 1));
     }));
   }
   std::vector<Reply> rs;
   for (auto& f : fs) rs.push_back(f.get());
   for (int i = 0; i < 4; ++i) {
     ASSERT_EQ(rs[i].status, 200) << rs[i].raw;
-    EXPECT_EQ(content(rs[i]), fresh_answer(agent(10 + i % 2, 1 + i / 2), 6)) << "request " << i;
+    EXPECT_EQ(content(rs[i]), fresh_answer(agent(10 + i % 2, 1 + i / 2), 1)) << "request " << i;
   }
   const Reply slots = get(srv.port(), "/slots");
   EXPECT_EQ(slots.body.size(), 2u);
