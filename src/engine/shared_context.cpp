@@ -15,9 +15,9 @@ namespace kvstash::engine {
 namespace {
 
 // How long the slot leading a decode step waits for the tokens of the other decoding slots: as
-// long as the last step took, within bounds. A slot that needs longer than a whole step to sample
-// and stream its token would wait that long for the next step anyway; waiting less splits the
-// streams into two steps, each costing nearly what one batched step costs.
+// long as the last step took, or twice as long as slots take to come back after a step (sampling
+// and streaming a piece; slow in a sanitizer build or on a busy machine), within bounds. Waiting
+// less splits the streams into steps of one token, each costing nearly what a batched step costs.
 constexpr auto kMinGather = std::chrono::milliseconds(5);
 constexpr auto kMaxGather = std::chrono::milliseconds(250);
 
@@ -36,7 +36,7 @@ ggml_type parse_type(const std::string& s) {
 }  // namespace
 
 SharedContext::SharedContext(Model& model, const SessionOptions& opt, int n_seq)
-    : model_(model), n_seq_(n_seq) {
+    : model_(model), n_seq_(n_seq), seq_step_(static_cast<size_t>(std::max(n_seq, 1)), 0) {
   if (opt.chunk <= 0 || opt.n_ctx <= 0) throw std::invalid_argument("chunk and n_ctx must be > 0");
   if (n_seq < 1) throw std::invalid_argument("a context needs at least one sequence");
   auto cp = llama_context_default_params();
@@ -91,10 +91,16 @@ void SharedContext::exclusive(const std::function<void(llama_context*)>& fn) {
 void SharedContext::decode(int seq, Token t, int pos, std::vector<float>* logits) {
   Step me{seq, t, pos, logits, false, nullptr};
   std::unique_lock lock(mu_);
+  const auto now = std::chrono::steady_clock::now();
+  if (stats_.steps > 0 && seq_step_[static_cast<size_t>(seq)] == stats_.steps) {
+    // This slot was in the last step: how long slots take to come back (sampling, streaming).
+    const auto gap = std::chrono::duration_cast<std::chrono::microseconds>(now - last_end_);
+    comeback_ = (comeback_ * 7 + gap) / 8;
+  }
   pending_.push_back(&me);
   cv_.notify_all();
-  const auto deadline = std::chrono::steady_clock::now() +
-                        std::clamp<std::chrono::microseconds>(last_step_, kMinGather, kMaxGather);
+  const auto deadline = now + std::clamp<std::chrono::microseconds>(
+                                  std::max(last_step_, 2 * comeback_), kMinGather, kMaxGather);
   for (;;) {
     if (me.done) break;
     // The first of the pending steps leads; it goes once every decoding slot is in (or the
@@ -119,7 +125,11 @@ void SharedContext::decode(int seq, Token t, int pos, std::vector<float>* logits
       ++stats_.steps;
       stats_.tokens += steps.size();
       stats_.max_batch = std::max<uint64_t>(stats_.max_batch, steps.size());
-      for (Step* s : steps) s->done = true;
+      last_end_ = std::chrono::steady_clock::now();
+      for (Step* s : steps) {
+        seq_step_[static_cast<size_t>(s->seq)] = stats_.steps;
+        s->done = true;
+      }
       cv_.notify_all();
       break;
     }

@@ -12,8 +12,9 @@
 // Scheduling. llama.cpp contexts are not thread-safe; each slot thread runs its own request, and
 // every call on the context goes through this class:
 //  - decode(): a slot's next token joins the pending decode step. The first slot to arrive leads:
-//    it waits until every slot that is decoding (Decoding, below) has its token in, or as long as
-//    the last step took, then runs one llama_decode for all of them and hands each its logits.
+//    it waits until every slot that is decoding (Decoding, below) has its token in, or for a
+//    window measured from the last steps, then runs one llama_decode for all of them and hands
+//    each its logits.
 //  - exclusive(): any other work (a prefill batch, a restore section, a KV copy out) runs alone.
 //    Decode steps and exclusive work alternate while both wait: a prefill is cut into batches by
 //    the session, so a long prefill holds the other streams up by one batch at a time, and
@@ -92,7 +93,10 @@ class SharedContext {
   int decoding_ = 0;             // slots inside a Decoding scope
   int exclusive_waiting_ = 0;    // callers of exclusive() waiting for their turn
   std::chrono::microseconds last_step_{0};  // how long the last decode step took
-  std::vector<Step*> pending_;              // decode tokens waiting for the next step
+  std::chrono::microseconds comeback_{0};   // how long slots take to come back after a step
+  std::chrono::steady_clock::time_point last_end_{};  // when the last step ended
+  std::vector<uint64_t> seq_step_;  // per sequence: the last step it was in (1-based)
+  std::vector<Step*> pending_;      // decode tokens waiting for the next step
   Stats stats_;
 };
 
