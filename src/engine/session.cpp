@@ -66,27 +66,7 @@ void Session::remove_from(size_t n) {
 }
 
 void Session::decode(const std::vector<Token>& toks, size_t pos) {
-  // A prefill batch: the sequence's tokens alone (shared_context.h: what keeps it exact).
-  const int n = static_cast<int>(toks.size());
-  on_context([&](llama_context* ctx) {
-    llama_batch b = llama_batch_init(n, 0, 1);
-    for (int i = 0; i < n; ++i) {
-      b.token[i] = toks[i];
-      b.pos[i] = static_cast<llama_pos>(pos + i);
-      b.n_seq_id[i] = 1;
-      b.seq_id[i][0] = seq_;
-      b.logits[i] = i == n - 1;
-    }
-    b.n_tokens = n;
-    const int rc = llama_decode(ctx, b);
-    llama_batch_free(b);
-    if (rc != 0) {
-      throw std::runtime_error("llama_decode failed (rc=" + std::to_string(rc) + ") at position " +
-                               std::to_string(pos) + (rc == 1 ? ": the context is full" : ""));
-    }
-    const float* l = llama_get_logits_ith(ctx, -1);
-    logits_.assign(l, l + model_.n_vocab());
-  });
+  shared_->prefill(seq_, toks, static_cast<int>(pos), &logits_);
   tokens_.insert(tokens_.end(), toks.begin(), toks.end());
 }
 

@@ -21,6 +21,34 @@ namespace {
 constexpr auto kMinGather = std::chrono::milliseconds(5);
 constexpr auto kMaxGather = std::chrono::milliseconds(250);
 
+struct BatchToken {
+  Token token;
+  int pos;
+  int seq;
+  bool logits;
+};
+
+// One llama_decode of `toks`; a failure says `where` it happened.
+void decode_tokens(llama_context* ctx, const std::vector<BatchToken>& toks,
+                   const std::string& where) {
+  const int n = static_cast<int>(toks.size());
+  llama_batch b = llama_batch_init(n, 0, 1);
+  for (int i = 0; i < n; ++i) {
+    b.token[i] = toks[i].token;
+    b.pos[i] = toks[i].pos;
+    b.n_seq_id[i] = 1;
+    b.seq_id[i][0] = toks[i].seq;
+    b.logits[i] = toks[i].logits;
+  }
+  b.n_tokens = n;
+  const int rc = llama_decode(ctx, b);
+  llama_batch_free(b);
+  if (rc != 0) {
+    throw std::runtime_error("llama_decode failed (rc=" + std::to_string(rc) + ") " + where +
+                             (rc == 1 ? ": the context is full" : ""));
+  }
+}
+
 ggml_type parse_type(const std::string& s) {
   static const std::pair<const char*, ggml_type> types[] = {
       {"f32", GGML_TYPE_F32},   {"f16", GGML_TYPE_F16},   {"bf16", GGML_TYPE_BF16},
@@ -148,28 +176,32 @@ SharedContext::Stats SharedContext::stats() {
   return stats_;
 }
 
-void SharedContext::run_step(std::vector<Step*>& steps) {
-  const int n = static_cast<int>(steps.size());
-  llama_batch b = llama_batch_init(n, 0, 1);
-  for (int i = 0; i < n; ++i) {
-    b.token[i] = steps[i]->token;
-    b.pos[i] = steps[i]->pos;
-    b.n_seq_id[i] = 1;
-    b.seq_id[i][0] = steps[i]->seq;
-    b.logits[i] = true;
+void SharedContext::prefill(int seq, std::span<const Token> toks, int pos,
+                            std::vector<float>* logits) {
+  std::vector<BatchToken> batch;
+  for (size_t i = 0; i < toks.size(); ++i) {
+    batch.push_back({toks[i], pos + static_cast<int>(i), seq, i + 1 == toks.size()});
   }
-  b.n_tokens = n;
-  const int rc = llama_decode(ctx_, b);
-  llama_batch_free(b);
-  if (rc != 0) {
-    const auto error = std::make_exception_ptr(std::runtime_error(
-        "llama_decode failed (rc=" + std::to_string(rc) + ") in a decode step of " +
-        std::to_string(n) + " sequences" + (rc == 1 ? ": the context is full" : "")));
+  exclusive([&](llama_context* ctx) {
+    decode_tokens(ctx, batch, "at position " + std::to_string(pos));
+    const float* l = llama_get_logits_ith(ctx, -1);
+    logits->assign(l, l + model_.n_vocab());
+  });
+}
+
+void SharedContext::run_step(std::vector<Step*>& steps) {
+  std::vector<BatchToken> batch;
+  for (const Step* s : steps) batch.push_back({s->token, s->pos, s->seq, true});
+  try {
+    decode_tokens(ctx_, batch,
+                  "in a decode step of " + std::to_string(steps.size()) + " sequences");
+  } catch (...) {
+    const auto error = std::current_exception();
     for (Step* s : steps) s->error = error;
     return;
   }
-  for (int i = 0; i < n; ++i) {
-    const float* l = llama_get_logits_ith(ctx_, i);
+  for (size_t i = 0; i < steps.size(); ++i) {
+    const float* l = llama_get_logits_ith(ctx_, static_cast<int32_t>(i));
     steps[i]->logits->assign(l, l + model_.n_vocab());
   }
 }

@@ -26,6 +26,7 @@
 #include <exception>
 #include <functional>
 #include <mutex>
+#include <span>
 #include <vector>
 
 #include "engine/model.h"
@@ -56,6 +57,9 @@ class SharedContext {
 
   // Runs `fn` with the context to itself.
   void exclusive(const std::function<void(llama_context*)>& fn);
+  // A prefill batch: `toks` of sequence `seq` from `pos` on, alone (what keeps it exact), as
+  // exclusive work; the logits after the last token go to *logits.
+  void prefill(int seq, std::span<const Token> toks, int pos, std::vector<float>* logits);
   // Decodes token `t` at `pos` of sequence `seq` (batched with the other decoding sequences) and
   // stores the logits after it in *logits.
   void decode(int seq, Token t, int pos, std::vector<float>* logits);
