@@ -190,6 +190,11 @@ void SharedContext::prefill(int seq, std::span<const Token> toks, int pos,
 }
 
 void SharedContext::run_step(std::vector<Step*>& steps) {
+  // With one KV stream per sequence, llama.cpp puts into one ubatch only sequences whose ids
+  // follow each other in the batch (0, 1, 2...): in arrival order, a step of four would run as up
+  // to four ubatches of one token, each costing nearly a whole step.
+  std::sort(steps.begin(), steps.end(),
+            [](const Step* a, const Step* b) { return a->seq < b->seq; });
   std::vector<BatchToken> batch;
   for (const Step* s : steps) batch.push_back({s->token, s->pos, s->seq, true});
   try {
