@@ -2,6 +2,7 @@
 
 #include <chrono>
 
+#include "cli/calibration.h"
 #include "engine/host_memory.h"
 #include "util/log.h"
 #include "util/size.h"
@@ -56,6 +57,11 @@ void CacheFlags::add(CLI::App& app) {
                  "say is fastest; longest: always the longest prefix available")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "longest"}));
+  app.add_option("--cache-calibrate", calibrate,
+                 "tokens prefilled at startup, when the cache holds something to restore, to "
+                 "seed --cache-plan auto's prefill speed (0: none; requests measure it anyway)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--cache-min-tokens", store.min_tokens, "shortest prefix worth storing")
       ->capture_default_str();
   app.add_option("--cache-cold-max-tokens", store.cold_max_tokens,
@@ -162,7 +168,13 @@ std::unique_ptr<cache::PrefixCache> CacheFlags::open(const engine::Model& model,
     }
     return nullptr;
   }
-  return std::make_unique<cache::PrefixCache>(cfg, session.fingerprint().bytes);
+  auto c = std::make_unique<cache::PrefixCache>(cfg, session.fingerprint().bytes);
+  // Only a cache with something to restore has a decision to make before the first request
+  // measures the prefill itself.
+  if (cfg.estimate && calibrate > 0 && (c->stats().entries > 0 || !cfg.remote.url.empty())) {
+    calibrate_prefill(session, c->rates(), calibrate);
+  }
+  return c;
 }
 
 }  // namespace kvstash::cli

@@ -33,6 +33,7 @@ struct CacheFlags {
   std::string store_queue = "4G";  // stores queued for the disk writer
   int store_threads = 4;           // threads writing them
   std::string plan = "auto";       // auto: restore or recompute by measured rates; longest
+  int calibrate = 512;             // tokens prefilled at startup to seed the estimate (0: off)
   uint32_t remote_ttl_s = 7 * 24 * 3600;
   bool enabled = true;  // --cache-scope off turns it off
   void add(CLI::App& app);

@@ -196,6 +196,51 @@ TEST(CacheDefaults, GenerateKeepsItsCacheInXdgCacheHomeUnlessNone) {
   EXPECT_FALSE(fs::exists(home)) << "$XDG_CACHE_HOME is set: nothing goes to ~/.cache";
 }
 
+// A process started on a cache that holds something to restore measures its prefill speed first,
+// so its first request chooses between restore and recompute from rates rather than taking the
+// longest prefix blindly; a process on an empty cache (nothing to decide) skips it, and so does
+// --cache-calibrate 0. The restored answer stays the fresh prefill's.
+TEST(CacheCalibration, AStartOnAFilledCacheSeedsThePrefillEstimateBeforeTheFirstRequest) {
+  TempDir dir;
+  const std::string m = dir.path + "/m.json", cache_dir = dir.path + "/cache";
+  std::ofstream(m) << conversation(2, 41).dump();
+  auto run = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = {"generate",
+                                     "-m",
+                                     fixtures::model_path("tiny"),
+                                     "--messages",
+                                     m,
+                                     "-n",
+                                     "4",
+                                     "--ctx-size",
+                                     "8192",
+                                     "--cache-dir",
+                                     cache_dir};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto r = fixtures::run_kvstash(args);
+    EXPECT_EQ(r.rc, 0) << r.err;
+    return r;
+  };
+  const std::string calibrated = "kv cache calibration: prefill 256 tokens in ";
+  const auto first = run({});
+  EXPECT_EQ(first.err.find(calibrated), std::string::npos) << "an empty cache has no decision\n"
+                                                           << first.err;
+  const auto second = run({});
+  EXPECT_NE(second.err.find(calibrated), std::string::npos) << second.err;
+  const auto plan = second.err.find("kv cache plan ");
+  ASSERT_NE(plan, std::string::npos) << second.err;
+  const std::string line = second.err.substr(plan, second.err.find('\n', plan) - plan);
+  EXPECT_EQ(line.find("no prefill data"), std::string::npos) << line;
+  EXPECT_EQ(line.find("recompute est=?"), std::string::npos) << line;
+  const auto off = run({"--cache-calibrate", "0"});
+  EXPECT_EQ(off.err.find("kv cache calibration"), std::string::npos) << off.err;
+  EXPECT_NE(off.err.find("(no prefill data: longest)"), std::string::npos) << off.err;
+  const json a = json::parse(second.out), b = json::parse(off.out);
+  EXPECT_GT(a.at("cached_tokens").get<int>(), 0);
+  expect_same_answer(a, b);
+  expect_same_answer(a, json::parse(run({"--no-cache"}).out));
+}
+
 INSTANTIATE_TEST_SUITE_P(Models, CacheRestart,
                          ::testing::Values(Param{"tiny"}, Param{"hybrid-tiny"}),
                          [](const auto& info) {
