@@ -181,7 +181,9 @@ run_steps() {
     if "step_$s" > >(tee "$DEV/log/$s.log") 2>&1; then
       mark "$s"; say "$s: ok ($((SECONDS - t0)) s)"
     else
-      say "$s: FAILED ($((SECONDS - t0)) s)"; return 1
+      say "$s: FAILED ($((SECONDS - t0)) s)"
+      # Without a build nothing else can run; a failed benchmark leaves the others to run.
+      case $s in prep | llama | kvstash | models) return 1 ;; esac
     fi
   done
 }
