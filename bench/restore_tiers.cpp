@@ -6,6 +6,7 @@
 //
 //   kvstash-bench-tiers --model M.gguf [--redis redis://127.0.0.1:6379] --tokens 8192,32768
 //   kvstash-bench-tiers --model M.gguf --ngl -1 --crossover   # 512 .. 32768 tokens
+//   kvstash-bench-tiers --model M.gguf --cache-type-k q8_0 --cache-type-v q8_0   # quantized KV
 //
 // For each size: prefill cold (recompute; the cold TTFT, as the last token's logits come with
 // it), store the prefix (chunks + an entry, as at a graceful exit), then restore it into a fresh
@@ -16,8 +17,9 @@
 // recompute); "hit TTFT" adds the prefill of one more token and its logits (a request that goes
 // on past the stored prefix). The restored state's tokens are checked; bit-exactness of the
 // logits is what the test suite proves. Prints one Markdown table row per size (time and GB/s of
-// each path, hit TTFT against cold TTFT), then the raw limits; --crossover also prints the
-// shortest length where a cold-disk restore beats the recompute.
+// each path, hit TTFT against cold TTFT; the KV size cell adds the bytes per token stored),
+// then the raw limits; --crossover also prints the shortest length where a cold-disk restore beats
+// the recompute.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -81,7 +83,20 @@ bool drop_page_cache(const std::string& dir) {
 struct Restored {
   double restore = 0;  // lookup + load + state restore
   double ttft = 0;     // restore + prefill of one more token (with its logits)
+  size_t tokens = 0;   // restored
 };
+
+bool snapshot_only(const engine::Model& m) {
+  return m.resume_kind() != engine::ResumeKind::kAnyBoundary;
+}
+
+// Tokens a store of an n-token prompt keeps: all of them, or for a snapshot-only model (sliding
+// window, recurrent state) the snapshot at the last chunk boundary below the prompt's end, where
+// serve keeps it too (the next turn resumes there).
+size_t stored_tokens(const engine::Model& m, const engine::SessionOptions& so, size_t n) {
+  const size_t c = static_cast<size_t>(so.chunk);
+  return snapshot_only(m) ? (n - 1) / c * c : n;
+}
 
 // Restores the prefix p from `cache` into a fresh session, then prefills one more token.
 Restored restore(engine::Model& m, const engine::SessionOptions& so, cache::PrefixCache& cache,
@@ -94,9 +109,10 @@ Restored restore(engine::Model& m, const engine::SessionOptions& so, cache::Pref
   if (plan.resume_at == 0) throw std::runtime_error("nothing stored for this prefix");
   engine::restore_plan(s, cache, plan, p);
   r.restore = secs(t0);
-  if (s.tokens().size() != p.size() - 1) {
-    throw std::runtime_error("restored " + std::to_string(s.tokens().size()) +
-                             " tokens, expected " + std::to_string(p.size() - 1));
+  r.tokens = s.tokens().size();
+  if (r.tokens != stored_tokens(m, so, p.size() - 1)) {
+    throw std::runtime_error("restored " + std::to_string(r.tokens) + " tokens, expected " +
+                             std::to_string(stored_tokens(m, so, p.size() - 1)));
   }
   s.prefill(p);
   (void)s.greedy();
@@ -229,6 +245,7 @@ int main(int argc, char** argv) {
   std::vector<size_t> sizes;
   int threads = 0, gpu_layers = 0;
   bool crossover = false, warmup = true, concurrent = false;
+  engine::SessionOptions base;  // KV types and flash attention of every session below
   app.add_option("-m,--model", model_path)->required();
   app.add_option("--redis", redis, "redis://host:port (no Redis column without it)");
   app.add_option("--tokens", sizes, "prompt lengths (default 8192,32768)")->delimiter(',');
@@ -237,6 +254,12 @@ int main(int argc, char** argv) {
   app.add_option("--dir", dir, "disk tier directory (emptied before each size)");
   app.add_option("-t,--threads", threads);
   app.add_option("--ngl,--n-gpu-layers", gpu_layers, "layers on the GPU (-1: all)");
+  app.add_option("--cache-type-k", base.type_k, "K cache type (f16, q8_0, q4_0, ...)")
+      ->capture_default_str();
+  app.add_option("--cache-type-v", base.type_v,
+                 "V cache type (llama.cpp quantizes V only with flash attention)")
+      ->capture_default_str();
+  app.add_option("--flash-attn", base.flash_attn, "on|off")->capture_default_str();
   app.add_flag("!--no-warmup", warmup, "skip the untimed warm-up prefill (GPU kernels, caches)");
   app.add_flag("--concurrent", concurrent,
                "also time two sessions restoring two different prefixes at once from RAM and "
@@ -254,7 +277,7 @@ int main(int argc, char** argv) {
     if (auto a = engine::pinned_host_allocator()) pool->set_allocator(std::move(*a));
   }
   if (warmup) {
-    engine::SessionOptions so;
+    engine::SessionOptions so = base;
     so.n_ctx = 2048;
     so.n_threads = threads;
     engine::Session s(m, so);
@@ -278,7 +301,7 @@ int main(int argc, char** argv) {
   };
   for (size_t n : sizes) {
     try {
-      engine::SessionOptions so;
+      engine::SessionOptions so = base;
       so.n_ctx = static_cast<int>(n + 256);
       so.n_threads = threads;
       const auto p = prompt(m, n);
@@ -288,6 +311,9 @@ int main(int argc, char** argv) {
       cc.chunk = static_cast<uint32_t>(so.chunk);
       cc.remote.url = redis;
       cc.pool = pool;
+      // As serve configures it: sliding-window and hybrid models resume only at whole snapshots
+      // (entries with their window or recurrent state), so the plan must not stop at a chunk.
+      cc.snapshot_only = snapshot_only(m);
       engine::Session cold(m, so);
       uint64_t bytes = 0;
       double recompute = 0;
@@ -336,13 +362,13 @@ int main(int argc, char** argv) {
         redis_col = " " + cell(restore(m, so, from_redis, p), bytes) + " |";
       }
       std::printf(
-          "| %zu | %s | %s | %s | %s | %s |%s %s / %s / %s | %.1fx, %.1fx, %.1fx | %.2f / "
-          "%.2f GB/s |\n",
-          n, format_size(bytes).c_str(), ms_or_s(recompute).c_str(), cell(ram, bytes).c_str(),
-          cell(warm_disk, bytes).c_str(), cell(cold_disk, bytes).c_str(), redis_col.c_str(),
-          ms_or_s(ram.ttft).c_str(), ms_or_s(warm_disk.ttft).c_str(),
-          ms_or_s(cold_disk.ttft).c_str(), recompute / ram.ttft, recompute / warm_disk.ttft,
-          recompute / cold_disk.ttft, raw_warm / 1e9, raw_cold / 1e9);
+          "| %zu | %s, %.0f B/token | %s | %s | %s | %s |%s %s / %s / %s | %.1fx, %.1fx, %.1fx | "
+          "%.2f / %.2f GB/s |\n",
+          n, format_size(bytes).c_str(), double(bytes) / cold_disk.tokens,
+          ms_or_s(recompute).c_str(), cell(ram, bytes).c_str(), cell(warm_disk, bytes).c_str(),
+          cell(cold_disk, bytes).c_str(), redis_col.c_str(), ms_or_s(ram.ttft).c_str(),
+          ms_or_s(warm_disk.ttft).c_str(), ms_or_s(cold_disk.ttft).c_str(), recompute / ram.ttft,
+          recompute / warm_disk.ttft, recompute / cold_disk.ttft, raw_warm / 1e9, raw_cold / 1e9);
       std::fflush(stdout);
       if (!cross && cold_disk.restore < recompute) cross = n;
       if (concurrent) concurrency.push_back(two_at_once(m, so, cc, cold.fingerprint().bytes, p));
@@ -373,6 +399,12 @@ int main(int argc, char** argv) {
     } else {
       std::printf("crossover: recompute beat the cold-disk restore at every length tried\n");
     }
+  }
+  if (snapshot_only(m)) {
+    std::printf(
+        "note: snapshot-only model (sliding window or recurrent state): each size stores and "
+        "restores its snapshot at the last chunk boundary below the prompt's end (as serve "
+        "does), bytes per token count those tokens, and the hit TTFT prefills the rest\n");
   }
   if (!dropped_all) {
     std::printf("note: the page cache did not drop every file (fadvise); 'cold' may be warm\n");

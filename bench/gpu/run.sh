@@ -19,6 +19,9 @@
 #   conc06b, conc8b  kvstash bench --concurrency 16 against llama-server -np 16 (0.6B, 8B)
 #   interf8b  a 20k-token prefill arriving while 4 streams of the 8B decode
 #   exact     a prefill beside decoding slots, restored by a fresh process, bit-exact (8B)
+#   families  bench/families.sh on the GPU: KV bytes per token and restore GB/s per family
+#             (reduced-layer real widths at 8k; the full llama3-8b with f16/q8_0/q4_0 K/V when
+#             $DEV/models/llama3-8b.gguf exists: kvstash mkmodel --shape llama3-8b -o it)
 #   all       all of the above in order
 # Builds persist only while the machine stays warm (a new machine starts bare).
 set -uo pipefail
@@ -96,6 +99,12 @@ step_crossover() {
     echo "## 0.6B crossover"
     build-cuda/kvstash-bench-tiers -m "$M06" --ngl -1 --crossover --tokens "$CROSS" --dir "$DEV/tiers"
   } 2>> "$DEV/log/tiers.err" | tee -a "$o"
+}
+step_families() {
+  local full=$DEV/models/llama3-8b.gguf
+  [ -f "$full" ] || full=
+  NGL=-1 BIN=build-cuda TOKENS=8192 MODELS=$DEV/bench-models DIR=$DEV/families \
+    RESULT=$DEV/results/families-gpu.md FULL_MODEL=$full FULL_TOKENS=8192 bench/families.sh
 }
 agent() {  # name model
   local out=$DEV/results/$1
@@ -192,6 +201,7 @@ collect() {  # copies what should come back into $OUT (at most 8 files, 2 folder
   [ -n "${OUT:-}" ] || return 0
   tail -c 60000 "$DEV/log/run.log" > "$OUT/run.log" 2>/dev/null
   [ -f "$DEV/results/tiers.md" ] && cp "$DEV/results/tiers.md" "$OUT/"
+  [ -f "$DEV/results/families-gpu.md" ] && cp "$DEV/results/families-gpu.md" "$OUT/"
   [ -f "$DEV/log/tiers.err" ] && { echo "== tiers.err"; tail -c 20000 "$DEV/log/tiers.err"; } >> "$OUT/run.log"
   local a
   for a in agent-8b agent-0.6b cold-8b conc-0.6b conc-8b interf-8b; do
@@ -225,6 +235,6 @@ case "${1:-}" in
     collect
     tail -n 60 "$DEV/log/run.log"
     ;;
-  "") sed -n 2,22p "$0"; exit 2 ;;
+  "") sed -n 2,25p "$0"; exit 2 ;;
   *) run_steps "$@"; rc=$?; collect; exit $rc ;;
 esac

@@ -25,6 +25,10 @@ Run add_mkmodel(CLI::App& app) {
                  "Qwen3.5-4B, meta-llama-Llama-3.1-8B-Instruct, ...)");
   app.add_option("-o,--out", opt->out, "output GGUF file")->required();
   app.add_option("--seed", opt->seed, "weights seed")->capture_default_str();
+  app.add_option("--layers", opt->layers,
+                 "build only N layers of the shape (its widths and layer pattern kept; default: "
+                 "the shape's count), e.g. a real-width model small enough for a CPU benchmark")
+      ->check(CLI::PositiveNumber);
   app.add_flag("!--f32", opt->f16, "store matrices in f32 instead of f16");
   app.add_flag("!--no-verify", *verify, "skip loading and decoding the written model");
   return [opt, verify] {
@@ -34,7 +38,8 @@ Run add_mkmodel(CLI::App& app) {
     std::cerr << "kvstash: wrote " << opt->out << " (" << opt->shape << ", " << n / 1e6
               << "M parameters, " << (opt->f16 ? "f16" : "f32") << ", vocab "
               << (opt->vocab.empty() ? engine::find_shape(opt->shape).vocab : opt->vocab) << ") in "
-              << s << " s\n";
+              << s << " s" << (opt->layers ? ", " + std::to_string(opt->layers) + " layers" : "")
+              << "\n";
     if (*verify) {
       engine::Model model(opt->out);
       engine::SessionOptions so;

@@ -349,7 +349,8 @@ void set_u32(gguf_context* g, const std::string& key, uint32_t v) {
 }  // namespace
 
 uint64_t generate_model(const GenOptions& opt) {
-  const ModelShape& s = find_shape(opt.shape);
+  ModelShape s = find_shape(opt.shape);
+  if (opt.layers) s.n_layer = opt.layers;
   const std::string vocab_name = opt.vocab.empty() ? s.vocab : opt.vocab;
   if (opt.out.empty()) throw std::invalid_argument("mkmodel needs an output path (-o FILE.gguf)");
 
@@ -380,7 +381,8 @@ uint64_t generate_model(const GenOptions& opt) {
     }
   }
   gguf_set_val_str(g.get(), "general.architecture", a.c_str());
-  gguf_set_val_str(g.get(), "general.name", ("kvstash random " + s.name).c_str());
+  const std::string layers = opt.layers ? ", " + std::to_string(s.n_layer) + " layers" : "";
+  gguf_set_val_str(g.get(), "general.name", ("kvstash random " + s.name + layers).c_str());
   gguf_set_val_u32(g.get(), "general.file_type", opt.f16 ? 1 : 0);
   set_u32(g.get(), a + ".vocab_size", n_vocab);
   set_u32(g.get(), a + ".context_length", s.n_ctx_train);

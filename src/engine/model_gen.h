@@ -45,6 +45,10 @@ struct GenOptions {
   std::string out;
   uint64_t seed = 42;
   bool f16 = true;  // matrices in f16 (as shipped checkpoints are); f32 otherwise
+  // Layers to build, 0: the shape's own count. Fewer layers of a real shape keep its per-layer
+  // widths (so its KV bytes per token per layer) and its layer pattern (sliding window, leading
+  // dense layers, recurrent layers), so a benchmark on a small machine measures real row sizes.
+  uint32_t layers = 0;
   // The chat template embedded: a name in llama.cpp's models/templates (without .jinja), a path,
   // "vocab" for the vocab file's own, or empty for the real template of the shape's family.
   std::string chat_template;

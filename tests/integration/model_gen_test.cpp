@@ -2,6 +2,7 @@
 #include "engine/model_gen.h"
 
 #include <gtest/gtest.h>
+#include <llama.h>
 
 #include <string>
 
@@ -75,6 +76,21 @@ TEST(ModelGen, FamiliesLoadWithTheirKvCharacter) {
     EXPECT_EQ(m.kv_has_v(), w.has_v);
     EXPECT_FALSE(m.chat_template().empty());
   }
+}
+
+// --layers builds fewer layers of a shape and keeps its layer pattern: a 2-layer gemma3 still has
+// a sliding and a full-attention layer, so it stays snapshot-only.
+TEST(ModelGen, FewerLayersKeepTheLayerPattern) {
+  fixtures::TempDir dir;
+  engine::GenOptions o;
+  o.shape = "gemma3-tiny";
+  o.layers = 2;
+  o.out = dir.path + "/gemma3-2.gguf";
+  engine::generate_model(o);
+  engine::Model m(o.out);
+  EXPECT_EQ(llama_model_n_layer(m.get()), 2);
+  EXPECT_TRUE(m.sliding_window());
+  EXPECT_NE(m.resume_kind(), engine::ResumeKind::kAnyBoundary);
 }
 
 }  // namespace
