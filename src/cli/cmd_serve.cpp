@@ -103,6 +103,7 @@ Run add_serve(CLI::App& app) {
     o->http.model_id =
         o->alias.empty() ? std::filesystem::path(o->engine.model).filename().string() : o->alias;
     o->http.slot_ctx = o->engine.session.n_ctx;
+    o->http.slots = o->parallel;
     o->http.max_body_bytes = parse_size(o->max_body);
     if (o->http.api_key.empty()) {
       if (const char* k = std::getenv("KVSTASH_API_KEY")) o->http.api_key = k;

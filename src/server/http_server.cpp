@@ -191,12 +191,9 @@ struct ReplyShape {
             {"prompt_tokens_details", {{"cached_tokens", d.cached_tokens}}}};
   }
   static json timings(const Job::Result& d) {
-    return {{"cache_n", d.cached_tokens},
-            {"prompt_n", d.prompt_tokens - d.cached_tokens},
-            {"prompt_ms", d.prompt_ms},
-            {"restore_ms", d.restore_ms},
-            {"cache_source", d.cache_source},
-            {"predicted_n", d.completion_tokens},
+    return {{"cache_n", d.cached_tokens},     {"prompt_n", d.prompt_tokens - d.cached_tokens},
+            {"prompt_ms", d.prompt_ms},       {"restore_ms", d.restore_ms},
+            {"cache_source", d.cache_source}, {"predicted_n", d.completion_tokens},
             {"predicted_ms", d.generation_ms}};
   }
   json envelope(json choices, bool whole) const {
@@ -310,6 +307,14 @@ HttpServer::HttpServer(engine::Model& model, const engine::ChatTemplates& templa
       requests_(std::make_shared<RequestLog>()),
       started_ms_(unix_now_ms()) {
   http_->set_payload_max_length(cfg_.max_body_bytes);
+  // httplib serves each connection on a thread of a pool sized by the core count (8 on a small
+  // machine, 15 on 16 cores), and a connection beyond it waits in a queue: with more slots than
+  // threads, the last streams would start only when others end. So every slot gets a thread, with
+  // room for the requests that never hold a slot (/health, /metrics, the status page) and for
+  // those waiting for a slot.
+  const size_t threads = std::max<size_t>(CPPHTTPLIB_THREAD_POOL_COUNT,
+                                          2 * static_cast<size_t>(std::max(cfg_.slots, 1)) + 4);
+  http_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   routes();
 }
 

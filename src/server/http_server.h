@@ -22,6 +22,7 @@ struct HttpConfig {
   int port = 8080;
   std::string model_id;
   int slot_ctx = 0;                     // context per slot
+  int slots = 1;                        // requests served at once (--parallel)
   size_t max_body_bytes = 64ull << 20;  // request size limit
   // Required on every endpoint but /health and the status page's HTML (GET /, /status: it holds
   // no data; its status.json needs the key) when set.

@@ -218,3 +218,44 @@ INSTANTIATE_TEST_SUITE_P(Models, BatchedDecode, ::testing::Values("tiny", "hybri
                              if (ch == '-') ch = '_';
                            return n;
                          });
+
+// Every slot streams at once, also when the server has more slots than its HTTP library would
+// give threads by default (8 on a small machine, one per core less one on a larger one): without
+// a thread per slot, the last streams would start only when others end.
+TEST(BatchedDecodeServer, EverySlotStreamsAtOnceWithMoreSlotsThanDefaultHttpThreads) {
+  const int n = std::max(10, static_cast<int>(std::thread::hardware_concurrency()) + 2);
+  fixtures::ServerProcess srv({"-m", fixtures::model_path("tiny"), "--ctx-size",
+                               std::to_string(n * 4096), "--parallel", std::to_string(n),
+                               "--cache-dir", "none"});
+  std::atomic<bool> stop{false};
+  std::atomic<int> started{0}, ended{0};
+  std::vector<std::thread> streams;
+  for (int i = 0; i < n; ++i) {
+    streams.emplace_back([&, i] {
+      httplib::Client c("127.0.0.1", srv.port());
+      c.set_read_timeout(300, 0);
+      const json msgs =
+          json::array({{{"role", "user"}, {"content", "Count " + std::to_string(i)}}});
+      httplib::Request req;
+      req.method = "POST";
+      req.path = "/v1/chat/completions";
+      req.body = fixtures::chat_body(msgs, 4000, {{"stream", true}});
+      req.set_header("Content-Type", "application/json");
+      bool first = true;
+      req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) {
+        if (first) ++started;
+        first = false;
+        return !stop.load();
+      };
+      c.send(req);
+      ++ended;
+    });
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (started.load() < n && ended.load() == 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_EQ(started.load(), n) << "streams started before the first one ended\n" << srv.log();
+  EXPECT_EQ(ended.load(), 0) << "a stream ended before every stream had started";
+  stop = true;
+  for (auto& t : streams) t.join();
+}
