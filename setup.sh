@@ -16,7 +16,8 @@ PKGS=(build-essential cmake git pkg-config ca-certificates
       libcpp-httplib-dev libxxhash-dev libzstd-dev libssl-dev libhiredis-dev redis-server
       clang libclang-rt-14-dev gnuplot-nox
       prometheus   # for promtool: a test checks /metrics with Prometheus' own parser
-      chromium)    # headless: a test renders the status page in a real browser
+      chromium     # headless: a test renders the status page in a real browser
+      iproute2)    # ss: a test reads the listening socket's backlog
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 # npm fetches the pinned llama.cpp; any npm will do (some machines ship Node.js outside Debian).

@@ -13,6 +13,7 @@
 
 #include "server/api.h"
 #include "server/chat_prompt.h"
+#include "server/listen_backlog.h"
 #include "server/metrics.h"
 #include "server/status.h"
 #include "server/status_page_html.h"
@@ -326,6 +327,9 @@ bool HttpServer::bind() {
   if (port_ <= 0) {
     log::error("cannot listen on " + cfg_.host + ":" + std::to_string(cfg_.port));
     return false;
+  }
+  if (!raise_listen_backlog(port_)) {
+    log::warn("could not raise the listen backlog: connections arriving together may be dropped");
   }
   log::info("listening on http://" + cfg_.host + ":" + std::to_string(port_));
   return true;

@@ -9,12 +9,14 @@
 #include <functional>
 #include <future>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "http_helpers.h"
 #include "redis_process.h"
 #include "server_process.h"
 #include "temp_dir.h"
 #include "test_models.h"
+#include "util/process.h"
 
 using namespace kvstash;
 using namespace kvstash::fixtures;
@@ -180,6 +182,24 @@ TEST_F(Server, RestartThenDiskHit) {
   EXPECT_GT(cached(t2), 1000);
   EXPECT_NE(srv.log().find("kv cache hit tokens="), std::string::npos);
   EXPECT_EQ(content(t2), fresh_answer(msgs2));
+}
+
+// Connections arriving together are queued by the kernel until the server accepts them; with
+// httplib's own backlog of 5, 16 streams opened at once on a 16-core machine overflowed it and
+// some clients saw their connection fail. The listening socket's backlog (what `ss` shows as
+// Send-Q of a listening socket) must be the system's maximum, not 5.
+TEST_F(Server, ListeningSocketQueuesManyConnectionsArrivingTogether) {
+  fixtures::ServerProcess srv(base({}));
+  const auto ss = kvstash::run_process(
+      {"/bin/sh", "-c", "ss -ltnH 'sport = :" + std::to_string(srv.port()) + "'"});
+  ASSERT_EQ(ss.rc, 0) << ss.err;
+  std::istringstream line(ss.out);
+  std::string state;
+  long recv_q = -1, backlog = -1;
+  line >> state >> recv_q >> backlog;
+  EXPECT_EQ(state, "LISTEN") << ss.out;
+  EXPECT_GE(backlog, 128) << ss.out;
+  EXPECT_EQ(get(srv.port(), "/health").status, 200);
 }
 
 TEST_F(Server, ConcurrentRequestsOnTwoSlots) {
