@@ -227,6 +227,7 @@ TEST(CacheCalibration, AStartOnAFilledCacheSeedsThePrefillEstimateBeforeTheFirst
                                                            << first.err;
   const auto second = run({});
   EXPECT_NE(second.err.find(calibrated), std::string::npos) << second.err;
+  EXPECT_NE(second.err.find("kv cache calibration: disk read "), std::string::npos) << second.err;
   const auto plan = second.err.find("kv cache plan ");
   ASSERT_NE(plan, std::string::npos) << second.err;
   const std::string line = second.err.substr(plan, second.err.find('\n', plan) - plan);
