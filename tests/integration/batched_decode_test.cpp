@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <fstream>
+#include <functional>
 #include <future>
 #include <thread>
 
@@ -65,6 +66,21 @@ engine::SessionOptions options() {
   so.n_ctx = 2048;
   so.chunk = 256;
   return so;
+}
+
+// A streamed "Count i" request of up to `max_tokens` tokens; `on_chunk` sees each piece of the
+// stream and returns false to hang up.
+void stream_count(int port, int i, int max_tokens, const std::function<bool()>& on_chunk) {
+  httplib::Client c("127.0.0.1", port);
+  c.set_read_timeout(300, 0);
+  const json msgs = json::array({{{"role", "user"}, {"content", "Count " + std::to_string(i)}}});
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/v1/chat/completions";
+  req.body = fixtures::chat_body(msgs, max_tokens, {{"stream", true}});
+  req.set_header("Content-Type", "application/json");
+  req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) { return on_chunk(); };
+  c.send(req);
 }
 
 }  // namespace
@@ -155,20 +171,10 @@ TEST_P(BatchedDecode, PrefillBesideDecodingSlotsRestoresBitExactInAFreshProcess)
   std::vector<std::thread> streams;
   for (int i = 0; i < 3; ++i) {
     streams.emplace_back([&, i] {
-      httplib::Client c("127.0.0.1", srv.port());
-      c.set_read_timeout(120, 0);
-      const json msgs =
-          json::array({{{"role", "user"}, {"content", "Count " + std::to_string(i)}}});
-      httplib::Request req;
-      req.method = "POST";
-      req.path = "/v1/chat/completions";
-      req.body = fixtures::chat_body(msgs, 7000, {{"stream", true}});
-      req.set_header("Content-Type", "application/json");
-      req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) {
+      stream_count(srv.port(), i, 7000, [&] {
         if (received[i]++ == 0) ++started;
         return !stop.load();
-      };
-      c.send(req);
+      });
     });
   }
   while (started.load() < 3) std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -232,22 +238,12 @@ TEST(BatchedDecodeServer, EverySlotStreamsAtOnceWithMoreSlotsThanDefaultHttpThre
   std::vector<std::thread> streams;
   for (int i = 0; i < n; ++i) {
     streams.emplace_back([&, i] {
-      httplib::Client c("127.0.0.1", srv.port());
-      c.set_read_timeout(300, 0);
-      const json msgs =
-          json::array({{{"role", "user"}, {"content", "Count " + std::to_string(i)}}});
-      httplib::Request req;
-      req.method = "POST";
-      req.path = "/v1/chat/completions";
-      req.body = fixtures::chat_body(msgs, 4000, {{"stream", true}});
-      req.set_header("Content-Type", "application/json");
       bool first = true;
-      req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) {
+      stream_count(srv.port(), i, 4000, [&] {
         if (first) ++started;
         first = false;
         return !stop.load();
-      };
-      c.send(req);
+      });
       ++ended;
     });
   }
