@@ -96,9 +96,14 @@ SharedContext::~SharedContext() { llama_free(ctx_); }
 void SharedContext::exclusive(const std::function<void(llama_context*)>& fn) {
   std::unique_lock lock(mu_);
   // Between two pieces of exclusive work (prefill batches), a waiting decode step goes first.
-  ++exclusive_waiting_;
-  cv_.wait(lock, [&] { return !busy_ && !(last_exclusive_ && !pending_.empty()); });
-  --exclusive_waiting_;
+  // Exclusive work goes in arrival order: new streams start in the order their slots took them
+  // (so the decoding slots tend to be consecutive sequences, which one ubatch can hold), and two
+  // long prefills take turns batch by batch.
+  const uint64_t ticket = exclusive_next_++;
+  cv_.wait(lock, [&] {
+    return !busy_ && ticket == exclusive_turn_ && !(last_exclusive_ && !pending_.empty());
+  });
+  ++exclusive_turn_;
   busy_ = true;
   lock.unlock();
   std::exception_ptr error;
@@ -137,7 +142,7 @@ void SharedContext::decode(int seq, Token t, int pos, std::vector<float>* logits
     const bool gathered = static_cast<int>(pending_.size()) >= decoding_ ||
                           std::chrono::steady_clock::now() >= deadline;
     // Between two decode steps, waiting exclusive work (the next prefill batch) goes first.
-    const bool turn = !busy_ && (last_exclusive_ || exclusive_waiting_ == 0);
+    const bool turn = !busy_ && (last_exclusive_ || exclusive_next_ == exclusive_turn_);
     if (leader && turn && gathered) {
       std::vector<Step*> steps;
       steps.swap(pending_);

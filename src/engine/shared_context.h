@@ -18,7 +18,8 @@
 //  - exclusive(): any other work (a prefill batch, a restore section, a KV copy out) runs alone.
 //    Decode steps and exclusive work alternate while both wait: a prefill is cut into batches by
 //    the session, so a long prefill holds the other streams up by one batch at a time, and
-//    decoding streams never starve a prefill (or a new stream's start) either.
+//    decoding streams never starve a prefill (or a new stream's start) either. Exclusive work
+//    goes first come, first served.
 #pragma once
 
 #include <chrono>
@@ -95,7 +96,9 @@ class SharedContext {
   bool busy_ = false;            // someone runs on the context
   bool last_exclusive_ = false;  // the last run was exclusive work: a decode step goes next
   int decoding_ = 0;             // slots inside a Decoding scope
-  int exclusive_waiting_ = 0;    // callers of exclusive() waiting for their turn
+  // Callers of exclusive() take tickets; exclusive_next_ - exclusive_turn_ of them are waiting.
+  uint64_t exclusive_next_ = 0;             // the next ticket handed out
+  uint64_t exclusive_turn_ = 0;             // the ticket whose turn is next
   std::chrono::microseconds last_step_{0};  // how long the last decode step took
   std::chrono::microseconds comeback_{0};   // how long slots take to come back after a step
   std::chrono::steady_clock::time_point last_end_{};  // when the last step ended

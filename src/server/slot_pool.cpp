@@ -81,6 +81,9 @@ void SlotPool::run(Slot& s) {
         return false;
       });
       if (!job) break;  // stopping
+      // The others passed over this job; the next one in the queue may be for one of them, and
+      // nothing else would wake them before a request ends.
+      cv_.notify_all();
     }
     ++busy_;
     execute(s, *job);

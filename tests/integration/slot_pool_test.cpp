@@ -1,5 +1,5 @@
-// The server's slots in process, on a real generated model: what happens to a slot's live state
-// when a request fails.
+// The server's slots in process, on a real generated model: how jobs reach idle slots, and what
+// happens to a slot's live state when a request fails.
 #include "server/slot_pool.h"
 
 #include <gtest/gtest.h>
@@ -75,4 +75,42 @@ TEST(SlotPool, ShutdownAfterAFailedRequestStoresNoVanishedState) {
   pool.shutdown();
   EXPECT_EQ(logs.count("shutdown store failed"), 0u);
   EXPECT_EQ(cache->stats().stores, 0u) << "the failed request's state was cleared, not stored";
+}
+
+// Jobs arriving together each start on an idle slot at once: one that finds an idle slot never
+// waits for another request to end (a slot that takes a job wakes the others, so the next job in
+// the queue is seen by the slot that is best for it).
+TEST(SlotPool, JobsArrivingTogetherAllStartBeforeAnyEnds) {
+  constexpr int kSlots = 8;
+  engine::Model& model = fixtures::model("tiny");
+  engine::SessionOptions so;
+  so.n_ctx = 1024;
+  so.chunk = 256;
+  server::SlotPool pool(model, so, kSlots, nullptr, {}, cache::Scope{});
+  std::mutex mu;
+  std::vector<std::string> events;
+  std::vector<std::promise<void>> done(kSlots);
+  std::vector<std::shared_ptr<server::Job>> jobs;
+  for (int i = 0; i < kSlots; ++i) {
+    auto job = std::make_shared<server::Job>();
+    job->prompt = fixtures::prompt_tokens(model, 40 + i);
+    job->max_tokens = 200;
+    job->on_start = [&](int) {
+      std::lock_guard lock(mu);
+      events.push_back("start");
+    };
+    job->on_done = [&, i](const server::Job::Result& r) {
+      {
+        std::lock_guard lock(mu);
+        events.push_back("end " + r.finish_reason + " " + r.error);
+      }
+      done[i].set_value();
+    };
+    jobs.push_back(std::move(job));
+  }
+  for (auto& j : jobs) pool.submit(j);
+  for (auto& d : done) d.get_future().wait();
+  ASSERT_EQ(events.size(), 2u * kSlots);
+  for (int i = 0; i < kSlots; ++i) EXPECT_EQ(events[i], "start") << "event " << i;
+  for (int i = kSlots; i < 2 * kSlots; ++i) EXPECT_EQ(events[i], "end length ") << "event " << i;
 }
