@@ -167,7 +167,8 @@ PY
   echo "decode steps during the long prefill: $((after - before)); $(head -c 300 "$d/long.json")"
   kill -TERM $srv; wait $srv
   build-cuda/kvstash generate -m "$M8" --ngl -1 --ctx-size 8192 --messages "$d/messages.json" \
-    -n 32 --cache-dir "$d/cache" --cache-boundary-align 256 > "$d/restored.json" 2> "$d/restored.err"
+    -n 32 --cache-dir "$d/cache" --cache-boundary-align 256 --cache-plan longest \
+    > "$d/restored.json" 2> "$d/restored.err"
   build-cuda/kvstash generate -m "$M8" --ngl -1 --ctx-size 8192 --messages "$d/messages.json" \
     -n 32 --no-cache > "$d/fresh.json" 2> "$d/fresh.err"
   python3 - "$d/restored.json" "$d/fresh.json" <<'PY'
@@ -197,21 +198,14 @@ run_steps() {
   done
 }
 
-collect() {  # copies what should come back into $OUT (at most 8 files, 2 folders down)
+collect() {  # copies what should come back into $OUT: the run's log and one tarball of results
   [ -n "${OUT:-}" ] || return 0
   tail -c 60000 "$DEV/log/run.log" > "$OUT/run.log" 2>/dev/null
-  [ -f "$DEV/results/tiers.md" ] && cp "$DEV/results/tiers.md" "$OUT/"
-  [ -f "$DEV/results/families-gpu.md" ] && cp "$DEV/results/families-gpu.md" "$OUT/"
   [ -f "$DEV/log/tiers.err" ] && { echo "== tiers.err"; tail -c 20000 "$DEV/log/tiers.err"; } >> "$OUT/run.log"
-  local a
-  for a in agent-8b agent-0.6b cold-8b conc-0.6b conc-8b interf-8b; do
-    [ -f "$DEV/results/$a/report.md" ] && cp "$DEV/results/$a/report.md" "$OUT/$a.md"
-    [ -f "$DEV/results/$a/report.json" ] && cp "$DEV/results/$a/report.json" "$OUT/$a.json"
-    # the cache's decisions and hits, request by request
-    case $a in conc* | interf*) continue ;; esac
-    [ -f "$DEV/results/$a/kvstash.log" ] && grep -E "kv cache (plan|hit|live hit|stored)" \
-      "$DEV/results/$a/kvstash.log" | tail -c 60000 > "$OUT/$a-cache.log"
-  done
+  # $OUT returns at most 8 files: reports, report.json, server logs and the exact run's outputs
+  # travel in one tarball (no caches, KV files or models)
+  tar czf "$OUT/results.tgz" --exclude=cache --exclude='*.kv' --exclude='*.gguf' \
+    --exclude=tiers -C "$DEV" results log $( [ -d "$DEV/exact" ] && echo exact) 2>/dev/null
   true
 }
 
