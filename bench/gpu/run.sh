@@ -18,6 +18,7 @@
 #   agent06b  the same, 0.6B shape
 #   conc06b, conc8b  kvstash bench --concurrency 16 against llama-server -np 16 (0.6B, 8B)
 #   interf8b  a 20k-token prefill arriving while 4 streams of the 8B decode
+#   interfchunk  the same, kvstash alone, with --chunk 128 and 64 (smaller prefill batches)
 #   exact     a prefill beside decoding slots, restored by a fresh process, bit-exact (8B)
 #   families  bench/families.sh on the GPU: KV bytes per token and restore GB/s per family
 #             (reduced-layer real widths at 8k; the full llama3-8b with f16/q8_0/q4_0 K/V when
@@ -135,6 +136,13 @@ step_conc06b() { conc conc-0.6b "$M06" 16 --max-tokens 128 -c 16384; }
 step_conc8b() { conc conc-8b "$M8" 16 --max-tokens 128 -c 16384; }
 step_interf8b() {
   conc interf-8b "$M8" 4 --max-tokens 1024 -c 110000 --concurrency-interference 20000
+}
+step_interfchunk() {
+  local c
+  for c in 128 64; do
+    conc "interf-8b-chunk$c" "$M8" 4 --max-tokens 1024 -c 110000 --concurrency-interference 20000 \
+      --servers kvstash --kvstash-arg=--chunk=$c
+  done
 }
 # Exactness on the GPU: a 3k-token prompt prefilled by a 4-slot server while 3 other slots decode
 # is stored, then restored by a fresh `kvstash generate`; its logits hash and 32 greedy tokens

@@ -1,6 +1,10 @@
 #include "cache/lookup.h"
 
+#include <algorithm>
+
+#include "tiers/disk_tier.h"
 #include "util/log.h"
+#include "util/page_cache.h"
 
 namespace kvstash::cache {
 
@@ -90,17 +94,34 @@ std::optional<Loaded> Lookup::load(const RestorePlan& plan) {
   return out;
 }
 
-std::array<uint64_t, kSourceCount> Lookup::plan_bytes(const RestorePlan& plan, size_t first_chunk) {
-  std::lock_guard lock(s_.mu);
-  std::array<uint64_t, kSourceCount> bytes{};
-  auto add = [&](ObjKind kind, const Key& key) {
-    if (const Node* n = s_.index.find(kind, key)) {
-      bytes[static_cast<size_t>(serving_tier(*n))] += n->meta.payload_bytes;
-    }
-  };
-  for (size_t i = first_chunk; i < plan.chunks.size(); ++i) add(ObjKind::kChunk, plan.chunks[i]);
-  if (plan.entry) add(ObjKind::kEntry, *plan.entry);
-  return bytes;
+PlanOption Lookup::restore_option(const RestorePlan& plan, size_t first_chunk) {
+  PlanOption o;
+  o.start = plan.resume_at;
+  o.keep = static_cast<uint32_t>(first_chunk * s_.cfg.chunk);
+  std::vector<ObjId> on_disk;
+  {
+    std::lock_guard lock(s_.mu);
+    auto add = [&](ObjKind kind, const Key& key) {
+      if (const Node* n = s_.index.find(kind, key)) {
+        const Source t = serving_tier(*n);
+        o.bytes[static_cast<size_t>(t)] += n->meta.payload_bytes;
+        if (t == Source::kDisk) on_disk.push_back({kind, key});
+      }
+    };
+    for (size_t i = first_chunk; i < plan.chunks.size(); ++i) add(ObjKind::kChunk, plan.chunks[i]);
+    if (plan.entry) add(ObjKind::kEntry, *plan.entry);
+  }
+  // Outside the lock: a few system calls per file. The header's bytes count as payload's.
+  if (tiers::DiskTier* d = s_.tiers->disk()) {
+    for (const auto& [kind, key] : on_disk)
+      o.page_cached += util::page_cached_bytes(d->path(kind, key));
+  }
+  o.page_cached = std::min(o.page_cached, o.bytes[static_cast<size_t>(Source::kDisk)]);
+  o.source = Source::kRam;
+  for (Source t : {Source::kDisk, Source::kRemote}) {
+    if (o.bytes[static_cast<size_t>(t)] > 0) o.source = t;
+  }
+  return o;
 }
 
 }  // namespace kvstash::cache

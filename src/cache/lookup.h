@@ -29,7 +29,7 @@ class Lookup {
   // The verified object, or null (then forgotten: a new plan finds the next best prefix).
   Payload fetch(ObjKind kind, const Key& key, Source* from);
   std::optional<Loaded> load(const RestorePlan& plan);
-  std::array<uint64_t, kSourceCount> plan_bytes(const RestorePlan& plan, size_t first_chunk);
+  PlanOption restore_option(const RestorePlan& plan, size_t first_chunk);
 
  private:
   CacheState& s_;

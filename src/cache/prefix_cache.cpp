@@ -78,9 +78,12 @@ Payload PrefixCache::fetch(ObjKind kind, const Key& key, Source* from) {
 
 std::optional<Loaded> PrefixCache::load(const RestorePlan& plan) { return lookup_->load(plan); }
 
-std::array<uint64_t, kSourceCount> PrefixCache::plan_bytes(const RestorePlan& plan,
-                                                           size_t first_chunk) {
-  return lookup_->plan_bytes(plan, first_chunk);
+PlanOption PrefixCache::restore_option(const RestorePlan& plan, size_t first_chunk) {
+  return lookup_->restore_option(plan, first_chunk);
+}
+
+std::string PrefixCache::disk_path(ObjKind kind, const Key& key) const {
+  return s_->tiers->disk() ? s_->tiers->disk()->path(kind, key) : "";
 }
 
 StoreResult PrefixCache::store(const StoreRequest& req) { return pipeline_->store(req); }

@@ -63,9 +63,13 @@ class PrefixCache {
   using Loaded = cache::Loaded;
   // Fetches all of the plan's objects (tools and tests; a request streams them with fetch()).
   std::optional<Loaded> load(const RestorePlan& plan);
-  // Bytes each tier would serve for the plan's chunks from index `first_chunk` on and its entry
-  // (the fastest tier holding each object), indexed by Source.
-  std::array<uint64_t, kSourceCount> plan_bytes(const RestorePlan& plan, size_t first_chunk);
+  // Restoring the plan on top of the live state's first `first_chunk` chunks, as a candidate of
+  // the restore-or-recompute choice: the bytes each tier would serve for the plan's chunks from
+  // `first_chunk` on and its entry (the fastest tier holding each object), how many of the disk's
+  // the page cache holds now, and the slowest tier involved.
+  PlanOption restore_option(const RestorePlan& plan, size_t first_chunk);
+  // The disk tier's file of an object ("" without a disk tier).
+  std::string disk_path(ObjKind kind, const Key& key) const;
   RateModel& rates() { return rates_; }
   BufferPool& pool();
   void record_hit(const RestorePlan& plan, double load_seconds);

@@ -229,7 +229,8 @@ void RequestFlow::drop_live() {
 }
 
 bool RequestFlow::try_restore(const RestorePlan& plan, std::span<const Token> prompt,
-                              size_t first_chunk, PrefillReport& rep, PrefixCache::Pin& pin) {
+                              size_t first_chunk, uint64_t page_cached, PrefillReport& rep,
+                              PrefixCache::Pin& pin) {
   pin = cache_->pin(plan);
   try {
     const Restored r = restore_plan(e_, *cache_, plan, prompt, first_chunk);
@@ -237,7 +238,7 @@ bool RequestFlow::try_restore(const RestorePlan& plan, std::span<const Token> pr
     rep.kept_tokens = static_cast<uint32_t>(first_chunk * e_.chunk());
     rep.restore_ms = r.seconds * 1000.0;
     rep.source = r.source;
-    cache_->rates().observe_restore(r.source, r.bytes, r.seconds);
+    cache_->rates().observe_restore(r.source, r.bytes, r.seconds, page_cached);
     cache_->record_hit(plan, r.seconds);
     log::info("kv cache hit tokens=" + std::to_string(plan.resume_at) +
               (rep.kept_tokens ? " kept=" + std::to_string(rep.kept_tokens) : "") + " load=" +
@@ -291,23 +292,17 @@ PrefillReport RequestFlow::prefill(const std::vector<Token>& prompt, const Promp
   size_t first_chunk = 0;
   if (restore && plan.resume_at > live) {
     first_chunk = std::min<size_t>(common / C, plan.chunks.size());
-    PlanOption c;
-    c.keep = static_cast<uint32_t>(first_chunk * C);
-    c.start = plan.resume_at;
-    c.bytes = cache_->plan_bytes(plan, first_chunk);
-    c.source = Source::kRam;
-    for (Source t : {Source::kDisk, Source::kRemote}) {
-      if (c.bytes[static_cast<size_t>(t)] > 0) c.source = t;
-    }
-    cands.push_back(c);
+    cands.push_back(cache_->restore_option(plan, first_chunk));
   }
   Source chosen = Source::kRecompute;
+  uint64_t page_cached = 0;
   if (!cands.empty()) {
     cands.push_back({});      // recompute
     const RateModel longest;  // no prefill data: the largest start wins
     const Choice ch = choose(rep.prompt_tokens, cands,
                              cache_ && cache_->config().estimate ? cache_->rates() : longest);
     chosen = cands[ch.index].source;
+    page_cached = cands[ch.index].page_cached;
     if (cands.size() > 2 || chosen != Source::kLive) {
       rep.plan_log = ch.log;
       log::info(ch.log);
@@ -330,7 +325,7 @@ PrefillReport RequestFlow::prefill(const std::vector<Token>& prompt, const Promp
       rep.kept_tokens = live;
       rep.source = Source::kLive;
       log::info("kv cache live hit tokens=" + std::to_string(live));
-    } else if (!try_restore(plan, prompt, first_chunk, rep, pin)) {
+    } else if (!try_restore(plan, prompt, first_chunk, page_cached, rep, pin)) {
       plan = cache_->plan(prompt, info.boundaries, info.salt);  // what failed is gone
     }
   }
@@ -345,7 +340,8 @@ PrefillReport RequestFlow::prefill(const std::vector<Token>& prompt, const Promp
     drop_live();
     for (int attempt = 0;
          chosen != Source::kRecompute && restore && plan.resume_at > 0 && attempt < 3; ++attempt) {
-      if (try_restore(plan, prompt, 0, rep, pin)) break;
+      const uint64_t cached = cache_->restore_option(plan, 0).page_cached;
+      if (try_restore(plan, prompt, 0, cached, rep, pin)) break;
       // restore_plan's fetch or reject() removed what failed, so this plan is a different one.
       plan = cache_->plan(prompt, info.boundaries, info.salt);
     }

@@ -120,9 +120,10 @@ class RequestFlow {
   // Before the live state is cut to `keep`: the evict store of what would be lost.
   void store_before_cut(uint32_t keep, std::span<const Token> prompt, const std::string& salt);
   // Tries restore_plan with the plan's objects pinned in `pin` (kept while the request runs);
-  // on failure unpins, drops the live state, counts it, and reports false.
+  // on failure unpins, drops the live state, counts it, and reports false. `page_cached`: the
+  // plan's disk bytes the page cache held (for the rate the restore is observed at).
   bool try_restore(const RestorePlan& plan, std::span<const Token> prompt, size_t first_chunk,
-                   PrefillReport& rep, PrefixCache::Pin& pin);
+                   uint64_t page_cached, PrefillReport& rep, PrefixCache::Pin& pin);
   // Empties the engine and what the flow knew of its live state.
   void drop_live();
   void store_live(Reason reason, std::span<const Token> protect, const std::string& protect_salt);

@@ -54,6 +54,7 @@ RateModel::RateModel() {
   tier_[idx(Source::kRam)].value = 8e9;
   tier_[idx(Source::kDisk)].value = 1.5e9;
   tier_[idx(Source::kRemote)].value = 0.3e9;
+  page_cache_.value = 6e9;
 }
 
 size_t RateModel::bucket_of(uint32_t pos) {
@@ -72,10 +73,21 @@ void RateModel::seed_restore(Source tier, double bytes_per_s) {
   if (!tier_[idx(tier)].observed) tier_[idx(tier)].value = bytes_per_s;
 }
 
-void RateModel::observe_restore(Source tier, uint64_t bytes, double seconds) {
-  if (moves_nothing(tier) || bytes == 0 || !(seconds > 0) || std::isinf(seconds)) return;
+void RateModel::seed_page_cache(double bytes_per_s) {
+  if (!(bytes_per_s >= 0) || std::isinf(bytes_per_s)) return;
   std::lock_guard lk(mu_);
-  blend(tier_[idx(tier)], static_cast<double>(bytes) / seconds);
+  if (!page_cache_.observed) page_cache_.value = bytes_per_s;
+}
+
+void RateModel::observe_restore(Source tier, uint64_t bytes, double seconds, uint64_t page_cached) {
+  if (moves_nothing(tier) || bytes == 0 || !(seconds > 0) || std::isinf(seconds)) return;
+  const double rate = static_cast<double>(bytes) / seconds;
+  std::lock_guard lk(mu_);
+  if (tier != Source::kDisk || page_cached * 10 <= bytes) {
+    blend(tier_[idx(tier)], rate);
+  } else if (page_cached * 10 >= bytes * 9) {
+    blend(page_cache_, rate);
+  }
 }
 
 void RateModel::add_prefill(uint32_t begin, uint32_t end, double seconds, bool seed) {
@@ -105,10 +117,18 @@ double RateModel::tier_rate(Source tier) const {
   return tier_[idx(tier)].value;
 }
 
-double RateModel::restore_seconds(Source tier, uint64_t bytes) const {
+double RateModel::page_cache_rate() const {
+  std::lock_guard lk(mu_);
+  return page_cache_.value;
+}
+
+double RateModel::restore_seconds(Source tier, uint64_t bytes, uint64_t page_cached) const {
   if (bytes == 0 || moves_nothing(tier)) return 0;
-  const double rate = tier_rate(tier);
-  return rate > 0 ? static_cast<double>(bytes) / rate : kNaN;
+  const uint64_t cached = tier == Source::kDisk ? std::min(page_cached, bytes) : 0;
+  auto over = [](uint64_t n, double rate) {
+    return n == 0 ? 0.0 : rate > 0 ? static_cast<double>(n) / rate : kNaN;
+  };
+  return over(bytes - cached, tier_rate(tier)) + over(cached, page_cache_rate());
 }
 
 // Nearest bucket with data, the longer-context one on a tie; NaN when none has data.
@@ -149,7 +169,8 @@ Choice choose(uint32_t prompt_len, const std::vector<PlanOption>& cands, const R
   bool any_known = false;
   for (size_t i = 0; i < n; ++i) {
     for (size_t t = 0; t < kSourceCount; ++t) {
-      restore[i] += rates.restore_seconds(static_cast<Source>(t), cands[i].bytes[t]);
+      restore[i] +=
+          rates.restore_seconds(static_cast<Source>(t), cands[i].bytes[t], cands[i].page_cached);
     }
     any_known = any_known || !std::isnan(restore[i]);
     const uint32_t start = std::min(cands[i].start, prompt_len);
@@ -198,6 +219,9 @@ Choice choose(uint32_t prompt_len, const std::vector<PlanOption>& cands, const R
     log += std::string(i ? "; " : "") + source_name(cands[i].source) + " " +
            std::to_string(cands[i].start) + "/" + std::to_string(cands[i].keep) + " " +
            ms(c.est_seconds[i]) + " ms";
+    if (const uint64_t d = cands[i].bytes[idx(Source::kDisk)]; d > 0) {
+      log += " (page cache " + std::to_string(std::min(cands[i].page_cached, d) * 100 / d) + "%)";
+    }
   }
   c.log = log + "]";
   return c;

@@ -35,14 +35,20 @@ class RateModel {
   static constexpr size_t kBuckets = 9;
 
   // Seeds, used until the first observation of the tier: vram 200 GB/s, ram 8 GB/s, disk 1.5
-  // GB/s, remote 0.3 GB/s (GB = 1e9 bytes). Prefill: unknown. Live and recompute move nothing.
+  // GB/s (a read from the device) and 6 GB/s for disk bytes the page cache holds, remote 0.3
+  // GB/s (GB = 1e9 bytes). Prefill: unknown. Live and recompute move nothing.
   RateModel();
 
   // Seed (calibration) of a tier's rate in bytes/s; 0 marks it unknown. Ignored once observed.
   void seed_restore(Source tier, double bytes_per_s);
-  // A restore moved `bytes` from `tier` in `seconds`. The first observation replaces the seed,
-  // later ones are blended in (EWMA). Empty or non-positive measurements are ignored.
-  void observe_restore(Source tier, uint64_t bytes, double seconds);
+  // The same for disk reads the page cache serves.
+  void seed_page_cache(double bytes_per_s);
+  // A restore moved `bytes` from `tier` in `seconds`; of a disk restore, `page_cached` bytes were
+  // in the page cache when it began. The first observation replaces the seed, later ones are
+  // blended in (EWMA). A disk restore updates the page-cache rate when at least 90% of its bytes
+  // were cached, the device's when at most 10% were, neither in between (the time cannot be
+  // split). Empty or non-positive measurements are ignored.
+  void observe_restore(Source tier, uint64_t bytes, double seconds, uint64_t page_cached = 0);
   // A prefill of tokens [begin, end) took `seconds`; kept in the bucket of the midpoint
   // position, the first observation replacing a seed, later ones blended in (EWMA).
   void observe_prefill(uint32_t begin, uint32_t end, double seconds);
@@ -50,14 +56,16 @@ class RateModel {
   // it, and a seed of a bucket that has an observation is ignored.
   void seed_prefill(uint32_t begin, uint32_t end, double seconds);
 
-  // bytes / tier_rate; 0 for live, recompute or 0 bytes; NaN when the tier's rate is unknown.
-  double restore_seconds(Source tier, uint64_t bytes) const;
+  // bytes / tier_rate (for the disk, `page_cached` of them at the page cache's rate); 0 for live,
+  // recompute or 0 bytes; NaN when a rate needed is unknown.
+  double restore_seconds(Source tier, uint64_t bytes, uint64_t page_cached = 0) const;
   // Time to prefill [begin, end): the range is split at bucket borders, each part's tokens over
   // its bucket's rate; a bucket without data uses the nearest bucket with data (on a tie, the
   // longer-context one). Without any prefill data: 0 for an empty range, NaN otherwise.
   double prefill_seconds(uint32_t begin, uint32_t end) const;
   bool knows_prefill() const;
   double tier_rate(Source tier) const;      // bytes/s assumed now (infinite for live, recompute)
+  double page_cache_rate() const;           // bytes/s of disk reads the page cache serves
   double prefill_rate(uint32_t pos) const;  // tokens/s assumed at `pos`; NaN without data
 
   static size_t bucket_of(uint32_t pos);
@@ -72,7 +80,8 @@ class RateModel {
   double bucket_rate_locked(size_t b) const;
 
   mutable std::mutex mu_;
-  std::array<Rate, kSourceCount> tier_{};
+  std::array<Rate, kSourceCount> tier_{};  // kDisk: reads from the device
+  Rate page_cache_;
   std::array<Rate, kBuckets> prefill_{};
 };
 
@@ -84,6 +93,7 @@ struct PlanOption {
   uint32_t start = 0;
   uint32_t keep = 0;  // live tokens kept (a delta loads only [keep, start))
   std::array<uint64_t, kSourceCount> bytes{};  // indexed by Source
+  uint64_t page_cached = 0;                    // of bytes[kDisk], those the page cache holds
 };
 
 struct Choice {

@@ -173,9 +173,7 @@ std::unique_ptr<cache::PrefixCache> CacheFlags::open(const engine::Model& model,
   // measures the prefill itself.
   if (cfg.estimate && calibrate > 0 && (c->stats().entries > 0 || !cfg.remote.url.empty())) {
     calibrate_prefill(session, c->rates(), calibrate);
-    if (!cfg.dir.empty()) {
-      calibrate_disk(cfg.dir + "/" + session.fingerprint().hex() + "/chunks", c->rates());
-    }
+    if (!cfg.dir.empty()) calibrate_disk(*c);
   }
   return c;
 }

@@ -233,6 +233,8 @@ TEST(CacheCalibration, AStartOnAFilledCacheSeedsThePrefillEstimateBeforeTheFirst
   const std::string line = second.err.substr(plan, second.err.find('\n', plan) - plan);
   EXPECT_EQ(line.find("no prefill data"), std::string::npos) << line;
   EXPECT_EQ(line.find("recompute est=?"), std::string::npos) << line;
+  // The disk candidate is priced by how much of it the page cache holds.
+  EXPECT_NE(line.find("(page cache "), std::string::npos) << line;
   const auto off = run({"--cache-calibrate", "0"});
   EXPECT_EQ(off.err.find("kv cache calibration"), std::string::npos) << off.err;
   EXPECT_NE(off.err.find("(no prefill data: longest)"), std::string::npos) << off.err;
