@@ -15,6 +15,7 @@
 #   tiers     kvstash-bench-tiers, 8B, all layers on the GPU: 8k and 32k
 #   crossover the load-vs-recompute crossover, 8B and 0.6B
 #   agent8b   kvstash bench (kvstash vs llama-server), 8B shape
+#   agent8b512  agent8b with --chunk 512
 #   agent06b  the same, 0.6B shape
 #   conc06b, conc8b  kvstash bench --concurrency 16 against llama-server -np 16 (0.6B, 8B)
 #   interf8b  a 20k-token prefill arriving while 4 streams of the 8B decode
@@ -114,6 +115,8 @@ agent() {  # name model
   build-cuda/kvstash bench -m "$2" --ngl -1 -c 65536 -o "$out" $AGENT_ARGS
 }
 step_agent8b() { agent agent-8b "$M8"; }
+# The same with 512-token chunks (prefill batches as large as llama-server's).
+step_agent8b512() { AGENT_ARGS="$AGENT_ARGS --kvstash-arg=--chunk=512" agent agent-8b-chunk512 "$M8"; }
 # A cold 20k-token request with the cache on and off (and llama-server): what storing costs a
 # request the cache cannot help.
 step_cold8b() {

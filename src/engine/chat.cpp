@@ -10,8 +10,11 @@
 #include <atomic>
 #include <cctype>
 #include <deque>
+#include <future>
 #include <mutex>
+#include <optional>
 #include <regex>
+#include <thread>
 #include <unordered_map>
 
 namespace kvstash::engine {
@@ -181,6 +184,7 @@ struct ChatTemplates::Impl {
   struct Memo {
     size_t len;
     uint64_t hash;
+    ChatRender::PrefixTokens tokens;
   };
   static constexpr size_t kMemo = 1 << 16;
   std::mutex mu;
@@ -216,6 +220,122 @@ std::string ChatTemplates::source() const {
 
 std::map<std::string, bool> ChatTemplates::caps() const {
   return common_chat_templates_get_caps(impl_->tmpls.get());
+}
+
+namespace {
+// The renderings of a request's message prefixes [0, i], which give its boundaries (ChatRender::
+// prefix_ends). Each prefix is rendered as the full prompt is, only shorter, without the
+// generation prompt, and without building a grammar (tool_choice none, which templates do not
+// see): a message start is where that rendering ends, if it is a prefix of the whole. Renderings
+// are remembered by a hash of the settings and messages [0, i]; the ones not remembered are
+// rendered in parallel stripes (an agent's turn adds two or three messages, a new conversation
+// may bring dozens) while the caller renders the full prompt.
+class Prefixes {
+ public:
+  Prefixes(ChatTemplates::Impl& impl, const ChatInput& in,
+           const common_chat_templates_inputs& inputs, const common_json& msgs, bool enabled)
+      : impl_(impl), inputs_(inputs) {
+    if (!enabled) return;
+    const std::string settings = in.tools_json + '\x1f' + in.reasoning_format + '\x1f' +
+                                 (inputs.enable_thinking ? "1" : "0");
+    uint64_t key = XXH3_64bits(settings.data(), settings.size());
+    for (const auto& [k, v] : in.template_kwargs) {
+      key = XXH3_64bits_withSeed(k.data(), k.size(), key);
+      key = XXH3_64bits_withSeed(v.data(), v.size(), key);
+    }
+    std::vector<size_t> missing;
+    {
+      std::lock_guard lock(impl_.mu);
+      for (size_t i = 0; i < inputs.messages.size(); ++i) {
+        const std::string one = msgs.at(i).dump();
+        key = XXH3_64bits_withSeed(one.data(), one.size(), key);
+        auto it = impl_.memo.find(key);
+        items_.push_back({key, it != impl_.memo.end() ? std::optional(it->second) : std::nullopt});
+        if (!items_.back().memo) missing.push_back(i);
+      }
+    }
+    const size_t stripes =
+        std::min<size_t>(missing.size(), std::max(1u, std::thread::hardware_concurrency()));
+    for (size_t s = 0; s < stripes; ++s) {
+      tasks_.push_back(std::async(std::launch::async, [this, missing, s, stripes] {
+        for (size_t j = s; j < missing.size(); j += stripes) {
+          items_[missing[j]].text = render_prefix(missing[j]);
+        }
+      }));
+    }
+  }
+  ~Prefixes() {
+    for (auto& t : tasks_) t.wait();
+  }
+
+  // Waits for the renderings and fills r.prefix_ends, prefix_keys and prefix_tokens.
+  void finish(ChatRender& r) {
+    for (auto& t : tasks_) t.get();
+    tasks_.clear();
+    const std::string& full = r.prompt;
+    auto matches = [&](const Impl::Memo& m) {
+      return m.len > 0 && m.len <= full.size() && XXH3_64bits(full.data(), m.len) == m.hash;
+    };
+    for (size_t i = 0; i < items_.size(); ++i) {
+      Item& it = items_[i];
+      r.prefix_keys.push_back(it.key);
+      r.prefix_tokens.emplace_back();
+      if (it.memo && matches(*it.memo)) {
+        r.prefix_ends.push_back(it.memo->len);
+        r.prefix_tokens.back() = it.memo->tokens;
+        continue;
+      }
+      // Remembered but no longer a prefix (a template may render earlier messages differently
+      // once later ones exist): rendered now, and remembered anew if it is one.
+      if (it.memo) it.text = render_prefix(i);
+      const Impl::Memo m{it.text.size(), XXH3_64bits(it.text.data(), it.text.size()), {}};
+      const bool prefix = !it.text.empty() && matches(m);
+      r.prefix_ends.push_back(prefix ? it.text.size() : 0);
+      if (!prefix) continue;
+      std::lock_guard lock(impl_.mu);
+      if (auto [pos, added] = impl_.memo.insert_or_assign(it.key, m); added) {
+        impl_.order.push_back(it.key);
+      }
+      if (impl_.order.size() > Impl::kMemo) {
+        impl_.memo.erase(impl_.order.front());
+        impl_.order.pop_front();
+      }
+    }
+  }
+
+ private:
+  using Impl = ChatTemplates::Impl;
+  struct Item {
+    uint64_t key;
+    std::optional<Impl::Memo> memo;
+    std::string text;  // the rendering, where it was not remembered; "" if the template refused
+  };
+  std::string render_prefix(size_t i) const {
+    auto pin = inputs_;
+    pin.add_generation_prompt = false;
+    pin.json_schema.clear();
+    pin.grammar.clear();
+    pin.tool_choice = COMMON_CHAT_TOOL_CHOICE_NONE;
+    pin.messages.assign(inputs_.messages.begin(),
+                        inputs_.messages.begin() + static_cast<std::ptrdiff_t>(i + 1));
+    try {
+      return common_chat_templates_apply(impl_.tmpls.get(), pin).prompt;
+    } catch (const std::exception&) {
+      return "";
+    }
+  }
+
+  Impl& impl_;
+  const common_chat_templates_inputs& inputs_;
+  std::vector<Item> items_;
+  std::vector<std::future<void>> tasks_;
+};
+}  // namespace
+
+void ChatTemplates::remember_tokens(uint64_t key, ChatRender::PrefixTokens t) const {
+  std::lock_guard lock(impl_->mu);
+  auto it = impl_->memo.find(key);
+  if (it != impl_->memo.end()) it->second.tokens = t;
 }
 
 ChatRender ChatTemplates::render(const ChatInput& in, bool with_prefixes) const {
@@ -271,6 +391,8 @@ ChatRender ChatTemplates::render(const ChatInput& in, bool with_prefixes) const 
       throw ChatError(std::string("the chat template cannot render this request: ") + e.what());
     }
   };
+  // The prefixes no earlier request rendered are rendered on other threads meanwhile.
+  Prefixes prefixes(*impl_, in, inputs, msgs, with_prefixes);
   common_chat_params cp = apply(inputs);
   if (!in.tool_name.empty()) {
     // The prompt shows every tool (so it stays a cacheable prefix of the agent's other
@@ -346,56 +468,7 @@ ChatRender ChatTemplates::render(const ChatInput& in, bool with_prefixes) const 
   }
   r.parser = std::move(parser);
 
-  if (with_prefixes) {
-    // Each prefix is rendered as the full prompt is, only shorter, without the generation
-    // prompt, and without building a grammar (tool_choice none, which templates do not see):
-    // a message start is where that rendering ends, if it is a prefix of the whole.
-    auto pin = inputs;
-    pin.add_generation_prompt = false;
-    pin.json_schema.clear();
-    pin.grammar.clear();
-    pin.tool_choice = COMMON_CHAT_TOOL_CHOICE_NONE;
-    const std::string settings = in.tools_json + '\x1f' + in.reasoning_format + '\x1f' +
-                                 (inputs.enable_thinking ? "1" : "0");
-    uint64_t key = XXH3_64bits(settings.data(), settings.size());
-    for (const auto& [k, v] : in.template_kwargs) {
-      key = XXH3_64bits_withSeed(k.data(), k.size(), key);
-      key = XXH3_64bits_withSeed(v.data(), v.size(), key);
-    }
-    const auto& all = inputs.messages;
-    const std::string& full = r.prompt;
-    auto matches = [&](const Impl::Memo& m) {
-      return m.len > 0 && m.len <= full.size() && XXH3_64bits(full.data(), m.len) == m.hash;
-    };
-    for (size_t i = 0; i < all.size(); ++i) {
-      const std::string one = msgs.at(i).dump();
-      key = XXH3_64bits_withSeed(one.data(), one.size(), key);
-      {
-        std::lock_guard lock(impl_->mu);
-        auto it = impl_->memo.find(key);
-        if (it != impl_->memo.end() && matches(it->second)) {
-          r.prefix_ends.push_back(it->second.len);
-          continue;
-        }
-      }
-      pin.messages.assign(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(i + 1));
-      std::string text;
-      try {
-        text = common_chat_templates_apply(impl_->tmpls.get(), pin).prompt;
-      } catch (const std::exception&) {
-      }
-      const Impl::Memo m{text.size(), XXH3_64bits(text.data(), text.size())};
-      const bool prefix = !text.empty() && matches(m);
-      r.prefix_ends.push_back(prefix ? text.size() : 0);
-      if (!prefix) continue;
-      std::lock_guard lock(impl_->mu);
-      if (impl_->memo.emplace(key, m).second) impl_->order.push_back(key);
-      if (impl_->order.size() > Impl::kMemo) {
-        impl_->memo.erase(impl_->order.front());
-        impl_->order.pop_front();
-      }
-    }
-  }
+  if (with_prefixes) prefixes.finish(r);
   return r;
 }
 

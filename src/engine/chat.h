@@ -77,6 +77,14 @@ struct ChatRender {
   // generation prompt) when that rendering is a prefix of `prompt`; 0 where it is not, or where
   // the template refuses that prefix (e.g. no user message yet).
   std::vector<size_t> prefix_ends;
+  // For each prefix: its memo key (for remember_tokens), and its tokens as an earlier request
+  // verified them (count 0: not known yet).
+  struct PrefixTokens {
+    uint32_t count = 0;  // tokens of the prefix's rendering
+    uint64_t hash = 0;   // XXH3 of those tokens (int32 each)
+  };
+  std::vector<uint64_t> prefix_keys;
+  std::vector<PrefixTokens> prefix_tokens;
   std::vector<std::string> roles;  // of each message, as the template saw them
   GrammarSpec grammar;
   std::vector<std::string> stops;  // stop strings the format adds
@@ -96,11 +104,15 @@ class ChatTemplates {
   // hash of the messages and settings) and reused while they still match, so an agent's next
   // turn renders only its new messages. Thread-safe.
   ChatRender render(const ChatInput& in, bool with_prefixes) const;
+  // Remembers the verified tokens of the prefix rendering `key` (ChatRender::prefix_keys), so a
+  // later request checks a hash instead of tokenizing that prefix again.
+  void remember_tokens(uint64_t key, ChatRender::PrefixTokens t) const;
   std::string source() const;
   std::map<std::string, bool> caps() const;
 
+  struct Impl;  // defined in chat.cpp only
+
  private:
-  struct Impl;
   std::unique_ptr<Impl> impl_;
 };
 

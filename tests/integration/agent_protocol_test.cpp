@@ -353,6 +353,39 @@ TEST_F(AgentProtocol, RenderingMatchesLlamaServerJinjaWithAndWithoutTools) {
   }
 }
 
+// Message boundaries do not depend on what the renderer remembers: a server that saw the
+// conversation's earlier turns (prefix renderings and their tokens remembered, unremembered ones
+// rendered in parallel) finds the same tokens, boundaries and anchor as one that sees the turn
+// first, and on a repeat it knows every boundary's tokens without tokenizing them.
+TEST_F(AgentProtocol, RememberedPrefixesGiveTheSameBoundariesAsFreshOnes) {
+  engine::Model& m = model("tiny");
+  const engine::ChatTemplates warm(m);
+  const ojson all = agent_messages();
+  size_t checked = 0;
+  for (size_t n = 3; n <= all.size(); ++n) {
+    SCOPED_TRACE("messages: " + std::to_string(n));
+    engine::ChatInput in;
+    in.messages_json = ojson(std::vector<ojson>(all.begin(), all.begin() + n)).dump();
+    in.tools_json = agent_tools().dump();
+    const engine::ChatTemplates cold(m);
+    const auto a = server::render_chat(m, warm, in);
+    const auto b = server::render_chat(m, cold, in);
+    ASSERT_EQ(a.tokens, b.tokens);
+    EXPECT_EQ(a.info.boundaries, b.info.boundaries);
+    EXPECT_EQ(a.info.anchor, b.info.anchor);
+    const auto again = server::render_chat(m, warm, in);
+    EXPECT_EQ(again.info.boundaries, a.info.boundaries);
+    size_t known = 0;
+    for (const auto& t : again.render.prefix_tokens) {
+      const auto at = std::find(a.info.boundaries.begin(), a.info.boundaries.end(), t.count);
+      known += t.count > 0 && at != a.info.boundaries.end();
+    }
+    EXPECT_EQ(known, a.info.boundaries.size()) << "every boundary's tokens remembered";
+    checked += a.info.boundaries.size();
+  }
+  EXPECT_GT(checked, 10u) << "the conversation has boundaries to compare";
+}
+
 TEST_F(AgentProtocol, ToolChoiceRequiredYieldsAValidToolCall) {
   const ojson tools = bounded_tools();
   ojson body = constrained(ojson::array({{{"role", "user"}, {"content", "Switch to acting."}}}));
