@@ -250,7 +250,8 @@ class Prefixes {
         const std::string one = msgs.at(i).dump();
         key = XXH3_64bits_withSeed(one.data(), one.size(), key);
         auto it = impl_.memo.find(key);
-        items_.push_back({key, it != impl_.memo.end() ? std::optional(it->second) : std::nullopt});
+        items_.push_back(
+            Item{key, it != impl_.memo.end() ? std::optional(it->second) : std::nullopt, {}});
         if (!items_.back().memo) missing.push_back(i);
       }
     }
