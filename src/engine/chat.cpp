@@ -234,8 +234,13 @@ class Prefixes {
  public:
   Prefixes(ChatTemplates::Impl& impl, const ChatInput& in,
            const common_chat_templates_inputs& inputs, const common_json& msgs, bool enabled)
-      : impl_(impl), inputs_(inputs) {
+      : impl_(impl), all_(inputs.messages), base_(inputs) {
     if (!enabled) return;
+    base_.messages.clear();
+    base_.add_generation_prompt = false;
+    base_.json_schema.clear();
+    base_.grammar.clear();
+    base_.tool_choice = COMMON_CHAT_TOOL_CHOICE_NONE;
     const std::string settings = in.tools_json + '\x1f' + in.reasoning_format + '\x1f' +
                                  (inputs.enable_thinking ? "1" : "0");
     uint64_t key = XXH3_64bits(settings.data(), settings.size());
@@ -312,13 +317,8 @@ class Prefixes {
     std::string text;  // the rendering, where it was not remembered; "" if the template refused
   };
   std::string render_prefix(size_t i) const {
-    auto pin = inputs_;
-    pin.add_generation_prompt = false;
-    pin.json_schema.clear();
-    pin.grammar.clear();
-    pin.tool_choice = COMMON_CHAT_TOOL_CHOICE_NONE;
-    pin.messages.assign(inputs_.messages.begin(),
-                        inputs_.messages.begin() + static_cast<std::ptrdiff_t>(i + 1));
+    auto pin = base_;
+    pin.messages.assign(all_.begin(), all_.begin() + static_cast<std::ptrdiff_t>(i + 1));
     try {
       return common_chat_templates_apply(impl_.tmpls.get(), pin).prompt;
     } catch (const std::exception&) {
@@ -327,7 +327,8 @@ class Prefixes {
   }
 
   Impl& impl_;
-  const common_chat_templates_inputs& inputs_;
+  const std::vector<common_chat_msg>& all_;  // the request's messages
+  common_chat_templates_inputs base_;        // the settings of every prefix, without messages
   std::vector<Item> items_;
   std::vector<std::future<void>> tasks_;
 };
