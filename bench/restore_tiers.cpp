@@ -271,8 +271,9 @@ int main(int argc, char** argv) {
   }
 
   engine::Model m(model_path, {gpu_layers});
-  // The payload buffers of every cache below: pinned when the KV is on the GPU, as in serve.
-  auto pool = std::make_shared<BufferPool>(256ull << 20);
+  // The payload buffers of every cache below: pinned when the KV is on the GPU, and as many kept
+  // for reuse as serve keeps by default (--cache-staging 256M + --cache-store-queue 4G).
+  auto pool = std::make_shared<BufferPool>((256ull << 20) + (4ull << 30));
   if (gpu_layers != 0) {
     if (auto a = engine::pinned_host_allocator()) pool->set_allocator(std::move(*a));
   }

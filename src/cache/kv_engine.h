@@ -64,12 +64,16 @@ class KvEngine {
   //   restore_begin(keep, from): the live tokens [0, keep) stay (keep <= tokens().size(); 0:
   //     none), the sections start at position `from` (from == keep, or a multiple of chunk()
   //     below it: the live KV of [from, keep) is replaced by the same stored bytes);
-  //   restore_kv(section), repeatedly: KV sections of consecutive token ranges;
+  //   restore_kv(section), repeatedly: KV sections of consecutive token ranges; the upload may
+  //     still run when it returns, so the section's bytes stay unchanged until restore_sync()
+  //     or restore_end() returns;
   //   restore_end(partial, tokens, logits): the state holds `tokens` (hybrid models: with the
   //     recurrent state `partial` taken at its end), whose first `keep` are the kept live ones.
   // Each step throws when the bytes do not form that state; the caller then clears the engine.
   virtual void restore_begin(uint32_t keep, uint32_t from) = 0;
   virtual void restore_kv(std::span<const uint8_t> section) = 0;
+  // Waits for the uploads restore_kv queued (engines that copy before returning need not).
+  virtual void restore_sync() {}
   virtual void restore_end(std::span<const uint8_t> partial, const std::vector<Token>& tokens,
                            const std::vector<float>& logits) = 0;
 };

@@ -1,5 +1,7 @@
 #include "cache/tier_rules.h"
 
+#include <algorithm>
+
 namespace kvstash::cache {
 
 bool held_locally(const Node* n) { return n && (n->on_disk || n->in_ram || n->pending); }
@@ -22,6 +24,11 @@ RamExit ram_exit(const Node& n, const DiskRoom& disk) {
 
 WriteTargets write_targets(const Node& n, bool has_remote) {
   return {n.in_ram, n.pending, has_remote && !n.on_remote};
+}
+
+uint64_t auto_ram_budget(bool kv_on_gpu, uint64_t host_memory) {
+  if (!kv_on_gpu) return 0;
+  return std::min<uint64_t>(8ull << 30, host_memory / 8);
 }
 
 }  // namespace kvstash::cache

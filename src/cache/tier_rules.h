@@ -47,4 +47,10 @@ struct WriteTargets {
 };
 WriteTargets write_targets(const Node& n, bool has_remote);
 
+// The RAM tier's budget when the user leaves it to kvstash (--cache-ram-budget auto). With the KV
+// on a GPU, a hit from pinned RAM uploads at PCIe speed (~20 GB/s on an H100 host) where one from
+// the page cache moves ~8 GB/s: the tier gets llama-server's default host prompt cache (8 GiB), at
+// most an eighth of the host's memory. On a CPU the page cache already is that tier: none.
+uint64_t auto_ram_budget(bool kv_on_gpu, uint64_t host_memory);
+
 }  // namespace kvstash::cache

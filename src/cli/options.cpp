@@ -1,7 +1,11 @@
 #include "cli/options.h"
 
-#include <chrono>
+#include <unistd.h>
 
+#include <chrono>
+#include <optional>
+
+#include "cache/tier_rules.h"
 #include "cli/calibration.h"
 #include "engine/host_memory.h"
 #include "util/log.h"
@@ -38,7 +42,9 @@ void CacheFlags::add(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--cache-disk-budget", disk_budget, "disk tier budget, e.g. 40G")
       ->capture_default_str();
-  app.add_option("--cache-ram-budget", ram_budget, "RAM tier budget (0: no RAM tier)")
+  app.add_option("--cache-ram-budget", ram_budget,
+                 "RAM tier budget (0: no RAM tier; auto: 8G, at most 1/8 of the host's memory, "
+                 "when the KV is on a GPU, else none)")
       ->capture_default_str();
   app.add_option("--cache-staging", staging,
                  "memory kept for reading cache objects into and uploading from (pinned when "
@@ -89,11 +95,15 @@ void CacheFlags::add(CLI::App& app) {
       ->capture_default_str();
 }
 
-cache::CacheConfig CacheFlags::config(uint32_t chunk, bool snapshot_only) const {
+cache::CacheConfig CacheFlags::config(uint32_t chunk, bool snapshot_only, bool kv_on_gpu) const {
   cache::CacheConfig c;
   c.dir = disk_dir();
   c.disk_budget = parse_size(disk_budget);
-  c.ram_budget = parse_size(ram_budget);
+  c.ram_budget =
+      ram_budget == "auto"
+          ? cache::auto_ram_budget(kv_on_gpu, static_cast<uint64_t>(::sysconf(_SC_PHYS_PAGES)) *
+                                                  ::sysconf(_SC_PAGESIZE))
+          : parse_size(ram_budget);
   c.chunk = chunk;
   c.snapshot_only = snapshot_only;
   c.evict = evict;
@@ -102,9 +112,9 @@ cache::CacheConfig CacheFlags::config(uint32_t chunk, bool snapshot_only) const 
   c.remote.queue_bytes = parse_size(remote_queue);
   c.store_queue = parse_size(store_queue);
   c.store_threads = store_threads;
-  // Store buffers come back to the pool when written: kept for the next store, so that the
-  // pinned memory of a GPU build is allocated once, not per store.
-  c.pool = std::make_shared<BufferPool>(parse_size(staging) + c.store_queue);
+  // Store buffers come back to the pool when written, the RAM tier's when they leave RAM: kept
+  // for the next store, so that the pinned memory of a GPU build is allocated once, not per store.
+  c.pool = std::make_shared<BufferPool>(parse_size(staging) + c.store_queue + c.ram_budget);
   c.estimate = plan == "auto";
   return c;
 }
@@ -112,8 +122,9 @@ cache::CacheConfig CacheFlags::config(uint32_t chunk, bool snapshot_only) const 
 namespace {
 
 // Pinned memory takes ~0.3 s per GiB to allocate, which the first stores would pay inside their
-// requests. So the store buffers are allocated at startup: as many as the store queue holds, of
-// one chunk's payload size, which a one-chunk prefill tells exactly. (Not on a thread of its own
+// requests. So the store buffers are allocated at startup: as many as the store queue and the RAM
+// tier hold (a store's buffer is what the RAM tier keeps), of one chunk's payload size, which a
+// one-chunk prefill tells exactly. (Not on a thread of its own
 // while requests run: pinning memory stalls the GPU's work meanwhile.)
 void warm_store_buffers(engine::Session& s, BufferPool& pool, uint64_t bytes) {
   const int C = s.options().chunk;
@@ -130,7 +141,7 @@ void warm_store_buffers(engine::Session& s, BufferPool& pool, uint64_t bytes) {
   if (size == 0) return;
   const auto t0 = std::chrono::steady_clock::now();
   const size_t made = pool.warm(size, bytes / size);
-  log::info("kv cache buffers: pinned " + format_size(made * size) + " for stores (" +
+  log::info("kv cache buffers: pinned " + format_size(made * size) + " for stores and RAM (" +
             std::to_string(made) + " x " + format_size(size) + ") in " +
             std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
                                std::chrono::steady_clock::now() - t0)
@@ -143,8 +154,10 @@ void warm_store_buffers(engine::Session& s, BufferPool& pool, uint64_t bytes) {
 std::unique_ptr<cache::PrefixCache> CacheFlags::open(const engine::Model& model,
                                                      engine::Session& session) const {
   if (!enabled) return nullptr;
+  std::optional<BufferPool::Allocator> pinned;
+  if (model.options().n_gpu_layers != 0) pinned = engine::pinned_host_allocator();
   auto cfg = config(static_cast<uint32_t>(session.options().chunk),
-                    model.resume_kind() != engine::ResumeKind::kAnyBoundary);
+                    model.resume_kind() != engine::ResumeKind::kAnyBoundary, pinned.has_value());
   if (!cfg.dir.empty()) {
     log::info("kv cache dir " + cfg.dir + " (persistent disk tier; --cache-dir none turns it off)");
   } else if (dir == "none") {
@@ -152,14 +165,11 @@ std::unique_ptr<cache::PrefixCache> CacheFlags::open(const engine::Model& model,
   } else {
     log::warn("kv cache disk tier off: neither $XDG_CACHE_HOME nor $HOME is set (--cache-dir DIR)");
   }
-  if (model.options().n_gpu_layers != 0) {
-    if (auto a = engine::pinned_host_allocator()) cfg.pool->set_allocator(std::move(*a));
-  }
+  if (pinned) cfg.pool->set_allocator(std::move(*pinned));
   log::info("kv cache buffers: " + cfg.pool->allocator_name() + ", staging " + staging +
-            ", store queue " + store_queue);
-  if (model.options().n_gpu_layers != 0 && cfg.pool->allocator_name() != "pageable") {
-    warm_store_buffers(session, *cfg.pool, cfg.store_queue);
-  }
+            ", store queue " + store_queue + ", RAM tier " + format_size(cfg.ram_budget) +
+            (ram_budget == "auto" ? " (--cache-ram-budget auto)" : ""));
+  if (pinned) warm_store_buffers(session, *cfg.pool, cfg.store_queue + cfg.ram_budget);
   if (cfg.dir.empty() && cfg.ram_budget == 0) {
     if (!cfg.remote.url.empty()) {
       throw std::invalid_argument(

@@ -25,7 +25,7 @@ std::string default_cache_dir();
 
 struct CacheFlags {
   std::string dir = default_cache_dir();  // "none": no disk tier
-  std::string disk_budget = "40G", ram_budget = "0";
+  std::string disk_budget = "40G", ram_budget = "auto";
   cache::StoreConfig store;
   cache::EvictConfig evict;
   std::string remote_url, remote_queue = "256M";
@@ -43,8 +43,9 @@ struct CacheFlags {
   // Logs one line saying where the disk tier is (or that it is off).
   std::unique_ptr<cache::PrefixCache> open(const engine::Model& model,
                                            engine::Session& session) const;
-  // A cache over DIR for a fingerprint, for the maintenance verbs.
-  cache::CacheConfig config(uint32_t chunk, bool snapshot_only) const;
+  // A cache over DIR for a fingerprint, for the maintenance verbs. `kv_on_gpu` decides the RAM
+  // tier's budget when it is "auto" (cache/tier_rules.h).
+  cache::CacheConfig config(uint32_t chunk, bool snapshot_only, bool kv_on_gpu = false) const;
 };
 
 }  // namespace kvstash::cli

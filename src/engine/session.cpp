@@ -279,19 +279,30 @@ void Session::restore_kv(std::span<const uint8_t> section) {
   }
   size_t n = 0;
   on_context([&](llama_context* ctx) {
-    n = llama_state_seq_set_data_ext(ctx, section.data(), section.size(), seq_,
-                                     LLAMA_STATE_SEQ_FLAGS_KV_APPEND);
+    n = llama_state_seq_set_data_ext(
+        ctx, section.data(), section.size(), seq_,
+        LLAMA_STATE_SEQ_FLAGS_KV_APPEND | LLAMA_STATE_SEQ_FLAGS_KV_NO_WAIT);
   });
+  uploads_queued_ = true;  // even a rejected section may have queued some
   if (n == 0) {
     throw StateMismatch("llama.cpp rejected a KV section (layout does not match this context)");
   }
   restore_next_ = first + static_cast<int>(sec.cell_count);
 }
 
+void Session::restore_sync() {
+  if (!uploads_queued_) return;
+  // The uploads run on the stream the context computes on, so later batches see their cells
+  // regardless; the wait is for the caller's buffers.
+  on_context([](llama_context* ctx) { llama_synchronize(ctx); });
+  uploads_queued_ = false;
+}
+
 void Session::restore_end(std::span<const uint8_t> partial, const std::vector<Token>& tokens,
                           const std::vector<float>& logits) {
   if (restore_keep_ < 0) throw std::logic_error("restore_end outside a restore");
   restore_keep_ = -1;
+  restore_sync();
   if (model_.hybrid() == partial.empty()) {
     throw std::invalid_argument(model_.hybrid()
                                     ? "a hybrid model needs the recurrent state to resume"

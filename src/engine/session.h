@@ -22,10 +22,10 @@
 // fresh prefill, a trim, a restore) gets the appended cells right after its last one, where a
 // prefill would have put them; the bit-exactness tests prove it per model family.
 //
-// Sliding-window models (gemma3, gpt-oss) are snapshot-only: their full-attention KV is chunked like
-// any attention KV, and a snapshot's partial state is the window's cells (the only ones llama.cpp
-// writes). A restore puts the window back at the cell indices a prefill gives it, behind masked
-// filler cells (append_window), since kernels group cells by index.
+// Sliding-window models (gemma3, gpt-oss) are snapshot-only: their full-attention KV is chunked
+// like any attention KV, and a snapshot's partial state is the window's cells (the only ones
+// llama.cpp writes). A restore puts the window back at the cell indices a prefill gives it, behind
+// masked filler cells (append_window), since kernels group cells by index.
 #pragma once
 
 #include <functional>
@@ -115,7 +115,10 @@ class Session {
   // KV sections straight from the caller's buffers (no join, no copy: llama.cpp uploads from
   // them), then set the recurrent state (hybrid models) and the tokens.
   void restore_begin(int keep, int from);
+  // Queues the section's upload without waiting for it (kvstash's KV_NO_WAIT): its bytes stay
+  // unchanged until restore_sync() or restore_end() returns.
   void restore_kv(std::span<const uint8_t> section);
+  void restore_sync();
   void restore_end(std::span<const uint8_t> partial, const std::vector<Token>& tokens,
                    const std::vector<float>& logits);
 
@@ -138,8 +141,9 @@ class Session {
   std::string fp_settings_;
   std::vector<Token> tokens_;
   std::vector<float> logits_;
-  int restore_keep_ = -1;  // between restore_begin and restore_end: the kept live tokens
-  int restore_next_ = 0;   // the position the next section must continue from
+  int restore_keep_ = -1;        // between restore_begin and restore_end: the kept live tokens
+  int restore_next_ = 0;         // the position the next section must continue from
+  bool uploads_queued_ = false;  // restore_kv queued uploads nobody has waited for
 };
 
 }  // namespace kvstash::engine

@@ -76,6 +76,7 @@ void SimEngine::trim(size_t n) {
 void SimEngine::clear() {
   tokens_.clear();
   logits_.clear();
+  queued_.clear();
 }
 
 Payload SimEngine::extract_kv(uint32_t begin, uint32_t end, BufferPool& pool) {
@@ -126,11 +127,17 @@ void SimEngine::restore_begin(uint32_t keep, uint32_t from) {
   restore_from_ = from;
   restoring_ = true;
   received_.clear();
+  queued_.clear();
 }
 
 void SimEngine::restore_kv(std::span<const uint8_t> section) {
   if (!restoring_) throw std::logic_error("restore_kv outside a restore");
-  received_.insert(received_.end(), section.begin(), section.end());
+  queued_.push_back(section);
+}
+
+void SimEngine::restore_sync() {
+  for (const auto& s : queued_) received_.insert(received_.end(), s.begin(), s.end());
+  queued_.clear();
 }
 
 void SimEngine::restore_end(std::span<const uint8_t> partial,
@@ -138,6 +145,7 @@ void SimEngine::restore_end(std::span<const uint8_t> partial,
                             const std::vector<float>& logits) {
   if (!restoring_) throw std::logic_error("restore_end outside a restore");
   restoring_ = false;
+  restore_sync();
   auto wrong = [&](const std::string& why) {
     ++wrong_;
     clear();

@@ -47,7 +47,11 @@ class SimEngine final : public cache::KvEngine {
   std::vector<uint8_t> partial_state() const override;
   bool prefill(const std::vector<cache::Token>& prompt, const cache::PrefillPlan& plan) override;
   void restore_begin(uint32_t keep, uint32_t from) override;
+  // Like a GPU engine's queued upload, a section's bytes are read only when the restore waits
+  // (restore_sync, restore_end): a caller that lets the buffer change before then restores wrong
+  // bytes, which this engine refuses.
   void restore_kv(std::span<const uint8_t> section) override;
+  void restore_sync() override;
   void restore_end(std::span<const uint8_t> partial, const std::vector<cache::Token>& tokens,
                    const std::vector<float>& logits) override;
 
@@ -75,6 +79,7 @@ class SimEngine final : public cache::KvEngine {
   uint32_t restore_from_ = 0;
   bool restoring_ = false;
   std::vector<uint8_t> received_;
+  std::vector<std::span<const uint8_t>> queued_;  // sections not read yet
   int32_t next_decoded_ = -1;
 };
 

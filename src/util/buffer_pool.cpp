@@ -77,6 +77,11 @@ void BufferPool::set_allocator(Allocator a) {
   for (const auto& b : old) State::free_block(b);
 }
 
+uint64_t BufferPool::idle_limit() const {
+  std::lock_guard lock(s_->mu);
+  return s_->idle_limit;
+}
+
 void BufferPool::set_idle_limit(uint64_t bytes) {
   std::vector<State::Block> freed;
   {

@@ -69,6 +69,7 @@ class BufferPool {
   // Buffers made from now on come from `a` (those made before keep their own allocator).
   void set_allocator(Allocator a);
   void set_idle_limit(uint64_t bytes);
+  uint64_t idle_limit() const;
   std::string allocator_name() const;
 
   // An uninitialised buffer of `n` bytes. Throws std::bad_alloc when memory is exhausted.

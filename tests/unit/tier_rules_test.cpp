@@ -64,3 +64,13 @@ TEST(TierRules, WriteGoesWhereTheNodeStillWantsIt) {
       << "the remote tier holds it already";
   EXPECT_FALSE(write_targets(node(false, false, true), false).remote) << "no remote tier";
 }
+
+TEST(TierRules, AutoRamBudgetIsEightGiBWithTheKvOnAGpu) {
+  EXPECT_EQ(auto_ram_budget(true, 128ull << 30), 8ull << 30);
+}
+
+TEST(TierRules, AutoRamBudgetIsAnEighthOfASmallHost) {
+  EXPECT_EQ(auto_ram_budget(true, 32ull << 30), 4ull << 30);
+}
+
+TEST(TierRules, AutoRamBudgetIsNoneOnACpu) { EXPECT_EQ(auto_ram_budget(false, 128ull << 30), 0u); }
