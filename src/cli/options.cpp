@@ -124,8 +124,8 @@ namespace {
 // Pinned memory takes ~0.3 s per GiB to allocate, which the first stores would pay inside their
 // requests. So the store buffers are allocated at startup: as many as the store queue and the RAM
 // tier hold (a store's buffer is what the RAM tier keeps), of one chunk's payload size, which a
-// one-chunk prefill tells exactly. (Not on a thread of its own
-// while requests run: pinning memory stalls the GPU's work meanwhile.)
+// one-chunk prefill tells exactly. (Not on a thread of its own while requests run: pinning memory
+// stalls the GPU's work meanwhile.)
 void warm_store_buffers(engine::Session& s, BufferPool& pool, uint64_t bytes) {
   const int C = s.options().chunk;
   std::vector<engine::Token> toks(static_cast<size_t>(C));
