@@ -12,14 +12,14 @@
 // it), store the prefix (chunks + an entry, as at a graceful exit), then restore it into a fresh
 // session from a cache that has it only on disk: once with the files dropped from the page cache
 // (posix_fadvise DONTNEED after fdatasync: a cold disk read) and once page-cache warm (RAM
-// speed), and, with --redis, from a cache that has it only in Redis (RAM as its local tier, so
-// no disk write is timed). A restore is timed from lookup to a loaded state (what replaces the
-// recompute); "hit TTFT" adds the prefill of one more token and its logits (a request that goes
-// on past the stored prefix). The restored state's tokens are checked; bit-exactness of the
-// logits is what the test suite proves. Prints one Markdown table row per size (time and GB/s of
-// each path, hit TTFT against cold TTFT; the KV size cell adds the bytes per token stored),
-// then the raw limits; --crossover also prints the shortest length where a cold-disk restore beats
-// the recompute.
+// speed), from the RAM tier, from the VRAM tier (copies in the GPU's memory), and, with --redis,
+// from a cache that has it only in Redis (RAM as its local tier, so no disk write is timed). A
+// restore is timed from lookup to a loaded state (what replaces the recompute); "hit TTFT" adds the
+// prefill of one more token and its logits (a request that goes on past the stored prefix). The
+// restored state's tokens are checked; bit-exactness of the logits is what the test suite proves.
+// Prints one Markdown table row per size (time and GB/s of each path, hit TTFT against cold TTFT;
+// the KV size cell adds the bytes per token stored), then the raw limits; --crossover also prints
+// the shortest length where a cold-disk restore beats the recompute.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -34,6 +34,7 @@
 
 #include "cache/prefix_cache.h"
 #include "engine/cached_session.h"
+#include "engine/device_kv.h"
 #include "engine/host_memory.h"
 #include "engine/session.h"
 #include "ggml-backend.h"
@@ -81,9 +82,10 @@ bool drop_page_cache(const std::string& dir) {
 }
 
 struct Restored {
-  double restore = 0;  // lookup + load + state restore
-  double ttft = 0;     // restore + prefill of one more token (with its logits)
-  size_t tokens = 0;   // restored
+  double restore = 0;         // lookup + load + state restore
+  double ttft = 0;            // restore + prefill of one more token (with its logits)
+  size_t tokens = 0;          // restored
+  std::vector<float> logits;  // after the one more token
 };
 
 bool snapshot_only(const engine::Model& m) {
@@ -117,6 +119,7 @@ Restored restore(engine::Model& m, const engine::SessionOptions& so, cache::Pref
   s.prefill(p);
   (void)s.greedy();
   r.ttft = secs(t0);
+  r.logits = s.logits();
   return r;
 }
 
@@ -289,13 +292,13 @@ int main(int argc, char** argv) {
   std::printf(
       "| tokens | KV size | recompute (cold TTFT) | RAM tier | disk, page cache warm | disk, cold "
       "|%s hit TTFT RAM / warm / cold | cold TTFT / hit TTFT (RAM, warm, cold) | raw read warm / "
-      "cold |\n",
+      "cold | VRAM tier | hit TTFT VRAM | cold TTFT / hit TTFT (VRAM) |\n",
       with_redis ? " Redis |" : "");
-  std::printf("|---|---|---|---|---|---|%s---|---|---|\n", with_redis ? "---|" : "");
+  std::printf("|---|---|---|---|---|---|%s---|---|---|---|---|---|\n", with_redis ? "---|" : "");
   std::fflush(stdout);
   std::optional<size_t> cross;
   bool dropped_all = true;
-  std::vector<std::string> concurrency;
+  std::vector<std::string> concurrency, exactness;
   auto cell = [](const Restored& r, uint64_t bytes) {
     return ms_or_s(r.restore) + " (" + std::to_string(gbps(bytes, r.restore)).substr(0, 5) +
            " GB/s)";
@@ -338,7 +341,7 @@ int main(int argc, char** argv) {
       const double raw_cold = read_rate(dir, *pool);
       const double raw_warm = read_rate(dir, *pool);
       dropped_all = drop_page_cache(dir) && dropped_all;
-      Restored cold_disk, warm_disk, ram;
+      Restored cold_disk, warm_disk, ram, vram;
       {
         cache::PrefixCache from_disk(disk_only, cold.fingerprint().bytes);
         cold_disk = restore(m, so, from_disk, p);
@@ -354,6 +357,18 @@ int main(int argc, char** argv) {
         (void)restore(m, so, c, p);  // from disk, promoted into RAM
         ram = restore(m, so, c, p);
       }
+      {
+        // The VRAM tier: the chunks from copies in the memory the KV lives in (the GPU's with
+        // --ngl; the host's on a CPU), the entry from RAM.
+        cache::CacheConfig with_vram = disk_only;
+        with_vram.ram_budget = 1ull << 40;
+        with_vram.vram = engine::make_device_kv(bytes + bytes / 4 + (256ull << 20),
+                                                m.cell_ext_size(), m.kv_has_v());
+        cache::PrefixCache c(with_vram, cold.fingerprint().bytes);
+        (void)restore(m, so, c, p);  // from disk, promoted into RAM and VRAM
+        c.drain(-1);                 // the copies are made by the transfer worker
+        vram = restore(m, so, c, p);
+      }
       std::string redis_col;
       if (with_redis) {
         cache::CacheConfig redis_only = cc;
@@ -364,13 +379,20 @@ int main(int argc, char** argv) {
       }
       std::printf(
           "| %zu | %s, %.0f B/token | %s | %s | %s | %s |%s %s / %s / %s | %.1fx, %.1fx, %.1fx | "
-          "%.2f / %.2f GB/s |\n",
+          "%.2f / %.2f GB/s | %s | %s | %.1fx |\n",
           n, format_size(bytes).c_str(), double(bytes) / cold_disk.tokens,
           ms_or_s(recompute).c_str(), cell(ram, bytes).c_str(), cell(warm_disk, bytes).c_str(),
           cell(cold_disk, bytes).c_str(), redis_col.c_str(), ms_or_s(ram.ttft).c_str(),
           ms_or_s(warm_disk.ttft).c_str(), ms_or_s(cold_disk.ttft).c_str(), recompute / ram.ttft,
-          recompute / warm_disk.ttft, recompute / cold_disk.ttft, raw_warm / 1e9, raw_cold / 1e9);
+          recompute / warm_disk.ttft, recompute / cold_disk.ttft, raw_warm / 1e9, raw_cold / 1e9,
+          cell(vram, bytes).c_str(), ms_or_s(vram.ttft).c_str(), recompute / vram.ttft);
       std::fflush(stdout);
+      // The RAM path is bit-exact against a fresh prefill (the exact step, the test suite); the
+      // device-copy path must give the very same logits.
+      exactness.push_back(
+          std::to_string(n) + " tokens: the logits after a VRAM restore " +
+          (!ram.logits.empty() && vram.logits == ram.logits ? "equal" : "DIFFER FROM") +
+          " those after a RAM restore");
       if (!cross && cold_disk.restore < recompute) cross = n;
       if (concurrent) concurrency.push_back(two_at_once(m, so, cc, cold.fingerprint().bytes, p));
     } catch (const std::exception& e) {  // report the size and go on with the next
@@ -378,6 +400,8 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
     }
   }
+  for (const auto& line : exactness) std::printf("\nexact: %s", line.c_str());
+  if (!exactness.empty()) std::printf("\n");
   if (!concurrency.empty()) {
     std::printf(
         "\n| tokens | tier | one restore | two restores at once (two sessions) | two / one |\n"

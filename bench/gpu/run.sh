@@ -18,6 +18,7 @@
 #   agent8b512  agent8b with --chunk 512
 #   agent8bnoram  agent8b without the RAM tier (--cache-ram-budget 0; auto gives 8G on a GPU)
 #   agent8bram16  agent8b with a 16G RAM tier
+#   agent8bvram  agent8b with an 8G VRAM tier (--cache-vram-budget 8G)
 #   agent06b  the same, 0.6B shape
 #   conc06b, conc8b  kvstash bench --concurrency 16 against llama-server -np 16 (0.6B, 8B)
 #   interf8b  a 20k-token prefill arriving while 4 streams of the 8B decode
@@ -121,6 +122,7 @@ step_agent8b() { agent agent-8b "$M8"; }
 step_agent8b512() { AGENT_ARGS="$AGENT_ARGS --kvstash-arg=--chunk=512" agent agent-8b-chunk512 "$M8"; }
 step_agent8bnoram() { AGENT_ARGS="$AGENT_ARGS --kvstash-arg=--cache-ram-budget=0" agent agent-8b-noram "$M8"; }
 step_agent8bram16() { AGENT_ARGS="$AGENT_ARGS --kvstash-arg=--cache-ram-budget=16G" agent agent-8b-ram16 "$M8"; }
+step_agent8bvram() { AGENT_ARGS="$AGENT_ARGS --kvstash-arg=--cache-vram-budget=8G" agent agent-8b-vram8 "$M8"; }
 # A cold 20k-token request with the cache on and off (and llama-server): what storing costs a
 # request the cache cannot help.
 step_cold8b() {

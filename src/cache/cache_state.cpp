@@ -13,7 +13,7 @@ CacheState::CacheState(const CacheConfig& c, const std::array<uint8_t, 16>& fing
       index(root_key(fingerprint), c.chunk, c.snapshot_only) {
   if (c.chunk == 0) throw std::invalid_argument("the cache chunk size must be > 0");
   tiers = std::make_unique<tiers::TierSet>(
-      tiers::TierConfig{c.dir, c.disk_budget, c.ram_budget, c.remote}, fingerprint, pool);
+      tiers::TierConfig{c.dir, c.disk_budget, c.ram_budget, c.vram, c.remote}, fingerprint, pool);
   remote_dir = std::make_unique<tiers::RemoteDirectory>(tiers->remote(), c.chunk);
 }
 
@@ -31,8 +31,9 @@ void CacheState::remove_locked(Node& n, const char* why, bool log_it) {
   // the same key cannot be overtaken by it. A failed removal leaves a file the next scan sees.
   if (n.on_disk) (void)tiers->remove(Where::kDisk, n.meta.kind, n.meta.key);
   if (n.in_ram) (void)tiers->remove(Where::kRam, n.meta.kind, n.meta.key);
+  if (n.in_vram) tiers->vram()->remove(n.meta.kind, n.meta.key);
   // A pending write finds its node gone when it completes and removes its file (object_done).
-  change_locked(n, [](Node& x) { x.on_disk = x.in_ram = x.pending = false; });
+  change_locked(n, [](Node& x) { x.on_disk = x.in_ram = x.pending = x.in_vram = false; });
   // The shared tier keeps its copy (it has its own budget); the index still knows where it is.
   if (!n.on_remote) index.erase(n.meta.kind, n.meta.key);
 }

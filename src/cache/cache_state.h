@@ -26,6 +26,7 @@
 #include "tiers/remote_directory.h"
 #include "tiers/tier_set.h"
 #include "tiers/transfer_worker.h"
+#include "tiers/vram_tier.h"
 #include "util/histogram.h"
 
 namespace kvstash::cache {
@@ -38,11 +39,12 @@ struct CacheState {
   // Every change of a node's tier flags goes through here, so the tier byte counts follow.
   template <class F>
   void change_locked(Node& n, F&& f) {
-    const bool disk0 = n.on_disk || n.pending, ram0 = n.in_ram;
+    const bool disk0 = n.on_disk || n.pending, ram0 = n.in_ram, vram0 = n.in_vram;
     f(n);
-    const bool disk1 = n.on_disk || n.pending, ram1 = n.in_ram;
+    const bool disk1 = n.on_disk || n.pending, ram1 = n.in_ram, vram1 = n.in_vram;
     if (disk0 != disk1) tiers->count(tiers::Where::kDisk, n.meta, disk1);
     if (ram0 != ram1) tiers->count(tiers::Where::kRam, n.meta, ram1);
+    if (vram0 != vram1) tiers->count(tiers::Where::kVram, n.meta, vram1);
   }
   // Drops the node's local copies (logged as an eviction if log_it); the index keeps it while
   // the remote tier holds it.

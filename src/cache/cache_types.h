@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "cache/eviction.h"
+#include "core/device_memory.h"
 #include "core/types.h"
 #include "tiers/remote_tier.h"
 #include "util/buffer_pool.h"
@@ -25,8 +26,10 @@ struct CacheConfig {
   std::string dir;                     // disk tier directory; empty: no disk tier
   uint64_t disk_budget = 40ull << 30;  // --cache-disk-budget
   uint64_t ram_budget = 0;             // --cache-ram-budget; 0: no RAM tier
-  uint32_t chunk = 256;                // --chunk (the engine's prefill batch)
-  bool snapshot_only = false;          // the model resumes only at stored snapshots
+  // The VRAM tier's memory (--cache-vram-budget: its capacity); null: no VRAM tier.
+  std::shared_ptr<DeviceMemory> vram;
+  uint32_t chunk = 256;        // --chunk (the engine's prefill batch)
+  bool snapshot_only = false;  // the model resumes only at stored snapshots
   EvictConfig evict;
   tiers::RemoteConfig remote;  // remote.url empty: no remote tier
   // Restore or recompute by the measured rates (restore_choice.h); false: always the longest
@@ -48,14 +51,17 @@ struct CacheConfig {
 };
 
 struct CacheStats {
-  uint64_t disk_bytes = 0, ram_bytes = 0;
+  uint64_t disk_bytes = 0, ram_bytes = 0, vram_bytes = 0;
+  uint64_t vram_budget = 0;
+  std::string vram_device;  // where the VRAM tier lives ("" without one)
   size_t chunks = 0, entries = 0;
-  size_t ram_objects = 0, disk_objects = 0, remote_objects = 0;  // objects each tier holds
+  size_t ram_objects = 0, disk_objects = 0, remote_objects = 0, vram_objects = 0;
   uint64_t bytes_written = 0, bytes_read = 0;
   uint64_t hits = 0, misses = 0, tokens_reused = 0;
   uint64_t evictions = 0, stores = 0, stores_skipped = 0, damaged = 0;
-  std::map<std::string, uint64_t> evictions_by_reason;  // disk-cache-full, ram-cache-full
-  std::map<std::string, uint64_t> stores_by_reason;     // cold, continued, evict, shutdown, scope
+  // disk-cache-full, ram-cache-full, vram-cache-full
+  std::map<std::string, uint64_t> evictions_by_reason;
+  std::map<std::string, uint64_t> stores_by_reason;  // cold, continued, evict, shutdown, scope
   // Failed I/O that did not fail a request, by operation: write (a queued object could not be
   // written: it is dropped, with whatever hangs below it), dir-fsync and stats-write (disk tier),
   // demote (a RAM eviction could not keep the only copy on disk, so it was lost).

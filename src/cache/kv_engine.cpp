@@ -1,6 +1,12 @@
 #include "cache/kv_engine.h"
 
+#include <stdexcept>
+
 namespace kvstash::cache {
+
+void KvEngine::restore_kv_device(const DeviceCopy&) {
+  throw std::logic_error("this engine has no device memory to restore from");
+}
 
 void restore_parts(KvEngine& e, uint32_t from, const std::vector<std::span<const uint8_t>>& parts,
                    std::span<const uint8_t> partial, const std::vector<Token>& tokens,

@@ -22,6 +22,7 @@
 #include <span>
 #include <vector>
 
+#include "core/device_memory.h"
 #include "core/key.h"
 #include "util/buffer_pool.h"
 
@@ -72,6 +73,10 @@ class KvEngine {
   // Each step throws when the bytes do not form that state; the caller then clears the engine.
   virtual void restore_begin(uint32_t keep, uint32_t from) = 0;
   virtual void restore_kv(std::span<const uint8_t> section) = 0;
+  // The same from a copy in the engine's device memory (the VRAM tier), copied on the device;
+  // the copy stays referenced until restore_sync() or restore_end() returns. Engines without
+  // device memory never get one (the cache has a VRAM tier only with the engine's memory).
+  virtual void restore_kv_device(const DeviceCopy& copy);
   // Waits for the uploads restore_kv queued (engines that copy before returning need not).
   virtual void restore_sync() {}
   virtual void restore_end(std::span<const uint8_t> partial, const std::vector<Token>& tokens,

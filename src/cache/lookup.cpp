@@ -73,11 +73,26 @@ Payload Lookup::fetch(ObjKind kind, const Key& key, Source* from) {
     return nullptr;
   }
   const auto& [payload, where] = *r.got;
-  if (where == Where::kRam) return served(Source::kRam, payload);
+  if (where == Where::kRam) {
+    if (n) mover_.promote_vram_locked(*n, payload);
+    return served(Source::kRam, payload);
+  }
   s_.st.bytes_read += payload->size();
   // Promotion: the next request finds it in a faster tier (the buffer itself, not a copy).
   if (n) mover_.promote_locked(*n, payload, where == Where::kRemote);
   return served(where == Where::kDisk ? Source::kDisk : Source::kRemote, payload);
+}
+
+DeviceRef Lookup::fetch_device(const Key& key, uint64_t* bytes) {
+  tiers::VramTier* v = s_.tiers->vram();
+  if (!v) return nullptr;
+  {
+    std::lock_guard lock(s_.mu);
+    const Node* n = s_.index.find(ObjKind::kChunk, key);
+    if (!n || !n->in_vram) return nullptr;
+    if (bytes) *bytes = n->meta.payload_bytes;
+  }
+  return v->get(ObjKind::kChunk, key);
 }
 
 std::optional<Loaded> Lookup::load(const RestorePlan& plan) {

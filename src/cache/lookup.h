@@ -28,6 +28,8 @@ class Lookup {
                    const std::string& salt);
   // The verified object, or null (then forgotten: a new plan finds the next best prefix).
   Payload fetch(ObjKind kind, const Key& key, Source* from);
+  // The chunk's VRAM copy (null if it has none yet); `bytes` receives its payload size.
+  DeviceRef fetch_device(const Key& key, uint64_t* bytes);
   std::optional<Loaded> load(const RestorePlan& plan);
   PlanOption restore_option(const RestorePlan& plan, size_t first_chunk);
 

@@ -61,8 +61,9 @@ bool PrefixCache::drain(int timeout_ms) {
 
 void PrefixCache::enforce_budget() {
   std::lock_guard lock(s_->mu);
-  if (s_->tiers->disk()) mover_->make_room_locked(true, {});
-  if (s_->tiers->ram()) mover_->make_room_locked(false, {});
+  if (s_->tiers->disk()) mover_->make_room_locked(Where::kDisk, {});
+  if (s_->tiers->ram()) mover_->make_room_locked(Where::kRam, {});
+  if (s_->tiers->vram()) mover_->make_room_locked(Where::kVram, {});
 }
 
 void PrefixCache::refresh() { disk_->sync(true); }
@@ -74,6 +75,10 @@ RestorePlan PrefixCache::plan(std::span<const Token> prompt,
 
 Payload PrefixCache::fetch(ObjKind kind, const Key& key, Source* from) {
   return lookup_->fetch(kind, key, from);
+}
+
+DeviceRef PrefixCache::fetch_device(const Key& key, uint64_t* bytes) {
+  return lookup_->fetch_device(key, bytes);
 }
 
 std::optional<Loaded> PrefixCache::load(const RestorePlan& plan) { return lookup_->load(plan); }
@@ -194,6 +199,7 @@ CacheStats PrefixCache::stats() {
       s.ram_objects += n.in_ram;
       s.disk_objects += n.on_disk;
       s.remote_objects += n.on_remote;
+      s.vram_objects += n.in_vram;
     });
   }
   if (auto* disk = tiers.disk()) {
@@ -203,6 +209,11 @@ CacheStats PrefixCache::stats() {
   }
   s.disk_bytes = tiers.disk() ? tiers.used(Where::kDisk) : 0;
   s.ram_bytes = tiers.ram() ? tiers.used(Where::kRam) : 0;
+  if (auto* v = tiers.vram()) {
+    s.vram_bytes = tiers.used(Where::kVram);
+    s.vram_budget = tiers.budget(Where::kVram);
+    s.vram_device = v->memory().name();
+  }
   if (auto* r = tiers.remote()) s.remote = r->stats();
   const auto w = s_->worker->stats();
   s.store_queue_bytes = w.queued_bytes;

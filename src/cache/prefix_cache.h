@@ -60,6 +60,9 @@ class PrefixCache {
   // new plan() finds the next best prefix. `from` receives the tier that served it. Safe to call
   // from a prefetch thread while the caller uploads the previous object.
   Payload fetch(ObjKind kind, const Key& key, Source* from = nullptr);
+  // The chunk's copy in the VRAM tier, or null (none, or not made yet: fetch() serves it then).
+  // `bytes` receives its payload size.
+  DeviceRef fetch_device(const Key& key, uint64_t* bytes = nullptr);
   using Loaded = cache::Loaded;
   // Fetches all of the plan's objects (tools and tests; a request streams them with fetch()).
   std::optional<Loaded> load(const RestorePlan& plan);

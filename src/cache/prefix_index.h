@@ -31,6 +31,7 @@ struct Node {
   bool on_disk = false;
   bool in_ram = false;
   bool on_remote = false;  // seen in the shared remote tier
+  bool in_vram = false;    // a copy in the VRAM tier (wanted: its upload may still be queued)
   uint32_t pins = 0;
   bool pending = false;  // being written to disk (its payload is held by the transfer worker)
 };

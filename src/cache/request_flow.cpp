@@ -47,11 +47,19 @@ Restored restore_plan(KvEngine& e, PrefixCache& cache, const RestorePlan& plan,
   if (plan.entry) objs.push_back({ObjKind::kEntry, *plan.entry});
   struct Fetched {
     Payload p;
+    DeviceRef dev;  // a chunk's VRAM copy (then no payload)
+    uint64_t bytes = 0;
     Source from = Source::kRecompute;
   };
   auto fetch = [&cache, &objs](size_t i) {
     Fetched f;
+    if (objs[i].first == ObjKind::kChunk) f.dev = cache.fetch_device(objs[i].second, &f.bytes);
+    if (f.dev) {
+      f.from = Source::kVram;
+      return f;
+    }
     f.p = cache.fetch(objs[i].first, objs[i].second, &f.from);
+    if (f.p) f.bytes = f.p->size();
     return f;
   };
   const auto from = static_cast<uint32_t>(first_chunk * e.chunk());
@@ -76,6 +84,7 @@ Restored restore_plan(KvEngine& e, PrefixCache& cache, const RestorePlan& plan,
   // before the held buffers go back to the pool.
   const uint64_t window = std::min<uint64_t>(256ull << 20, cache.pool().idle_limit() / 4);
   std::vector<Payload> uploading;
+  std::vector<DeviceRef> uploading_dev;  // VRAM copies whose slots the queued copies read
   uint64_t uploading_bytes = 0;
   struct SyncOnExit {
     KvEngine& e;
@@ -92,17 +101,21 @@ Restored restore_plan(KvEngine& e, PrefixCache& cache, const RestorePlan& plan,
     Fetched f = ahead.front().get();
     r.wait_seconds += ms_since(tw) / 1000.0;
     ahead.pop_front();
-    if (!f.p) throw FetchFailed("a cached object of the prefix is gone or damaged");
+    if (!f.p && !f.dev) throw FetchFailed("a cached object of the prefix is gone or damaged");
     refill();
-    r.bytes += f.p->size();
-    r.by_source[static_cast<size_t>(f.from)] += f.p->size();
-    if (objs[i].first == ObjKind::kChunk) {
+    r.bytes += f.bytes;
+    r.by_source[static_cast<size_t>(f.from)] += f.bytes;
+    if (f.dev) {
+      e.restore_kv_device(*f.dev);
+      uploading_dev.push_back(std::move(f.dev));
+    } else if (objs[i].first == ObjKind::kChunk) {
       e.restore_kv(f.p->span());
       uploading.push_back(f.p);
       uploading_bytes += f.p->size();
       if (uploading_bytes >= window) {
         e.restore_sync();
         uploading.clear();
+        uploading_dev.clear();
         uploading_bytes = 0;
       }
     } else {

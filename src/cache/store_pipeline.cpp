@@ -11,6 +11,21 @@ namespace kvstash::cache {
 using tiers::StoreObject;
 using tiers::Where;
 
+void StorePipeline::write_vram(const StoreObject& o) {
+  tiers::VramTier& v = *s_.tiers->vram();
+  const auto kind = o.meta.kind;
+  const auto& key = o.meta.key;
+  if (v.holds(kind, key)) return;
+  const bool made = v.put(kind, key, o.payload->span());  // outside the lock: a device copy
+  std::lock_guard lock(s_.mu);
+  Node* n = s_.index.find(kind, key);
+  if (!n || !n->in_vram) {
+    v.remove(kind, key);  // evicted or dropped while it was copied
+  } else if (!made) {
+    s_.change_locked(*n, [](Node& x) { x.in_vram = false; });
+  }
+}
+
 bool StorePipeline::write_object(const StoreObject& o) {
   WriteTargets to;
   {
@@ -20,6 +35,7 @@ bool StorePipeline::write_object(const StoreObject& o) {
     // Children only under a parent that is still indexed: otherwise the file would be an orphan.
     if (o.meta.depth > 0 && !s_.index.find(ObjKind::kChunk, o.meta.parent)) return false;
     to = write_targets(*n, s_.tiers->remote() != nullptr);
+    if (o.vram_only) to = {.vram = to.vram};
   }
   if (o.checksum && tiers::payload_checksum(o.payload->span()) != *o.checksum) {
     log::error("kv cache RAM copy damaged, not demoted tokens=" + std::to_string(o.meta.n_tokens));
@@ -31,6 +47,7 @@ bool StorePipeline::write_object(const StoreObject& o) {
     const Node* n = s_.index.find(o.meta.kind, o.meta.key);
     if (n && n->in_ram) (void)s_.tiers->put_ram(o.meta, o.payload, sum);  // cannot fail
   }
+  if (to.vram) write_vram(o);
   if (to.disk) {
     if (const auto st = s_.tiers->write_disk(o.meta, o.stats, o.payload); !st) {
       log::error("kv cache store failed tokens=" + std::to_string(o.meta.n_tokens) + ": " +
@@ -195,7 +212,7 @@ StoreResult StorePipeline::store(const StoreRequest& req) {
   const bool store_then_evict = !s_.cfg.evict.protect_own_writes;
   const RoomRequest room =
       room_for(disk ? disk_bytes : queued, incoming, parents, req.protect, req.protect_salt);
-  if (!store_then_evict && !mover_.make_room_locked(disk, room)) {
+  if (!store_then_evict && !mover_.make_room_locked(disk ? Where::kDisk : Where::kRam, room)) {
     lock.unlock();
     worker.adjust(total, 0);
     res.bytes = queued;
@@ -218,19 +235,25 @@ StoreResult StorePipeline::store(const StoreRequest& req) {
     for (const auto& o : job) {
       const ObjId id{o.meta.kind, o.meta.key};
       if (o.payload->size() <= s_.cfg.ram_budget &&
-          mover_.make_room_locked(false, room_for(o.payload->size(), {id}, {o.meta.parent}))) {
+          mover_.make_room_locked(Where::kRam,
+                                  room_for(o.payload->size(), {id}, {o.meta.parent}))) {
         if (Node* x = s_.index.find(id.first, id.second)) {
           s_.change_locked(*x, [](Node& y) { y.in_ram = true; });
         }
       }
     }
   }
+  // Freshly computed chunks are the likeliest hits (the next turn, a sub-agent): a VRAM copy too,
+  // made by the worker from the same buffer.
+  for (const auto& o : job) {
+    if (Node* x = s_.index.find(o.meta.kind, o.meta.key)) mover_.want_vram_locked(*x);
+  }
   const size_t objects = job.size();
   s_.submit_locked(std::move(job), total);
   if (store_then_evict) {
     RoomRequest after = room_for(0, {}, {}, req.protect, req.protect_salt);
     after.written = incoming;
-    mover_.make_room_locked(disk, after);
+    mover_.make_room_locked(disk ? Where::kDisk : Where::kRam, after);
     for (const auto& [kind, key] : incoming) {
       if (!held_locally(s_.index.find(kind, key))) ++s_.st.own_writes_evicted;
     }

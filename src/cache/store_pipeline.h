@@ -32,6 +32,8 @@ class StorePipeline {
   StoreResult store(const StoreRequest& req);
   // The transfer worker's callbacks (tiers/transfer_worker.h), on a writer thread.
   bool write_object(const tiers::StoreObject& o);
+  // The object's VRAM copy, unless one is made already (the worker's thread).
+  void write_vram(const tiers::StoreObject& o);
   void object_done(const tiers::StoreObject& o, bool ok);
 
  private:

@@ -1,6 +1,7 @@
 #include "cache/tier_mover.h"
 
 #include "tiers/ram_tier.h"
+#include "tiers/vram_tier.h"
 #include "util/log.h"
 #include "util/size.h"
 
@@ -8,15 +9,16 @@ namespace kvstash::cache {
 
 using tiers::Where;
 
-bool TierMover::make_room_locked(bool disk, RoomRequest r) {
-  const Where w = disk ? Where::kDisk : Where::kRam;
+bool TierMover::make_room_locked(Where w, RoomRequest r) {
+  const bool disk = w == Where::kDisk, vram = w == Where::kVram;
   auto& tiers = *s_.tiers;
   r.disk = disk;
   r.used = tiers.used(w);
   r.budget = tiers.budget(w);
   if (r.used + r.incoming <= r.budget) return true;
   const auto victims = choose_victims(s_.index, r, s_.cfg.evict, s_.clock_ms(), [&](const Node& n) {
-    return (disk ? n.on_disk || n.pending : n.in_ram) ? tiers.size_in(w, n.meta) : 0;
+    const bool in = disk ? n.on_disk || n.pending : vram ? n.in_vram : n.in_ram;
+    return in ? tiers.size_in(w, n.meta) : 0;
   });
   if (!victims) return false;
   std::vector<ObjId> ids;
@@ -26,11 +28,16 @@ bool TierMover::make_room_locked(bool disk, RoomRequest r) {
     if (!n) continue;
     if (disk) {
       s_.remove_locked(*n, "disk-cache-full", true);
+    } else if (vram) {
+      tiers.vram()->remove(kind, key);
+      s_.change_locked(*n, [](Node& x) { x.in_vram = false; });
     } else {
       demote_or_drop_locked(*n);
     }
     ++s_.st.evictions;
-    ++s_.st.evictions_by_reason[disk ? "disk-cache-full" : "ram-cache-full"];
+    ++s_.st.evictions_by_reason[disk   ? "disk-cache-full"
+                                : vram ? "vram-cache-full"
+                                       : "ram-cache-full"];
   }
   return true;
 }
@@ -75,18 +82,47 @@ void TierMover::promote_locked(Node& n, const Payload& p, bool to_disk) {
   const ObjId id{n.meta.kind, n.meta.key};
   const std::vector<Key> parents{n.meta.parent};
   bool ram = tiers.ram() && !n.in_ram && p->size() <= s_.cfg.ram_budget &&
-             make_room_locked(false, room_for(p->size(), {id}, parents));
-  bool disk =
-      to_disk && tiers.disk() && !n.on_disk && !n.pending &&
-      make_room_locked(true, room_for(tiers.size_in(Where::kDisk, n.meta), {id}, parents)) &&
-      s_.worker->try_reserve(p->size());
+             make_room_locked(Where::kRam, room_for(p->size(), {id}, parents));
+  bool disk = to_disk && tiers.disk() && !n.on_disk && !n.pending &&
+              make_room_locked(Where::kDisk,
+                               room_for(tiers.size_in(Where::kDisk, n.meta), {id}, parents)) &&
+              s_.worker->try_reserve(p->size());
   Node* again = s_.index.find(id.first, id.second);  // making room may have moved the table
-  if (!again || (!ram && !disk)) return;
+  if (!again) return;
+  // The job below makes the VRAM copy too, if one is wanted.
+  const bool vram = want_vram_locked(*again);
+  again = s_.index.find(id.first, id.second);
+  if (!again || (!ram && !disk && !vram)) return;
   s_.change_locked(*again, [&](Node& x) {
     x.in_ram = x.in_ram || ram;
     x.pending = x.pending || disk;
   });
-  s_.submit_locked({{again->meta, again->stats, p, std::nullopt}}, disk ? p->size() : 0);
+  s_.submit_locked({{again->meta, again->stats, p, std::nullopt, !ram && !disk}},
+                   disk ? p->size() : 0);
+}
+
+bool TierMover::want_vram_locked(Node& n) {
+  auto& tiers = *s_.tiers;
+  if (!tiers.vram() || n.meta.kind != ObjKind::kChunk) return false;
+  if (n.in_vram) return false;
+  const ObjId id{n.meta.kind, n.meta.key};
+  const uint64_t size = tiers.size_in(Where::kVram, n.meta);
+  if (size > tiers.budget(Where::kVram) ||
+      !make_room_locked(Where::kVram, room_for(size, {id}, {n.meta.parent}))) {
+    return false;
+  }
+  Node* again = s_.index.find(id.first, id.second);
+  if (!again) return false;
+  s_.change_locked(*again, [](Node& x) { x.in_vram = true; });
+  return true;
+}
+
+void TierMover::promote_vram_locked(Node& n, const Payload& p) {
+  const ObjId id{n.meta.kind, n.meta.key};
+  if (!want_vram_locked(n)) return;
+  if (Node* again = s_.index.find(id.first, id.second)) {
+    s_.submit_locked({{again->meta, again->stats, p, std::nullopt, true}}, 0);
+  }
 }
 
 }  // namespace kvstash::cache

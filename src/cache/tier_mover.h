@@ -17,12 +17,18 @@ namespace kvstash::cache {
 class TierMover {
  public:
   explicit TierMover(CacheState& s) : s_(s) {}
-  // Evicts from the disk tier (`disk`) or the RAM tier until r.incoming bytes fit its budget.
-  // False if they cannot (nothing is evicted then).
-  bool make_room_locked(bool disk, RoomRequest r);
+  // Evicts from tier `w` (disk, RAM or VRAM) until r.incoming bytes fit its budget. False if
+  // they cannot (nothing is evicted then). What leaves VRAM is only a copy: it is dropped.
+  bool make_room_locked(tiers::Where w, RoomRequest r);
   // `p`, just read from a slower tier, into RAM (if it fits) and, when it came from the remote
   // tier (`to_disk`), to disk as well.
   void promote_locked(Node& n, const Payload& p, bool to_disk);
+  // A chunk about to be restored or just stored is hot: a VRAM copy is wanted if the tier takes
+  // it (room made by the eviction scores). Returns whether it was reserved; the copy is made by
+  // the transfer worker (write_targets().vram).
+  bool want_vram_locked(Node& n);
+  // want_vram_locked, and a job for the worker that makes the copy from `p`.
+  void promote_vram_locked(Node& n, const Payload& p);
 
  private:
   void demote_or_drop_locked(Node& n);

@@ -7,6 +7,7 @@ namespace kvstash::cache {
 bool held_locally(const Node* n) { return n && (n->on_disk || n->in_ram || n->pending); }
 
 Source serving_tier(const Node& n) {
+  if (n.in_vram) return Source::kVram;
   if (n.in_ram || n.pending) return Source::kRam;
   return n.on_disk ? Source::kDisk : Source::kRemote;
 }
@@ -23,7 +24,7 @@ RamExit ram_exit(const Node& n, const DiskRoom& disk) {
 }
 
 WriteTargets write_targets(const Node& n, bool has_remote) {
-  return {n.in_ram, n.pending, has_remote && !n.on_remote};
+  return {n.in_ram, n.pending, has_remote && !n.on_remote, n.in_vram};
 }
 
 uint64_t auto_ram_budget(bool kv_on_gpu, uint64_t host_memory) {

@@ -18,8 +18,8 @@ namespace kvstash::cache {
 // from the buffer the store copied it into). A copy in the remote tier alone is not local.
 bool held_locally(const Node* n);
 
-// The tier a read would be served from: RAM (a pending object too: its buffer), else disk, else
-// the remote tier.
+// The tier a read would be served from: VRAM (a copy there or on its way), else RAM (a pending
+// object too: its buffer), else disk, else the remote tier.
 Source serving_tier(const Node& n);
 
 // How a store finds room in the full store queue: a checkpoint is an optimisation and is dropped
@@ -41,9 +41,10 @@ RamExit ram_exit(const Node& n, const DiskRoom& disk);
 
 // Where the transfer worker writes a queued object when its turn comes, by the node's flags
 // then: into RAM if the node still wants its RAM copy, to disk if it is still pending, and to
-// the remote tier if one is configured and does not hold it yet.
+// the remote tier if one is configured and does not hold it yet, and into VRAM if the node wants
+// a copy there (the writer skips it if the copy is already made).
 struct WriteTargets {
-  bool ram = false, disk = false, remote = false;
+  bool ram = false, disk = false, remote = false, vram = false;
 };
 WriteTargets write_targets(const Node& n, bool has_remote);
 

@@ -7,6 +7,7 @@
 
 #include "cache/tier_rules.h"
 #include "cli/calibration.h"
+#include "engine/device_kv.h"
 #include "engine/host_memory.h"
 #include "util/log.h"
 #include "util/size.h"
@@ -45,6 +46,10 @@ void CacheFlags::add(CLI::App& app) {
   app.add_option("--cache-ram-budget", ram_budget,
                  "RAM tier budget (0: no RAM tier; auto: 8G, at most 1/8 of the host's memory, "
                  "when the KV is on a GPU, else none)")
+      ->capture_default_str();
+  app.add_option("--cache-vram-budget", vram_budget,
+                 "VRAM tier budget: copies of hot chunks kept in the GPU's memory, restored "
+                 "device to device (0: none; taken from the memory the context could use)")
       ->capture_default_str();
   app.add_option("--cache-staging", staging,
                  "memory kept for reading cache objects into and uploading from (pinned when "
@@ -166,9 +171,14 @@ std::unique_ptr<cache::PrefixCache> CacheFlags::open(const engine::Model& model,
     log::warn("kv cache disk tier off: neither $XDG_CACHE_HOME nor $HOME is set (--cache-dir DIR)");
   }
   if (pinned) cfg.pool->set_allocator(std::move(*pinned));
+  if (const uint64_t vram = parse_size(vram_budget); vram > 0) {
+    if (!pinned) log::warn("kv cache VRAM tier: the KV is in host memory, so is this tier");
+    cfg.vram = engine::make_device_kv(vram, model.cell_ext_size(), model.kv_has_v());
+  }
   log::info("kv cache buffers: " + cfg.pool->allocator_name() + ", staging " + staging +
             ", store queue " + store_queue + ", RAM tier " + format_size(cfg.ram_budget) +
-            (ram_budget == "auto" ? " (--cache-ram-budget auto)" : ""));
+            (ram_budget == "auto" ? " (--cache-ram-budget auto)" : "") + ", VRAM tier " +
+            format_size(cfg.vram ? cfg.vram->capacity() : 0));
   if (pinned) warm_store_buffers(session, *cfg.pool, cfg.store_queue + cfg.ram_budget);
   if (cfg.dir.empty() && cfg.ram_budget == 0) {
     if (!cfg.remote.url.empty()) {

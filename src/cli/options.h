@@ -25,7 +25,7 @@ std::string default_cache_dir();
 
 struct CacheFlags {
   std::string dir = default_cache_dir();  // "none": no disk tier
-  std::string disk_budget = "40G", ram_budget = "auto";
+  std::string disk_budget = "40G", ram_budget = "auto", vram_budget = "0";
   cache::StoreConfig store;
   cache::EvictConfig evict;
   std::string remote_url, remote_queue = "256M";

@@ -1,5 +1,6 @@
 #include "engine/model.h"
 
+#include <gguf.h>
 #include <llama.h>
 
 #include <cstdio>
@@ -52,6 +53,18 @@ std::string LlamaLogCapture::text() const {
   return text_;
 }
 
+// The model file's general.architecture ("" if it cannot be read).
+std::string gguf_architecture(const std::string& path) {
+  gguf_init_params params{true, nullptr};
+  gguf_context* g = gguf_init_from_file(path.c_str(), params);
+  if (!g) return "";
+  std::string arch;
+  const int64_t k = gguf_find_key(g, "general.architecture");
+  if (k >= 0 && gguf_get_kv_type(g, k) == GGUF_TYPE_STRING) arch = gguf_get_val_str(g, k);
+  gguf_free(g);
+  return arch;
+}
+
 void init_backend() {
   static std::once_flag once;
   std::call_once(once, [] {
@@ -66,6 +79,10 @@ Model::Model(const std::string& path, const ModelOptions& opt) : path_(path), op
   auto mp = llama_model_default_params();
   mp.n_gpu_layers = opt.n_gpu_layers;
   mp.vocab_only = opt.vocab_only;
+  // llama.cpp's AMX weight buffers (Intel CPUs with AMX) leave an op of MLA's attention
+  // (deepseek2) without a backend, and context creation aborts: such models keep their weights
+  // in plain buffers. Other models keep the extra buffer types (weight repacking).
+  mp.use_extra_bufts = gguf_architecture(path) != "deepseek2";
   g_last_error.clear();
   model_ = llama_model_load_from_file(path.c_str(), mp);
   if (!model_) {

@@ -35,6 +35,7 @@
 #include <string>
 #include <vector>
 
+#include "core/device_memory.h"
 #include "engine/fingerprint.h"
 #include "engine/model.h"
 #include "util/buffer_pool.h"
@@ -118,6 +119,8 @@ class Session {
   // Queues the section's upload without waiting for it (kvstash's KV_NO_WAIT): its bytes stay
   // unchanged until restore_sync() or restore_end() returns.
   void restore_kv(std::span<const uint8_t> section);
+  // The same from a copy in device memory (the VRAM tier; a DeviceKv copy): copied on the device.
+  void restore_kv(const DeviceCopy& copy);
   void restore_sync();
   void restore_end(std::span<const uint8_t> partial, const std::vector<Token>& tokens,
                    const std::vector<float>& logits);
@@ -132,6 +135,8 @@ class Session {
   // Sliding-window models: puts the window's cells (a section) after the full-attention KV,
   // at the cell indices a prefill gives them (kv_blob.h, filler_section).
   void append_window(std::span<const uint8_t> window);
+  // Checks that a section of `cells` cells from `first` continues the restore.
+  void check_continues(int first, uint32_t cells) const;
 
   Model& model_;
   SessionOptions opt_;

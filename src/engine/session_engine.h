@@ -26,6 +26,7 @@ class SessionEngine final : public cache::KvEngine {
     s_.restore_begin(static_cast<int>(keep), static_cast<int>(from));
   }
   void restore_kv(std::span<const uint8_t> section) override { s_.restore_kv(section); }
+  void restore_kv_device(const DeviceCopy& copy) override { s_.restore_kv(copy); }
   void restore_sync() override { s_.restore_sync(); }
   void restore_end(std::span<const uint8_t> partial, const std::vector<cache::Token>& tokens,
                    const std::vector<float>& logits) override {

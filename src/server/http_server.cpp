@@ -394,6 +394,7 @@ void HttpServer::routes() {
       const auto st = cache_->stats();
       p["cache"]["disk_bytes"] = st.disk_bytes;
       p["cache"]["ram_bytes"] = st.ram_bytes;
+      p["cache"]["vram_bytes"] = st.vram_bytes;
       p["cache"]["entries"] = st.entries;
       p["cache"]["chunks"] = st.chunks;
     }

@@ -53,7 +53,9 @@ std::string prometheus_metrics(SlotPool& pool, cache::PrefixCache* cache, int n_
   metric(out, "kvstash_cache_tokens_restored_total", "counter", "Tokens restored from the cache.",
          s.tokens_reused);
   family(out, "kvstash_cache_bytes", "gauge", "Bytes stored per tier.",
-         {{"{tier=\"disk\"}", s.disk_bytes}, {"{tier=\"ram\"}", s.ram_bytes}});
+         {{"{tier=\"disk\"}", s.disk_bytes},
+          {"{tier=\"ram\"}", s.ram_bytes},
+          {"{tier=\"vram\"}", s.vram_bytes}});
   // Disk I/O, and the remote tier's when there is one.
   Samples written = {{"{tier=\"disk\"}", s.bytes_written}};
   Samples read = {{"{tier=\"disk\"}", s.bytes_read}};

@@ -73,6 +73,14 @@ json status_json(SlotPool& pool, cache::PrefixCache* cache, const RequestLog& lo
   if (cache) {
     st = cache->stats();
     const auto& cfg = cache->config();
+    if (st->vram_budget > 0) {
+      tiers.push_back({{"name", "vram"},
+                       {"bytes", st->vram_bytes},
+                       {"budget", st->vram_budget},
+                       {"objects", st->vram_objects},
+                       {"hits", hits(snap.totals, "vram")},
+                       {"device", st->vram_device}});
+    }
     if (cfg.ram_budget > 0) {
       tiers.push_back({{"name", "ram"},
                        {"bytes", st->ram_bytes},

@@ -2,6 +2,7 @@
 
 #include "tiers/disk_tier.h"
 #include "tiers/ram_tier.h"
+#include "tiers/vram_tier.h"
 
 namespace kvstash::tiers {
 
@@ -12,6 +13,12 @@ TierSet::TierSet(const TierConfig& cfg, const Fingerprint16& fingerprint,
   if (cfg.ram_budget > 0) ram_ = std::make_unique<RamTier>(pool);
   if (!cfg.remote.url.empty())
     remote_ = std::make_unique<RemoteTier>(cfg.remote, fingerprint, pool);
+  if (cfg.vram && cfg.vram->capacity() > 0) vram_ = std::make_unique<VramTier>(cfg.vram);
+}
+
+uint64_t TierSet::budget(Where w) const {
+  if (w == Where::kVram) return vram_ ? cfg_.vram->capacity() : 0;
+  return w == Where::kDisk ? cfg_.disk_budget : cfg_.ram_budget;
 }
 
 TierSet::~TierSet() = default;
@@ -21,7 +28,7 @@ uint64_t TierSet::size_in(Where w, const cache::ObjectMeta& meta) const {
 }
 
 void TierSet::count(Where w, const cache::ObjectMeta& meta, bool add) {
-  auto& u = used_[w == Where::kDisk];
+  auto& u = used_[index(w)];
   const uint64_t n = size_in(w, meta);
   if (add) {
     u += n;

@@ -20,6 +20,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/device_memory.h"
 #include "core/types.h"
 #include "tiers/remote_tier.h"
 #include "util/buffer_pool.h"
@@ -28,14 +29,17 @@ namespace kvstash::tiers {
 
 class DiskTier;
 class RamTier;
+class VramTier;
 
-enum class Where : uint8_t { kNone, kRam, kDisk, kRemote };
+enum class Where : uint8_t { kNone, kRam, kDisk, kRemote, kVram };
 
 struct TierConfig {
   std::string dir;  // disk tier directory; empty: no disk tier
   uint64_t disk_budget = 0;
   uint64_t ram_budget = 0;  // 0: no RAM tier
-  RemoteConfig remote;      // remote.url empty: no remote tier
+  // The VRAM tier's memory (null: no VRAM tier); its budget is the memory's capacity.
+  std::shared_ptr<DeviceMemory> vram;
+  RemoteConfig remote;  // remote.url empty: no remote tier
 };
 
 class TierSet {
@@ -47,10 +51,11 @@ class TierSet {
   DiskTier* disk() { return disk_.get(); }
   RamTier* ram() { return ram_.get(); }
   RemoteTier* remote() { return remote_.get(); }
-  uint64_t budget(Where w) const { return w == Where::kDisk ? cfg_.disk_budget : cfg_.ram_budget; }
+  VramTier* vram() { return vram_.get(); }
+  uint64_t budget(Where w) const;
   // Bytes the object occupies in a local tier (what its budget counts).
   uint64_t size_in(Where w, const cache::ObjectMeta& meta) const;
-  uint64_t used(Where w) const { return used_[w == Where::kDisk].load(); }
+  uint64_t used(Where w) const { return used_[index(w)].load(); }
   // The object entered (add) or left a local tier: the count follows.
   void count(Where w, const cache::ObjectMeta& meta, bool add);
 
@@ -90,7 +95,9 @@ class TierSet {
   std::unique_ptr<DiskTier> disk_;
   std::unique_ptr<RamTier> ram_;
   std::unique_ptr<RemoteTier> remote_;
-  std::array<std::atomic<uint64_t>, 2> used_{};  // [0] RAM, [1] disk
+  std::unique_ptr<VramTier> vram_;
+  static size_t index(Where w) { return w == Where::kDisk ? 1 : w == Where::kVram ? 2 : 0; }
+  std::array<std::atomic<uint64_t>, 3> used_{};  // [0] RAM, [1] disk, [2] VRAM
 };
 
 }  // namespace kvstash::tiers

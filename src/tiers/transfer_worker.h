@@ -39,6 +39,8 @@ struct StoreObject {
   // Set for a copy taken from RAM (a demotion): the payload is verified against it before it is
   // written, so a damaged RAM copy never becomes a valid-looking file.
   std::optional<uint64_t> checksum;
+  // A promotion into the VRAM tier only: nothing else is written.
+  bool vram_only = false;
 };
 
 class TransferWorker {

@@ -12,6 +12,7 @@
 
 #include "cache/prefix_cache.h"
 #include "engine/cached_session.h"
+#include "engine/device_kv.h"
 #include "engine/session.h"
 #include "greedy_trace.h"
 #include "temp_dir.h"
@@ -196,6 +197,61 @@ TEST_P(DeltaRestore, RamTierServesTheSameBytes) {
   EXPECT_EQ(rep.source, cache::Source::kRam);
   EXPECT_EQ(rep.cached_tokens, 1024u);
   expect_same(continue_greedy(s), fresh(p, ints(b)));
+}
+
+// The VRAM tier (copies in the memory the KV lives in: the host's on this CPU build, through the
+// same device-copy path a GPU takes) serves chunks on top of a live state, bit-exactly; with room
+// for two chunks only, a restore mixes VRAM copies and RAM buffers. Sliding-window sections
+// carry the window's trailer and stay out of it.
+TEST_P(DeltaRestore, VramTierServesTheSameBytesOnTopOfTheLiveState) {
+  const auto p = prompt(1100);
+  const std::vector<uint32_t> b = {300, 800};
+  write(p, b);
+  uint64_t chunk_bytes = 0;
+  {
+    Session s(m(), opts());
+    for (const auto& n : open_cache(s)->objects()) {
+      if (n.meta.kind == cache::ObjKind::kChunk) chunk_bytes = n.meta.payload_bytes;
+    }
+  }
+  ASSERT_GT(chunk_bytes, 0u);
+  const bool takes = !m().sliding_window();
+  for (const bool small : {false, true}) {
+    SCOPED_TRACE(small ? "room for two chunks" : "room for all");
+    Session s(m(), opts());
+    cache::CacheConfig cfg;
+    cfg.dir = dir.path + "/cache";
+    cfg.ram_budget = 64 << 20;
+    cfg.chunk = C;
+    cfg.snapshot_only = hybrid();
+    cfg.estimate = false;
+    cfg.pool = std::make_shared<BufferPool>(256 << 20);
+    cfg.vram = engine::make_device_kv(small ? chunk_bytes * 5 / 2 : 64 << 20, m().cell_ext_size(),
+                                      m().kv_has_v());
+    cache::PrefixCache c(cfg, s.fingerprint().bytes);
+    {
+      engine::CachedSession cs(s, &c, store());
+      cache::PromptInfo info;
+      info.boundaries = b;
+      EXPECT_EQ(cs.prefill(p, info).source, cache::Source::kDisk) << "promoted on the way";
+    }
+    c.drain(-1);  // the transfer worker makes the copies
+    EXPECT_EQ(c.stats().vram_objects, takes ? (small ? 2u : 4u) : 0u);
+    Session s2(m(), opts());
+    engine::CachedSession cs(s2, &c, store());
+    cache::PromptInfo own;
+    own.boundaries = {};
+    own.policy.restore = false;
+    own.policy.checkpoints = false;
+    cs.prefill(head(p, 300), own);
+    cache::PromptInfo info;
+    info.boundaries = b;
+    const auto r = cs.prefill(p, info);
+    EXPECT_EQ(r.cached_tokens, 1024u);
+    if (!hybrid()) EXPECT_EQ(r.kept_tokens, 256u);
+    if (takes && !small) EXPECT_EQ(r.source, cache::Source::kVram);
+    expect_same(continue_greedy(s2), fresh(p, ints(b)));
+  }
 }
 
 TEST_P(DeltaRestore, ChunkDamagedOnDiskIsFoundMidStreamAndNeverServed) {

@@ -33,6 +33,22 @@ TEST(TierRules, ServedFromRamWhenInRamOrPendingElseDiskElseRemote) {
   EXPECT_EQ(serving_tier(node(false, false, false, true)), Source::kRemote);
 }
 
+Node with_vram(Node n) {
+  n.in_vram = true;
+  return n;
+}
+
+TEST(TierRules, ServedFromVramWhenACopyIsThereOrOnItsWay) {
+  EXPECT_EQ(serving_tier(with_vram(node(true, true, false))), Source::kVram);
+  EXPECT_EQ(serving_tier(with_vram(node(true, false, false))), Source::kVram);
+}
+
+TEST(TierRules, AVramCopyAloneIsNotHeldLocally) {
+  // The VRAM tier holds copies of what a host tier holds; it never keeps an object alive.
+  const Node n = with_vram(node(false, false, false, true));
+  EXPECT_FALSE(held_locally(&n));
+}
+
 TEST(TierRules, CheckpointsAreDroppedWhenTheQueueIsFullOnlyCopiesWait) {
   EXPECT_EQ(store_admission(Reason::kCold), Admission::kDropWhenFull);
   EXPECT_EQ(store_admission(Reason::kContinued), Admission::kDropWhenFull);
@@ -63,6 +79,8 @@ TEST(TierRules, WriteGoesWhereTheNodeStillWantsIt) {
   EXPECT_FALSE(write_targets(node(false, false, true, true), true).remote)
       << "the remote tier holds it already";
   EXPECT_FALSE(write_targets(node(false, false, true), false).remote) << "no remote tier";
+  EXPECT_FALSE(all.vram) << "no VRAM copy wanted";
+  EXPECT_TRUE(write_targets(with_vram(node(true, false, false)), false).vram);
 }
 
 TEST(TierRules, AutoRamBudgetIsEightGiBWithTheKvOnAGpu) {
