@@ -53,13 +53,14 @@ Restored restore_plan(KvEngine& e, PrefixCache& cache, const RestorePlan& plan,
   };
   auto fetch = [&cache, &objs](size_t i) {
     Fetched f;
-    if (objs[i].first == ObjKind::kChunk) f.dev = cache.fetch_device(objs[i].second, &f.bytes);
-    if (f.dev) {
-      f.from = Source::kVram;
-      return f;
-    }
     f.p = cache.fetch(objs[i].first, objs[i].second, &f.from);
     if (f.p) f.bytes = f.p->size();
+    return f;
+  };
+  auto on_device = [&cache, &objs](size_t i) {
+    Fetched f;
+    if (objs[i].first == ObjKind::kChunk) f.dev = cache.fetch_device(objs[i].second, &f.bytes);
+    f.from = Source::kVram;
     return f;
   };
   const auto from = static_cast<uint32_t>(first_chunk * e.chunk());
@@ -74,7 +75,14 @@ Restored restore_plan(KvEngine& e, PrefixCache& cache, const RestorePlan& plan,
   size_t queued = 0;
   auto refill = [&] {
     while (queued < objs.size() && ahead.size() < kPrefetch) {
-      ahead.push_back(std::async(std::launch::async, fetch, queued++));
+      const size_t i = queued++;
+      if (Fetched d = on_device(i); d.dev) {  // nothing to read: no thread for it
+        std::promise<Fetched> ready;
+        ready.set_value(std::move(d));
+        ahead.push_back(ready.get_future());
+      } else {
+        ahead.push_back(std::async(std::launch::async, fetch, i));
+      }
     }
   };
   // Uploads are queued without a wait per object (a wait per object left the copy engine idle
