@@ -227,6 +227,36 @@ TEST_F(StatusPage, JsonListsEveryConfiguredTier) {
   for (const auto& t : s["tiers"]) EXPECT_EQ(t["hits"], 0) << t["name"];
 }
 
+// A VRAM tier (on this CPU build, copies in host memory through the same device-copy path): listed
+// first, holding a copy of every stored chunk (stores want one), as /props and /metrics say too.
+TEST_F(StatusPage, JsonListsTheVramTierFirstWithACopyOfEveryStoredChunk) {
+  fixtures::ServerProcess srv(base({"--cache-ram-budget", "64M", "--cache-vram-budget", "64M"}));
+  ASSERT_EQ(post_chat(srv.port(), agent(24, 1)).status, 200);
+  const json s = settled_status(srv.port());
+  ASSERT_EQ(s["tiers"].size(), 3u) << s["tiers"].dump();
+  const json& vram = s["tiers"][0];
+  EXPECT_EQ(vram["name"], "vram");
+  EXPECT_EQ(s["tiers"][1]["name"], "ram");
+  EXPECT_EQ(vram["budget"], 64ull << 20);
+  EXPECT_EQ(vram["device"], "CPU");
+  uint64_t chunks = 0, chunk_bytes = 0;
+  for (const auto& e : fs::recursive_directory_iterator(dir.path + "/cache")) {
+    if (e.is_regular_file() && e.path().parent_path().filename() == "chunks") {
+      ++chunks;
+      chunk_bytes += e.file_size() - 128;  // without the file header
+    }
+  }
+  ASSERT_GT(chunks, 0u);
+  EXPECT_EQ(vram["objects"], chunks);
+  EXPECT_EQ(vram["bytes"], chunk_bytes);
+  EXPECT_EQ(get(srv.port(), "/props").body["cache"]["vram_budget"], 64ull << 20);
+  EXPECT_EQ(get(srv.port(), "/props").body["cache"]["vram_bytes"], chunk_bytes);
+  const std::string metrics = get(srv.port(), "/metrics").raw;
+  EXPECT_NE(metrics.find("kvstash_cache_bytes{tier=\"vram\"} " + std::to_string(chunk_bytes)),
+            std::string::npos)
+      << metrics;
+}
+
 // While a request runs, its slot shows it: state, prompt size and progress.
 TEST_F(StatusPage, JsonShowsTheRunningRequestOnItsSlot) {
   fixtures::ServerProcess srv(base());
