@@ -13,7 +13,7 @@ CacheState::CacheState(const CacheConfig& c, const std::array<uint8_t, 16>& fing
       index(root_key(fingerprint), c.chunk, c.snapshot_only) {
   if (c.chunk == 0) throw std::invalid_argument("the cache chunk size must be > 0");
   tiers = std::make_unique<tiers::TierSet>(
-      tiers::TierConfig{c.dir, c.disk_budget, c.ram_budget, c.vram, c.remote}, fingerprint, pool);
+      tiers::TierConfig{c.dir, c.disk_budget, c.ram_budget, c.remote, c.vram}, fingerprint, pool);
   remote_dir = std::make_unique<tiers::RemoteDirectory>(tiers->remote(), c.chunk);
 }
 

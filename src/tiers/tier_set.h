@@ -37,9 +37,9 @@ struct TierConfig {
   std::string dir;  // disk tier directory; empty: no disk tier
   uint64_t disk_budget = 0;
   uint64_t ram_budget = 0;  // 0: no RAM tier
+  RemoteConfig remote;      // remote.url empty: no remote tier
   // The VRAM tier's memory (null: no VRAM tier); its budget is the memory's capacity.
   std::shared_ptr<DeviceMemory> vram;
-  RemoteConfig remote;  // remote.url empty: no remote tier
 };
 
 class TierSet {

@@ -257,7 +257,7 @@ TEST(TierErrors, RamCopyMissingOrDamagedAndTheDamagedOneIsDropped) {
 
 TEST(TierErrors, TierSetReadReportsEachFailedCopyAndMissingTiersAreUnavailable) {
   TempDir t;
-  TierSet set({t.path, 1 << 20, 1 << 20, {}}, fp(1), std::make_shared<BufferPool>());
+  TierSet set({t.path, 1 << 20, 1 << 20, {}, nullptr}, fp(1), std::make_shared<BufferPool>());
   const auto p = payload(100, 1);
   ASSERT_TRUE(set.write_disk(meta(1), {}, bytes_of(p)));
   const auto r = set.read(cache::ObjKind::kChunk, {1, 1}, {true, true, true});
