@@ -3,7 +3,7 @@
 // A hit from the VRAM tier copies device to device into the slot (~1.5 TB/s on an H100, against
 // ~25 GB/s from pinned RAM). The engine owns the memory (engine/device_kv.h allocates it with
 // ggml's backend API in the buffer type the KV lives in); the cache only holds references to the
-// copies and hands them back to the engine for a restore (KvEngine::restore_kv(const DeviceCopy&)).
+// copies and hands them back to the engine for a restore (KvEngine::restore_kv_device).
 // Engine-agnostic: nothing here knows llama.cpp.
 #pragma once
 

@@ -105,7 +105,7 @@ DeviceRef DeviceKv::upload(std::span<const uint8_t> section) {
     c->slot = free_.back();
     free_.pop_back();
   }
-  c->owner = self_.lock();
+  c->owner = shared_from_this();
   c->rows = rows;
   c->first_pos = s.first_pos(section);
   c->cells = s.cell_count;
@@ -122,9 +122,7 @@ DeviceRef DeviceKv::upload(std::span<const uint8_t> section) {
 }
 
 std::shared_ptr<DeviceKv> make_device_kv(uint64_t capacity, size_t cell_ext_size, bool has_v) {
-  auto d = std::make_shared<DeviceKv>(capacity, cell_ext_size, has_v);
-  d->bind(d);
-  return d;
+  return std::make_shared<DeviceKv>(capacity, cell_ext_size, has_v);
 }
 
 }  // namespace kvstash::engine

@@ -24,10 +24,11 @@ struct ggml_tensor;
 
 namespace kvstash::engine {
 
-class DeviceKv : public DeviceMemory {
+// Held by shared_ptr (make_device_kv): each copy keeps the arena alive.
+class DeviceKv : public DeviceMemory, public std::enable_shared_from_this<DeviceKv> {
  public:
-  // `capacity` bytes for sections of the given layout (kv_blob.h). Throws if there is no device
-  // memory to use.
+  // `capacity` bytes for sections of the given layout (kv_blob.h); the arena is allocated on the
+  // first upload (a failure then is logged, and every upload returns null).
   DeviceKv(uint64_t capacity, size_t cell_ext_size, bool has_v);
   ~DeviceKv() override;
 
@@ -47,9 +48,6 @@ class DeviceKv : public DeviceMemory {
   ggml_backend_buffer* buffer() const { return buf_; }
   size_t slot_offset(size_t slot) const { return slot * slot_bytes_; }
 
-  // The store as shared_ptr (copies keep it alive): make one with std::make_shared.
-  void bind(std::weak_ptr<DeviceKv> self) { self_ = std::move(self); }
-
  private:
   void release(size_t slot);
   bool allocate_locked(size_t rows);
@@ -58,7 +56,6 @@ class DeviceKv : public DeviceMemory {
   const size_t cell_ext_;
   const bool has_v_;
   ggml_backend_buffer_type* buft_ = nullptr;
-  std::weak_ptr<DeviceKv> self_;
   std::mutex mu_;
   ggml_backend_buffer* buf_ = nullptr;
   ggml_context* ctx_ = nullptr;

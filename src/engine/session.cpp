@@ -274,44 +274,38 @@ void Session::restore_kv(std::span<const uint8_t> section) {
   const int first = sec.first_pos(section);
   const size_t size = sec.end + (model_.sliding_window() ? sizeof(kNoWindow) : 0);
   if (size != section.size()) throw StateMismatch("KV section has trailing bytes");
-  check_continues(first, sec.cell_count);
-  size_t n = 0;
-  on_context([&](llama_context* ctx) {
-    n = llama_state_seq_set_data_ext(
+  append_section(first, sec.cell_count, [&](llama_context* ctx) {
+    return llama_state_seq_set_data_ext(
         ctx, section.data(), section.size(), seq_,
         LLAMA_STATE_SEQ_FLAGS_KV_APPEND | LLAMA_STATE_SEQ_FLAGS_KV_NO_WAIT);
   });
-  uploads_queued_ = true;  // even a rejected section may have queued some
-  if (n == 0) {
-    throw StateMismatch("llama.cpp rejected a KV section (layout does not match this context)");
-  }
-  restore_next_ = first + static_cast<int>(sec.cell_count);
-}
-
-void Session::check_continues(int first, uint32_t cells) const {
-  if (first != restore_next_) {
-    throw StateMismatch("KV section of " + std::to_string(cells) + " cells from " +
-                        std::to_string(first) + " does not continue the state at " +
-                        std::to_string(restore_next_));
-  }
 }
 
 void Session::restore_kv(const DeviceCopy& copy) {
   if (restore_keep_ < 0) throw std::logic_error("restore_kv outside a restore");
   const auto* c = dynamic_cast<const DeviceKv::Copy*>(&copy);
   if (!c || !c->owner) throw std::invalid_argument("restore_kv: not a copy of this engine's");
-  check_continues(c->first_pos, c->cells);
-  size_t n = 0;
-  on_context([&](llama_context* ctx) {
-    n = llama_state_seq_set_data_rows(
+  append_section(c->first_pos, c->cells, [&](llama_context* ctx) {
+    return llama_state_seq_set_data_rows(
         ctx, c->meta.data(), c->meta.size(), c->owner->buffer(), c->owner->slot_offset(c->slot),
         c->rows, seq_, LLAMA_STATE_SEQ_FLAGS_KV_APPEND | LLAMA_STATE_SEQ_FLAGS_KV_NO_WAIT);
   });
-  uploads_queued_ = true;
+}
+
+void Session::append_section(int first, uint32_t cells,
+                             const std::function<size_t(llama_context*)>& set) {
+  if (first != restore_next_) {
+    throw StateMismatch("KV section of " + std::to_string(cells) + " cells from " +
+                        std::to_string(first) + " does not continue the state at " +
+                        std::to_string(restore_next_));
+  }
+  size_t n = 0;
+  on_context([&](llama_context* ctx) { n = set(ctx); });
+  uploads_queued_ = true;  // even a rejected section may have queued some
   if (n == 0) {
     throw StateMismatch("llama.cpp rejected a KV section (layout does not match this context)");
   }
-  restore_next_ = c->first_pos + static_cast<int>(c->cells);
+  restore_next_ = first + static_cast<int>(cells);
 }
 
 void Session::restore_sync() {

@@ -135,8 +135,9 @@ class Session {
   // Sliding-window models: puts the window's cells (a section) after the full-attention KV,
   // at the cell indices a prefill gives them (kv_blob.h, filler_section).
   void append_window(std::span<const uint8_t> window);
-  // Checks that a section of `cells` cells from `first` continues the restore.
-  void check_continues(int first, uint32_t cells) const;
+  // Appends a section of `cells` cells from `first` (which must continue the restore) with `set`,
+  // one llama.cpp call that queues its uploads and returns the bytes read (0: rejected).
+  void append_section(int first, uint32_t cells, const std::function<size_t(llama_context*)>& set);
 
   Model& model_;
   SessionOptions opt_;
