@@ -248,8 +248,12 @@ TEST_P(DeltaRestore, VramTierServesTheSameBytesOnTopOfTheLiveState) {
     info.boundaries = b;
     const auto r = cs.prefill(p, info);
     EXPECT_EQ(r.cached_tokens, 1024u);
-    if (!hybrid()) EXPECT_EQ(r.kept_tokens, 256u);
-    if (takes && !small) EXPECT_EQ(r.source, cache::Source::kVram);
+    if (!hybrid()) {
+      EXPECT_EQ(r.kept_tokens, 256u);
+    }
+    if (takes && !small) {
+      EXPECT_EQ(r.source, cache::Source::kVram);
+    }
     expect_same(continue_greedy(s2), fresh(p, ints(b)));
   }
 }
