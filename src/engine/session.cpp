@@ -66,8 +66,9 @@ void Session::remove_from(size_t n) {
   if (!ok) throw std::runtime_error("llama.cpp refused to trim the KV cache");
 }
 
-void Session::decode(const std::vector<Token>& toks, size_t pos) {
-  shared_->prefill(seq_, toks, static_cast<int>(pos), &logits_);
+void Session::decode(const std::vector<Token>& toks, size_t pos, bool with_logits) {
+  if (!with_logits) logits_.clear();  // unknown until a batch asks for them
+  shared_->prefill(seq_, toks, static_cast<int>(pos), with_logits ? &logits_ : nullptr);
   tokens_.insert(tokens_.end(), toks.begin(), toks.end());
 }
 
@@ -92,7 +93,9 @@ bool Session::prefill(const std::vector<Token>& prompt, const PrefillOptions& op
   for (const cache::Batch& b :
        cache::prefill_batches(static_cast<uint32_t>(tokens_.size()), total,
                               static_cast<uint32_t>(opt_.chunk), boundaries, snaps)) {
-    decode(std::vector<Token>(prompt.begin() + b.begin, prompt.begin() + b.end), b.begin);
+    // Only the prompt's last batch needs logits; the others queue on the device unwaited.
+    decode(std::vector<Token>(prompt.begin() + b.begin, prompt.begin() + b.end), b.begin,
+           b.end == total);
     if (opt.on_snapshot && b.snapshot) opt.on_snapshot(static_cast<int>(b.end));
     if (opt.on_progress && !opt.on_progress(static_cast<int>(b.end), static_cast<int>(total))) {
       return false;

@@ -126,7 +126,7 @@ class Session {
                    const std::vector<float>& logits);
 
  private:
-  void decode(const std::vector<Token>& toks, size_t pos);
+  void decode(const std::vector<Token>& toks, size_t pos, bool with_logits);
   void check(const Fingerprint& fp) const;
   void load_state(const std::vector<uint8_t>& state);
   // Runs `fn` with the context to this session (SharedContext::exclusive).

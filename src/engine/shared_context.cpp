@@ -185,10 +185,11 @@ void SharedContext::prefill(int seq, std::span<const Token> toks, int pos,
                             std::vector<float>* logits) {
   std::vector<BatchToken> batch;
   for (size_t i = 0; i < toks.size(); ++i) {
-    batch.push_back({toks[i], pos + static_cast<int>(i), seq, i + 1 == toks.size()});
+    batch.push_back({toks[i], pos + static_cast<int>(i), seq, logits && i + 1 == toks.size()});
   }
   exclusive([&](llama_context* ctx) {
     decode_tokens(ctx, batch, "at position " + std::to_string(pos));
+    if (!logits) return;
     const float* l = llama_get_logits_ith(ctx, -1);
     logits->assign(l, l + model_.n_vocab());
   });
