@@ -15,7 +15,8 @@
 #   tiers     kvstash-bench-tiers, 8B, all layers on the GPU: 8k and 32k
 #   crossover the load-vs-recompute crossover, 8B and 0.6B
 #   agent8b   kvstash bench (kvstash vs llama-server), 8B shape
-#   agent8b512  agent8b with --chunk 512
+#   agent8b512  agent8b with --chunk 512 (what auto gives on a GPU; kept for older trees)
+#   agent8b256  agent8b with --chunk 256 (the CPU's chunk)
 #   agent8bnoram  agent8b without the RAM tier (--cache-ram-budget 0; auto gives 8G on a GPU)
 #   agent8bram16  agent8b with a 16G RAM tier
 #   agent8bvram  agent8b with an 8G VRAM tier (--cache-vram-budget 8G)
@@ -118,8 +119,10 @@ agent() {  # name model
   build-cuda/kvstash bench -m "$2" --ngl -1 -c 65536 -o "$out" $AGENT_ARGS
 }
 step_agent8b() { agent agent-8b "$M8"; }
-# The same with 512-token chunks (prefill batches as large as llama-server's).
+# The same with 512-token chunks (prefill batches as large as llama-server's; --chunk auto's
+# choice on a GPU) and with the 256-token chunks of a CPU.
 step_agent8b512() { AGENT_ARGS="$AGENT_ARGS --kvstash-arg=--chunk=512" agent agent-8b-chunk512 "$M8"; }
+step_agent8b256() { AGENT_ARGS="$AGENT_ARGS --kvstash-arg=--chunk=256" agent agent-8b-chunk256 "$M8"; }
 step_agent8bnoram() { AGENT_ARGS="$AGENT_ARGS --kvstash-arg=--cache-ram-budget=0" agent agent-8b-noram "$M8"; }
 step_agent8bram16() { AGENT_ARGS="$AGENT_ARGS --kvstash-arg=--cache-ram-budget=16G" agent agent-8b-ram16 "$M8"; }
 step_agent8bvram() { AGENT_ARGS="$AGENT_ARGS --kvstash-arg=--cache-vram-budget=8G" agent agent-8b-vram8 "$M8"; }

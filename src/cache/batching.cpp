@@ -28,4 +28,6 @@ std::vector<Batch> prefill_batches(uint32_t start, uint32_t total, uint32_t chun
   return out;
 }
 
+uint32_t auto_chunk(bool kv_on_gpu) { return kv_on_gpu ? 512 : 256; }
+
 }  // namespace kvstash::cache

@@ -34,6 +34,7 @@ Run add_generate(CLI::App& app) {
   app.add_flag("--progress", o->progress, "show the prefill's progress on stderr");
   return [o] {
     engine::Model model(o->engine.model, {o->engine.n_gpu_layers});
+    o->engine.resolve(model);
     engine::Session session(model, o->engine.session);
     auto cache = o->cache.open(model, session);
     engine::CachedSession cs(session, cache.get(), o->cache.store);

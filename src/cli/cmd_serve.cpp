@@ -76,6 +76,7 @@ Run add_serve(CLI::App& app) {
     o->engine.session.n_ctx = total_ctx / o->parallel;
     log::info("loading " + o->engine.model);
     engine::Model model(o->engine.model, {o->engine.n_gpu_layers});
+    o->engine.resolve(model);
     if (!o->chat_template_file.empty()) {
       if (!o->chat_template.empty()) {
         throw std::invalid_argument("give --chat-template or --chat-template-file, not both");

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <optional>
 
+#include "cache/batching.h"
 #include "cache/tier_rules.h"
 #include "cli/calibration.h"
 #include "engine/device_kv.h"
@@ -27,14 +28,30 @@ void EngineFlags::add(CLI::App& app) {
   app.add_option("-m,--model", model, "GGUF model file")->required()->check(CLI::ExistingFile);
   app.add_option("-c,--ctx-size", session.n_ctx, "context size (tokens)")->capture_default_str();
   app.add_option("-t,--threads", session.n_threads, "threads (0: all)");
-  app.add_option("--chunk", session.chunk,
-                 "prefill batch and cache chunk size (tokens); part of the cache key")
+  app.add_option("--chunk", chunk,
+                 "prefill batch and cache chunk size: tokens (16 to 8192), or auto: 512 when "
+                 "the model's layers are on a GPU, else 256; part of the cache key")
       ->capture_default_str()
-      ->check(CLI::Range(16, 8192));
+      ->check(CLI::IsMember({"auto"}) | CLI::Range(16, 8192));
   app.add_option("--cache-type-k", session.type_k, "KV cache type for K")->capture_default_str();
   app.add_option("--cache-type-v", session.type_v, "KV cache type for V")->capture_default_str();
   app.add_flag("!--no-flash-attn", session.flash_attn, "disable flash attention");
   app.add_option("--n-gpu-layers,--ngl", n_gpu_layers, "layers on the GPU (-1: all)");
+}
+
+void EngineFlags::resolve(const engine::Model& m) {
+  if (chunk != "auto") {
+    session.chunk = std::stoi(chunk);
+    return;
+  }
+  const bool gpu = kv_on_gpu(m);
+  session.chunk = static_cast<int>(cache::auto_chunk(gpu));
+  log::info("prefill batches and cache chunks of " + std::to_string(session.chunk) +
+            " tokens (--chunk auto: the KV is " + (gpu ? "on a GPU" : "in host memory") + ")");
+}
+
+bool kv_on_gpu(const engine::Model& model) {
+  return model.options().n_gpu_layers != 0 && engine::pinned_host_allocator().has_value();
 }
 
 void CacheFlags::add(CLI::App& app) {
@@ -160,7 +177,7 @@ std::unique_ptr<cache::PrefixCache> CacheFlags::open(const engine::Model& model,
                                                      engine::Session& session) const {
   if (!enabled) return nullptr;
   std::optional<BufferPool::Allocator> pinned;
-  if (model.options().n_gpu_layers != 0) pinned = engine::pinned_host_allocator();
+  if (kv_on_gpu(model)) pinned = engine::pinned_host_allocator();
   auto cfg = config(static_cast<uint32_t>(session.options().chunk),
                     model.resume_kind() != engine::ResumeKind::kAnyBoundary, pinned.has_value());
   if (!cfg.dir.empty()) {

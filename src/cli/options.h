@@ -16,8 +16,15 @@ struct EngineFlags {
   std::string model;
   engine::SessionOptions session;
   int n_gpu_layers = 0;
+  std::string chunk = "auto";  // --chunk: tokens, or auto (cache::auto_chunk)
   void add(CLI::App& app);
+  // Settles what depends on where the model runs (the chunk) into `session`; call once the
+  // model is loaded, before a session is made.
+  void resolve(const engine::Model& model);
 };
+
+// Whether the model's KV lives on a GPU (layers offloaded and a GPU device present).
+bool kv_on_gpu(const engine::Model& model);
 
 // The persistent disk tier's default: $XDG_CACHE_HOME/kvstash/kv, else $HOME/.cache/kvstash/kv;
 // empty when neither variable is set (an absolute path).

@@ -94,3 +94,14 @@ TEST(Batching, ContinuingFromAnyBreakComputesTheFreshPrefillsBatches) {
   const Batches shorter = batches(0, 420, 128, boundaries, {420});
   EXPECT_EQ(shorter, Batches(fresh.begin(), fresh.begin() + shorter.size()));
 }
+
+TEST(Batching, AutoChunkIsLargerWithTheKvOnAGpu) {
+  EXPECT_EQ(auto_chunk(true), 512u);
+  EXPECT_EQ(auto_chunk(false), 256u);
+  // Both keep the store policy's defaults (boundary align 2048, continued interval 10240) on
+  // the grid, as RequestFlow requires.
+  for (const bool gpu : {true, false}) {
+    EXPECT_EQ(2048 % auto_chunk(gpu), 0u);
+    EXPECT_EQ(10240 % auto_chunk(gpu), 0u);
+  }
+}
