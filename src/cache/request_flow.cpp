@@ -4,6 +4,7 @@
 #include <deque>
 #include <future>
 #include <stdexcept>
+#include <thread>
 
 #include "cache/entry_payload.h"
 #include "util/log.h"
@@ -67,14 +68,17 @@ Restored restore_plan(KvEngine& e, PrefixCache& cache, const RestorePlan& plan,
   e.restore_begin(from, from);
   Restored r;
   EntryPayload entry;
-  // Objects are fetched (read, checksummed) kPrefetch ahead on their own threads while this one
-  // is uploaded: the reads and checksums of several run at once, and none waits for the upload.
-  // (With four, a restore from RAM on an H100 host waited for checksums half of its time.)
-  constexpr size_t kPrefetch = 8;
+  // Objects are fetched (read, checksummed) `prefetch` ahead on their own threads while this one
+  // uploads: the reads and checksums of several run at once, and none waits for the upload.
+  // (With four, a restore from RAM on a 16-core H100 host waited for checksums half of its
+  // time.) No more than one per core, plus one: more only split the cores between them, which
+  // delays the first object the upload waits for (a 2-core machine restored from the page cache
+  // ~8% faster with three than with eight).
+  const size_t prefetch = std::clamp<size_t>(std::thread::hardware_concurrency() + 1, 3, 8);
   std::deque<std::future<Fetched>> ahead;
   size_t queued = 0;
   auto refill = [&] {
-    while (queued < objs.size() && ahead.size() < kPrefetch) {
+    while (queued < objs.size() && ahead.size() < prefetch) {
       const size_t i = queued++;
       if (Fetched d = on_device(i); d.dev) {  // nothing to read: no thread for it
         std::promise<Fetched> ready;

@@ -3,6 +3,7 @@
 #include <xxhash.h>
 
 #include <cstring>
+#include <new>
 
 namespace kvstash::tiers {
 
@@ -46,6 +47,19 @@ Result<FileHeader> check_object(std::span<const uint8_t> header_bytes,
 uint64_t payload_checksum(std::span<const uint8_t> payload) {
   return XXH3_64bits(payload.data(), payload.size());
 }
+
+PayloadChecksum::PayloadChecksum() : st_(XXH3_createState()) {
+  if (!st_) throw std::bad_alloc();
+  XXH3_64bits_reset(st_);
+}
+
+PayloadChecksum::~PayloadChecksum() { XXH3_freeState(st_); }
+
+void PayloadChecksum::update(std::span<const uint8_t> piece) {
+  XXH3_64bits_update(st_, piece.data(), piece.size());
+}
+
+uint64_t PayloadChecksum::digest() const { return XXH3_64bits_digest(st_); }
 
 std::array<uint8_t, 16> encode_stats(const cache::ObjectStats& s) {
   std::array<uint8_t, 16> b{};

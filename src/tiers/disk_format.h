@@ -26,6 +26,8 @@
 #include "core/types.h"
 #include "tiers/result.h"
 
+struct XXH3_state_s;  // xxhash.h
+
 namespace kvstash::tiers {
 
 constexpr size_t kHeaderSize = 128;
@@ -53,6 +55,22 @@ std::array<uint8_t, 16> encode_stats(const cache::ObjectStats& s);
 std::variant<FileHeader, std::string> decode_header(std::span<const uint8_t> bytes,
                                                     const Fingerprint16& expected);
 uint64_t payload_checksum(std::span<const uint8_t> payload);
+
+// The same checksum taken piece by piece (XXH3's streaming form gives the one-shot value): a
+// reader hashes each piece right after reading it, while it is still in the CPU's cache, instead
+// of reading the whole payload from memory once more.
+class PayloadChecksum {
+ public:
+  PayloadChecksum();
+  ~PayloadChecksum();
+  PayloadChecksum(const PayloadChecksum&) = delete;
+  PayloadChecksum& operator=(const PayloadChecksum&) = delete;
+  void update(std::span<const uint8_t> piece);
+  uint64_t digest() const;
+
+ private:
+  ::XXH3_state_s* st_;  // xxhash.h's streaming state
+};
 
 // Decodes the header of a stored object (header + payload, `total_size` bytes in all) and checks
 // that it is the object asked for. Returns the header, or kDamaged with why the object must not be

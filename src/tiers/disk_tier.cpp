@@ -166,11 +166,20 @@ Result<Payload> DiskTier::get(cache::ObjKind kind, const cache::Key& key) {
   const auto h = check_object(hb, fp_, kind, key, static_cast<uint64_t>(st.st_size));
   if (!h) return fail(h.error().what);
   // Straight into a reusable (pinned, on GPU builds) buffer: the engine uploads from it.
+  // Read and hashed in pieces: each is hashed while still in the CPU's cache, so the payload
+  // crosses memory once on its way in (a separate pass over the whole payload costs a restore
+  // from the page cache about a fifth of its time on a 2-core machine).
   auto payload = pool_->get(h->meta.payload_bytes);
-  if (!read_all(f.fd, payload->data(), payload->size(), kHeaderSize)) return fail("read failed");
-  if (payload_checksum(payload->span()) != h->payload_checksum) {
-    return fail("payload checksum mismatch");
+  PayloadChecksum sum;
+  constexpr size_t kPiece = 512 << 10;
+  for (size_t at = 0; at < payload->size(); at += kPiece) {
+    const size_t n = std::min(kPiece, payload->size() - at);
+    if (!read_all(f.fd, payload->data() + at, n, static_cast<off_t>(kHeaderSize + at))) {
+      return fail("read failed");
+    }
+    sum.update({payload->data() + at, n});
   }
+  if (sum.digest() != h->payload_checksum) return fail("payload checksum mismatch");
   return payload;
 }
 

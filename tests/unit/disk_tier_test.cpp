@@ -130,6 +130,35 @@ TEST(DiskTier, FlippedPayloadByteIsDetectedRemovedAndNeverServed) {
   EXPECT_FALSE(fs::exists(d.path(cache::ObjKind::kChunk, {1, 1})));
 }
 
+TEST(DiskFormat, PiecewiseChecksumEqualsTheWholePayloads) {
+  const auto p = payload(3 << 20, 5);
+  for (const size_t piece : {size_t{1}, size_t{4096}, size_t{512} << 10, size_t{1} << 20}) {
+    PayloadChecksum sum;
+    for (size_t at = 0; at < p.size(); at += piece) {
+      sum.update({p.data() + at, std::min(piece, p.size() - at)});
+    }
+    EXPECT_EQ(sum.digest(), payload_checksum(p)) << "pieces of " << piece;
+  }
+  PayloadChecksum empty;
+  EXPECT_EQ(empty.digest(), payload_checksum({}));
+}
+
+TEST(DiskTier, PayloadOfManyReadPiecesRoundTripsAndADamagedLastPieceIsCaught) {
+  // Larger than the pieces get() reads and hashes one by one (512 KiB), ending mid-piece.
+  const size_t n = (5 << 19) + 123;
+  TempDir t;
+  DiskTier d(t.path, fp(1));
+  ASSERT_TRUE(d.put(meta(1), {}, payload(n, 3)));
+  auto got = d.get(cache::ObjKind::kChunk, {1, 1});
+  ASSERT_TRUE(got);
+  EXPECT_TRUE(std::ranges::equal((*got)->span(), payload(n, 3)));
+  flip_byte(d.path(cache::ObjKind::kChunk, {1, 1}), kHeaderSize + n - 7);
+  got = d.get(cache::ObjKind::kChunk, {1, 1});
+  ASSERT_FALSE(got);
+  EXPECT_EQ(got.error().kind, IoError::kDamaged);
+  EXPECT_NE(got.error().what.find("checksum"), std::string::npos) << got.error().what;
+}
+
 TEST(DiskTier, ScanRemovesTruncatedZeroLengthForeignAndMisplacedFiles) {
   TempDir t;
   DiskTier d(t.path, fp(1));
