@@ -11,15 +11,16 @@
 // For each size: prefill cold (recompute; the cold TTFT, as the last token's logits come with
 // it), store the prefix (chunks + an entry, as at a graceful exit), then restore it into a fresh
 // session from a cache that has it only on disk: once with the files dropped from the page cache
-// (posix_fadvise DONTNEED after fdatasync: a cold disk read) and once page-cache warm (RAM
-// speed), from the RAM tier, from the VRAM tier (copies in the GPU's memory), and, with --redis,
-// from a cache that has it only in Redis (RAM as its local tier, so no disk write is timed). A
-// restore is timed from lookup to a loaded state (what replaces the recompute); "hit TTFT" adds the
-// prefill of one more token and its logits (a request that goes on past the stored prefix). The
-// restored state's tokens are checked; bit-exactness of the logits is what the test suite proves.
-// Prints one Markdown table row per size (time and GB/s of each path, hit TTFT against cold TTFT;
-// the KV size cell adds the bytes per token stored), then the raw limits; --crossover also prints
-// the shortest length where a cold-disk restore beats the recompute.
+// (posix_fadvise DONTNEED after fdatasync: a cold disk read) and page-cache warm (RAM speed;
+// the best of three, as is the raw warm read it is compared with), from the RAM tier, from the VRAM
+// tier (copies in the GPU's memory), and, with --redis, from a cache that has it only in Redis (RAM
+// as its local tier, so no disk write is timed). A restore is timed from lookup to a loaded state
+// (what replaces the recompute); "hit TTFT" adds the prefill of one more token and its logits (a
+// request that goes on past the stored prefix). The restored state's tokens are checked;
+// bit-exactness of the logits is what the test suite proves. Prints one Markdown table row per size
+// (time and GB/s of each path, hit TTFT against cold TTFT; the KV size cell adds the bytes per
+// token stored), then the raw limits; --crossover also prints the shortest length where a cold-disk
+// restore beats the recompute.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -339,7 +340,10 @@ int main(int argc, char** argv) {
       disk_only.remote.url.clear();
       dropped_all = drop_page_cache(dir) && dropped_all;
       const double raw_cold = read_rate(dir, *pool);
-      const double raw_warm = read_rate(dir, *pool);
+      // Page-cache-warm rates, the raw read's and the restore's, are each the best of three: on a
+      // shared 2-core VM one read of a few hundred MiB moves by a fifth between tries.
+      double raw_warm = 0;
+      for (int i = 0; i < 3; ++i) raw_warm = std::max(raw_warm, read_rate(dir, *pool));
       dropped_all = drop_page_cache(dir) && dropped_all;
       Restored cold_disk, warm_disk, ram, vram;
       {
@@ -349,6 +353,10 @@ int main(int argc, char** argv) {
       {
         cache::PrefixCache from_disk(disk_only, cold.fingerprint().bytes);
         warm_disk = restore(m, so, from_disk, p);
+        for (int i = 0; i < 2; ++i) {
+          Restored again = restore(m, so, from_disk, p);
+          if (again.restore < warm_disk.restore) warm_disk = std::move(again);
+        }
       }
       {
         cache::CacheConfig with_ram = disk_only;
