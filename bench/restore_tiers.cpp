@@ -33,6 +33,7 @@
 #include <optional>
 #include <thread>
 
+#include "cache/batching.h"
 #include "cache/prefix_cache.h"
 #include "engine/cached_session.h"
 #include "engine/device_kv.h"
@@ -247,7 +248,7 @@ int main(int argc, char** argv) {
   CLI::App app{"restore from each tier vs recompute, next to the machine's raw limits"};
   std::string model_path, redis, dir = "/tmp/kvstash-bench-tiers";
   std::vector<size_t> sizes;
-  int threads = 0, gpu_layers = 0;
+  int threads = 0, gpu_layers = 0, chunk = 0;
   bool crossover = false, warmup = true, concurrent = false;
   engine::SessionOptions base;  // KV types and flash attention of every session below
   app.add_option("-m,--model", model_path)->required();
@@ -264,6 +265,8 @@ int main(int argc, char** argv) {
                  "V cache type (llama.cpp quantizes V only with flash attention)")
       ->capture_default_str();
   app.add_option("--flash-attn", base.flash_attn, "on|off")->capture_default_str();
+  app.add_option("--chunk", chunk, "prefill batch and cache chunk (0: serve's auto choice)")
+      ->capture_default_str();
   app.add_flag("!--no-warmup", warmup, "skip the untimed warm-up prefill (GPU kernels, caches)");
   app.add_flag("--concurrent", concurrent,
                "also time two sessions restoring two different prefixes at once from RAM and "
@@ -275,6 +278,8 @@ int main(int argc, char** argv) {
   }
 
   engine::Model m(model_path, {gpu_layers});
+  base.chunk =
+      chunk > 0 ? chunk : static_cast<int>(cache::auto_chunk(engine::kv_on_gpu(gpu_layers)));
   // The payload buffers of every cache below: pinned when the KV is on the GPU, and as many kept
   // for reuse as serve keeps by default (--cache-staging 256M + --cache-store-queue 4G).
   auto pool = std::make_shared<BufferPool>((256ull << 20) + (4ull << 30));
@@ -289,7 +294,7 @@ int main(int argc, char** argv) {
     s.prefill(prompt(m, 1024));
   }
   const bool with_redis = !redis.empty();
-  std::printf("buffers: %s\n\n", pool->allocator_name().c_str());
+  std::printf("buffers: %s; chunk %d tokens\n\n", pool->allocator_name().c_str(), base.chunk);
   std::printf(
       "| tokens | KV size | recompute (cold TTFT) | RAM tier | disk, page cache warm | disk, cold "
       "|%s hit TTFT RAM / warm / cold | cold TTFT / hit TTFT (RAM, warm, cold) | raw read warm / "

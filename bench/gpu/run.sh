@@ -170,7 +170,7 @@ json.dump([{"role": "system", "content": sys_prompt}, {"role": "user", "content"
           open(sys.argv[1], "w"))
 PY
   build-cuda/kvstash serve -m "$M8" --ngl -1 --ctx-size 32768 --parallel 4 --port $port \
-    --cache-dir "$d/cache" --cache-boundary-align 256 > "$d/serve.log" 2>&1 &
+    --cache-dir "$d/cache" --cache-boundary-align 512 > "$d/serve.log" 2>&1 &
   local srv=$!
   for i in $(seq 120); do curl -sf localhost:$port/health >/dev/null && break; sleep 1; done
   for i in 1 2 3; do
@@ -187,7 +187,7 @@ PY
   echo "decode steps during the long prefill: $((after - before)); $(head -c 300 "$d/long.json")"
   kill -TERM $srv; wait $srv
   build-cuda/kvstash generate -m "$M8" --ngl -1 --ctx-size 8192 --messages "$d/messages.json" \
-    -n 32 --cache-dir "$d/cache" --cache-boundary-align 256 --cache-plan longest \
+    -n 32 --cache-dir "$d/cache" --cache-boundary-align 512 --cache-plan longest \
     > "$d/restored.json" 2> "$d/restored.err"
   build-cuda/kvstash generate -m "$M8" --ngl -1 --ctx-size 8192 --messages "$d/messages.json" \
     -n 32 --no-cache > "$d/fresh.json" 2> "$d/fresh.err"

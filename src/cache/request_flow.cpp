@@ -169,7 +169,7 @@ RequestFlow::RequestFlow(KvEngine& engine, PrefixCache* cache, const StoreConfig
     throw std::invalid_argument(
         "--cache-boundary-align and --cache-continued-interval must be "
         "multiples of the chunk size (" +
-        std::to_string(C) + ") so checkpoints fall on batch breaks");
+        std::to_string(C) + ", --chunk) so checkpoints fall on batch breaks");
   }
   if (cache && cache->config().chunk != C) {
     throw std::invalid_argument("the cache chunk size must equal the engine's prefill chunk");

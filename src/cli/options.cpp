@@ -44,14 +44,10 @@ void EngineFlags::resolve(const engine::Model& m) {
     session.chunk = std::stoi(chunk);
     return;
   }
-  const bool gpu = kv_on_gpu(m);
+  const bool gpu = engine::kv_on_gpu(m.options().n_gpu_layers);
   session.chunk = static_cast<int>(cache::auto_chunk(gpu));
   log::info("prefill batches and cache chunks of " + std::to_string(session.chunk) +
             " tokens (--chunk auto: the KV is " + (gpu ? "on a GPU" : "in host memory") + ")");
-}
-
-bool kv_on_gpu(const engine::Model& model) {
-  return model.options().n_gpu_layers != 0 && engine::pinned_host_allocator().has_value();
 }
 
 void CacheFlags::add(CLI::App& app) {
@@ -177,7 +173,7 @@ std::unique_ptr<cache::PrefixCache> CacheFlags::open(const engine::Model& model,
                                                      engine::Session& session) const {
   if (!enabled) return nullptr;
   std::optional<BufferPool::Allocator> pinned;
-  if (kv_on_gpu(model)) pinned = engine::pinned_host_allocator();
+  if (engine::kv_on_gpu(model.options().n_gpu_layers)) pinned = engine::pinned_host_allocator();
   auto cfg = config(static_cast<uint32_t>(session.options().chunk),
                     model.resume_kind() != engine::ResumeKind::kAnyBoundary, pinned.has_value());
   if (!cfg.dir.empty()) {

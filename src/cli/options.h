@@ -23,9 +23,6 @@ struct EngineFlags {
   void resolve(const engine::Model& model);
 };
 
-// Whether the model's KV lives on a GPU (layers offloaded and a GPU device present).
-bool kv_on_gpu(const engine::Model& model);
-
 // The persistent disk tier's default: $XDG_CACHE_HOME/kvstash/kv, else $HOME/.cache/kvstash/kv;
 // empty when neither variable is set (an absolute path).
 std::string default_cache_dir();

@@ -26,4 +26,8 @@ std::optional<BufferPool::Allocator> pinned_host_allocator() {
   return std::nullopt;
 }
 
+bool kv_on_gpu(int n_gpu_layers) {
+  return n_gpu_layers != 0 && pinned_host_allocator().has_value();
+}
+
 }  // namespace kvstash::engine

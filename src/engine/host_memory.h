@@ -16,4 +16,8 @@ namespace kvstash::engine {
 // build has no GPU backend or no GPU is present.
 std::optional<BufferPool::Allocator> pinned_host_allocator();
 
+// Whether a model loaded with `n_gpu_layers` keeps its KV on a GPU (layers offloaded and a GPU
+// present): what the GPU defaults (pinned buffers, the RAM tier, the chunk) go by.
+bool kv_on_gpu(int n_gpu_layers);
+
 }  // namespace kvstash::engine
