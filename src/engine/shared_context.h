@@ -60,9 +60,9 @@ class SharedContext {
   void exclusive(const std::function<void(llama_context*)>& fn);
   // A prefill batch: `toks` of sequence `seq` from `pos` on, alone (what keeps it exact), as
   // exclusive work; the logits after the last token go to *logits. With no `logits` the batch
-  // asks for none and returns without waiting for the device, which then computes it while the
-  // host builds the next batch (no output changes no KV cell: the rows are selected after the
-  // last layer's attention).
+  // asks for none and returns without waiting for the device, which computes it while the host
+  // builds the next batch. The KV cells are the same bits either way: output rows are selected
+  // after the last layer's attention.
   void prefill(int seq, std::span<const Token> toks, int pos, std::vector<float>* logits);
   // Decodes token `t` at `pos` of sequence `seq` (batched with the other decoding sequences) and
   // stores the logits after it in *logits.
