@@ -173,7 +173,7 @@ std::unique_ptr<cache::PrefixCache> CacheFlags::open(const engine::Model& model,
                                                      engine::Session& session) const {
   if (!enabled) return nullptr;
   std::optional<BufferPool::Allocator> pinned;
-  if (engine::kv_on_gpu(model.options().n_gpu_layers)) pinned = engine::pinned_host_allocator();
+  if (model.options().n_gpu_layers != 0) pinned = engine::pinned_host_allocator();
   auto cfg = config(static_cast<uint32_t>(session.options().chunk),
                     model.resume_kind() != engine::ResumeKind::kAnyBoundary, pinned.has_value());
   if (!cfg.dir.empty()) {
