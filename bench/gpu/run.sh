@@ -47,6 +47,14 @@ CROSS=${CROSS:-512,1024,2048,4096,8192,16384,32768}
 
 say() { echo "== $(date +%T) $*"; }
 mark() { touch "$DEV/log/$1.done"; }
+# A step run twice in one call (two agent runs, say) keeps the first run's report: an existing
+# report is moved aside to NAME.1, NAME.2, ... before the step writes a new one.
+keep_old() {
+  local i=1
+  [ -e "$1" ] || return 0
+  while [ -e "$1.$i" ]; do i=$((i + 1)); done
+  mv "$1" "$1.$i"
+}
 
 step_prep() {
   if [ -d .device/sysroot ]; then
@@ -89,6 +97,7 @@ step_models() {
 }
 step_tiers() {
   local o=$DEV/results/tiers.md
+  keep_old "$o"
   {
     echo "## 8B, 8k and 32k tokens, all layers on the GPU"
     build-cuda/kvstash-bench-tiers -m "$M8" --ngl -1 --tokens 8192,32768 --dir "$DEV/tiers" \
@@ -114,7 +123,7 @@ step_families() {
 }
 agent() {  # name model
   local out=$DEV/results/$1
-  rm -rf "$out"
+  keep_old "$out"
   # shellcheck disable=SC2086
   build-cuda/kvstash bench -m "$2" --ngl -1 -c 65536 -o "$out" $AGENT_ARGS
 }
@@ -130,7 +139,7 @@ step_agent8bvram() { AGENT_ARGS="$AGENT_ARGS --kvstash-arg=--cache-vram-budget=8
 # request the cache cannot help.
 step_cold8b() {
   local out=$DEV/results/cold-8b
-  rm -rf "$out"
+  keep_old "$out"
   build-cuda/kvstash bench -m "$M8" --ngl -1 -c 32768 -o "$out" --workload cold \
     --cold-requests 4 --cold-tokens 20000 --servers kvstash,kvstash-nocache,llama-server
 }
@@ -140,7 +149,7 @@ step_agent06b() { agent agent-0.6b "$M06"; }
 conc() {  # name model streams extra...
   local out=$DEV/results/$1 m=$2 n=$3
   shift 3
-  rm -rf "$out"
+  keep_old "$out"
   build-cuda/kvstash bench -m "$m" --ngl -1 --concurrency "$n" --concurrency-prompt-tokens 128 \
     -o "$out" "$@"
 }
