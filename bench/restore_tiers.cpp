@@ -278,14 +278,12 @@ int main(int argc, char** argv) {
   }
 
   engine::Model m(model_path, {gpu_layers});
-  base.chunk =
-      chunk > 0 ? chunk : static_cast<int>(cache::auto_chunk(engine::kv_on_gpu(gpu_layers)));
+  auto pinned = engine::pinned_host_allocator(gpu_layers);
+  base.chunk = chunk > 0 ? chunk : static_cast<int>(cache::auto_chunk(pinned.has_value()));
   // The payload buffers of every cache below: pinned when the KV is on the GPU, and as many kept
   // for reuse as serve keeps by default (--cache-staging 256M + --cache-store-queue 4G).
   auto pool = std::make_shared<BufferPool>((256ull << 20) + (4ull << 30));
-  if (gpu_layers != 0) {
-    if (auto a = engine::pinned_host_allocator()) pool->set_allocator(std::move(*a));
-  }
+  if (pinned) pool->set_allocator(std::move(*pinned));
   if (warmup) {
     engine::SessionOptions so = base;
     so.n_ctx = 2048;

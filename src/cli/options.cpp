@@ -172,8 +172,7 @@ void warm_store_buffers(engine::Session& s, BufferPool& pool, uint64_t bytes) {
 std::unique_ptr<cache::PrefixCache> CacheFlags::open(const engine::Model& model,
                                                      engine::Session& session) const {
   if (!enabled) return nullptr;
-  std::optional<BufferPool::Allocator> pinned;
-  if (model.options().n_gpu_layers != 0) pinned = engine::pinned_host_allocator();
+  auto pinned = engine::pinned_host_allocator(model.options().n_gpu_layers);
   auto cfg = config(static_cast<uint32_t>(session.options().chunk),
                     model.resume_kind() != engine::ResumeKind::kAnyBoundary, pinned.has_value());
   if (!cfg.dir.empty()) {

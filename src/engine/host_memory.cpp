@@ -4,7 +4,8 @@
 
 namespace kvstash::engine {
 
-std::optional<BufferPool::Allocator> pinned_host_allocator() {
+std::optional<BufferPool::Allocator> pinned_host_allocator(int n_gpu_layers) {
+  if (n_gpu_layers == 0) return std::nullopt;
   for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
     ggml_backend_dev_t dev = ggml_backend_dev_get(i);
     if (ggml_backend_dev_type(dev) != GGML_BACKEND_DEVICE_TYPE_GPU) continue;
@@ -26,8 +27,6 @@ std::optional<BufferPool::Allocator> pinned_host_allocator() {
   return std::nullopt;
 }
 
-bool kv_on_gpu(int n_gpu_layers) {
-  return n_gpu_layers != 0 && pinned_host_allocator().has_value();
-}
+bool kv_on_gpu(int n_gpu_layers) { return pinned_host_allocator(n_gpu_layers).has_value(); }
 
 }  // namespace kvstash::engine

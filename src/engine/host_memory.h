@@ -12,12 +12,13 @@
 
 namespace kvstash::engine {
 
-// ggml's host buffer type of the first GPU device (CUDA: cudaMallocHost), or nullopt when the
-// build has no GPU backend or no GPU is present.
-std::optional<BufferPool::Allocator> pinned_host_allocator();
+// ggml's host buffer type of the first GPU device (CUDA: cudaMallocHost) for a model loaded with
+// `n_gpu_layers`, or nullopt when its KV is in host memory: no layers offloaded, or the build has
+// no GPU backend, or no GPU is present.
+std::optional<BufferPool::Allocator> pinned_host_allocator(int n_gpu_layers);
 
-// Whether a model loaded with `n_gpu_layers` keeps its KV on a GPU (layers offloaded and a GPU
-// present): what the GPU defaults (pinned buffers, the RAM tier, the chunk) go by.
+// Whether a model loaded with `n_gpu_layers` keeps its KV on a GPU (the allocator above exists):
+// what the GPU defaults (pinned buffers, the RAM tier, the chunk) go by.
 bool kv_on_gpu(int n_gpu_layers);
 
 }  // namespace kvstash::engine
