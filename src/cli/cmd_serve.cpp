@@ -55,6 +55,21 @@ Run add_serve(CLI::App& app) {
                  "context's end)")
       ->capture_default_str()
       ->check(CLI::Range(-1, 1 << 20));
+  app.add_option("--max-tokens-cap", o->http.max_tokens_cap,
+                 "no request generates more tokens than this, whatever its max_tokens (agent "
+                 "clients ask for 32000; -1: no cap); a capped reply ends for length")
+      ->capture_default_str()
+      ->check(CLI::Range(-1, 1 << 20));
+  app.add_option("--anthropic-billing-header", o->http.billing,
+                 "Claude Code's first system line 'x-anthropic-billing-header: ...; cch=XXXXX;': "
+                 "normalize (default: its per-request stamp made constant, as llama-server "
+                 "does), drop (the line removed), keep")
+      ->transform(CLI::CheckedTransformer(
+          std::map<std::string, server::BillingHeader>{
+              {"normalize", server::BillingHeader::kNormalize},
+              {"drop", server::BillingHeader::kDrop},
+              {"keep", server::BillingHeader::kKeep}},
+          CLI::ignore_case));
   app.add_option("--api-key", o->http.api_key,
                  "require this key on every endpoint but /health (also $KVSTASH_API_KEY)");
   app.add_option("--max-request-bytes", o->max_body, "largest request body accepted")
@@ -113,6 +128,7 @@ Run add_serve(CLI::App& app) {
     nlohmann::json props = {
         {"model_path", o->engine.model},
         {"model_alias", o->http.model_id},
+        {"max_tokens_cap", o->http.max_tokens_cap},
         {"architecture", model.arch()},
         {"n_ctx", total_ctx},
         {"n_ctx_per_slot", o->engine.session.n_ctx},

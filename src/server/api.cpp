@@ -3,24 +3,11 @@
 #include <algorithm>
 #include <cmath>
 
+#include "server/api_json.h"
+
 namespace kvstash::server {
 
-// Objects keep their keys in the client's order: tools and schemas reach the template and the
-// grammar as the client wrote them (as llama-server passes them), or the prompt differs.
-using json = nlohmann::ordered_json;
-
-namespace {
-
-struct Bad {
-  std::string msg;
-};
-
-[[noreturn]] void fail(const std::string& msg) { throw Bad{msg}; }
-
-const json* field(const json& j, const char* name) {
-  auto it = j.find(name);
-  return it == j.end() || it->is_null() ? nullptr : &*it;
-}
+namespace api_json {
 
 double number(const json& j, const char* name, double lo, double hi) {
   const json& v = j.at(name);
@@ -50,18 +37,11 @@ bool boolean(const json& j, const char* name) {
   return v.get<bool>();
 }
 
-std::string at(const std::string& where, size_t i) { return where + "[" + std::to_string(i) + "]"; }
+}  // namespace api_json
 
-const json& object_at(const json& j, const std::string& where) {
-  if (!j.is_object()) fail(where + " must be an object");
-  return j;
-}
+using namespace api_json;
 
-const std::string& string_at(const json& j, const char* name, const std::string& where) {
-  const json* v = field(j, name);
-  if (!v || !v->is_string()) fail(where + "." + name + " must be a string");
-  return v->get_ref<const std::string&>();
-}
+namespace {
 
 // The function of a tool or a tool call: {"type": "function", "function": {...}} (type optional).
 const json& function_of(const json& wrapper, const std::string& where) {
@@ -264,8 +244,27 @@ void parse_grammar(const json& j, GenerationParams& g) {
   if (gr) g.sampling.grammar.grammar = gr->get<std::string>();
 }
 
-void parse_sampling(const json& j, Endpoint ep, engine::SamplingParams& s, bool& logprobs,
-                    int n_vocab) {
+// Completions: a text prompt or token ids.
+void parse_prompt(const json& j, ParsedRequest& r, int n_vocab) {
+  const json* p = field(j, "prompt");
+  if (!p) fail("'prompt' is required");
+  if (p->is_array() && p->size() == 1 && (*p)[0].is_string()) p = &(*p)[0];
+  if (p->is_string()) {
+    r.prompt_text = p->get<std::string>();
+    if (r.prompt_text.empty()) fail("'prompt' must not be empty");
+  } else if (p->is_array() && !p->empty()) {
+    for (const auto& t : *p) {
+      if (!t.is_number_integer() || t.get<long long>() < 0 || t.get<long long>() >= n_vocab) {
+        fail("'prompt' token ids must be integers in [0, " + std::to_string(n_vocab) + ")");
+      }
+      r.prompt_tokens.push_back(t.get<int32_t>());
+    }
+  } else {
+    fail("'prompt' must be a non-empty string or array of token ids");
+  }
+}
+
+void parse_sampling(const json& j, Api ep, engine::SamplingParams& s, bool& logprobs, int n_vocab) {
   if (field(j, "repeat_penalty"))
     s.repeat_penalty = static_cast<float>(number(j, "repeat_penalty", 0.01, 10));
   if (field(j, "frequency_penalty")) {
@@ -323,7 +322,7 @@ void parse_sampling(const json& j, Endpoint ep, engine::SamplingParams& s, bool&
     logprobs = s.n_probs > 0;
   }
   if (const json* lp = field(j, "logprobs")) {
-    if (ep == Endpoint::kChat) {
+    if (is_chat(ep)) {
       logprobs = boolean(j, "logprobs");
       if (field(j, "top_logprobs")) {
         if (!logprobs) fail("'top_logprobs' needs 'logprobs': true");
@@ -337,11 +336,11 @@ void parse_sampling(const json& j, Endpoint ep, engine::SamplingParams& s, bool&
   }
 }
 
-void parse_gen(const json& j, Endpoint ep, GenerationParams& g) {
+void parse_gen(const json& j, Api ep, GenerationParams& g) {
   constexpr long long kMaxTokens = 1 << 20;
-  const char* max_name = ep == Endpoint::kLlamaCompletion ? "n_predict" : "max_tokens";
+  const char* max_name = ep == Api::kLlamaCompletion ? "n_predict" : "max_tokens";
   if (field(j, max_name)) g.max_tokens = static_cast<int>(integer(j, max_name, -1, kMaxTokens));
-  if (ep == Endpoint::kChat && field(j, "max_completion_tokens")) {
+  if (is_chat(ep) && field(j, "max_completion_tokens")) {
     g.max_tokens = static_cast<int>(integer(j, "max_completion_tokens", 0, kMaxTokens));
   }
   if (field(j, "temperature"))
@@ -405,8 +404,28 @@ void parse_gen(const json& j, Endpoint ep, GenerationParams& g) {
 
 }  // namespace
 
-std::variant<ParsedRequest, ApiError> parse_request(Endpoint ep, const std::string& body,
-                                                    int n_vocab) {
+const char* api_name(Api api) {
+  switch (api) {
+    case Api::kChat:
+      return "chat";
+    case Api::kCompletions:
+      return "completions";
+    case Api::kLlamaCompletion:
+      return "completion";
+    case Api::kMessages:
+      return "messages";
+    case Api::kResponses:
+      return "responses";
+  }
+  return "";
+}
+
+bool is_chat(Api api) {
+  return api == Api::kChat || api == Api::kMessages || api == Api::kResponses;
+}
+
+std::variant<ParsedRequest, ApiError> parse_request(Api api, const std::string& body,
+                                                    const ApiOptions& opt) {
   json j;
   try {
     j = json::parse(body);
@@ -415,31 +434,18 @@ std::variant<ParsedRequest, ApiError> parse_request(Endpoint ep, const std::stri
   }
   if (!j.is_object()) return ApiError{400, "request body must be a JSON object"};
   ParsedRequest r;
-  r.endpoint = ep;
+  r.api = api;
   try {
-    if (ep == Endpoint::kChat) {
+    if (api == Api::kMessages) j = anthropic_to_chat(j, opt.billing);
+    if (api == Api::kResponses) j = responses_to_chat(j);
+    if (is_chat(api)) {
       parse_chat(j, r.chat);
     } else {
-      const json* p = field(j, "prompt");
-      if (!p) fail("'prompt' is required");
-      if (p->is_array() && p->size() == 1 && (*p)[0].is_string()) p = &(*p)[0];
-      if (p->is_string()) {
-        r.prompt_text = p->get<std::string>();
-        if (r.prompt_text.empty()) fail("'prompt' must not be empty");
-      } else if (p->is_array() && !p->empty()) {
-        for (const auto& t : *p) {
-          if (!t.is_number_integer() || t.get<long long>() < 0 || t.get<long long>() >= n_vocab) {
-            fail("'prompt' token ids must be integers in [0, " + std::to_string(n_vocab) + ")");
-          }
-          r.prompt_tokens.push_back(t.get<int32_t>());
-        }
-      } else {
-        fail("'prompt' must be a non-empty string or array of token ids");
-      }
+      parse_prompt(j, r, opt.n_vocab);
       parse_grammar(j, r.gen);
     }
-    parse_gen(j, ep, r.gen);
-    parse_sampling(j, ep, r.gen.sampling, r.gen.logprobs, n_vocab);
+    parse_gen(j, api, r.gen);
+    parse_sampling(j, api, r.gen.sampling, r.gen.logprobs, opt.n_vocab);
   } catch (const Bad& b) {
     return ApiError{400, b.msg};
   } catch (const json::exception& e) {
@@ -448,7 +454,19 @@ std::variant<ParsedRequest, ApiError> parse_request(Endpoint ep, const std::stri
   return r;
 }
 
-nlohmann::json error_json(const ApiError& e) {
+nlohmann::json error_json(Api api, const ApiError& e) {
+  if (api == Api::kMessages) {
+    // Anthropic's error types by status.
+    const char* type = e.status == 401   ? "authentication_error"
+                       : e.status == 403 ? "permission_error"
+                       : e.status == 404 ? "not_found_error"
+                       : e.status == 413 ? "request_too_large"
+                       : e.status == 429 ? "rate_limit_error"
+                       : e.status == 503 ? "overloaded_error"
+                       : e.status >= 500 ? "api_error"
+                                         : "invalid_request_error";
+    return {{"type", "error"}, {"error", {{"type", type}, {"message", e.message}}}};
+  }
   return {{"error",
            {{"message", e.message},
             {"type", e.status >= 500 ? "server_error" : "invalid_request_error"},

@@ -1,8 +1,11 @@
-// Request bodies of the HTTP API, parsed and validated into plain structs.
+// Request bodies of every API dialect, parsed and validated into one internal request.
 //
 // Every check a client can fail is here, with a message that says what is wrong and where, so
-// the HTTP layer only maps ApiError to a 4xx response. Unknown fields are ignored (clients send
-// many); known fields of the wrong type or out of range are errors.
+// the HTTP layer only maps ApiError to a 4xx response in the dialect's error shape. Unknown
+// fields are ignored (clients send many); known fields of the wrong type or out of range are
+// errors. A chat request in any dialect becomes an OpenAI chat request first (Anthropic
+// Messages: api_anthropic.cpp; OpenAI Responses: api_responses.cpp), so the same conversation
+// renders to the same tokens and shares one cache entry whichever API sent it.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -22,7 +25,30 @@ struct ApiError {
   std::string message;
 };
 
-enum class Endpoint { kChat, kCompletions, kLlamaCompletion };
+// The API dialects: each has a request parser here and a reply encoder (server/reply.h).
+enum class Api {
+  kChat,             // OpenAI /v1/chat/completions
+  kCompletions,      // OpenAI /v1/completions
+  kLlamaCompletion,  // llama.cpp /completion
+  kMessages,         // Anthropic /v1/messages
+  kResponses,        // OpenAI /v1/responses
+};
+const char* api_name(Api api);  // chat, completions, completion, messages, responses
+bool is_chat(Api api);          // the prompt is a conversation rendered by the chat template
+
+// What Claude Code's first system line, "x-anthropic-billing-header: cc_version=...;
+// cc_entrypoint=...; cch=XXXXX;", becomes. Its cch stamp changes on every request in some
+// versions, which would put a new token at the start of every prompt.
+enum class BillingHeader {
+  kKeep,       // as sent
+  kNormalize,  // the stamp replaced by "fffff", as the pinned llama-server does (default)
+  kDrop,       // the whole line removed (it carries no instruction for a local model)
+};
+
+struct ApiOptions {
+  int n_vocab = 0;
+  BillingHeader billing = BillingHeader::kNormalize;
+};
 
 struct GenerationParams {
   int max_tokens = -1;  // -1: the server's --n-predict (default: until EOS or the context's end)
@@ -37,17 +63,24 @@ struct GenerationParams {
 };
 
 struct ParsedRequest {
-  Endpoint endpoint;
-  engine::ChatInput chat;              // kChat: messages, tools, formats, as JSON text
+  Api api = Api::kChat;
+  engine::ChatInput chat;              // chat APIs: messages, tools, formats, as JSON text
   std::string prompt_text;             // completions with a text prompt
   std::vector<int32_t> prompt_tokens;  // completions with token ids
   GenerationParams gen;
 };
 
-std::variant<ParsedRequest, ApiError> parse_request(Endpoint ep, const std::string& body,
-                                                    int n_vocab);
+std::variant<ParsedRequest, ApiError> parse_request(Api api, const std::string& body,
+                                                    const ApiOptions& opt);
 
-// The JSON error body (OpenAI's shape).
-nlohmann::json error_json(const ApiError& e);
+// The JSON error body in the dialect's shape (Anthropic's for kMessages, else OpenAI's).
+nlohmann::json error_json(Api api, const ApiError& e);
+
+// The dialects' translations into an OpenAI chat request (throw api_json::Bad). Exposed for
+// their tests.
+nlohmann::ordered_json anthropic_to_chat(const nlohmann::ordered_json& body, BillingHeader billing);
+nlohmann::ordered_json responses_to_chat(const nlohmann::ordered_json& body);
+// Claude Code's billing header line, as `mode` asks (a system text that is not one is unchanged).
+std::string billing_header(std::string system_text, BillingHeader mode);
 
 }  // namespace kvstash::server

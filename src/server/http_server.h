@@ -1,4 +1,18 @@
-// The HTTP API: OpenAI-compatible and llama.cpp-style endpoints over the slot pool.
+// The HTTP transport: a thin adapter between cpp-httplib and the slot pool.
+//
+// It owns what is HTTP's: the routes, the API key, the body limit, error statuses in each API
+// dialect's shape (server/api.h), and the SSE pump. What a request means is decided elsewhere:
+// parse_request (api.h) turns any dialect's body into one internal request, prepare_job
+// (http_server.cpp) renders and checks it into a Job, and the dialect's ReplyEncoder (reply.h)
+// writes the reply.
+//
+// Threads: httplib serves each connection on a thread of its pool. A generating request's thread
+// submits its Job and then waits on the job's Channel: the slot thread pushes events into it
+// (Job callbacks, never concurrently for one job) and the HTTP thread encodes and writes them.
+// A streamed reply writes a keep-alive (an SSE comment, or the dialect's ping) whenever nothing
+// was written for kKeepAliveSeconds, so clients wait through long prefills and queues. A client
+// that goes away mid-stream cancels its job (Job::cancelled, which the slot checks between
+// batches and tokens); a non-streamed request runs to its end.
 #pragma once
 
 #include <memory>
@@ -8,12 +22,15 @@
 #include "cache/prefix_cache.h"
 #include "engine/chat.h"
 #include "engine/model.h"
+#include "server/api.h"
 #include "server/request_log.h"
 #include "server/slot_pool.h"
 
 namespace httplib {
 class Server;
-}
+struct Request;
+struct Response;
+}  // namespace httplib
 
 namespace kvstash::server {
 
@@ -28,7 +45,12 @@ struct HttpConfig {
   // no data; its status.json needs the key) when set.
   std::string api_key;
   int n_predict = -1;  // tokens generated when a request sets no max (-1: until EOS or context end)
+  int max_tokens_cap = -1;  // no request generates more, whatever it asks (-1: no cap)
+  BillingHeader billing = BillingHeader::kNormalize;  // Claude Code's billing header line
 };
+
+// A streamed reply says something at least this often.
+inline constexpr int kKeepAliveSeconds = 2;
 
 class HttpServer {
  public:
@@ -44,6 +66,8 @@ class HttpServer {
 
  private:
   void routes();
+  void generate(Api api, const httplib::Request& req, httplib::Response& res);
+  void count_tokens(Api api, const httplib::Request& req, httplib::Response& res);
   engine::Model& model_;
   const engine::ChatTemplates& templates_;
   SlotPool& pool_;

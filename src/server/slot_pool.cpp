@@ -9,6 +9,21 @@
 
 namespace kvstash::server {
 
+const char* job_end_name(JobEnd e) {
+  switch (e) {
+    case JobEnd::kEos:
+    case JobEnd::kStopString:
+      return "stop";
+    case JobEnd::kLength:
+      return "length";
+    case JobEnd::kCancelled:
+      return "cancelled";
+    case JobEnd::kError:
+      return "error";
+  }
+  return "error";
+}
+
 namespace {
 constexpr size_t kHistory = 64;  // recent prompts kept for auto:N (N <= kHistory is exact)
 }  // namespace
@@ -44,7 +59,7 @@ void SlotPool::submit(std::shared_ptr<Job> job) {
   std::lock_guard lock(mu_);
   if (stopping_) {
     Job::Result r;
-    r.finish_reason = "error";
+    r.end = JobEnd::kError;
     r.error = "the server is shutting down";
     r.error_status = 503;
     job->on_done(r);
@@ -149,7 +164,7 @@ void SlotPool::execute(Slot& s, Job& job) {
     counters_.cached_tokens += rep.cached_tokens;
     counters_.prefilled_tokens += job.prompt.size() - rep.cached_tokens;
     if (rep.cancelled) {
-      r.finish_reason = "cancelled";
+      r.end = JobEnd::kCancelled;
       ++counters_.cancelled;
       log::info("slot " + std::to_string(s.id) + " request cancelled during prefill at " +
                 std::to_string(s.session->tokens().size()) + " tokens");
@@ -166,13 +181,12 @@ void SlotPool::execute(Slot& s, Job& job) {
     engine::Sampler& sampler = *job.sampler;
     const int room = s.session->options().n_ctx - static_cast<int>(s.session->tokens().size());
     const int limit = job.max_tokens < 0 ? room : std::min(job.max_tokens, room);
-    std::string text;
-    size_t emitted = 0;
-    r.finish_reason = "length";
+    TextCutter cutter(job.stop);
+    r.end = JobEnd::kLength;
     const engine::SharedContext::Decoding decoding(*context_);  // batched with the other slots
     for (int i = 0; i < limit; ++i) {
       if (job.cancelled.load()) {
-        r.finish_reason = "cancelled";
+        r.end = JobEnd::kCancelled;
         ++counters_.cancelled;
         break;
       }
@@ -183,50 +197,24 @@ void SlotPool::execute(Slot& s, Job& job) {
         job.on_logprob(t, lp, top);
       }
       if (model_.is_eog(t)) {
-        r.finish_reason = "stop";
+        r.end = JobEnd::kEos;
         break;
       }
       ++r.completion_tokens;
-      text += model_.token_text(t);
-      // Stop strings: cut the text at the first one and end.
-      size_t cut = std::string::npos;
-      for (const auto& st : job.stop)
-        cut = std::min(cut, text.find(st, emitted > st.size() ? emitted - st.size() : 0));
-      if (cut != std::string::npos) {
-        text.resize(cut);
-        r.finish_reason = "stop";
+      const TextCutter::Step step = cutter.add(model_.token_text(t));
+      if (!step.out.empty() && job.on_text) job.on_text(step.out);
+      if (step.stopped) {
+        r.end = JobEnd::kStopString;
+        r.stop_index = static_cast<int>(*step.stopped);
+        break;
       }
-      // Hold back what could still start a stop string, and incomplete UTF-8.
-      size_t safe = text.size();
-      if (r.finish_reason != "stop") {
-        for (const auto& st : job.stop) {
-          for (size_t k = std::min(st.size() - 1, text.size()); k > 0; --k) {
-            if (text.compare(text.size() - k, k, st, 0, k) == 0) {
-              safe = std::min(safe, text.size() - k);
-              break;
-            }
-          }
-        }
-        size_t back = 0;
-        while (back < 4 && back < safe &&
-               (static_cast<unsigned char>(text[safe - 1 - back]) & 0xC0) == 0x80)
-          ++back;
-        if (back < safe) {
-          const unsigned char lead = static_cast<unsigned char>(text[safe - 1 - back]);
-          const size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
-          if (need > back + 1) safe -= back + 1;
-        }
-      }
-      if (safe > emitted && job.on_text) job.on_text(text.substr(emitted, safe - emitted));
-      emitted = std::max(emitted, safe);
-      if (r.finish_reason == "stop") break;
       s.session->decode_one(t);
     }
-    if (emitted < text.size() && job.on_text) job.on_text(text.substr(emitted));
+    if (const std::string rest = cutter.flush(); !rest.empty() && job.on_text) job.on_text(rest);
     r.generation_ms = ms_since(tg);
     counters_.generated_tokens += r.completion_tokens;
   } catch (const std::exception& e) {
-    r.finish_reason = "error";
+    r.end = JobEnd::kError;
     r.error = e.what();
     log::error("slot " + std::to_string(s.id) + ": " + e.what());
     // The live state may be half-written: start the next request from a clean slot, and make
@@ -253,7 +241,7 @@ void SlotPool::shutdown() {
     }
     for (auto& j : queue_) {
       Job::Result r;
-      r.finish_reason = "error";
+      r.end = JobEnd::kError;
       r.error = "the server is shutting down";
       r.error_status = 503;
       j->on_done(r);

@@ -25,8 +25,20 @@
 #include "engine/cached_session.h"
 #include "engine/sampler.h"
 #include "engine/shared_context.h"
+#include "server/reply_text.h"
 
 namespace kvstash::server {
+
+// How a job ended.
+enum class JobEnd {
+  kEos,         // the model ended its turn
+  kStopString,  // a stop string (Job::stop) matched: Result::stop_index says which
+  kLength,      // the token limit or the context's end
+  kCancelled,   // the client went away, or the server is stopping
+  kError,
+};
+// "stop", "length", "cancelled", "error": the status page's and request log's words.
+const char* job_end_name(JobEnd e);
 
 struct Job {
   std::vector<engine::Token> prompt;
@@ -49,7 +61,8 @@ struct Job {
       on_logprob;
   struct Result {
     uint32_t prompt_tokens = 0, cached_tokens = 0, completion_tokens = 0;
-    std::string finish_reason;  // stop | length | cancelled | error
+    JobEnd end = JobEnd::kLength;
+    int stop_index = -1;  // kStopString: the index in Job::stop of the string that matched
     std::string error;
     int error_status = 500;  // the HTTP status of an error (503: shutting down)
     double prompt_ms = 0, generation_ms = 0;

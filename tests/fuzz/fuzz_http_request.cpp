@@ -1,5 +1,5 @@
-// Fuzzes request handling that sees client bytes: the JSON bodies of the three generation
-// endpoints and the small parsers of user-given strings (scopes, keys, sizes).
+// Fuzzes request handling that sees client bytes: the JSON bodies of every API dialect and the
+// small parsers of user-given strings (scopes, keys, sizes).
 #include <cstdint>
 #include <string>
 
@@ -12,12 +12,14 @@ using namespace kvstash;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string body(reinterpret_cast<const char*>(data), size);
-  for (auto ep : {server::Endpoint::kChat, server::Endpoint::kCompletions,
-                  server::Endpoint::kLlamaCompletion}) {
-    auto r = server::parse_request(ep, body, 151936);
+  using server::Api;
+  for (auto api :
+       {Api::kChat, Api::kCompletions, Api::kLlamaCompletion, Api::kMessages, Api::kResponses}) {
+    auto r = server::parse_request(api, body, {151936, server::BillingHeader::kNormalize});
     // As the server sends it: client bytes in a message may be invalid UTF-8.
     if (auto* e = std::get_if<server::ApiError>(&r)) {
-      (void)server::error_json(*e).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+      (void)server::error_json(api, *e).dump(-1, ' ', false,
+                                             nlohmann::json::error_handler_t::replace);
     }
   }
   std::string err;

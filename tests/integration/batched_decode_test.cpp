@@ -115,7 +115,7 @@ TEST_P(BatchedDecode, StreamsKeepTheirLoneFirstTokenAndCompleteTogether) {
     ASSERT_FALSE(alone[i].tokens.empty()) << alone[i].result.error;
     // The first token comes from the prefill's logits, which batching must not touch.
     EXPECT_EQ(together[i].tokens[0], alone[i].tokens[0]);
-    EXPECT_EQ(together[i].result.finish_reason, "length") << together[i].result.error;
+    EXPECT_EQ(together[i].result.end, server::JobEnd::kLength) << together[i].result.error;
     EXPECT_EQ(together[i].result.completion_tokens, static_cast<uint32_t>(kTokens));
   }
   // The streams did share decode steps (how many depends on how the 2 cores are shared).
@@ -140,10 +140,10 @@ TEST_P(BatchedDecode, CancellingOneStreamLeavesTheOthersIntact) {
   };
   for (auto& j : jobs) pool.submit(j);
   for (auto& d : done) d.get_future().wait();
-  EXPECT_EQ(out[1].result.finish_reason, "cancelled");
+  EXPECT_EQ(out[1].result.end, server::JobEnd::kCancelled);
   EXPECT_LT(out[1].result.completion_tokens, static_cast<uint32_t>(kTokens));
   for (int i : {0, 2}) {
-    EXPECT_EQ(out[i].result.finish_reason, "length") << out[i].result.error;
+    EXPECT_EQ(out[i].result.end, server::JobEnd::kLength) << out[i].result.error;
     EXPECT_EQ(out[i].result.completion_tokens, static_cast<uint32_t>(kTokens));
   }
   // The slot of the cancelled stream serves the next request normally.

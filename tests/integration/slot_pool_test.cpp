@@ -69,7 +69,7 @@ TEST(SlotPool, ShutdownAfterAFailedRequestStoresNoVanishedState) {
   job->on_done = [&](const server::Job::Result& r) { done.set_value(r); };
   pool.submit(job);
   const auto r = done.get_future().get();
-  ASSERT_EQ(r.finish_reason, "error");
+  ASSERT_EQ(r.end, server::JobEnd::kError);
   EXPECT_EQ(r.error, "client callback failed");
 
   pool.shutdown();
@@ -102,7 +102,7 @@ TEST(SlotPool, JobsArrivingTogetherAllStartBeforeAnyEnds) {
     job->on_done = [&, i](const server::Job::Result& r) {
       {
         std::lock_guard lock(mu);
-        events.push_back("end " + r.finish_reason + " " + r.error);
+        events.push_back(std::string("end ") + server::job_end_name(r.end) + " " + r.error);
       }
       done[i].set_value();
     };

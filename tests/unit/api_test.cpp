@@ -9,21 +9,21 @@ using namespace kvstash;
 using namespace kvstash::server;
 
 namespace {
-std::string error_of(Endpoint ep, const std::string& body) {
-  auto r = parse_request(ep, body, 1000);
+std::string error_of(Api ep, const std::string& body) {
+  auto r = parse_request(ep, body, ApiOptions{1000});
   auto* e = std::get_if<ApiError>(&r);
   return e ? e->message : "";
 }
 }  // namespace
 
 TEST(Api, ParsesAFullChatRequest) {
-  auto r = parse_request(Endpoint::kChat, R"({
+  auto r = parse_request(Api::kChat, R"({
     "messages": [{"role": "developer", "content": "be brief"},
                  {"role": "user", "content": [{"type": "text", "text": "hi"}]},
                  {"role": "assistant", "content": null}],
     "max_tokens": 5, "temperature": 0, "stop": "END", "stream": true,
     "prefix_cache": {"scope": "auto", "window": 8}, "cache_salt": "t"})",
-                         1000);
+                         ApiOptions{1000});
   ASSERT_TRUE(std::holds_alternative<ParsedRequest>(r));
   const auto& p = std::get<ParsedRequest>(r);
   const auto m = nlohmann::json::parse(p.chat.messages_json);
@@ -38,7 +38,7 @@ TEST(Api, ParsesAFullChatRequest) {
 }
 
 TEST(Api, ParsesToolsToolChoiceAndFormats) {
-  auto r = parse_request(Endpoint::kChat, R"({
+  auto r = parse_request(Api::kChat, R"({
     "messages": [{"role": "user", "content": "go"},
                  {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function",
                    "function": {"name": "ls", "arguments": "{}"}}]},
@@ -49,7 +49,7 @@ TEST(Api, ParsesToolsToolChoiceAndFormats) {
     "chat_template_kwargs": {"enable_thinking": false},
     "logprobs": true, "top_logprobs": 3, "logit_bias": {"5": -100},
     "frequency_penalty": 0.5, "seed": 7})",
-                         1000);
+                         ApiOptions{1000});
   ASSERT_TRUE(std::holds_alternative<ParsedRequest>(r)) << std::get<ApiError>(r).message;
   const auto& p = std::get<ParsedRequest>(r);
   EXPECT_EQ(p.chat.tool_name, "ls");
@@ -68,14 +68,14 @@ TEST(Api, ParsesToolsToolChoiceAndFormats) {
 // Tools, schemas and template arguments reach the template and the grammar with their keys in
 // the client's order, as llama-server passes them: sorted keys would render another prompt.
 TEST(Api, KeepsTheClientsKeyOrder) {
-  auto r = parse_request(Endpoint::kChat, R"({
+  auto r = parse_request(Api::kChat, R"({
     "messages": [{"role": "user", "content": "go"}],
     "tools": [{"type": "function", "function": {"name": "ls", "parameters":
       {"type": "object", "properties": {"path": {"type": "string"}, "all": {"type": "boolean"}}}}}],
     "response_format": {"type": "json_schema", "json_schema": {"schema":
       {"type": "object", "properties": {"z": {"type": "string"}, "a": {"type": "string"}}}}},
     "chat_template_kwargs": {"opts": {"zeta": 1, "alpha": 2}}})",
-                         1000);
+                         ApiOptions{1000});
   ASSERT_TRUE(std::holds_alternative<ParsedRequest>(r)) << std::get<ApiError>(r).message;
   const auto& c = std::get<ParsedRequest>(r).chat;
   EXPECT_EQ(c.tools_json,
@@ -89,7 +89,7 @@ TEST(Api, KeepsTheClientsKeyOrder) {
 TEST(Api, BadToolsAndFormatsSayWhatIsWrong) {
   const std::string user = R"("messages": [{"role": "user", "content": "x"}])";
   auto err = [&](const std::string& extra) {
-    return error_of(Endpoint::kChat, "{" + user + "," + extra + "}");
+    return error_of(Api::kChat, "{" + user + "," + extra + "}");
   };
   EXPECT_NE(err(R"("tools": {"name": "x"})").find("'tools' must be an array"), std::string::npos);
   EXPECT_NE(err(R"("tools": [{"type": "function", "function": {"description": "d"}}])")
@@ -111,41 +111,41 @@ TEST(Api, BadToolsAndFormatsSayWhatIsWrong) {
             std::string::npos);
   EXPECT_NE(err(R"("logit_bias": {"abc": 1})").find("logit_bias"), std::string::npos);
   EXPECT_NE(err(R"("logit_bias": {"5000": 1})").find("not in [0, 1000)"), std::string::npos);
-  EXPECT_NE(error_of(Endpoint::kChat, R"({"messages": [{"role": "assistant", "tool_calls":
+  EXPECT_NE(error_of(Api::kChat, R"({"messages": [{"role": "assistant", "tool_calls":
                 [{"function": {"arguments": "{}"}}]}]})")
                 .find("messages[0].tool_calls[0].function.name"),
             std::string::npos);
-  EXPECT_NE(error_of(Endpoint::kChat, R"({"messages": [{"role": "user", "content":
+  EXPECT_NE(error_of(Api::kChat, R"({"messages": [{"role": "user", "content":
                 [{"type": "image_url", "image_url": {"url": "x"}}]}]})")
                 .find("not supported"),
             std::string::npos);
-  EXPECT_NE(error_of(Endpoint::kCompletions, R"({"prompt": "x", "json_schema": 7})").find("schema"),
+  EXPECT_NE(error_of(Api::kCompletions, R"({"prompt": "x", "json_schema": 7})").find("schema"),
             std::string::npos);
   EXPECT_NE(
-      error_of(Endpoint::kCompletions, R"({"prompt": "x", "json_schema": {}, "grammar": "r"})")
+      error_of(Api::kCompletions, R"({"prompt": "x", "json_schema": {}, "grammar": "r"})")
           .find("cannot be combined"),
       std::string::npos);
 }
 
 TEST(Api, HugeNumbersAndBadTypesAreClientErrors) {
   // Found by fuzz_http_request: json's number overflow is not a parse_error.
-  EXPECT_NE(error_of(Endpoint::kCompletions, R"({"prompt":22222222E2222222222222})"), "");
-  EXPECT_NE(error_of(Endpoint::kChat,
+  EXPECT_NE(error_of(Api::kCompletions, R"({"prompt":22222222E2222222222222})"), "");
+  EXPECT_NE(error_of(Api::kChat,
                      R"({"messages":[{"role":"user","content":"x"}],"max_tokens":1e400})"),
             "");
-  EXPECT_NE(error_of(Endpoint::kCompletions, R"({"prompt":[1,2,1000]})").find("token ids"),
+  EXPECT_NE(error_of(Api::kCompletions, R"({"prompt":[1,2,1000]})").find("token ids"),
             std::string::npos);
   EXPECT_NE(
-      error_of(Endpoint::kLlamaCompletion, R"({"prompt":"x","n_predict":-2})").find("n_predict"),
+      error_of(Api::kLlamaCompletion, R"({"prompt":"x","n_predict":-2})").find("n_predict"),
       std::string::npos);
 }
 
 TEST(Api, ErrorBodiesSurviveInvalidUtf8) {
   const std::string bad =
       std::string(R"({"messages":[{"role":"x)") + "\xbb" + R"(","content":"y"}]})";
-  auto r = parse_request(Endpoint::kChat, bad, 1000);
+  auto r = parse_request(Api::kChat, bad, ApiOptions{1000});
   ASSERT_TRUE(std::holds_alternative<ApiError>(r));
-  EXPECT_NO_THROW(error_json(std::get<ApiError>(r))
+  EXPECT_NO_THROW(error_json(Api::kChat, std::get<ApiError>(r))
                       .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
 }
 

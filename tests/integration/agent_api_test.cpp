@@ -1,0 +1,248 @@
+// Anthropic Messages and OpenAI Responses on a real server (tiny model): one conversation over
+// the three chat APIs is one prompt and one cache entry, Claude Code's billing stamp does not
+// break the prefix, streams keep waiting clients alive, the server's generation cap holds, and
+// each dialect's errors come in its own shape. The vendor SDKs and the real agent CLIs are in
+// agent_clients_test.cpp.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "http_helpers.h"
+#include "server_process.h"
+#include "temp_dir.h"
+#include "test_models.h"
+
+namespace kvstash::fixtures {
+namespace {
+
+using ojson = nlohmann::ordered_json;
+
+class AgentApi : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir();
+    srv_ = new ServerProcess(server_args(model_path("tiny"), dir_->path + "/cache",
+                                         {"--max-tokens-cap", "6", "--cache-min-tokens", "64"}));
+  }
+  static void TearDownTestSuite() {
+    delete srv_;
+    delete dir_;
+  }
+  static int port() { return srv_->port(); }
+  static inline TempDir* dir_ = nullptr;
+  static inline ServerProcess* srv_ = nullptr;
+};
+
+// A conversation long enough to be stored: a system prompt, then user / assistant turns.
+struct Conversation {
+  std::string system;
+  std::vector<std::string> turns;  // user, assistant, user, ...
+};
+
+Conversation conversation(int variant) {
+  Conversation c;
+  c.system = "You are agent " + std::to_string(variant) + ".\n";
+  for (int i = 0; i < 60; ++i) c.system += "Rule " + std::to_string(i) + ": keep files tidy.\n";
+  c.turns = {"Fix the build.", "Reading the log.", "The log says: error in main.cpp line 7."};
+  return c;
+}
+
+ojson as_chat(const Conversation& c) {
+  ojson m = ojson::array({{{"role", "system"}, {"content", c.system}}});
+  for (size_t i = 0; i < c.turns.size(); ++i) {
+    m.push_back({{"role", i % 2 ? "assistant" : "user"}, {"content", c.turns[i]}});
+  }
+  return {{"messages", m}, {"max_tokens", 4}, {"temperature", 0}};
+}
+
+ojson as_messages(const Conversation& c) {
+  ojson m = ojson::array();
+  for (size_t i = 0; i < c.turns.size(); ++i) {
+    m.push_back({{"role", i % 2 ? "assistant" : "user"}, {"content", c.turns[i]}});
+  }
+  return {
+      {"model", "m"}, {"system", c.system}, {"messages", m}, {"max_tokens", 4}, {"temperature", 0}};
+}
+
+ojson as_responses(const Conversation& c) {
+  ojson in = ojson::array();
+  for (size_t i = 0; i < c.turns.size(); ++i) {
+    in.push_back({{"role", i % 2 ? "assistant" : "user"}, {"content", c.turns[i]}});
+  }
+  return {{"model", "m"},
+          {"instructions", c.system},
+          {"input", in},
+          {"max_output_tokens", 4},
+          {"temperature", 0}};
+}
+
+struct Usage {
+  int prompt = 0, cached = 0;
+};
+
+Usage usage_of(const std::string& api, const Reply& r) {
+  const json& u = r.body["usage"];
+  if (api == "messages") {
+    const int cached = u["cache_read_input_tokens"];
+    return {u["input_tokens"].get<int>() + cached, cached};
+  }
+  if (api == "responses") return {u["input_tokens"], u["input_tokens_details"]["cached_tokens"]};
+  return {u["prompt_tokens"], u["prompt_tokens_details"]["cached_tokens"]};
+}
+
+// The same conversation sent over chat, Messages and Responses renders to the same tokens; the
+// second and third requests reuse the first's state whole.
+TEST_F(AgentApi, OneConversationOverThreeApisIsOnePromptAndOneCacheEntry) {
+  const Conversation c = conversation(1);
+  const Reply chat = post(port(), "/v1/chat/completions", as_chat(c).dump());
+  const Reply msgs = post(port(), "/v1/messages", as_messages(c).dump());
+  const Reply resp = post(port(), "/v1/responses", as_responses(c).dump());
+  ASSERT_EQ(chat.status, 200) << chat.raw;
+  ASSERT_EQ(msgs.status, 200) << msgs.raw;
+  ASSERT_EQ(resp.status, 200) << resp.raw;
+  const Usage a = usage_of("chat", chat), b = usage_of("messages", msgs),
+              d = usage_of("responses", resp);
+  EXPECT_GT(a.prompt, 500);
+  EXPECT_EQ(b.prompt, a.prompt);
+  EXPECT_EQ(d.prompt, a.prompt);
+  // The whole conversation; the generation prompt after it is prefilled again.
+  EXPECT_GE(b.cached, a.prompt - 4) << msgs.raw;
+  EXPECT_GE(d.cached, a.prompt - 4) << resp.raw;
+  // The counting endpoints agree with what was served.
+  const Reply n1 = post(port(), "/v1/messages/count_tokens", as_messages(c).dump());
+  const Reply n2 = post(port(), "/v1/responses/input_tokens", as_responses(c).dump());
+  const Reply n3 = post(port(), "/v1/chat/completions/input_tokens", as_chat(c).dump());
+  EXPECT_EQ(n1.body["input_tokens"], a.prompt) << n1.raw;
+  EXPECT_EQ(n2.body["input_tokens"], a.prompt) << n2.raw;
+  EXPECT_EQ(n3.body["input_tokens"], a.prompt) << n3.raw;
+}
+
+// Claude Code's billing header changes its cch stamp per request in some versions; normalized,
+// two requests that differ only there share their whole prefix.
+TEST_F(AgentApi, BillingStampsThatDifferShareTheWholePrefix) {
+  const Conversation c = conversation(2);
+  auto body = [&](const std::string& cch) {
+    ojson b = as_messages(c);
+    b["system"] = ojson::array(
+        {{{"type", "text"},
+          {"text",
+           "x-anthropic-billing-header: cc_version=2.1.328.a1b; cc_entrypoint=sdk-cli; cch=" + cch +
+               ";"}},
+         {{"type", "text"}, {"text", c.system}, {"cache_control", {{"type", "ephemeral"}}}}});
+    return b.dump();
+  };
+  const Reply first = post(port(), "/v1/messages", body("a5145"));
+  const Reply second = post(port(), "/v1/messages", body("0c9d2"));
+  ASSERT_EQ(first.status, 200) << first.raw;
+  ASSERT_EQ(second.status, 200) << second.raw;
+  const Usage u1 = usage_of("messages", first), u2 = usage_of("messages", second);
+  EXPECT_EQ(u1.prompt, u2.prompt);
+  EXPECT_GE(u2.cached, u2.prompt - 4) << second.raw;
+}
+
+// Clients asking for 32000 tokens (Claude Code, Qwen Code) get the server's cap, and the reply
+// says it stopped for length, in each dialect's words.
+TEST_F(AgentApi, TheGenerationCapEndsRepliesForLength) {
+  ojson m = as_messages(conversation(3));
+  m["max_tokens"] = 32000;
+  m["logit_bias"] = {{"151645", false}, {"151643", false}};  // no end of turn before the cap
+  const Reply a = post(port(), "/v1/messages", m.dump());
+  ASSERT_EQ(a.status, 200) << a.raw;
+  EXPECT_EQ(a.body["stop_reason"], "max_tokens");
+  EXPECT_EQ(a.body["usage"]["output_tokens"], 6);
+  ojson r = as_responses(conversation(3));
+  r["max_output_tokens"] = 32000;
+  r["logit_bias"] = m["logit_bias"];
+  const Reply b = post(port(), "/v1/responses", r.dump());
+  ASSERT_EQ(b.status, 200) << b.raw;
+  EXPECT_EQ(b.body["status"], "incomplete");
+  EXPECT_EQ(b.body["usage"]["output_tokens"], 6);
+}
+
+TEST_F(AgentApi, ErrorsComeInEachDialectsShape) {
+  const Reply a = post(port(), "/v1/messages", R"({"model": "m", "max_tokens": 5})");
+  EXPECT_EQ(a.status, 400);
+  EXPECT_EQ(a.body["type"], "error") << a.raw;
+  EXPECT_EQ(a.body["error"]["type"], "invalid_request_error");
+  const Reply b = post(port(), "/v1/responses", R"({"input": "x", "previous_response_id": "r"})");
+  EXPECT_EQ(b.status, 400);
+  EXPECT_NE(b.body["error"]["message"].get<std::string>().find("whole conversation"),
+            std::string::npos)
+      << b.raw;
+  const Reply c = post(port(), "/v1/messages", "{not json");
+  EXPECT_EQ(c.status, 400);
+  EXPECT_EQ(c.body["error"]["type"], "invalid_request_error") << c.raw;
+  const Reply d = post(port(), "/v1/messages/nope", "{}");
+  EXPECT_EQ(d.status, 404);
+  EXPECT_EQ(d.body["error"]["type"], "not_found_error") << d.raw;
+}
+
+// While a stream waits (here: for the only slot, held by another request), it receives a
+// keep-alive at least every few seconds, in the dialect's form: Anthropic's ping event, an SSE
+// comment for the OpenAI APIs.
+TEST_F(AgentApi, WaitingStreamsReceiveKeepAlives) {
+  // The slot is held by a long generation that cannot end its turn, until its client leaves.
+  TempDir d;
+  ServerProcess srv(server_args(model_path("tiny"), d.path + "/cache", {"--ctx-size", "65536"}));
+  std::atomic<bool> hold{true};
+  std::thread holder([&] {
+    httplib::Client cli("127.0.0.1", srv.port());
+    cli.set_read_timeout(120, 0);
+    httplib::Request req;
+    req.method = "POST";
+    req.path = "/v1/chat/completions";
+    req.body = json{{"messages", {{{"role", "user"}, {"content", "count"}}}},
+                    {"stream", true},
+                    {"logit_bias", {{"151645", false}, {"151643", false}}}}
+                   .dump();
+    req.set_header("Content-Type", "application/json");
+    req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) { return hold.load(); };
+    cli.send(req);
+  });
+  // Let the holder take the slot.
+  for (int i = 0; i < 100 && get(srv.port(), "/slots").body[0]["is_processing"] != true; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  struct Case {
+    std::string path, body, keepalive, token;  // token: what a generated token looks like
+  };
+  const std::vector<Case> cases = {
+      {"/v1/messages", as_messages(conversation(4)).dump(), "event: ping", "text_delta"},
+      {"/v1/responses", as_responses(conversation(4)).dump(), ": keep-alive", "output_text.delta"},
+      {"/v1/chat/completions", as_chat(conversation(4)).dump(), ": keep-alive",
+       R"("finish_reason":")"}};
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.path);
+    json body = json::parse(c.body);
+    body["stream"] = true;
+    httplib::Client cli("127.0.0.1", srv.port());
+    cli.set_read_timeout(60, 0);
+    httplib::Request req;
+    req.method = "POST";
+    req.path = c.path;
+    req.body = body.dump();
+    req.set_header("Content-Type", "application/json");
+    std::string got;
+    const auto t0 = std::chrono::steady_clock::now();
+    req.content_receiver = [&](const char* p, size_t n, uint64_t, uint64_t) {
+      got.append(p, n);
+      return std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(5500);
+    };
+    cli.send(req);
+    size_t count = 0;
+    for (size_t at = got.find(c.keepalive); at != std::string::npos;
+         at = got.find(c.keepalive, at + 1)) {
+      ++count;
+    }
+    EXPECT_GE(count, 2u) << got;
+    EXPECT_EQ(got.find(c.token), std::string::npos) << "the slot was busy: no token yet\n" << got;
+  }
+  hold = false;
+  holder.join();
+}
+
+}  // namespace
+}  // namespace kvstash::fixtures
