@@ -70,6 +70,9 @@ Run add_serve(CLI::App& app) {
               {"drop", server::BillingHeader::kDrop},
               {"keep", server::BillingHeader::kKeep}},
           CLI::ignore_case));
+  app.add_flag("--settle-turns,!--no-settle-turns", o->http.settle_turns,
+               "after a chat reply, bring the slot's live state to the reply as the client will "
+               "send it back, so the next turn reuses the assistant turn too (default: on)");
   app.add_option("--api-key", o->http.api_key,
                  "require this key on every endpoint but /health (also $KVSTASH_API_KEY)");
   app.add_option("--max-request-bytes", o->max_body, "largest request body accepted")

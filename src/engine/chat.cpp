@@ -294,8 +294,16 @@ class Prefixes {
       // Remembered but no longer a prefix (a template may render earlier messages differently
       // once later ones exist): rendered now, and remembered anew if it is one.
       if (it.memo) it.text = render_prefix(i);
-      const Impl::Memo m{it.text.size(), XXH3_64bits(it.text.data(), it.text.size()), {}};
-      const bool prefix = !it.text.empty() && matches(m);
+      Impl::Memo m{it.text.size(), XXH3_64bits(it.text.data(), it.text.size()), {}};
+      bool prefix = !it.text.empty() && matches(m);
+      if (!prefix && i + 1 < items_.size()) {
+        // A message the template renders differently when it is the last one (Qwen3 closes the
+        // last assistant turn with a think block): its end is where renderings with two
+        // placeholder contents for the next message part, which every later prompt shares.
+        it.text = render_cut(i);
+        m = {it.text.size(), XXH3_64bits(it.text.data(), it.text.size()), {}};
+        prefix = !it.text.empty() && matches(m);
+      }
       r.prefix_ends.push_back(prefix ? it.text.size() : 0);
       if (!prefix) continue;
       std::lock_guard lock(impl_.mu);
@@ -324,6 +332,27 @@ class Prefixes {
     } catch (const std::exception&) {
       return "";
     }
+  }
+
+  // Messages [0, i] and the next one with placeholder contents, rendered twice: the common
+  // prefix of the two renderings ends inside the next message, after its header.
+  std::string render_cut(size_t i) const {
+    auto pin = base_;
+    pin.messages.assign(all_.begin(), all_.begin() + static_cast<std::ptrdiff_t>(i + 2));
+    auto with = [&](const char* placeholder) {
+      auto& next = pin.messages.back();
+      next.content = placeholder;
+      next.content_parts.clear();
+      try {
+        return common_chat_templates_apply(impl_.tmpls.get(), pin).prompt;
+      } catch (const std::exception&) {
+        return std::string();
+      }
+    };
+    const std::string a = with("A"), b = with("B");
+    if (a.empty() || b.empty()) return "";
+    const auto diff = std::mismatch(a.begin(), a.end(), b.begin(), b.end());
+    return a.substr(0, static_cast<size_t>(diff.first - a.begin()));
   }
 
   Impl& impl_;

@@ -454,6 +454,28 @@ std::variant<ParsedRequest, ApiError> parse_request(Api api, const std::string& 
   return r;
 }
 
+json with_reply(Api api, const json& body, const engine::ChatMessageOut& reply) {
+  if (api == Api::kMessages) return anthropic_with_reply(body, reply);
+  if (api == Api::kResponses) return responses_with_reply(body, reply);
+  json next = body;
+  json msg = {{"role", "assistant"}};
+  msg["content"] = reply.content.empty() && !reply.tool_calls.empty() ? json(nullptr)
+                                                                       : json(reply.content);
+  if (!reply.tool_calls.empty()) {
+    json calls = json::array();
+    for (const auto& c : reply.tool_calls) {
+      calls.push_back({{"id", c.id},
+                       {"type", "function"},
+                       {"function", {{"name", c.name}, {"arguments", c.arguments}}}});
+    }
+    msg["tool_calls"] = std::move(calls);
+  }
+  const json* m = field(next, "messages");
+  if (!m || !m->is_array()) fail("'messages' must be an array");
+  next["messages"].push_back(std::move(msg));
+  return next;
+}
+
 nlohmann::json error_json(Api api, const ApiError& e) {
   if (api == Api::kMessages) {
     // Anthropic's error types by status.

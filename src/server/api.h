@@ -80,6 +80,13 @@ nlohmann::json error_json(Api api, const ApiError& e);
 // their tests.
 nlohmann::ordered_json anthropic_to_chat(const nlohmann::ordered_json& body, BillingHeader billing);
 nlohmann::ordered_json responses_to_chat(const nlohmann::ordered_json& body);
+// The next turn's request as the client will send it: `body` (a chat API's request) with the
+// reply appended to its conversation in the dialect's own form. Chat: an assistant message
+// without its reasoning (OpenAI clients drop reasoning_content); Messages: an assistant message
+// of thinking, text and tool_use blocks; Responses: the reply's output items. Throws api_json::Bad
+// where `body` is not a chat request.
+nlohmann::ordered_json with_reply(Api api, const nlohmann::ordered_json& body,
+                                  const engine::ChatMessageOut& reply);
 // Claude Code's billing header line, as `mode` asks (a system text that is not one is unchanged).
 std::string billing_header(std::string system_text, BillingHeader mode);
 

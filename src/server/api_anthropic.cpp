@@ -217,4 +217,24 @@ json anthropic_to_chat(const json& body, BillingHeader billing) {
   return out;
 }
 
+json anthropic_with_reply(const json& body, const engine::ChatMessageOut& reply) {
+  json content = json::array();
+  if (!reply.reasoning_content.empty()) {
+    content.push_back({{"type", "thinking"}, {"thinking", reply.reasoning_content}, {"signature", ""}});
+  }
+  if (!reply.content.empty()) content.push_back({{"type", "text"}, {"text", reply.content}});
+  for (const auto& c : reply.tool_calls) {
+    json input = json::parse(c.arguments, nullptr, false);
+    content.push_back({{"type", "tool_use"},
+                       {"id", c.id},
+                       {"name", c.name},
+                       {"input", input.is_object() ? input : json::object()}});
+  }
+  json next = body;
+  const json* m = field(next, "messages");
+  if (!m || !m->is_array()) fail("'messages' must be an array");
+  next["messages"].push_back({{"role", "assistant"}, {"content", std::move(content)}});
+  return next;
+}
+
 }  // namespace kvstash::server

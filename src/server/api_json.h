@@ -44,3 +44,13 @@ long long integer(const json& j, const char* name, long long lo, long long hi);
 bool boolean(const json& j, const char* name);
 
 }  // namespace kvstash::server::api_json
+
+namespace kvstash::engine {
+struct ChatMessageOut;
+}
+
+namespace kvstash::server {
+// The dialects' parts of with_reply (api.h).
+api_json::json anthropic_with_reply(const api_json::json& body, const engine::ChatMessageOut& r);
+api_json::json responses_with_reply(const api_json::json& body, const engine::ChatMessageOut& r);
+}  // namespace kvstash::server

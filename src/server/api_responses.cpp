@@ -199,4 +199,32 @@ json responses_to_chat(const json& body) {
   return out;
 }
 
+json responses_with_reply(const json& body, const engine::ChatMessageOut& reply) {
+  json next = body;
+  const json* input = field(next, "input");
+  if (!input) fail("'input' is required");
+  if (input->is_string()) {
+    next["input"] = json::array({{{"role", "user"}, {"content", *input}}});
+  }
+  json& items = next["input"];
+  if (!reply.reasoning_content.empty()) {
+    items.push_back(
+        {{"type", "reasoning"},
+         {"summary", json::array()},
+         {"content", json::array({{{"type", "reasoning_text"}, {"text", reply.reasoning_content}}})}});
+  }
+  if (!reply.content.empty()) {
+    items.push_back({{"type", "message"},
+                     {"role", "assistant"},
+                     {"content", json::array({{{"type", "output_text"}, {"text", reply.content}}})}});
+  }
+  for (const auto& c : reply.tool_calls) {
+    items.push_back({{"type", "function_call"},
+                     {"call_id", c.id},
+                     {"name", c.name},
+                     {"arguments", c.arguments}});
+  }
+  return next;
+}
+
 }  // namespace kvstash::server

@@ -369,6 +369,50 @@ void HttpServer::count_tokens(Api api, const httplib::Request& req, httplib::Res
   }
 }
 
+void HttpServer::settle_turn(Api api, const std::string& body, const engine::ChatMessageOut& reply,
+                             int slot) {
+  try {
+    const auto next = with_reply(api, nlohmann::ordered_json::parse(body), reply);
+    auto parsed = parse_request(api, next.dump(), {model_.n_vocab(), cfg_.billing});
+    if (auto* e = std::get_if<ApiError>(&parsed)) throw std::runtime_error(e->message);
+    engine::ChatInput in = std::get<ParsedRequest>(parsed).chat;
+    const auto& gen = std::get<ParsedRequest>(parsed).gen;
+    // The reply, then a placeholder for what the client sends next (its first tool result, or a
+    // user message): the boundary after the reply is where the next turn's prompt resumes.
+    auto msgs = nlohmann::ordered_json::parse(in.messages_json);
+    if (reply.tool_calls.empty()) {
+      msgs.push_back({{"role", "user"}, {"content", "A"}});
+    } else {
+      msgs.push_back({{"role", "tool"}, {"tool_call_id", reply.tool_calls[0].id}, {"content", "A"}});
+    }
+    in.messages_json = msgs.dump();
+    in.add_generation_prompt = false;
+    in.tool_choice = "none";  // the prompt only: no grammar
+    in.tool_name.clear();
+    in.json_schema.clear();
+    in.grammar.clear();
+    const ChatPrompt cp = render_chat(model_, templates_, in);
+    const auto& ends = cp.render.prefix_ends;
+    if (ends.size() < 2 || ends[ends.size() - 2] == 0 || cp.info.boundaries.empty()) return;
+    const uint32_t cut = cp.info.boundaries.back();  // the reply's end (the last message's is not one)
+    if (cut >= static_cast<uint32_t>(cfg_.slot_ctx)) return;
+    auto job = std::make_shared<Job>();
+    job->kind = Job::Kind::kSettle;
+    job->only_slot = slot;
+    job->prompt.assign(cp.tokens.begin(), cp.tokens.begin() + cut);
+    job->info.boundaries = cp.info.boundaries;
+    job->info.anchor = std::min(cp.info.anchor, cut);
+    job->scope = gen.scope;
+    job->info.salt = gen.cache_salt;
+    job->max_tokens = 0;
+    job->on_done = [](const Job::Result&) {};
+    pool_.submit(std::move(job));
+  } catch (const std::exception& e) {
+    // The next turn then reuses what matches, as without settling.
+    log::warn(std::string("cannot settle the turn as the client sends it back: ") + e.what());
+  }
+}
+
 void HttpServer::generate(Api api, const httplib::Request& req, httplib::Response& res) {
   const auto arrived = std::chrono::steady_clock::now();
   const int64_t arrived_ms = unix_now_ms();
@@ -455,6 +499,9 @@ void HttpServer::generate(Api api, const httplib::Request& req, httplib::Respons
   std::shared_ptr<ReplyEncoder> enc = make_encoder(rc);
   auto assembler = std::make_shared<ReplyAssembler>(p.parser);
   const auto stops = std::make_shared<const std::vector<std::string>>(std::move(p.client_stops));
+  const bool settle = cfg_.settle_turns && is_chat(api);
+  // The stream's provider may run after this handler returns: it keeps its own copy.
+  const auto body = p.stream && settle ? std::make_shared<const std::string>(req.body) : nullptr;
   pool_.submit(job);
 
   if (!p.stream) {
@@ -470,12 +517,15 @@ void HttpServer::generate(Api api, const httplib::Request& req, httplib::Respons
     if (d.end == JobEnd::kError) return send_error(res, api, {d.error_status, d.error});
     assembler->finish();
     const ReplyMessage& m = assembler->message();
+    if (settle && d.end != JobEnd::kCancelled) {
+      settle_turn(api, req.body, {m.content, m.reasoning, m.tool_calls}, d.slot);
+    }
     res.set_content(dump_json(enc->whole(reply_end(d, *stops, m), m)), "application/json");
     return;
   }
   res.set_chunked_content_provider(
       "text/event-stream",
-      [=, begun = false, last_write = std::chrono::steady_clock::now()](
+      [=, this, begun = false, last_write = std::chrono::steady_clock::now()](
           size_t, httplib::DataSink& sink) mutable {
         auto write = [&](const std::string& bytes) {
           if (bytes.empty()) return true;
@@ -525,6 +575,9 @@ void HttpServer::generate(Api api, const httplib::Request& req, httplib::Respons
           std::string last;
           for (const auto& e : assembler->finish()) last += enc->event(e);
           const ReplyMessage& m = assembler->message();
+          if (settle && done->end != JobEnd::kCancelled) {
+            settle_turn(api, *body, {m.content, m.reasoning, m.tool_calls}, done->slot);
+          }
           last += enc->end(reply_end(*done, *stops, m), m);
           if (!write(last)) return false;
         }

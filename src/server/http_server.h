@@ -13,6 +13,13 @@
 // was written for kKeepAliveSeconds, so clients wait through long prefills and queues. A client
 // that goes away mid-stream cancels its job (Job::cancelled, which the slot checks between
 // batches and tokens); a non-streamed request runs to its end.
+//
+// Turns that stay reusable: a reply's tokens as sampled are rarely what the client's next
+// request renders (tool-call JSON re-serialized, reasoning dropped, the template's own closing).
+// Before a chat reply's last bytes go out, settle_turn renders the next turn's prefix (this
+// request with the reply appended as the client will send it back, api.h with_reply) and queues
+// a Job::Kind::kSettle for the reply's slot, which brings the live state to it ahead of any later
+// request: the next turn then finds the whole assistant turn live.
 #pragma once
 
 #include <memory>
@@ -47,6 +54,9 @@ struct HttpConfig {
   int n_predict = -1;  // tokens generated when a request sets no max (-1: until EOS or context end)
   int max_tokens_cap = -1;  // no request generates more, whatever it asks (-1: no cap)
   BillingHeader billing = BillingHeader::kNormalize;  // Claude Code's billing header line
+  // After a chat reply, bring its slot's live state to the reply as the client will send it
+  // back (HttpServer::settle_turn), so that the next turn reuses the assistant turn too.
+  bool settle_turns = true;
 };
 
 // A streamed reply says something at least this often.
@@ -68,6 +78,7 @@ class HttpServer {
   void routes();
   void generate(Api api, const httplib::Request& req, httplib::Response& res);
   void count_tokens(Api api, const httplib::Request& req, httplib::Response& res);
+  void settle_turn(Api api, const std::string& body, const engine::ChatMessageOut& reply, int slot);
   engine::Model& model_;
   const engine::ChatTemplates& templates_;
   SlotPool& pool_;

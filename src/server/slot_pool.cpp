@@ -79,6 +79,13 @@ void SlotPool::run(Slot& s) {
         if (stopping_) return true;
         std::vector<cache::SlotState> states(slots_.size());
         for (auto it = queue_.begin(); it != queue_.end(); ++it) {
+          if ((*it)->only_slot >= 0) {  // for one slot only: others pass it by
+            if ((*it)->only_slot != s.id) continue;
+            job = *it;
+            queue_.erase(it);
+            s.job = job;
+            return true;
+          }
           for (size_t i = 0; i < slots_.size(); ++i) {
             const Slot& o = *slots_[i];
             states[i] = {!o.job, o.job ? 0 : cache::shared_prefix(o.live, (*it)->prompt),
@@ -140,8 +147,11 @@ void SlotPool::execute(Slot& s, Job& job) {
   r.slot = s.id;
   r.prompt_tokens = static_cast<uint32_t>(job.prompt.size());
   if (job.on_start) job.on_start(s.id);
-  ++counters_.requests;
-  counters_.prompt_tokens += job.prompt.size();
+  const bool request = job.kind == Job::Kind::kRequest;
+  if (request) {
+    ++counters_.requests;
+    counters_.prompt_tokens += job.prompt.size();
+  }
   try {
     job.info.policy = policy_for(job);
     const auto t0 = Clock::now();
@@ -161,8 +171,19 @@ void SlotPool::execute(Slot& s, Job& job) {
     r.restore_ms = rep.restore_ms;
     r.stores = rep.stores;
     if (rep.cached_tokens > 0) r.cache_source = cache::source_name(rep.source);
-    counters_.cached_tokens += rep.cached_tokens;
-    counters_.prefilled_tokens += job.prompt.size() - rep.cached_tokens;
+    if (request) {
+      counters_.cached_tokens += rep.cached_tokens;
+      counters_.prefilled_tokens += job.prompt.size() - rep.cached_tokens;
+    } else {
+      log::info("slot " + std::to_string(s.id) + " settled the turn as the client sends it back: " +
+                std::to_string(rep.cached_tokens) + " tokens kept, " +
+                std::to_string(job.prompt.size() - rep.cached_tokens) + " prefilled");
+    }
+    if (job.max_tokens == 0 && !rep.cancelled) {
+      r.end = JobEnd::kLength;
+      job.on_done(r);
+      return;
+    }
     if (rep.cancelled) {
       r.end = JobEnd::kCancelled;
       ++counters_.cancelled;

@@ -41,6 +41,12 @@ enum class JobEnd {
 const char* job_end_name(JobEnd e);
 
 struct Job {
+  // kRequest: a client's. kSettle: brings one slot's live state to a prompt (max_tokens 0), the
+  // way the client's next turn will render the reply it just got (HttpServer::settle_turn); it
+  // runs only on `only_slot`, ahead of later requests, and is not counted as a request.
+  enum class Kind { kRequest, kSettle };
+  Kind kind = Kind::kRequest;
+  int only_slot = -1;
   std::vector<engine::Token> prompt;
   engine::PromptInfo info;            // boundaries, anchor (policy is filled by the pool)
   std::optional<cache::Scope> scope;  // per-request override

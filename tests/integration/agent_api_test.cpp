@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <functional>
+#include <iostream>
 #include <chrono>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -242,6 +244,152 @@ TEST_F(AgentApi, WaitingStreamsReceiveKeepAlives) {
   }
   hold = false;
   holder.join();
+}
+
+}  // namespace
+}  // namespace kvstash::fixtures
+
+namespace kvstash::fixtures {
+namespace {
+
+// A forced tool call, then the next turn as an agent sends it: the reply appended in the
+// dialect's own form, then the tool's result.
+struct ToolTurn {
+  std::string path;
+  ojson first;
+  std::function<ojson(const ojson& first, const json& reply)> next;
+  std::function<Usage(const Reply&)> usage;
+  std::function<json(const Reply&)> answer;  // the reply without ids (they differ per server)
+};
+
+const ojson kCitySchema = {{"type", "object"},
+                           {"properties", {{"city", {{"type", "string"}, {"enum", {"Paris", "Oslo"}}}}}},
+                           {"required", {"city"}}};
+
+std::string system_prompt() {
+  std::string s = "You are a careful agent.\n";
+  for (int i = 0; i < 60; ++i) s += "Rule " + std::to_string(i) + ": check before acting.\n";
+  return s;
+}
+
+std::vector<ToolTurn> tool_turns() {
+  const std::string sys = system_prompt();
+  ToolTurn chat{"/v1/chat/completions",
+                {{"messages",
+                  {{{"role", "system"}, {"content", sys}}, {{"role", "user"}, {"content", "Oslo?"}}}},
+                 {"tools", {{{"type", "function"},
+                             {"function", {{"name", "weather"}, {"parameters", kCitySchema}}}}}},
+                 {"tool_choice", "required"},
+                 {"chat_template_kwargs", {{"enable_thinking", false}}},
+                 {"temperature", 0},
+                 {"max_tokens", 200}},
+                [](const ojson& first, const json& reply) {
+                  ojson b = first;
+                  const json& msg = reply["choices"][0]["message"];
+                  b["messages"].push_back(
+                      {{"role", "assistant"}, {"content", nullptr}, {"tool_calls", msg["tool_calls"]}});
+                  for (const auto& c : msg["tool_calls"]) {
+                    b["messages"].push_back(
+                        {{"role", "tool"}, {"tool_call_id", c["id"]}, {"content", "sunny, 21 C"}});
+                  }
+                  b["tool_choice"] = "auto";
+                  b["max_tokens"] = 8;
+                  return b;
+                },
+                [](const Reply& r) { return usage_of("chat", r); },
+                [](const Reply& r) { return r.body["choices"][0]["message"]["content"]; }};
+  ToolTurn msgs{"/v1/messages",
+                {{"model", "m"},
+                 {"system", sys},
+                 {"messages", {{{"role", "user"}, {"content", "Oslo?"}}}},
+                 {"tools", {{{"name", "weather"}, {"input_schema", kCitySchema}}}},
+                 {"tool_choice", {{"type", "any"}}},
+                 {"thinking", {{"type", "disabled"}}},
+                 {"temperature", 0},
+                 {"max_tokens", 200}},
+                [](const ojson& first, const json& reply) {
+                  ojson b = first;
+                  b["messages"].push_back(
+                      {{"role", "assistant"}, {"content", ojson::parse(reply["content"].dump())}});
+                  ojson results = ojson::array();
+                  for (const auto& c : reply["content"]) {
+                    if (c["type"] != "tool_use") continue;
+                    results.push_back({{"type", "tool_result"},
+                                       {"tool_use_id", c["id"]},
+                                       {"content", "sunny, 21 C"}});
+                  }
+                  b["messages"].push_back({{"role", "user"}, {"content", results}});
+                  b["tool_choice"] = {{"type", "auto"}};
+                  b["max_tokens"] = 8;
+                  return b;
+                },
+                [](const Reply& r) { return usage_of("messages", r); },
+                [](const Reply& r) {
+                  json out = json::array();
+                  for (const auto& c : r.body["content"]) out.push_back(c.value("text", c.dump()));
+                  return out;
+                }};
+  ToolTurn resp{"/v1/responses",
+                {{"model", "m"},
+                 {"instructions", sys},
+                 {"input", "Oslo?"},
+                 {"tools", {{{"type", "function"}, {"name", "weather"}, {"parameters", kCitySchema}}}},
+                 {"tool_choice", "required"},
+                 {"chat_template_kwargs", {{"enable_thinking", false}}},
+                 {"temperature", 0},
+                 {"max_output_tokens", 200}},
+                [](const ojson& first, const json& reply) {
+                  ojson b = first;
+                  b["input"] = ojson::array({{{"role", "user"}, {"content", "Oslo?"}}});
+                  // OpenAI's documented loop: the response's output items, then each call's
+                  // output.
+                  for (const auto& item : reply["output"]) {
+                    b["input"].push_back(ojson::parse(item.dump()));
+                  }
+                  for (const auto& item : reply["output"]) {
+                    if (item["type"] != "function_call") continue;
+                    b["input"].push_back({{"type", "function_call_output"},
+                                          {"call_id", item["call_id"]},
+                                          {"output", "sunny, 21 C"}});
+                  }
+                  b["tool_choice"] = "auto";
+                  b["max_output_tokens"] = 8;
+                  return b;
+                },
+                [](const Reply& r) { return usage_of("responses", r); },
+                [](const Reply& r) {
+                  json out = json::array();
+                  for (const auto& o : r.body["output"]) out.push_back(o.value("content", json()));
+                  return out;
+                }};
+  return {chat, msgs, resp};
+}
+
+// After a forced tool call, the next turn finds the previous prompt and the assistant turn as
+// the client resends it in the cache (the slot settled the turn to the client's rendering), and
+// its reply equals a fresh prefill's.
+TEST(AgentApiTurns, ToolCallTurnsStayInTheCacheAndRestoreExactly) {
+  TempDir d;
+  ServerProcess srv(server_args(model_path("tiny"), d.path + "/cache"));
+  ServerProcess fresh({"-m", model_path("tiny"), "--ctx-size", "16384", "--cache-scope", "off"});
+  for (const auto& t : tool_turns()) {
+    SCOPED_TRACE(t.path);
+    const Reply r1 = post(srv.port(), t.path, t.first.dump());
+    ASSERT_EQ(r1.status, 200) << r1.raw;
+    const ojson second = t.next(t.first, r1.body);
+    const Reply r2 = post(srv.port(), t.path, second.dump());
+    const Reply ref = post(fresh.port(), t.path, second.dump());
+    ASSERT_EQ(r2.status, 200) << r2.raw;
+    ASSERT_EQ(ref.status, 200) << ref.raw;
+    const Usage u1 = t.usage(r1), u2 = t.usage(r2);
+    // The previous prompt less its generation prompt, then the assistant turn as resent.
+    EXPECT_GT(u2.cached, u1.prompt) << r2.raw;
+    EXPECT_EQ(t.usage(ref).prompt, u2.prompt);
+    EXPECT_EQ(t.answer(r2), t.answer(ref)) << r2.raw << "\n" << ref.raw;
+    std::cout << "[ turn reuse ] " << t.path << ": next turn " << u2.cached << " of " << u2.prompt
+              << " prompt tokens from the cache (previous prompt " << u1.prompt << ")\n";
+  }
+  EXPECT_NE(srv.log().find("settled the turn"), std::string::npos);
 }
 
 }  // namespace
