@@ -2,7 +2,7 @@
 # Runs the test suite on a fresh Debian 12 machine: installs and builds (./setup.sh --build-only),
 # then
 #   1. the whole suite (ctest: unit tests, and integration tests on real generated models, real
-#      servers on loopback, a real redis-server);
+#      servers on loopback, a real redis-server, the real agent CLIs and vendor SDKs from npm);
 #   2. the libFuzzer targets for a short run each (KVSTASH_FUZZ_RUNS, default 20000;
 #      1000000 is the full run; KVSTASH_FUZZ_ARGS adds libFuzzer flags); any crash, leak, OOM or
 #      timeout fails the run;
@@ -11,6 +11,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 ./setup.sh --build-only
+# The real agent CLIs and vendor SDKs the client tests run (tests/clients/package.json, pinned by
+# its package-lock.json), from the npm registry.
+(cd tests/clients && npm ci --no-audit --no-fund --loglevel=error >&2)
 BUILD_DIR=${BUILD_DIR:-build}
 (cd "$BUILD_DIR" && ctest --output-on-failure -j"$(nproc)" "$@")
 

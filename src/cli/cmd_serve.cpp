@@ -27,6 +27,7 @@ Run add_serve(CLI::App& app) {
     int parallel = 1;
     std::string scope = "full", alias, max_body = "64M", chat_template, chat_template_file;
     int shutdown_timeout = 60;
+    std::vector<std::string> logit_bias;
     bool verbose = false;
   };
   auto o = std::make_shared<Opts>();
@@ -73,6 +74,9 @@ Run add_serve(CLI::App& app) {
   app.add_flag("--settle-turns,!--no-settle-turns", o->http.settle_turns,
                "after a chat reply, bring the slot's live state to the reply as the client will "
                "send it back, so the next turn reuses the assistant turn too (default: on)");
+  app.add_option("-l,--logit-bias", o->logit_bias,
+                 "TOKEN_ID(+|-)BIAS added to every request's logit biases (repeatable; a request's "
+                 "own bias for the token wins), as llama-server's, e.g. --logit-bias 151645+5");
   app.add_option("--api-key", o->http.api_key,
                  "require this key on every endpoint but /health (also $KVSTASH_API_KEY)");
   app.add_option("--max-request-bytes", o->max_body, "largest request body accepted")
@@ -124,6 +128,25 @@ Run add_serve(CLI::App& app) {
     o->http.slot_ctx = o->engine.session.n_ctx;
     o->http.slots = o->parallel;
     o->http.max_body_bytes = parse_size(o->max_body);
+    for (const auto& b : o->logit_bias) {
+      const size_t at = b.find_first_of("+-", 1);
+      size_t used = 0;
+      long long token = -1;
+      float bias = 0;
+      try {
+        token = std::stoll(b.substr(0, at), &used);
+        bias = std::stof(b.substr(at));
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (at == std::string::npos || used != at || token < 0 || token >= model.n_vocab()) {
+        throw std::invalid_argument(
+            "--logit-bias: expected TOKEN_ID+BIAS or TOKEN_ID-BIAS with a "
+            "token id below " +
+            std::to_string(model.n_vocab()) + ", got '" + b + "'");
+      }
+      o->http.logit_bias.emplace_back(static_cast<engine::Token>(token), bias);
+    }
     if (o->http.api_key.empty()) {
       if (const char* k = std::getenv("KVSTASH_API_KEY")) o->http.api_key = k;
     }

@@ -459,8 +459,8 @@ json with_reply(Api api, const json& body, const engine::ChatMessageOut& reply) 
   if (api == Api::kResponses) return responses_with_reply(body, reply);
   json next = body;
   json msg = {{"role", "assistant"}};
-  msg["content"] = reply.content.empty() && !reply.tool_calls.empty() ? json(nullptr)
-                                                                       : json(reply.content);
+  msg["content"] =
+      reply.content.empty() && !reply.tool_calls.empty() ? json(nullptr) : json(reply.content);
   if (!reply.tool_calls.empty()) {
     json calls = json::array();
     for (const auto& c : reply.tool_calls) {

@@ -220,7 +220,8 @@ json anthropic_to_chat(const json& body, BillingHeader billing) {
 json anthropic_with_reply(const json& body, const engine::ChatMessageOut& reply) {
   json content = json::array();
   if (!reply.reasoning_content.empty()) {
-    content.push_back({{"type", "thinking"}, {"thinking", reply.reasoning_content}, {"signature", ""}});
+    content.push_back(
+        {{"type", "thinking"}, {"thinking", reply.reasoning_content}, {"signature", ""}});
   }
   if (!reply.content.empty()) content.push_back({{"type", "text"}, {"text", reply.content}});
   for (const auto& c : reply.tool_calls) {

@@ -208,15 +208,16 @@ json responses_with_reply(const json& body, const engine::ChatMessageOut& reply)
   }
   json& items = next["input"];
   if (!reply.reasoning_content.empty()) {
-    items.push_back(
-        {{"type", "reasoning"},
-         {"summary", json::array()},
-         {"content", json::array({{{"type", "reasoning_text"}, {"text", reply.reasoning_content}}})}});
+    items.push_back({{"type", "reasoning"},
+                     {"summary", json::array()},
+                     {"content", json::array({{{"type", "reasoning_text"},
+                                               {"text", reply.reasoning_content}}})}});
   }
   if (!reply.content.empty()) {
-    items.push_back({{"type", "message"},
-                     {"role", "assistant"},
-                     {"content", json::array({{{"type", "output_text"}, {"text", reply.content}}})}});
+    items.push_back(
+        {{"type", "message"},
+         {"role", "assistant"},
+         {"content", json::array({{{"type", "output_text"}, {"text", reply.content}}})}});
   }
   for (const auto& c : reply.tool_calls) {
     items.push_back({{"type", "function_call"},

@@ -120,6 +120,12 @@ std::variant<Prepared, ApiError> prepare_job(ParsedRequest& r, engine::Model& mo
   Prepared p;
   auto job = std::make_shared<Job>();
   job->sampling = r.gen.sampling;
+  for (const auto& b : cfg.logit_bias) {
+    auto& own = job->sampling.logit_bias;
+    const bool set =
+        std::any_of(own.begin(), own.end(), [&](const auto& x) { return x.first == b.first; });
+    if (!set) own.push_back(b);
+  }
   job->stop = r.gen.stop;
   p.client_stops = r.gen.stop;
   if (is_chat(r.api)) {
@@ -383,7 +389,8 @@ void HttpServer::settle_turn(Api api, const std::string& body, const engine::Cha
     if (reply.tool_calls.empty()) {
       msgs.push_back({{"role", "user"}, {"content", "A"}});
     } else {
-      msgs.push_back({{"role", "tool"}, {"tool_call_id", reply.tool_calls[0].id}, {"content", "A"}});
+      msgs.push_back(
+          {{"role", "tool"}, {"tool_call_id", reply.tool_calls[0].id}, {"content", "A"}});
     }
     in.messages_json = msgs.dump();
     in.add_generation_prompt = false;
@@ -394,7 +401,8 @@ void HttpServer::settle_turn(Api api, const std::string& body, const engine::Cha
     const ChatPrompt cp = render_chat(model_, templates_, in);
     const auto& ends = cp.render.prefix_ends;
     if (ends.size() < 2 || ends[ends.size() - 2] == 0 || cp.info.boundaries.empty()) return;
-    const uint32_t cut = cp.info.boundaries.back();  // the reply's end (the last message's is not one)
+    const uint32_t cut =
+        cp.info.boundaries.back();  // the reply's end (the last message's is not one)
     if (cut >= static_cast<uint32_t>(cfg_.slot_ctx)) return;
     auto job = std::make_shared<Job>();
     job->kind = Job::Kind::kSettle;

@@ -57,6 +57,9 @@ struct HttpConfig {
   // After a chat reply, bring its slot's live state to the reply as the client will send it
   // back (HttpServer::settle_turn), so that the next turn reuses the assistant turn too.
   bool settle_turns = true;
+  // Added to every request's logit biases (a request's own bias for a token wins), as
+  // llama-server's --logit-bias.
+  std::vector<std::pair<engine::Token, float>> logit_bias;
 };
 
 // A streamed reply says something at least this often.

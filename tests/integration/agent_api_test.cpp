@@ -6,9 +6,9 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <iostream>
-#include <chrono>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -262,9 +262,10 @@ struct ToolTurn {
   std::function<json(const Reply&)> answer;  // the reply without ids (they differ per server)
 };
 
-const ojson kCitySchema = {{"type", "object"},
-                           {"properties", {{"city", {{"type", "string"}, {"enum", {"Paris", "Oslo"}}}}}},
-                           {"required", {"city"}}};
+const ojson kCitySchema = {
+    {"type", "object"},
+    {"properties", {{"city", {{"type", "string"}, {"enum", {"Paris", "Oslo"}}}}}},
+    {"required", {"city"}}};
 
 std::string system_prompt() {
   std::string s = "You are a careful agent.\n";
@@ -272,96 +273,118 @@ std::string system_prompt() {
   return s;
 }
 
+// Whitespace-only tokens but "\n" banned: a random model fills free JSON whitespace for as long
+// as a grammar lets it, and grammar sampling is slow.
+ojson whitespace_bias() {
+  engine::Model& m = model("tiny");
+  ojson bias = ojson::object();
+  for (engine::Token t = 0; t < m.n_vocab(); ++t) {
+    const std::string s = m.token_text(t);
+    if (!s.empty() && s != "\n" && s.find_first_not_of(" \t\n") == std::string::npos) {
+      bias[std::to_string(t)] = false;
+    }
+  }
+  return bias;
+}
+
 std::vector<ToolTurn> tool_turns() {
   const std::string sys = system_prompt();
-  ToolTurn chat{"/v1/chat/completions",
-                {{"messages",
-                  {{{"role", "system"}, {"content", sys}}, {{"role", "user"}, {"content", "Oslo?"}}}},
-                 {"tools", {{{"type", "function"},
-                             {"function", {{"name", "weather"}, {"parameters", kCitySchema}}}}}},
-                 {"tool_choice", "required"},
-                 {"chat_template_kwargs", {{"enable_thinking", false}}},
-                 {"temperature", 0},
-                 {"max_tokens", 200}},
-                [](const ojson& first, const json& reply) {
-                  ojson b = first;
-                  const json& msg = reply["choices"][0]["message"];
-                  b["messages"].push_back(
-                      {{"role", "assistant"}, {"content", nullptr}, {"tool_calls", msg["tool_calls"]}});
-                  for (const auto& c : msg["tool_calls"]) {
-                    b["messages"].push_back(
-                        {{"role", "tool"}, {"tool_call_id", c["id"]}, {"content", "sunny, 21 C"}});
-                  }
-                  b["tool_choice"] = "auto";
-                  b["max_tokens"] = 8;
-                  return b;
-                },
-                [](const Reply& r) { return usage_of("chat", r); },
-                [](const Reply& r) { return r.body["choices"][0]["message"]["content"]; }};
-  ToolTurn msgs{"/v1/messages",
-                {{"model", "m"},
-                 {"system", sys},
-                 {"messages", {{{"role", "user"}, {"content", "Oslo?"}}}},
-                 {"tools", {{{"name", "weather"}, {"input_schema", kCitySchema}}}},
-                 {"tool_choice", {{"type", "any"}}},
-                 {"thinking", {{"type", "disabled"}}},
-                 {"temperature", 0},
-                 {"max_tokens", 200}},
-                [](const ojson& first, const json& reply) {
-                  ojson b = first;
-                  b["messages"].push_back(
-                      {{"role", "assistant"}, {"content", ojson::parse(reply["content"].dump())}});
-                  ojson results = ojson::array();
-                  for (const auto& c : reply["content"]) {
-                    if (c["type"] != "tool_use") continue;
-                    results.push_back({{"type", "tool_result"},
-                                       {"tool_use_id", c["id"]},
-                                       {"content", "sunny, 21 C"}});
-                  }
-                  b["messages"].push_back({{"role", "user"}, {"content", results}});
-                  b["tool_choice"] = {{"type", "auto"}};
-                  b["max_tokens"] = 8;
-                  return b;
-                },
-                [](const Reply& r) { return usage_of("messages", r); },
-                [](const Reply& r) {
-                  json out = json::array();
-                  for (const auto& c : r.body["content"]) out.push_back(c.value("text", c.dump()));
-                  return out;
-                }};
-  ToolTurn resp{"/v1/responses",
-                {{"model", "m"},
-                 {"instructions", sys},
-                 {"input", "Oslo?"},
-                 {"tools", {{{"type", "function"}, {"name", "weather"}, {"parameters", kCitySchema}}}},
-                 {"tool_choice", "required"},
-                 {"chat_template_kwargs", {{"enable_thinking", false}}},
-                 {"temperature", 0},
-                 {"max_output_tokens", 200}},
-                [](const ojson& first, const json& reply) {
-                  ojson b = first;
-                  b["input"] = ojson::array({{{"role", "user"}, {"content", "Oslo?"}}});
-                  // OpenAI's documented loop: the response's output items, then each call's
-                  // output.
-                  for (const auto& item : reply["output"]) {
-                    b["input"].push_back(ojson::parse(item.dump()));
-                  }
-                  for (const auto& item : reply["output"]) {
-                    if (item["type"] != "function_call") continue;
-                    b["input"].push_back({{"type", "function_call_output"},
-                                          {"call_id", item["call_id"]},
-                                          {"output", "sunny, 21 C"}});
-                  }
-                  b["tool_choice"] = "auto";
-                  b["max_output_tokens"] = 8;
-                  return b;
-                },
-                [](const Reply& r) { return usage_of("responses", r); },
-                [](const Reply& r) {
-                  json out = json::array();
-                  for (const auto& o : r.body["output"]) out.push_back(o.value("content", json()));
-                  return out;
-                }};
+  const ojson bias = whitespace_bias();
+  ToolTurn chat{
+      "/v1/chat/completions",
+      {{"messages",
+        {{{"role", "system"}, {"content", sys}}, {{"role", "user"}, {"content", "Oslo?"}}}},
+       {"tools",
+        {{{"type", "function"}, {"function", {{"name", "weather"}, {"parameters", kCitySchema}}}}}},
+       {"tool_choice", "required"},
+       {"parallel_tool_calls", false},
+       {"chat_template_kwargs", {{"enable_thinking", false}}},
+       {"logit_bias", bias},
+       {"temperature", 0},
+       {"max_tokens", 200}},
+      [](const ojson& first, const json& reply) {
+        ojson b = first;
+        const json& msg = reply["choices"][0]["message"];
+        b["messages"].push_back(
+            {{"role", "assistant"}, {"content", nullptr}, {"tool_calls", msg["tool_calls"]}});
+        for (const auto& c : msg["tool_calls"]) {
+          b["messages"].push_back(
+              {{"role", "tool"}, {"tool_call_id", c["id"]}, {"content", "sunny, 21 C"}});
+        }
+        b["tool_choice"] = "auto";
+        b["max_tokens"] = 8;
+        return b;
+      },
+      [](const Reply& r) { return usage_of("chat", r); },
+      [](const Reply& r) { return r.body["choices"][0]["message"]["content"]; }};
+  ToolTurn msgs{
+      "/v1/messages",
+      {{"model", "m"},
+       {"system", sys},
+       {"messages", {{{"role", "user"}, {"content", "Oslo?"}}}},
+       {"tools", {{{"name", "weather"}, {"input_schema", kCitySchema}}}},
+       {"tool_choice", {{"type", "any"}, {"disable_parallel_tool_use", true}}},
+       {"thinking", {{"type", "disabled"}}},
+       {"logit_bias", bias},
+       {"temperature", 0},
+       {"max_tokens", 200}},
+      [](const ojson& first, const json& reply) {
+        ojson b = first;
+        b["messages"].push_back(
+            {{"role", "assistant"}, {"content", ojson::parse(reply["content"].dump())}});
+        ojson results = ojson::array();
+        for (const auto& c : reply["content"]) {
+          if (c["type"] != "tool_use") continue;
+          results.push_back(
+              {{"type", "tool_result"}, {"tool_use_id", c["id"]}, {"content", "sunny, 21 C"}});
+        }
+        b["messages"].push_back({{"role", "user"}, {"content", results}});
+        b["tool_choice"] = {{"type", "auto"}};
+        b["max_tokens"] = 8;
+        return b;
+      },
+      [](const Reply& r) { return usage_of("messages", r); },
+      [](const Reply& r) {
+        json out = json::array();
+        for (const auto& c : r.body["content"]) out.push_back(c.value("text", c.dump()));
+        return out;
+      }};
+  ToolTurn resp{
+      "/v1/responses",
+      {{"model", "m"},
+       {"instructions", sys},
+       {"input", "Oslo?"},
+       {"tools", {{{"type", "function"}, {"name", "weather"}, {"parameters", kCitySchema}}}},
+       {"tool_choice", "required"},
+       {"parallel_tool_calls", false},
+       {"chat_template_kwargs", {{"enable_thinking", false}}},
+       {"logit_bias", bias},
+       {"temperature", 0},
+       {"max_output_tokens", 200}},
+      [](const ojson& first, const json& reply) {
+        ojson b = first;
+        b["input"] = ojson::array({{{"role", "user"}, {"content", "Oslo?"}}});
+        // OpenAI's documented loop: the response's output items, then each call's
+        // output.
+        for (const auto& item : reply["output"]) {
+          b["input"].push_back(ojson::parse(item.dump()));
+        }
+        for (const auto& item : reply["output"]) {
+          if (item["type"] != "function_call") continue;
+          b["input"].push_back({{"type", "function_call_output"},
+                                {"call_id", item["call_id"]},
+                                {"output", "sunny, 21 C"}});
+        }
+        b["tool_choice"] = "auto";
+        b["max_output_tokens"] = 8;
+        return b;
+      },
+      [](const Reply& r) { return usage_of("responses", r); },
+      [](const Reply& r) {
+        json out = json::array();
+        for (const auto& o : r.body["output"]) out.push_back(o.value("content", json()));
+        return out;
+      }};
   return {chat, msgs, resp};
 }
 
