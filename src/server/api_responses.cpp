@@ -79,6 +79,16 @@ void add_item(const json& item, size_t i, json& messages) {
                                {"function",
                                 {{"name", string_at(item, "name", where)},
                                  {"arguments", string_at(item, "arguments", where)}}}});
+  } else if (type == "custom_tool_call") {
+    // A call of a free-form tool (its input is text, not JSON): a tool call whose arguments
+    // carry the text.
+    json& a = assistant(messages);
+    a["tool_calls"].push_back(
+        {{"id", string_at(item, "call_id", where)},
+         {"type", "function"},
+         {"function",
+          {{"name", string_at(item, "name", where)},
+           {"arguments", json{{"input", string_at(item, "input", where)}}.dump()}}}});
   } else if (type == "function_call_output" || type == "custom_tool_call_output") {
     const json* out = field(item, "output");
     std::string text;
@@ -108,7 +118,8 @@ void add_item(const json& item, size_t i, json& messages) {
     }
   } else {
     fail(where + ".type '" + type +
-         "' is not supported (message, function_call, function_call_output, reasoning)");
+         "' is not supported (message, function_call, function_call_output, custom_tool_call, "
+         "custom_tool_call_output, reasoning)");
   }
 }
 

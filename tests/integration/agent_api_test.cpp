@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <filesystem>
+#include <fstream>
 #include <chrono>
 #include <functional>
 #include <iostream>
@@ -13,6 +15,7 @@
 #include <thread>
 
 #include "http_helpers.h"
+#include "loadgen/server_runner.h"
 #include "server_process.h"
 #include "temp_dir.h"
 #include "test_models.h"
@@ -413,6 +416,53 @@ TEST(AgentApiTurns, ToolCallTurnsStayInTheCacheAndRestoreExactly) {
               << " prompt tokens from the cache (previous prompt " << u1.prompt << ")\n";
   }
   EXPECT_NE(srv.log().find("settled the turn"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace kvstash::fixtures
+
+namespace kvstash::fixtures {
+namespace {
+
+// The requests the real CLIs sent (tests/fixtures/requests, captured through
+// tests/clients/record_proxy.mjs in front of the pinned llama-server): kvstash accepts each and
+// counts the same prompt tokens as llama-server for it, so both render it alike.
+TEST(AgentApiFixtures, CapturedCliRequestsCountAsInLlamaServer) {
+  const std::string peer = llama_server_path();
+  ASSERT_TRUE(!peer.empty() && std::filesystem::exists(peer)) << "llama-server not found";
+  TempDir d;
+  ServerProcess srv(server_args(model_path("tiny"), d.path + "/cache", {"--ctx-size", "65536"}));
+  const int port = loadgen::free_port();
+  loadgen::ServerRunner ls({peer, "-m", model_path("tiny"), "--jinja", "-c", "65536", "--no-webui",
+                            "-np", "1", "-t", "2", "--host", "127.0.0.1", "--port",
+                            std::to_string(port)},
+                           d.path + "/llama-server.log", port);
+  ls.start(120);
+  int compared = 0;
+  for (const auto& f : std::filesystem::directory_iterator(KVSTASH_FIXTURES_DIR "/requests")) {
+    if (f.path().extension() != ".json") continue;
+    SCOPED_TRACE(f.path().filename().string());
+    std::ifstream in(f.path());
+    const ojson capture = ojson::parse(in);
+    const std::string path = capture["path"].get<std::string>().substr(
+        0, capture["path"].get<std::string>().find('?'));
+    const std::string count_path = path == "/v1/messages"    ? "/v1/messages/count_tokens"
+                                   : path == "/v1/responses" ? "/v1/responses/input_tokens"
+                                                             : "/v1/chat/completions/input_tokens";
+    const std::string body = capture["body"].dump();
+    const Reply ours = post(srv.port(), count_path, body);
+    const Reply theirs = post(port, count_path, body);
+    if (theirs.status != 200) {
+      // llama-server refuses a few shapes kvstash takes (e.g. Codex's reasoning items without
+      // text): nothing to compare, but kvstash must accept them.
+      EXPECT_EQ(ours.status, 200) << ours.raw;
+      continue;
+    }
+    ASSERT_EQ(ours.status, 200) << ours.raw;
+    EXPECT_EQ(ours.body["input_tokens"], theirs.body["input_tokens"]) << path;
+    ++compared;
+  }
+  EXPECT_GE(compared, 15);
 }
 
 }  // namespace
