@@ -74,8 +74,11 @@ class ChatParser;
 struct ChatRender {
   std::string prompt;
   // Where asked for: for each message i, the length of the rendering of messages [0, i] (no
-  // generation prompt) when that rendering is a prefix of `prompt`; 0 where it is not, or where
-  // the template refuses that prefix (e.g. no user message yet).
+  // generation prompt) when that rendering is a prefix of `prompt`; where it is not (templates
+  // that render the last message differently, as Qwen3 closes a last assistant turn with a think
+  // block) and a message follows, the length of the common prefix of two renderings of [0, i+1]
+  // with placeholder contents for message i+1 (which ends after i+1's header), if that is a
+  // prefix; else 0, as where the template refuses the prefix (e.g. no user message yet).
   std::vector<size_t> prefix_ends;
   // For each prefix: its memo key (for remember_tokens), and its tokens as an earlier request
   // verified them (count 0: not known yet).

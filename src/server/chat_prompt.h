@@ -5,7 +5,9 @@
 // conversation shares, so it is where the engine breaks prefill batches (bit-exact resume) and
 // where the cache may checkpoint. Boundaries are found without knowing the template's syntax:
 // the conversation is rendered up to each message, and the token length of that rendering is a
-// boundary wherever its tokens are a prefix of the full prompt's. Each boundary depends only on
+// boundary wherever its tokens are a prefix of the full prompt's (where the template renders a
+// last message differently, the boundary is just after the next message's header:
+// engine::ChatRender::prefix_ends). Each boundary depends only on
 // the messages before it, so every turn of a conversation finds the same ones.
 #pragma once
 
