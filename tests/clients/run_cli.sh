@@ -35,18 +35,24 @@
 # 2 on a usage error. The CLI's own diagnostics go to stderr.
 #
 # Notes per CLI (observed with claude-code 2.1.328, codex 0.169.0, qwen-code 0.24.4):
-# - Claude Code: auth by x-api-key (ANTHROPIC_API_KEY); -p mode never prompts for permissions
-#   (tools that need approval are denied, read-only tools run). --dangerously-skip-permissions
-#   is refused when running as root, so it is not used.
+# - Claude Code: auth by x-api-key (ANTHROPIC_API_KEY); -p mode never waits on a permission
+#   prompt (Bash `ls` and Read ran unasked); --dangerously-skip-permissions is refused when
+#   running as root, so it is not used. On 5xx or a refused connection it retries with backoff
+#   for about 3 minutes; a 404 on the stream is retried once with "stream": false, then exit 1.
+#   A reply ending with stop_reason "max_tokens" is an error for it (exit 1), and an empty reply
+#   makes it ask again ("[Your previous response had no visible output...]").
 # - Codex: config.toml written into CODEX_HOME each run; approval_policy="never" so exec never
-#   waits on a prompt; workspace-write sandbox; --skip-git-repo-check; --ephemeral.
+#   waits on a prompt; workspace-write sandbox (Codex's bundled bubblewrap works here);
+#   --skip-git-repo-check; --ephemeral. Codex retries a refused connection without end
+#   ("Reconnecting... waiting for network"): only the timeout stops it.
 # - Qwen Code: settings.json in ~/.qwen selects the auth type, disables usage statistics,
-#   telemetry and the update check; --approval-mode yolo would run tools unasked, so the default
-#   mode is kept (headless mode denies tools that need confirmation).
+#   telemetry and the update check; the default approval mode is kept (read-only tools such as
+#   glob and read_file run unasked). After the turn it may send a second, background request
+#   (the "managed memory extraction subagent"). An empty reply is retried.
 
 set -euo pipefail
 
-usage() { sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,/^$/p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 [[ $# -ge 3 && $# -le 4 ]] || usage
 
 CLI=$1
@@ -149,6 +155,11 @@ enabled = false
 
 [history]
 persistence = "none"
+
+# The plugin marketplace sync looks up api.github.com and chatgpt.com at startup; off, the
+# request is the same (checked with strace: no other non-loopback traffic).
+[features]
+plugins = false
 
 [projects."$PROJECT_DIR"]
 trust_level = "trusted"
