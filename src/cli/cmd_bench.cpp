@@ -60,7 +60,7 @@ std::vector<std::string> split(const std::string& s, char sep) {
 
 struct BenchOpts {
   std::string model, trace, out, llama_server = default_llama_server();
-  std::string servers = "kvstash,llama-server", workload = "agent";
+  std::string servers = "kvstash,llama-server", workload = "agent", api = "chat";
   std::string write_trace, write_token_trace;
   loadgen::AgentConfig agent;
   loadgen::ColdConfig cold;
@@ -133,6 +133,7 @@ loadgen::RunOptions run_options(const BenchOpts& o, const std::string& out) {
   loadgen::RunOptions ro;
   ro.out_dir = out;
   ro.request_timeout_s = o.request_timeout;
+  ro.wire = loadgen::parse_wire(o.api);
   ro.progress = [](const std::string& s) { std::cout << s << std::endl; };
   return ro;
 }
@@ -209,6 +210,12 @@ Run add_bench(CLI::App& app) {
          "streams decode, and measure their inter-token latency during its prefill (0: off)")
       ->capture_default_str();
   app.add_flag("--no-restart", o->no_restart, "no server restart half-way");
+  app.add_option("--api", o->api,
+                 "the API the agent workload's requests go over: chat (/v1/chat/completions), "
+                 "messages (Anthropic /v1/messages) or responses (OpenAI /v1/responses); both "
+                 "servers serve all three")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"chat", "messages", "responses"}));
   app.add_option("--servers", o->servers,
                  "comma-separated: kvstash, kvstash-nocache, llama-server (first is the subject)")
       ->capture_default_str();
@@ -302,6 +309,7 @@ Run add_bench(CLI::App& app) {
       reusable += oracle[i];
       longest = std::max(longest, prompts[i].size());
     }
+    if (o->api != "chat") desc += ", over the " + o->api + " API";
     std::cout << "workload: " << desc << "\n  " << prompts.size() << " requests, "
               << w.size() - prompts.size() << " restarts, " << total << " prompt tokens (longest "
               << longest << "), oracle reusable " << reusable << " ("

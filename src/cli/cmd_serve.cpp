@@ -72,8 +72,9 @@ Run add_serve(CLI::App& app) {
               {"keep", server::BillingHeader::kKeep}},
           CLI::ignore_case));
   app.add_flag("--settle-turns,!--no-settle-turns", o->http.settle_turns,
-               "after a chat reply, bring the slot's live state to the reply as the client will "
-               "send it back, so the next turn reuses the assistant turn too (default: on)");
+               "after a chat reply with tool calls, bring the slot's live state to the reply as "
+               "the client will send it back, so the next turn reuses the assistant turn too "
+               "(default: on)");
   app.add_option("-l,--logit-bias", o->logit_bias,
                  "TOKEN_ID(+|-)BIAS added to every request's logit biases (repeatable; a request's "
                  "own bias for the token wins), as llama-server's, e.g. --logit-bias 151645+5");

@@ -71,7 +71,9 @@ ServerRun run_server(const ServerSpec& spec, const Workload& w,
       r.session = s.session;
       r.prompt_tokens = prompt_tokens.at(req);
       r.oracle_tokens = oracle_tokens.at(req);
-      r.result = stream_chat("127.0.0.1", port, s, opt.request_timeout_s);
+      ChatExtras extras;
+      extras.wire = opt.wire;
+      r.result = stream_chat("127.0.0.1", port, s, opt.request_timeout_s, extras);
       ++req;
       if (!r.result.ok) {
         run.failed = true;

@@ -42,6 +42,7 @@ struct RunOptions {
   int start_timeout_s = 600;
   int request_timeout_s = 3600;
   int stop_timeout_s = 120;
+  Wire wire = Wire::kChat;                           // the API the requests go over
   std::function<void(const std::string&)> progress;  // one line per event
 };
 

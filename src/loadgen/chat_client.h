@@ -1,8 +1,10 @@
-// One streamed chat completion against any OpenAI-compatible server, timed from the client.
+// One streamed chat request against kvstash or llama-server, timed from the client, over OpenAI
+// chat completions, Anthropic Messages or OpenAI Responses (the same conversation in each API's
+// own form: the servers render all three to the same prompt).
 //
-// TTFT is the time from sending the request to the first streamed token (an SSE chunk carrying
-// content); the server's own figures (prompt and cached tokens) come from the final chunk's
-// `usage` and llama.cpp-style `timings`, which kvstash and llama-server both send.
+// TTFT is the time from sending the request to the first streamed token (an SSE event carrying
+// text, reasoning or a tool call); the server's own figures (prompt and cached tokens) come from
+// the final event's usage (and chat's llama.cpp-style `timings`, which both servers send).
 #pragma once
 
 #include <chrono>
@@ -32,13 +34,21 @@ struct ChatResult {
   std::vector<double> token_s;
 };
 
+enum class Wire { kChat, kMessages, kResponses };
+// chat | messages | responses; throws std::invalid_argument.
+Wire parse_wire(const std::string& name);
+const char* wire_name(Wire w);
+// The request's path and body in `wire`'s form (streamed, greedy, `max_tokens` tokens).
+std::pair<std::string, nlohmann::json> request_for(Wire wire, const Step& request);
+
 // What a caller adds to a request beyond its messages.
 struct ChatExtras {
+  Wire wire = Wire::kChat;
   nlohmann::json body = nlohmann::json::object();  // merged into the request body (e.g. logit_bias)
   std::function<void(int tokens)> on_token;        // after each token chunk, with the count so far
 };
 
-// POSTs the request (messages and tools) to /v1/chat/completions with stream=true, greedy
+// POSTs the request (messages and tools) in `extras.wire`'s form with stream=true, greedy
 // sampling, its `max_tokens` tokens.
 ChatResult stream_chat(const std::string& host, int port, const Step& request, int timeout_s,
                        const ChatExtras& extras = {});

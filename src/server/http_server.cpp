@@ -525,7 +525,7 @@ void HttpServer::generate(Api api, const httplib::Request& req, httplib::Respons
     if (d.end == JobEnd::kError) return send_error(res, api, {d.error_status, d.error});
     assembler->finish();
     const ReplyMessage& m = assembler->message();
-    if (settle && d.end != JobEnd::kCancelled) {
+    if (settle && d.end != JobEnd::kCancelled && !m.tool_calls.empty()) {
       settle_turn(api, req.body, {m.content, m.reasoning, m.tool_calls}, d.slot);
     }
     res.set_content(dump_json(enc->whole(reply_end(d, *stops, m), m)), "application/json");
@@ -583,7 +583,7 @@ void HttpServer::generate(Api api, const httplib::Request& req, httplib::Respons
           std::string last;
           for (const auto& e : assembler->finish()) last += enc->event(e);
           const ReplyMessage& m = assembler->message();
-          if (settle && done->end != JobEnd::kCancelled) {
+          if (settle && done->end != JobEnd::kCancelled && !m.tool_calls.empty()) {
             settle_turn(api, *body, {m.content, m.reasoning, m.tool_calls}, done->slot);
           }
           last += enc->end(reply_end(*done, *stops, m), m);

@@ -14,12 +14,15 @@
 // that goes away mid-stream cancels its job (Job::cancelled, which the slot checks between
 // batches and tokens); a non-streamed request runs to its end.
 //
-// Turns that stay reusable: a reply's tokens as sampled are rarely what the client's next
-// request renders (tool-call JSON re-serialized, reasoning dropped, the template's own closing).
-// Before a chat reply's last bytes go out, settle_turn renders the next turn's prefix (this
-// request with the reply appended as the client will send it back, api.h with_reply) and queues
-// a Job::Kind::kSettle for the reply's slot, which brings the live state to it ahead of any later
-// request: the next turn then finds the whole assistant turn live.
+// Tool-call turns that stay reusable: a reply's tokens as sampled are rarely what the client's
+// next request renders (tool-call JSON re-serialized, reasoning dropped, the template's own
+// closing). Before the last bytes of a chat reply with tool calls go out, settle_turn renders the
+// next turn's prefix (this request with the reply appended as the client will send it back, api.h
+// with_reply) and queues a Job::Kind::kSettle for the reply's slot, which brings the live state
+// to it ahead of any later request: the next turn then finds the whole assistant turn live. Only
+// tool-call replies: their next turn is sure to resend them, while a client that answers a text
+// reply with a history of its own (a scripted benchmark, an edited conversation) would find the
+// previous prompt's end replaced by a turn it never sends.
 #pragma once
 
 #include <memory>
@@ -54,8 +57,8 @@ struct HttpConfig {
   int n_predict = -1;  // tokens generated when a request sets no max (-1: until EOS or context end)
   int max_tokens_cap = -1;  // no request generates more, whatever it asks (-1: no cap)
   BillingHeader billing = BillingHeader::kNormalize;  // Claude Code's billing header line
-  // After a chat reply, bring its slot's live state to the reply as the client will send it
-  // back (HttpServer::settle_turn), so that the next turn reuses the assistant turn too.
+  // After a chat reply with tool calls, bring its slot's live state to the reply as the client
+  // will send it back (HttpServer::settle_turn), so the next turn reuses the assistant turn too.
   bool settle_turns = true;
   // Added to every request's logit biases (a request's own bias for a token wins), as
   // llama-server's --logit-bias.
