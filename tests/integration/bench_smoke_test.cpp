@@ -102,3 +102,59 @@ TEST(BenchSmoke, AgentWorkloadAgainstKvstashAndLlamaServer) {
 
 }  // namespace
 }  // namespace kvstash::fixtures
+
+namespace kvstash::fixtures {
+namespace {
+
+// `--api messages|responses`: the same workload over Anthropic Messages and OpenAI Responses
+// reaches both servers as the same prompts the bench renders for chat, and the cache serves it.
+TEST(BenchSmoke, AgentWorkloadOverMessagesAndResponses) {
+  const std::string peer = llama_server_path();
+  ASSERT_TRUE(!peer.empty() && std::filesystem::exists(peer)) << "llama-server not found";
+  for (const std::string api : {"messages", "responses"}) {
+    SCOPED_TRACE(api);
+    TempDir dir;
+    const auto r = run_kvstash({"bench",
+                                "-m",
+                                model_path("tiny"),
+                                "--system-tokens",
+                                "1500",
+                                "--sessions",
+                                "2",
+                                "--turns",
+                                "2",
+                                "--subagent-turns",
+                                "1",
+                                "--tool-result-tokens",
+                                "200",
+                                "--max-tokens",
+                                "4",
+                                "-c",
+                                "4096",
+                                "-t",
+                                "2",
+                                "-o",
+                                dir.path + "/out",
+                                "--api",
+                                api,
+                                "--llama-server",
+                                peer});
+    ASSERT_EQ(r.rc, 0) << r.out << r.err;
+    std::ifstream f(dir.path + "/out/report.json");
+    const json rep = json::parse(f);
+    ASSERT_EQ(rep["servers"].size(), 2u);
+    int cached = 0;
+    for (const auto& server : rep["servers"]) {
+      ASSERT_FALSE(server["failed"].get<bool>()) << server["error"];
+      ASSERT_EQ(server["requests"].size(), 6u);
+      for (const auto& q : server["requests"]) {
+        EXPECT_EQ(q["server_prompt_tokens"], q["prompt_tokens"]) << server["name"];
+      }
+    }
+    for (const auto& q : rep["servers"][0]["requests"]) cached += q["cached_tokens"].get<int>();
+    EXPECT_GT(cached, 0);
+  }
+}
+
+}  // namespace
+}  // namespace kvstash::fixtures
