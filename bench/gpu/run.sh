@@ -20,6 +20,7 @@
 #   agent8bnoram  agent8b without the RAM tier (--cache-ram-budget 0; auto gives 8G on a GPU)
 #   agent8bram16  agent8b with a 16G RAM tier
 #   agent8bvram  agent8b with an 8G VRAM tier (--cache-vram-budget 8G)
+#   agent8bmsg, agent8bresp  agent8b over Anthropic Messages / OpenAI Responses (--api)
 #   agent06b  the same, 0.6B shape
 #   conc06b, conc8b  kvstash bench --concurrency 16 against llama-server -np 16 (0.6B, 8B)
 #   interf8b  a 20k-token prefill arriving while 4 streams of the 8B decode
@@ -135,6 +136,8 @@ step_agent8b256() { AGENT_ARGS="$AGENT_ARGS --kvstash-arg=--chunk=256" agent age
 step_agent8bnoram() { AGENT_ARGS="$AGENT_ARGS --kvstash-arg=--cache-ram-budget=0" agent agent-8b-noram "$M8"; }
 step_agent8bram16() { AGENT_ARGS="$AGENT_ARGS --kvstash-arg=--cache-ram-budget=16G" agent agent-8b-ram16 "$M8"; }
 step_agent8bvram() { AGENT_ARGS="$AGENT_ARGS --kvstash-arg=--cache-vram-budget=8G" agent agent-8b-vram8 "$M8"; }
+step_agent8bmsg() { AGENT_ARGS="$AGENT_ARGS --api messages" agent agent-8b-messages "$M8"; }
+step_agent8bresp() { AGENT_ARGS="$AGENT_ARGS --api responses" agent agent-8b-responses "$M8"; }
 # A cold 20k-token request with the cache on and off (and llama-server): what storing costs a
 # request the cache cannot help.
 step_cold8b() {
