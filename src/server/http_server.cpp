@@ -421,6 +421,42 @@ void HttpServer::settle_turn(Api api, const std::string& body, const engine::Cha
   }
 }
 
+// One request on its way through: the job, the events the slot sends, and the reply being
+// encoded. Shared by the handler, the job's callbacks and the stream's provider (which may run
+// after the handler returned).
+struct HttpServer::Exchange {
+  Exchange(Api a, std::shared_ptr<Job> j, std::unique_ptr<ReplyEncoder> e, ReplyAssembler r,
+           std::vector<std::string> s, std::string b)
+      : api(a),
+        job(std::move(j)),
+        enc(std::move(e)),
+        assembler(std::move(r)),
+        stops(std::move(s)),
+        body(std::move(b)) {}
+
+  Api api;
+  std::shared_ptr<Job> job;
+  Channel ch;
+  std::unique_ptr<ReplyEncoder> enc;
+  ReplyAssembler assembler;
+  std::vector<std::string> stops;  // the client's own stop strings
+  std::string body;                // the request, for settling a tool-call turn ("" if not)
+
+  // The reply is over: the last parse, the settled turn; streaming, the events the last parse
+  // adds (a whole reply is encoded from the message alone).
+  std::string finish(HttpServer& server, const Job::Result& d, bool streaming) {
+    std::string out;
+    for (const auto& e : assembler.finish()) {
+      if (streaming) out += enc->event(e);
+    }
+    const ReplyMessage& m = assembler.message();
+    if (!body.empty() && d.end != JobEnd::kCancelled && !m.tool_calls.empty()) {
+      server.settle_turn(api, body, {m.content, m.reasoning, m.tool_calls}, d.slot);
+    }
+    return out;
+  }
+};
+
 void HttpServer::generate(Api api, const httplib::Request& req, httplib::Response& res) {
   const auto arrived = std::chrono::steady_clock::now();
   const int64_t arrived_ms = unix_now_ms();
@@ -429,54 +465,85 @@ void HttpServer::generate(Api api, const httplib::Request& req, httplib::Respons
   auto prepared = prepare_job(std::get<ParsedRequest>(parsed), model_, templates_, cfg_);
   if (auto* e = std::get_if<ApiError>(&prepared)) return send_error(res, api, *e);
   Prepared p = std::move(std::get<Prepared>(prepared));
-  const std::shared_ptr<Job> job = p.job;
 
-  auto ch = std::make_shared<Channel>();
-  const auto t0 = std::chrono::steady_clock::now();
-  // The status page's record of this request: its slot, progress, first token and outcome.
+  auto x = std::make_shared<Exchange>(
+      api, p.job,
+      make_encoder({api, std::to_string(++g_request_id), unix_now(), cfg_.model_id,
+                    static_cast<uint32_t>(p.job->prompt.size())}),
+      ReplyAssembler(p.parser), std::move(p.client_stops),
+      cfg_.settle_turns && is_chat(api) ? req.body : std::string());
+  track(x, arrived, arrived_ms, p.progress);
+  pool_.submit(x->job);
+  if (p.stream) return stream(x, res);
+
+  // Not streamed: the whole reply first, so its HTTP status is the outcome's.
+  std::unique_lock lock(x->ch.mu);
+  x->ch.cv.wait(lock, [&] { return x->ch.done.has_value(); });
+  for (auto& ev : x->ch.events) {
+    if (ev.kind == ReplyEvent::Kind::kText) x->assembler.collect(ev.text);
+    if (ev.kind == ReplyEvent::Kind::kLogprob) x->assembler.logprob(std::move(ev.data));
+  }
+  const Job::Result d = *x->ch.done;
+  lock.unlock();
+  if (d.end == JobEnd::kError) return send_error(res, api, {d.error_status, d.error});
+  x->finish(*this, d, false);
+  const ReplyMessage& m = x->assembler.message();
+  res.set_content(dump_json(x->enc->whole(reply_end(d, x->stops, m), m)), "application/json");
+}
+
+// The job's callbacks: its events into the exchange's channel, its record into the request log
+// (the status page: slot, progress, first token, outcome). They run on the slot thread; on_text,
+// on_logprob and on_done of one job never run concurrently.
+void HttpServer::track(const std::shared_ptr<Exchange>& x, Clock::time_point arrived,
+                       int64_t arrived_ms, bool progress) {
+  Job& job = *x->job;
   const auto log = requests_;
-  const uint64_t rid = log->begin(api_name(api), job->prompt.size(), arrived_ms);
-  // No lock: on_text, on_logprob and on_done of one job never run concurrently.
-  auto first_token = std::make_shared<std::optional<std::chrono::steady_clock::time_point>>();
+  const uint64_t rid = log->begin(api_name(x->api), job.prompt.size(), arrived_ms);
+  auto first_token = std::make_shared<std::optional<Clock::time_point>>();
   auto saw_token = [log, rid, first_token] {
     if (first_token->has_value()) return;
-    *first_token = std::chrono::steady_clock::now();
+    *first_token = Clock::now();
     log->first_token(rid);
   };
-  job->on_start = [log, rid](int slot) { log->started(rid, slot); };
-  job->on_progress = [ch, progress = p.progress, t0, log, rid](int done, int total, int cached) {
+  // The exchange owns the job: its callbacks hold the exchange weakly.
+  const std::weak_ptr<Exchange> wx = x;
+  auto push = [wx](ReplyEvent e) {
+    if (auto x = wx.lock()) x->ch.push(std::move(e));
+  };
+  job.on_start = [log, rid](int slot) { log->started(rid, slot); };
+  job.on_progress = [push, progress, arrived, log, rid](int done, int total, int cached) {
     log->progress(rid, done, cached);
     if (!progress) return;
-    const double ms =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    ReplyEvent e;
-    e.kind = ReplyEvent::Kind::kProgress;
-    e.data = {{"total", total}, {"cache", cached}, {"processed", done}, {"time_ms", ms}};
-    ch->push(std::move(e));
+    const double ms = std::chrono::duration<double, std::milli>(Clock::now() - arrived).count();
+    push({ReplyEvent::Kind::kProgress,
+          "",
+          -1,
+          "",
+          "",
+          {{"total", total}, {"cache", cached}, {"processed", done}, {"time_ms", ms}}});
   };
-  job->on_text = [ch, saw_token](const std::string& piece) {
+  job.on_text = [push, saw_token](const std::string& piece) {
     saw_token();
-    ReplyEvent e;
-    e.text = piece;
-    ch->push(std::move(e));
+    push({ReplyEvent::Kind::kText, piece, -1, "", "", nullptr});
   };
-  job->on_logprob = [ch, this, saw_token](engine::Token t, float lp,
-                                          const std::vector<engine::TokenProb>& top) {
+  job.on_logprob = [push, this, saw_token](engine::Token t, float lp,
+                                           const std::vector<engine::TokenProb>& top) {
     saw_token();
     json tops = json::array();
-    for (const auto& x : top) {
+    for (const auto& p : top) {
       tops.push_back(
-          {{"id", x.token}, {"token", model_.token_text(x.token)}, {"logprob", x.logprob}});
+          {{"id", p.token}, {"token", model_.token_text(p.token)}, {"logprob", p.logprob}});
     }
-    ReplyEvent e;
-    e.kind = ReplyEvent::Kind::kLogprob;
-    e.data = {{"id", t}, {"token", model_.token_text(t)}, {"logprob", lp}, {"top", tops}};
-    ch->push(std::move(e));
+    push({ReplyEvent::Kind::kLogprob,
+          "",
+          -1,
+          "",
+          "",
+          {{"id", t}, {"token", model_.token_text(t)}, {"logprob", lp}, {"top", tops}}});
   };
-  job->on_done = [ch, log, rid, arrived, arrived_ms, first_token, api, cache = cache_,
-                  n_prompt = static_cast<uint32_t>(job->prompt.size())](const Job::Result& d) {
-    const auto now = std::chrono::steady_clock::now();
-    auto since = [&](std::chrono::steady_clock::time_point t) {
+  job.on_done = [wx, log, rid, arrived, arrived_ms, first_token, api = x->api, cache = cache_,
+                 n_prompt = static_cast<uint32_t>(job.prompt.size())](const Job::Result& d) {
+    auto since = [&](Clock::time_point t) {
       return std::chrono::duration<double, std::milli>(t - arrived).count();
     };
     RequestRecord r;
@@ -491,7 +558,7 @@ void HttpServer::generate(Api api, const httplib::Request& req, httplib::Respons
     r.cache_source = d.cache_source;
     r.restore_ms = d.restore_ms;
     r.prefill_ms = std::max(0.0, d.prompt_ms - d.restore_ms);
-    r.total_ms = since(now);
+    r.total_ms = since(Clock::now());
     r.ttft_ms = first_token->has_value() ? since(**first_token) : r.total_ms;
     r.saved_ms = saved_ms(d, cache);
     r.finish_reason = job_end_name(d.end);
@@ -499,100 +566,70 @@ void HttpServer::generate(Api api, const httplib::Request& req, httplib::Respons
       r.stores.push_back({cache::reason_name(st.reason), st.outcome, st.tokens, st.bytes});
     }
     log->finish(std::move(r));
-    ch->finish(d);
+    if (auto x = wx.lock()) x->ch.finish(d);
   };
+}
 
-  const ReplyContext rc{api, std::to_string(++g_request_id), unix_now(), cfg_.model_id,
-                        static_cast<uint32_t>(job->prompt.size())};
-  std::shared_ptr<ReplyEncoder> enc = make_encoder(rc);
-  auto assembler = std::make_shared<ReplyAssembler>(p.parser);
-  const auto stops = std::make_shared<const std::vector<std::string>>(std::move(p.client_stops));
-  const bool settle = cfg_.settle_turns && is_chat(api);
-  // The stream's provider may run after this handler returns: it keeps its own copy.
-  const auto body = p.stream && settle ? std::make_shared<const std::string>(req.body) : nullptr;
-  pool_.submit(job);
-
-  if (!p.stream) {
-    // The whole reply first, so its HTTP status is the outcome's.
-    std::unique_lock lock(ch->mu);
-    ch->cv.wait(lock, [&] { return ch->done.has_value(); });
-    for (auto& ev : ch->events) {
-      if (ev.kind == ReplyEvent::Kind::kText) assembler->collect(ev.text);
-      if (ev.kind == ReplyEvent::Kind::kLogprob) assembler->logprob(std::move(ev.data));
-    }
-    const Job::Result d = *ch->done;
-    lock.unlock();
-    if (d.end == JobEnd::kError) return send_error(res, api, {d.error_status, d.error});
-    assembler->finish();
-    const ReplyMessage& m = assembler->message();
-    if (settle && d.end != JobEnd::kCancelled && !m.tool_calls.empty()) {
-      settle_turn(api, req.body, {m.content, m.reasoning, m.tool_calls}, d.slot);
-    }
-    res.set_content(dump_json(enc->whole(reply_end(d, *stops, m), m)), "application/json");
-    return;
-  }
+// The SSE pump: the dialect's first events at once, then the events as the slot sends them, a
+// keep-alive after kKeepAliveSeconds of silence, and the end. A write that fails (the client
+// left) cancels the job.
+void HttpServer::stream(const std::shared_ptr<Exchange>& x, httplib::Response& res) {
   res.set_chunked_content_provider(
       "text/event-stream",
-      [=, this, begun = false, last_write = std::chrono::steady_clock::now()](
-          size_t, httplib::DataSink& sink) mutable {
+      [this, x, begun = false, last_write = Clock::now()](size_t, httplib::DataSink& sink) mutable {
         auto write = [&](const std::string& bytes) {
           if (bytes.empty()) return true;
-          last_write = std::chrono::steady_clock::now();
+          last_write = Clock::now();
           if (!sink.write(bytes.data(), bytes.size())) {
-            job->cancelled = true;
+            x->job->cancelled = true;
             return false;
           }
           return true;
         };
         if (!begun) {
           begun = true;
-          if (!write(enc->begin())) return false;
+          if (!write(x->enc->begin())) return false;
         }
-        std::unique_lock lock(ch->mu);
-        ch->cv.wait_for(lock, std::chrono::milliseconds(200),
-                        [&] { return !ch->events.empty() || ch->done; });
+        std::unique_lock lock(x->ch.mu);
+        x->ch.cv.wait_for(lock, std::chrono::milliseconds(200),
+                          [&] { return !x->ch.events.empty() || x->ch.done; });
         std::deque<ReplyEvent> events;
-        events.swap(ch->events);
-        const auto done = ch->done;
+        events.swap(x->ch.events);
+        const auto done = x->ch.done;
         lock.unlock();
         std::string out;
         for (auto& ev : events) {
           if (ev.kind == ReplyEvent::Kind::kText) {
-            for (const auto& e : assembler->text(ev.text)) out += enc->event(e);
+            for (const auto& e : x->assembler.text(ev.text)) out += x->enc->event(e);
           } else if (ev.kind == ReplyEvent::Kind::kLogprob) {
-            out += enc->event(assembler->logprob(std::move(ev.data)));
+            out += x->enc->event(x->assembler.logprob(std::move(ev.data)));
           } else {
-            out += enc->event(ev);
+            out += x->enc->event(ev);
           }
         }
         if (!write(out)) return false;
         if (!done) {
-          if (std::chrono::steady_clock::now() - last_write >=
-              std::chrono::seconds(kKeepAliveSeconds)) {
-            return write(enc->keepalive());
+          if (Clock::now() - last_write >= std::chrono::seconds(kKeepAliveSeconds)) {
+            return write(x->enc->keepalive());
           }
           if (!sink.is_writable()) {
-            job->cancelled = true;
+            x->job->cancelled = true;
             return false;
           }
           return true;
         }
         if (done->end == JobEnd::kError) {
-          write(enc->error({done->error_status, done->error}));
+          write(x->enc->error({done->error_status, done->error}));
         } else {
-          std::string last;
-          for (const auto& e : assembler->finish()) last += enc->event(e);
-          const ReplyMessage& m = assembler->message();
-          if (settle && done->end != JobEnd::kCancelled && !m.tool_calls.empty()) {
-            settle_turn(api, *body, {m.content, m.reasoning, m.tool_calls}, done->slot);
-          }
-          last += enc->end(reply_end(*done, *stops, m), m);
+          std::string last = x->finish(*this, *done, true);
+          const ReplyMessage& m = x->assembler.message();
+          last += x->enc->end(reply_end(*done, x->stops, m), m);
           if (!write(last)) return false;
         }
         sink.done();
         return true;
       },
-      [job](bool success) {
+      [job = x->job](bool success) {
         if (!success) job->cancelled = true;
       });
 }

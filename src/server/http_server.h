@@ -25,6 +25,7 @@
 // previous prompt's end replaced by a turn it never sends.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -81,8 +82,13 @@ class HttpServer {
   int port() const { return port_; }
 
  private:
+  using Clock = std::chrono::steady_clock;
+  struct Exchange;
   void routes();
   void generate(Api api, const httplib::Request& req, httplib::Response& res);
+  void track(const std::shared_ptr<Exchange>& x, Clock::time_point arrived, int64_t arrived_ms,
+             bool progress);
+  void stream(const std::shared_ptr<Exchange>& x, httplib::Response& res);
   void count_tokens(Api api, const httplib::Request& req, httplib::Response& res);
   void settle_turn(Api api, const std::string& body, const engine::ChatMessageOut& reply, int slot);
   engine::Model& model_;
