@@ -12,8 +12,10 @@ set -euo pipefail
 cd "$(dirname "$0")"
 ./setup.sh --build-only
 # The real agent CLIs and vendor SDKs the client tests run (tests/clients/package.json, pinned by
-# its package-lock.json), from the npm registry.
-(cd tests/clients && npm ci --no-audit --no-fund --loglevel=error >&2)
+# its package-lock.json), from the npm registry. `npm install`, not `npm ci`: Qwen Code's lock
+# entry names optional per-platform packages that npm never writes into the lock, and `npm ci`
+# refuses the lock for them; `npm install` follows the lock and leaves it unchanged.
+(cd tests/clients && npm install --no-audit --no-fund --loglevel=error >&2)
 BUILD_DIR=${BUILD_DIR:-build}
 (cd "$BUILD_DIR" && ctest --output-on-failure -j"$(nproc)" "$@")
 
