@@ -92,8 +92,13 @@ void cli_turns(const std::string& cli) {
   {
     ServerProcess srv(args);
     port = srv.port();
-    const ProcResult first = run_cli(cli, port, d.path + "/work");
-    ASSERT_EQ(first.rc, 0) << first.out << first.err << srv.log();
+    // The random model may end its turn at the first token (sampled at the CLI's temperature),
+    // and an empty reply prints nothing: a run that printed nothing is tried again.
+    ProcResult first;
+    for (int attempt = 0; attempt < 3 && first.out.empty(); ++attempt) {
+      first = run_cli(cli, port, d.path + "/work");
+      ASSERT_EQ(first.rc, 0) << first.out << first.err << srv.log();
+    }
     EXPECT_FALSE(first.out.empty()) << first.err;
     const Counts before = counts(port);
     const ProcResult second = run_cli(cli, port, d.path + "/work");
