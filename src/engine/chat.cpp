@@ -256,7 +256,7 @@ class Prefixes {
         key = XXH3_64bits_withSeed(one.data(), one.size(), key);
         auto it = impl_.memo.find(key);
         items_.push_back(
-            Item{key, it != impl_.memo.end() ? std::optional(it->second) : std::nullopt, {}});
+            Item{key, it != impl_.memo.end() ? std::optional(it->second) : std::nullopt, {}, {}});
         if (!items_.back().memo) missing.push_back(i);
       }
     }
@@ -265,7 +265,11 @@ class Prefixes {
     for (size_t s = 0; s < stripes; ++s) {
       tasks_.push_back(std::async(std::launch::async, [this, missing, s, stripes] {
         for (size_t j = s; j < missing.size(); j += stripes) {
-          items_[missing[j]].text = render_prefix(missing[j]);
+          const size_t i = missing[j];
+          items_[i].text = render_prefix(i);
+          // An assistant message followed by another is where templates tend to render the
+          // last message differently: its cut is rendered here too, beside the full prompt.
+          if (i + 1 < all_.size() && all_[i].role == "assistant") items_[i].cut = render_cut(i);
         }
       }));
     }
@@ -300,7 +304,7 @@ class Prefixes {
         // A message the template renders differently when it is the last one (Qwen3 closes the
         // last assistant turn with a think block): its end is where renderings with two
         // placeholder contents for the next message part, which every later prompt shares.
-        it.text = render_cut(i);
+        it.text = it.cut ? *it.cut : render_cut(i);
         m = {it.text.size(), XXH3_64bits(it.text.data(), it.text.size()), {}};
         prefix = !it.text.empty() && matches(m);
       }
@@ -323,6 +327,7 @@ class Prefixes {
     uint64_t key;
     std::optional<Impl::Memo> memo;
     std::string text;  // the rendering, where it was not remembered; "" if the template refused
+    std::optional<std::string> cut;  // render_cut, where it was rendered ahead
   };
   std::string render_prefix(size_t i) const {
     auto pin = base_;
