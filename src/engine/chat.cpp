@@ -255,21 +255,39 @@ class Prefixes {
         const std::string one = msgs.at(i).dump();
         key = XXH3_64bits_withSeed(one.data(), one.size(), key);
         auto it = impl_.memo.find(key);
-        items_.push_back(
-            Item{key, it != impl_.memo.end() ? std::optional(it->second) : std::nullopt, {}, {}});
+        items_.push_back(Item{key,
+                              it != impl_.memo.end() ? std::optional(it->second) : std::nullopt,
+                              {},
+                              false,
+                              {},
+                              {}});
         if (!items_.back().memo) missing.push_back(i);
       }
     }
+    // Each rendering is a task of its own: a prefix, and for an assistant message followed by
+    // another (where templates tend to render the last message differently) the two renderings
+    // of its cut, so that the cut costs no time beside the full prompt's rendering.
+    std::vector<std::pair<size_t, const char*>> renders;  // item, placeholder (null: the prefix)
+    for (const size_t i : missing) {
+      renders.emplace_back(i, nullptr);
+      if (i + 1 < all_.size() && all_[i].role == "assistant") {
+        items_[i].cut_ahead = true;
+        renders.emplace_back(i, "A");
+        renders.emplace_back(i, "B");
+      }
+    }
     const size_t stripes =
-        std::min<size_t>(missing.size(), std::max(1u, std::thread::hardware_concurrency()));
+        std::min<size_t>(renders.size(), std::max(1u, std::thread::hardware_concurrency()));
     for (size_t s = 0; s < stripes; ++s) {
-      tasks_.push_back(std::async(std::launch::async, [this, missing, s, stripes] {
-        for (size_t j = s; j < missing.size(); j += stripes) {
-          const size_t i = missing[j];
-          items_[i].text = render_prefix(i);
-          // An assistant message followed by another is where templates tend to render the
-          // last message differently: its cut is rendered here too, beside the full prompt.
-          if (i + 1 < all_.size() && all_[i].role == "assistant") items_[i].cut = render_cut(i);
+      tasks_.push_back(std::async(std::launch::async, [this, renders, s, stripes] {
+        for (size_t j = s; j < renders.size(); j += stripes) {
+          const auto [i, placeholder] = renders[j];
+          Item& it = items_[i];
+          if (!placeholder) {
+            it.text = render_prefix(i);
+          } else {
+            (placeholder[0] == 'A' ? it.cut_a : it.cut_b) = render_with_next(i, placeholder);
+          }
         }
       }));
     }
@@ -304,7 +322,7 @@ class Prefixes {
         // A message the template renders differently when it is the last one (Qwen3 closes the
         // last assistant turn with a think block): its end is where renderings with two
         // placeholder contents for the next message part, which every later prompt shares.
-        it.text = it.cut ? *it.cut : render_cut(i);
+        it.text = it.cut_ahead ? common_prefix(it.cut_a, it.cut_b) : render_cut(i);
         m = {it.text.size(), XXH3_64bits(it.text.data(), it.text.size()), {}};
         prefix = !it.text.empty() && matches(m);
       }
@@ -327,7 +345,8 @@ class Prefixes {
     uint64_t key;
     std::optional<Impl::Memo> memo;
     std::string text;  // the rendering, where it was not remembered; "" if the template refused
-    std::optional<std::string> cut;  // render_cut, where it was rendered ahead
+    bool cut_ahead = false;    // cut_a and cut_b were rendered with the others
+    std::string cut_a, cut_b;  // render_with_next(i, "A") and (i, "B")
   };
   std::string render_prefix(size_t i) const {
     auto pin = base_;
@@ -339,25 +358,28 @@ class Prefixes {
     }
   }
 
-  // Messages [0, i] and the next one with placeholder contents, rendered twice: the common
-  // prefix of the two renderings ends inside the next message, after its header.
-  std::string render_cut(size_t i) const {
+  // Messages [0, i] and the next one with `placeholder` for its content.
+  std::string render_with_next(size_t i, const char* placeholder) const {
     auto pin = base_;
     pin.messages.assign(all_.begin(), all_.begin() + static_cast<std::ptrdiff_t>(i + 2));
-    auto with = [&](const char* placeholder) {
-      auto& next = pin.messages.back();
-      next.content = placeholder;
-      next.content_parts.clear();
-      try {
-        return common_chat_templates_apply(impl_.tmpls.get(), pin).prompt;
-      } catch (const std::exception&) {
-        return std::string();
-      }
-    };
-    const std::string a = with("A"), b = with("B");
+    auto& next = pin.messages.back();
+    next.content = placeholder;
+    next.content_parts.clear();
+    try {
+      return common_chat_templates_apply(impl_.tmpls.get(), pin).prompt;
+    } catch (const std::exception&) {
+      return "";
+    }
+  }
+  // The common prefix of two renderings with different placeholders for the next message: it
+  // ends inside the next message, after its header ("" if the template refused either).
+  static std::string common_prefix(const std::string& a, const std::string& b) {
     if (a.empty() || b.empty()) return "";
     const auto diff = std::mismatch(a.begin(), a.end(), b.begin(), b.end());
     return a.substr(0, static_cast<size_t>(diff.first - a.begin()));
+  }
+  std::string render_cut(size_t i) const {
+    return common_prefix(render_with_next(i, "A"), render_with_next(i, "B"));
   }
 
   Impl& impl_;
