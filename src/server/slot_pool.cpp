@@ -113,7 +113,7 @@ void SlotPool::run(Slot& s) {
     std::lock_guard lock(mu_);
     s.job.reset();
     s.live = s.session->tokens();
-    ++s.requests;
+    if (job->kind == Job::Kind::kRequest) ++s.requests;  // a settle is not a request
     s.last_used = static_cast<uint64_t>(Clock::now().time_since_epoch().count());
     cv_.notify_all();
   }
