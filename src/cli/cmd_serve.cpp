@@ -80,8 +80,37 @@ Run add_serve(CLI::App& app) {
                  "own bias for the token wins), as llama-server's, e.g. --logit-bias 151645+5");
   app.add_option("--api-key", o->http.api_key,
                  "require this key on every endpoint but /health (also $KVSTASH_API_KEY)");
-  app.add_option("--max-request-bytes", o->max_body, "largest request body accepted")
+  app.add_option("--max-request-bytes", o->max_body,
+                 "largest request body accepted, after decoding gzip or brotli, however it is sent")
       ->capture_default_str();
+  auto& lim = o->http.limits;
+  app.add_option("--max-json-depth", lim.json_depth, "deepest nesting of a request's JSON")
+      ->capture_default_str()
+      ->check(CLI::Range(2, 10000));
+  app.add_option("--max-messages", lim.messages, "most messages in a conversation")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 24));
+  app.add_option("--max-tools", lim.tools, "most tools in a request")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1 << 24));
+  app.add_option("--max-grammar-bytes", lim.grammar_bytes, "longest GBNF grammar a request gives")
+      ->capture_default_str();
+  app.add_option("--max-prompt-tokens", lim.prompt_tokens,
+                 "longest prompt in tokens (0: the context per slot)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--max-queue", lim.queue,
+                 "requests that may wait for a slot; more get 503 with Retry-After")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1 << 20));
+  app.add_option("--max-render-seconds", lim.render_seconds,
+                 "time a request's chat rendering may spend finding message boundaries (the "
+                 "request is served without the rest)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--allowed-host", o->http.allowed_hosts,
+                 "without --api-key, a Host name accepted besides IP addresses and localhost "
+                 "(repeatable): other names are refused, against DNS rebinding");
   return [o] {
     std::string err;
     const auto scope = cache::parse_scope(o->scope, &err);
@@ -118,8 +147,9 @@ Run add_serve(CLI::App& app) {
     } else {
       cache = o->cache.open(model, *probe);
     }
-    const std::string fingerprint = probe->fingerprint().hex();
-    const std::string fp_settings = probe->fingerprint_settings();
+    // The log's, not /props': it names the build and settings a client has no need to know.
+    log::info("kv state fingerprint " + probe->fingerprint().hex() + " (" +
+              probe->fingerprint_settings() + ")");
     probe.reset();
 
     server::SlotPool pool(model, o->engine.session, o->parallel, cache.get(), o->cache.store,
@@ -128,7 +158,8 @@ Run add_serve(CLI::App& app) {
         o->alias.empty() ? std::filesystem::path(o->engine.model).filename().string() : o->alias;
     o->http.slot_ctx = o->engine.session.n_ctx;
     o->http.slots = o->parallel;
-    o->http.max_body_bytes = parse_size(o->max_body);
+    o->http.limits.body_bytes = parse_size(o->max_body);
+    pool.set_max_queue(static_cast<size_t>(o->http.limits.queue));
     for (const auto& b : o->logit_bias) {
       const size_t at = b.find_first_of("+-", 1);
       size_t used = 0;
@@ -153,7 +184,6 @@ Run add_serve(CLI::App& app) {
     }
     const auto& st = o->cache.store;
     nlohmann::json props = {
-        {"model_path", o->engine.model},
         {"model_alias", o->http.model_id},
         {"max_tokens_cap", o->http.max_tokens_cap},
         {"architecture", model.arch()},
@@ -162,8 +192,6 @@ Run add_serve(CLI::App& app) {
         {"total_slots", o->parallel},
         {"chat_template", templates.source()},
         {"chat_template_caps", templates.caps()},
-        {"fingerprint", fingerprint},
-        {"fingerprint_settings", fp_settings},
         {"cache",
          {{"scope", scope->str()},
           {"enabled", cache != nullptr},
@@ -201,6 +229,8 @@ Run add_serve(CLI::App& app) {
         log::error("shutdown took longer than --shutdown-timeout; exiting now");
         _exit(1);
       }).detach();
+      // The jobs first: the HTTP threads that wait on them answer and end, so stop() returns.
+      pool.begin_shutdown();
       http.stop();
     });
     http.serve();

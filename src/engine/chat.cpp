@@ -233,8 +233,9 @@ namespace {
 class Prefixes {
  public:
   Prefixes(ChatTemplates::Impl& impl, const ChatInput& in,
-           const common_chat_templates_inputs& inputs, const common_json& msgs, bool enabled)
-      : impl_(impl), all_(inputs.messages), base_(inputs) {
+           const common_chat_templates_inputs& inputs, const common_json& msgs, bool enabled,
+           const RenderBudget& budget)
+      : impl_(impl), all_(inputs.messages), base_(inputs), budget_(budget) {
     if (!enabled) return;
     base_.messages.clear();
     base_.add_generation_prompt = false;
@@ -264,6 +265,13 @@ class Prefixes {
         if (!items_.back().memo) missing.push_back(i);
       }
     }
+    // The first message's prefix (a system prompt other conversations share) and those of the
+    // last kNewPrefixes messages: the others are skipped (RenderBudget), and stay so, so that the
+    // next turn renders only its new messages.
+    for (const size_t i : missing) {
+      items_[i].skipped = i != 0 && i + RenderBudget::kNewPrefixes < items_.size();
+    }
+    std::erase_if(missing, [&](size_t i) { return items_[i].skipped; });
     // Each rendering is a task of its own: a prefix, and for an assistant message followed by
     // another (where templates tend to render the last message differently) the two renderings
     // of its cut, so that the cut costs no time beside the full prompt's rendering.
@@ -283,6 +291,10 @@ class Prefixes {
         for (size_t j = s; j < renders.size(); j += stripes) {
           const auto [i, placeholder] = renders[j];
           Item& it = items_[i];
+          if (!within_budget()) {
+            it.skipped = true;
+            continue;
+          }
           if (!placeholder) {
             it.text = render_prefix(i);
           } else {
@@ -300,6 +312,7 @@ class Prefixes {
   void finish(ChatRender& r) {
     for (auto& t : tasks_) t.get();
     tasks_.clear();
+    if (gone_) throw ChatCancelled("the client went away while its request was rendered");
     const std::string& full = r.prompt;
     auto matches = [&](const Impl::Memo& m) {
       return m.len > 0 && m.len <= full.size() && XXH3_64bits(full.data(), m.len) == m.hash;
@@ -311,6 +324,10 @@ class Prefixes {
       if (it.memo && matches(*it.memo)) {
         r.prefix_ends.push_back(it.memo->len);
         r.prefix_tokens.back() = it.memo->tokens;
+        continue;
+      }
+      if (it.skipped || (it.memo && !within_budget())) {
+        r.prefix_ends.push_back(0);
         continue;
       }
       // Remembered but no longer a prefix (a template may render earlier messages differently
@@ -347,7 +364,17 @@ class Prefixes {
     std::string text;  // the rendering, where it was not remembered; "" if the template refused
     bool cut_ahead = false;    // cut_a and cut_b were rendered with the others
     std::string cut_a, cut_b;  // render_with_next(i, "A") and (i, "B")
+    bool skipped = false;      // left without a boundary (RenderBudget)
   };
+  // Whether another rendering may start: before the deadline, with the client still there.
+  bool within_budget() {
+    if (gone_) return false;
+    if (budget_.cancelled && budget_.cancelled()) {
+      gone_ = true;
+      return false;
+    }
+    return std::chrono::steady_clock::now() < budget_.deadline;
+  }
   std::string render_prefix(size_t i) const {
     auto pin = base_;
     pin.messages.assign(all_.begin(), all_.begin() + static_cast<std::ptrdiff_t>(i + 1));
@@ -387,6 +414,8 @@ class Prefixes {
   common_chat_templates_inputs base_;        // the settings of every prefix, without messages
   std::vector<Item> items_;
   std::vector<std::future<void>> tasks_;
+  const RenderBudget& budget_;
+  std::atomic<bool> gone_{false};
 };
 }  // namespace
 
@@ -396,7 +425,8 @@ void ChatTemplates::remember_tokens(uint64_t key, ChatRender::PrefixTokens t) co
   if (it != impl_->memo.end()) it->second.tokens = t;
 }
 
-ChatRender ChatTemplates::render(const ChatInput& in, bool with_prefixes) const {
+ChatRender ChatTemplates::render(const ChatInput& in, bool with_prefixes,
+                                 const RenderBudget& budget) const {
   common_chat_templates_inputs inputs;
   const common_json msgs = parse_json(in.messages_json, "'messages'");
   try {
@@ -450,7 +480,7 @@ ChatRender ChatTemplates::render(const ChatInput& in, bool with_prefixes) const 
     }
   };
   // The prefixes no earlier request rendered are rendered on other threads meanwhile.
-  Prefixes prefixes(*impl_, in, inputs, msgs, with_prefixes);
+  Prefixes prefixes(*impl_, in, inputs, msgs, with_prefixes, budget);
   common_chat_params cp = apply(inputs);
   if (!in.tool_name.empty()) {
     // The prompt shows every tool (so it stays a cacheable prefix of the agent's other

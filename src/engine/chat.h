@@ -10,6 +10,8 @@
 // structs, and JSON travels as text (the common library wraps its own JSON library).
 #pragma once
 
+#include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -69,6 +71,23 @@ struct ChatDelta {
   ToolCall tool;
 };
 
+// The client went away while its request was being rendered (RenderBudget::cancelled).
+struct ChatCancelled : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// What the prefix renderings (ChatRender::prefix_ends) may cost one request. Only the prefixes
+// ending at the first message or at one of the last kNewPrefixes get a boundary (an agent's turn
+// adds two or three messages; the rest were the earlier turns' last ones), so a request renders
+// at most kNewPrefixes + 1 prefixes it has not seen: O(messages) work, never quadratic. Past
+// `deadline` the remaining prefixes get no boundary either; `cancelled` is asked between
+// renderings, and once it says so render() throws ChatCancelled.
+struct RenderBudget {
+  static constexpr size_t kNewPrefixes = 8;
+  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+  std::function<bool()> cancelled;
+};
+
 class ChatParser;
 
 struct ChatRender {
@@ -106,7 +125,7 @@ class ChatTemplates {
   // Throws ChatError for anything the request got wrong. Prefix renderings are remembered (by a
   // hash of the messages and settings) and reused while they still match, so an agent's next
   // turn renders only its new messages. Thread-safe.
-  ChatRender render(const ChatInput& in, bool with_prefixes) const;
+  ChatRender render(const ChatInput& in, bool with_prefixes, const RenderBudget& budget = {}) const;
   // Remembers the verified tokens of the prefix rendering `key` (ChatRender::prefix_keys), so a
   // later request checks a hash instead of tokenizing that prefix again.
   void remember_tokens(uint64_t key, ChatRender::PrefixTokens t) const;

@@ -306,6 +306,10 @@ void parse_sampling(const json& j, Api ep, engine::SamplingParams& s, bool& logp
         add(id, v, "logit_bias");
       }
     } else if (lb->is_array()) {  // llama.cpp: [[id, bias], ...]
+      if (lb->size() > static_cast<size_t>(n_vocab)) {
+        fail("'logit_bias' has more entries than the vocabulary has tokens (" +
+             std::to_string(n_vocab) + ")");
+      }
       for (size_t i = 0; i < lb->size(); ++i) {
         const json& e = (*lb)[i];
         if (!e.is_array() || e.size() != 2 || !e[0].is_number_integer()) {
@@ -365,6 +369,9 @@ void parse_gen(const json& j, Api ep, GenerationParams& g) {
     }
     for (const auto& st : g.stop) {
       if (st.empty()) fail("'stop' strings must not be empty");
+      if (st.size() > kMaxStopBytes) {
+        fail("'stop' strings must be at most " + std::to_string(kMaxStopBytes) + " bytes");
+      }
     }
   }
   if (const json* salt = field(j, "cache_salt")) {
@@ -424,13 +431,83 @@ bool is_chat(Api api) {
   return api == Api::kChat || api == Api::kMessages || api == Api::kResponses;
 }
 
+json parse_json_body(const std::string& body, int max_depth) {
+  try {
+    return json::parse(body, [max_depth](int depth, json::parse_event_t ev, json&) {
+      if ((ev == json::parse_event_t::object_start || ev == json::parse_event_t::array_start) &&
+          depth >= max_depth) {
+        throw std::invalid_argument("request body nests arrays and objects more than " +
+                                    std::to_string(max_depth) + " deep");
+      }
+      return true;
+    });
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for huge numbers
+    throw std::invalid_argument(std::string("request body is not valid JSON: ") + e.what());
+  }
+}
+
+void check_grammar_size(const std::string& g, size_t max_bytes) {
+  if (g.size() > max_bytes) {
+    throw std::invalid_argument("the grammar has " + std::to_string(g.size()) +
+                                " bytes; this server accepts at most " + std::to_string(max_bytes) +
+                                " (--max-grammar-bytes)");
+  }
+  // Groups nest by parentheses outside literals ("..."), character classes ([...]) and comments.
+  int depth = 0;
+  for (size_t i = 0; i < g.size(); ++i) {
+    const char c = g[i];
+    if (c == '"' || c == '[') {
+      const char close = c == '"' ? '"' : ']';
+      for (++i; i < g.size() && g[i] != close; ++i) {
+        if (g[i] == '\\') ++i;
+      }
+    } else if (c == '#') {
+      while (i < g.size() && g[i] != '\n') ++i;
+    } else if (c == '(' && ++depth > kMaxGrammarDepth) {
+      throw std::invalid_argument("the grammar nests groups more than " +
+                                  std::to_string(kMaxGrammarDepth) + " deep");
+    } else if (c == ')') {
+      depth = std::max(0, depth - 1);
+    }
+  }
+}
+
+namespace {
+
+// The limits a parsed request must keep besides the JSON depth (checked while parsing).
+void check_limits(const json& chat_or_prompt, const GenerationParams& g,
+                  const engine::ChatInput& in, const Limits& lim) {
+  if (const json* m = field(chat_or_prompt, "messages"); m && m->is_array()) {
+    if (m->size() > static_cast<size_t>(lim.messages)) {
+      fail("the conversation has " + std::to_string(m->size()) +
+           " messages; this server accepts at most " + std::to_string(lim.messages) +
+           " (--max-messages)");
+    }
+  }
+  if (const json* t = field(chat_or_prompt, "tools"); t && t->is_array()) {
+    if (t->size() > static_cast<size_t>(lim.tools)) {
+      fail("the request has " + std::to_string(t->size()) + " tools; this server accepts at most " +
+           std::to_string(lim.tools) + " (--max-tools)");
+    }
+  }
+  for (const std::string* gbnf : {&in.grammar, &g.sampling.grammar.grammar}) {
+    try {
+      check_grammar_size(*gbnf, lim.grammar_bytes);
+    } catch (const std::invalid_argument& e) {
+      fail(e.what());
+    }
+  }
+}
+
+}  // namespace
+
 std::variant<ParsedRequest, ApiError> parse_request(Api api, const std::string& body,
                                                     const ApiOptions& opt) {
   json j;
   try {
-    j = json::parse(body);
-  } catch (const json::exception& e) {  // parse_error, and out_of_range for huge numbers
-    return ApiError{400, std::string("request body is not valid JSON: ") + e.what()};
+    j = parse_json_body(body, opt.limits.json_depth);
+  } catch (const std::invalid_argument& e) {
+    return ApiError{400, e.what()};
   }
   if (!j.is_object()) return ApiError{400, "request body must be a JSON object"};
   ParsedRequest r;
@@ -438,6 +515,8 @@ std::variant<ParsedRequest, ApiError> parse_request(Api api, const std::string& 
   try {
     if (api == Api::kMessages) j = anthropic_to_chat(j, opt.billing);
     if (api == Api::kResponses) j = responses_to_chat(j);
+    // Counted before the messages are checked and dumped one by one.
+    check_limits(j, r.gen, r.chat, opt.limits);
     if (is_chat(api)) {
       parse_chat(j, r.chat);
     } else {
@@ -446,6 +525,7 @@ std::variant<ParsedRequest, ApiError> parse_request(Api api, const std::string& 
     }
     parse_gen(j, api, r.gen);
     parse_sampling(j, api, r.gen.sampling, r.gen.logprobs, opt.n_vocab);
+    check_limits(j, r.gen, r.chat, opt.limits);
   } catch (const Bad& b) {
     return ApiError{400, b.msg};
   } catch (const json::exception& e) {

@@ -45,10 +45,39 @@ enum class BillingHeader {
   kDrop,       // the whole line removed (it carries no instruction for a local model)
 };
 
+// What one request may ask of the server (serve flags, shown in /props under "limits"). A request
+// beyond one gets a clear 4xx before any work; none of them bounds what a client may legitimately
+// send by much (Claude Code sends ~20 tools nested ~10 deep, agent conversations a few hundred
+// messages).
+struct Limits {
+  size_t body_bytes = 64ull << 20;  // after any Content-Encoding, however the body is framed
+  int json_depth = 128;             // nested arrays and objects
+  int messages = 4096;              // messages of a conversation (every dialect)
+  int tools = 1024;
+  size_t grammar_bytes = 256 << 10;  // a client's GBNF grammar
+  int prompt_tokens = 0;             // 0: the context per slot
+  int queue = 256;                   // requests waiting for a slot; more get 503 + Retry-After
+  double render_seconds = 10;        // message boundaries found after this are left out
+};
+
+// A grammar nests at most this deep (groups in parentheses): llama.cpp's parser recurses per level.
+inline constexpr int kMaxGrammarDepth = 256;
+// Stop strings are matched against every generated piece: each is at most this long.
+inline constexpr size_t kMaxStopBytes = 4096;
+
 struct ApiOptions {
   int n_vocab = 0;
   BillingHeader billing = BillingHeader::kNormalize;
+  Limits limits;
 };
+
+// The body as JSON, refusing nesting deeper than `max_depth` (nlohmann parses without recursion,
+// but dump(), copies and comparisons recurse: a deep body would overflow the stack there). Throws
+// api_json::Bad-compatible std::invalid_argument with the reason.
+nlohmann::ordered_json parse_json_body(const std::string& body, int max_depth);
+// Throws std::invalid_argument when a GBNF grammar is longer than `max_bytes` or nests groups
+// deeper than kMaxGrammarDepth.
+void check_grammar_size(const std::string& gbnf, size_t max_bytes);
 
 struct GenerationParams {
   int max_tokens = -1;  // -1: the server's --n-predict (default: until EOS or the context's end)

@@ -7,9 +7,9 @@
 namespace kvstash::server {
 
 ChatPrompt render_chat(const engine::Model& model, const engine::ChatTemplates& templates,
-                       const engine::ChatInput& input) {
+                       const engine::ChatInput& input, const engine::RenderBudget& budget) {
   ChatPrompt p;
-  p.render = templates.render(input, true);
+  p.render = templates.render(input, true, budget);
   const std::string& full = p.render.prompt;
   p.tokens = model.tokenize(full, true, true);
 

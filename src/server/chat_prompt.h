@@ -30,9 +30,10 @@ struct ChatPrompt {
   engine::ChatRender render;
 };
 
-// Throws engine::ChatError for what the request got wrong.
+// Throws engine::ChatError for what the request got wrong, engine::ChatCancelled when the
+// budget's client went away.
 ChatPrompt render_chat(const engine::Model& model, const engine::ChatTemplates& templates,
-                       const engine::ChatInput& input);
+                       const engine::ChatInput& input, const engine::RenderBudget& budget = {});
 // Plain role/content conversations (the CLI, the bench's token traces, tests).
 ChatPrompt render_chat(const engine::Model& model, const engine::ChatTemplates& templates,
                        const std::vector<ChatMessage>& messages);

@@ -1,6 +1,10 @@
 #include "server/http_server.h"
 
+#include <arpa/inet.h>
+#include <dirent.h>
 #include <httplib.h>
+#include <poll.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <atomic>
@@ -13,6 +17,7 @@
 
 #include "server/api.h"
 #include "server/chat_prompt.h"
+#include "server/http_gate.h"
 #include "server/listen_backlog.h"
 #include "server/metrics.h"
 #include "server/reply.h"
@@ -93,11 +98,71 @@ void send_error(httplib::Response& res, Api api, const ApiError& e) {
   res.set_content(dump_json(error_json(api, e)), "application/json");
 }
 
-// The API key, as "Authorization: Bearer KEY", "X-Api-Key: KEY" (Anthropic's header) or
-// "api-key: KEY" (Azure OpenAI's).
-bool has_key(const httplib::Request& req, const std::string& key) {
-  return req.get_header_value("Authorization") == "Bearer " + key ||
-         req.get_header_value("X-Api-Key") == key || req.get_header_value("api-key") == key;
+// The socket of the connection that carries `req`, found by its peer address: Debian's httplib
+// (0.11) does not tell a handler whether its client is still there, and the connection's socket
+// stays open (and its number unique) while the handler runs. -1 if not found.
+int peer_socket(const httplib::Request& req) {
+  DIR* d = opendir("/proc/self/fd");
+  if (!d) return -1;
+  int found = -1;
+  while (const dirent* e = readdir(d)) {
+    const int fd = std::atoi(e->d_name);
+    if (fd <= 2) continue;
+    sockaddr_storage a{};
+    socklen_t len = sizeof a;
+    if (getpeername(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) continue;
+    char ip[INET6_ADDRSTRLEN] = "";
+    int port = 0;
+    if (a.ss_family == AF_INET) {
+      const auto* v4 = reinterpret_cast<const sockaddr_in*>(&a);
+      inet_ntop(AF_INET, &v4->sin_addr, ip, sizeof ip);
+      port = ntohs(v4->sin_port);
+    } else if (a.ss_family == AF_INET6) {
+      const auto* v6 = reinterpret_cast<const sockaddr_in6*>(&a);
+      inet_ntop(AF_INET6, &v6->sin6_addr, ip, sizeof ip);
+      port = ntohs(v6->sin6_port);
+    }
+    if (port == req.remote_port && req.remote_addr == ip) {
+      found = fd;
+      break;
+    }
+  }
+  closedir(d);
+  return found;
+}
+
+// Whether the client closed its end of the connection (or it broke).
+bool peer_gone(int fd) {
+  if (fd < 0) return false;
+  pollfd p{fd, POLLRDHUP, 0};
+  return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0;
+}
+
+// The request body, decoded from any Content-Encoding, read up to `limit` bytes however it is
+// framed (Content-Length, chunked): httplib checks only a Content-Length against its own limit.
+// nullopt after answering 413 (or 400 for a body that cannot be read).
+std::optional<std::string> read_body(const httplib::Request& req, httplib::Response& res,
+                                     const httplib::ContentReader& reader, size_t limit) {
+  std::string body;
+  bool over = false;
+  const bool ok = reader([&](const char* data, size_t n) {
+    if (body.size() + n > limit) {
+      over = true;
+      return false;
+    }
+    body.append(data, n);
+    return true;
+  });
+  if (ok) return body;
+  res.set_header("Connection", "close");  // the rest of the body is never read
+  if (over || res.status == 413) {
+    send_error(res, api_of_path(req.path),
+               {413, "request body too large: this server accepts at most " +
+                         std::to_string(limit) + " bytes (--max-request-bytes), after decoding"});
+  } else {
+    send_error(res, api_of_path(req.path), {400, "the request body could not be read"});
+  }
+  return std::nullopt;
 }
 
 }  // namespace
@@ -116,7 +181,8 @@ namespace {
 // Everything the client can get wrong here is an ApiError.
 std::variant<Prepared, ApiError> prepare_job(ParsedRequest& r, engine::Model& model,
                                              const engine::ChatTemplates& templates,
-                                             const HttpConfig& cfg) {
+                                             const HttpConfig& cfg,
+                                             const engine::RenderBudget& budget) {
   Prepared p;
   auto job = std::make_shared<Job>();
   job->sampling = r.gen.sampling;
@@ -130,7 +196,7 @@ std::variant<Prepared, ApiError> prepare_job(ParsedRequest& r, engine::Model& mo
   p.client_stops = r.gen.stop;
   if (is_chat(r.api)) {
     try {
-      ChatPrompt cp = render_chat(model, templates, r.chat);
+      ChatPrompt cp = render_chat(model, templates, r.chat, budget);
       job->prompt = std::move(cp.tokens);
       job->info = std::move(cp.info);
       job->sampling.grammar = std::move(cp.render.grammar);
@@ -138,6 +204,8 @@ std::variant<Prepared, ApiError> prepare_job(ParsedRequest& r, engine::Model& mo
       p.parser = std::move(cp.render.parser);
     } catch (const engine::ChatError& e) {
       return ApiError{400, e.what()};
+    } catch (const engine::ChatCancelled& e) {
+      return ApiError{400, e.what()};  // nobody reads it
     } catch (const std::exception& e) {
       return ApiError{400, std::string("cannot apply the chat template: ") + e.what()};
     }
@@ -157,6 +225,12 @@ std::variant<Prepared, ApiError> prepare_job(ParsedRequest& r, engine::Model& mo
     return ApiError{400, "the prompt has " + std::to_string(job->prompt.size()) +
                              " tokens; the context holds " + std::to_string(cfg.slot_ctx) +
                              " per slot"};
+  }
+  if (cfg.limits.prompt_tokens > 0 &&
+      job->prompt.size() > static_cast<size_t>(cfg.limits.prompt_tokens)) {
+    return ApiError{400, "the prompt has " + std::to_string(job->prompt.size()) +
+                             " tokens; this server accepts at most " +
+                             std::to_string(cfg.limits.prompt_tokens) + " (--max-prompt-tokens)"};
   }
   if (!job->sampling.grammar.grammar.empty()) {
     try {  // a grammar llama.cpp cannot parse is the client's error, found before any work
@@ -191,7 +265,7 @@ HttpServer::HttpServer(engine::Model& model, const engine::ChatTemplates& templa
       http_(std::make_unique<httplib::Server>()),
       requests_(std::make_shared<RequestLog>()),
       started_ms_(unix_now_ms()) {
-  http_->set_payload_max_length(cfg_.max_body_bytes);
+  http_->set_payload_max_length(cfg_.limits.body_bytes);  // a Content-Length beyond: 413 at once
   // httplib serves each connection on a thread of a pool sized by the core count (8 on a small
   // machine, 15 on 16 cores), and a connection beyond it waits in a queue: with more slots than
   // threads, the last streams would start only when others end. So every slot gets a thread, with
@@ -224,16 +298,19 @@ void HttpServer::stop() { http_->stop(); }
 
 void HttpServer::routes() {
   auto& s = *http_;
+  // What went wrong inside is the log's business: the client learns that it did.
   s.set_exception_handler(
       [](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
-        std::string what = "internal error";
+        std::string what = "unknown exception";
         try {
           std::rethrow_exception(ep);
         } catch (const std::exception& e) {
           what = e.what();
         } catch (...) {
         }
-        send_error(res, api_of_path(req.path), {500, what});
+        log::error(req.method + " " + req.path + ": " + what);
+        send_error(res, api_of_path(req.path),
+                   {500, "internal error while serving the request (the server log says more)"});
       });
   s.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
@@ -252,14 +329,20 @@ void HttpServer::routes() {
                  {res.status, "request failed with HTTP " + std::to_string(res.status)});
   });
 
-  // Optional API key: "Authorization: Bearer KEY" (or "X-Api-Key: KEY") everywhere but /health
-  // and the status page's HTML (its data, /status.json, is guarded like every other endpoint).
+  // The gate (server/http_gate.h): API key, Host and Origin, body types.
   s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     using H = httplib::Server::HandlerResponse;
-    if (cfg_.api_key.empty() || req.path == "/health" || is_status_page(req)) return H::Unhandled;
-    if (has_key(req, cfg_.api_key)) return H::Unhandled;
-    send_error(res, api_of_path(req.path),
-               {401, "missing or wrong API key (send Authorization: Bearer <key>)"});
+    const GateRequest g{req.method,
+                        req.path,
+                        req.get_header_value("Host"),
+                        req.get_header_value("Origin"),
+                        req.get_header_value("Content-Type"),
+                        req.get_header_value("Authorization"),
+                        req.get_header_value("X-Api-Key"),
+                        req.get_header_value("api-key")};
+    const auto refused = gate(g, {cfg_.api_key, cfg_.allowed_hosts});
+    if (!refused) return H::Unhandled;
+    send_error(res, api_of_path(req.path), *refused);
     return H::Handled;
   });
   s.Get("/health", [](const httplib::Request&, httplib::Response& res) {
@@ -275,6 +358,17 @@ void HttpServer::routes() {
   });
   s.Get("/props", [this](const httplib::Request&, httplib::Response& res) {
     json p = props_;
+    const Limits& l = cfg_.limits;
+    p["limits"] = {{"body_bytes", l.body_bytes},
+                   {"json_depth", l.json_depth},
+                   {"messages", l.messages},
+                   {"tools", l.tools},
+                   {"grammar_bytes", l.grammar_bytes},
+                   {"prompt_tokens", l.prompt_tokens > 0 ? l.prompt_tokens : cfg_.slot_ctx},
+                   {"queue", l.queue},
+                   {"render_seconds", l.render_seconds},
+                   {"stop_bytes", kMaxStopBytes},
+                   {"grammar_depth", kMaxGrammarDepth}};
     if (cache_) {
       const auto st = cache_->stats();
       p["cache"]["disk_bytes"] = st.disk_bytes;
@@ -311,8 +405,24 @@ void HttpServer::routes() {
     res.set_content(prometheus_metrics(pool_, cache_, static_cast<int>(pool_.slots().size())),
                     "text/plain; version=0.0.4");
   });
-  s.Post("/tokenize", [this](const httplib::Request& req, httplib::Response& res) {
-    json j = json::parse(req.body, nullptr, false);
+  // Every body is read by read_body, under the limit however it is framed or encoded.
+  auto post = [this, &s](const char* path, auto handler) {
+    s.Post(path, [this, handler](const httplib::Request& req, httplib::Response& res,
+                                 const httplib::ContentReader& reader) {
+      auto body = read_body(req, res, reader, cfg_.limits.body_bytes);
+      if (body) handler(req, *body, res);
+    });
+  };
+  auto parse_small = [this](const std::string& body) {
+    try {
+      return json(parse_json_body(body, cfg_.limits.json_depth));
+    } catch (const std::invalid_argument&) {
+      return json();
+    }
+  };
+  post("/tokenize", [this, parse_small](const httplib::Request&, const std::string& body,
+                                        httplib::Response& res) {
+    json j = parse_small(body);
     if (!j.is_object() || !j.contains("content") || !j["content"].is_string()) {
       return send_error(res, Api::kChat, {400, "'content' must be a string"});
     }
@@ -320,8 +430,9 @@ void HttpServer::routes() {
     res.set_content(dump_json({{"tokens", model_.tokenize(j["content"], add_special, true)}}),
                     "application/json");
   });
-  s.Post("/detokenize", [this](const httplib::Request& req, httplib::Response& res) {
-    json j = json::parse(req.body, nullptr, false);
+  post("/detokenize", [this, parse_small](const httplib::Request&, const std::string& body,
+                                          httplib::Response& res) {
+    json j = parse_small(body);
     if (!j.is_object() || !j.contains("tokens") || !j["tokens"].is_array()) {
       return send_error(res, Api::kChat, {400, "'tokens' must be an array of token ids"});
     }
@@ -345,9 +456,8 @@ void HttpServer::routes() {
       {"/completions", Api::kLlamaCompletion}, {"/v1/messages", Api::kMessages},
       {"/v1/responses", Api::kResponses},      {"/responses", Api::kResponses}};
   for (const auto& [path, api] : generating) {
-    s.Post(path, [this, api = api](const httplib::Request& req, httplib::Response& res) {
-      generate(api, req, res);
-    });
+    post(path, [this, api = api](const httplib::Request& req, const std::string& body,
+                                 httplib::Response& res) { generate(api, req, body, res); });
   }
   const std::pair<const char*, Api> counting[] = {{"/v1/messages/count_tokens", Api::kMessages},
                                                   {"/v1/responses/input_tokens", Api::kResponses},
@@ -355,18 +465,18 @@ void HttpServer::routes() {
                                                   {"/v1/chat/completions/input_tokens", Api::kChat},
                                                   {"/chat/completions/input_tokens", Api::kChat}};
   for (const auto& [path, api] : counting) {
-    s.Post(path, [this, api = api](const httplib::Request& req, httplib::Response& res) {
-      count_tokens(api, req, res);
-    });
+    post(path, [this, api = api](const httplib::Request& req, const std::string& body,
+                                 httplib::Response& res) { count_tokens(api, req, body, res); });
   }
 }
 
-void HttpServer::count_tokens(Api api, const httplib::Request& req, httplib::Response& res) {
-  auto parsed = parse_request(api, req.body, {model_.n_vocab(), cfg_.billing});
+void HttpServer::count_tokens(Api api, const httplib::Request& req, const std::string& body,
+                              httplib::Response& res) {
+  auto parsed = parse_request(api, body, api_options());
   if (auto* e = std::get_if<ApiError>(&parsed)) return send_error(res, api, *e);
   auto& r = std::get<ParsedRequest>(parsed);
   try {
-    const ChatPrompt cp = render_chat(model_, templates_, r.chat);
+    const ChatPrompt cp = render_chat(model_, templates_, r.chat, budget(req));
     json out = {{"input_tokens", cp.tokens.size()}};
     if (api == Api::kResponses) out["object"] = "response.input_tokens";
     res.set_content(dump_json(out), "application/json");
@@ -379,7 +489,7 @@ void HttpServer::settle_turn(Api api, const std::string& body, const engine::Cha
                              int slot) {
   try {
     const auto next = with_reply(api, nlohmann::ordered_json::parse(body), reply);
-    auto parsed = parse_request(api, next.dump(), {model_.n_vocab(), cfg_.billing});
+    auto parsed = parse_request(api, next.dump(), api_options());
     if (auto* e = std::get_if<ApiError>(&parsed)) throw std::runtime_error(e->message);
     engine::ChatInput in = std::get<ParsedRequest>(parsed).chat;
     const auto& gen = std::get<ParsedRequest>(parsed).gen;
@@ -457,12 +567,24 @@ struct HttpServer::Exchange {
   }
 };
 
-void HttpServer::generate(Api api, const httplib::Request& req, httplib::Response& res) {
+ApiOptions HttpServer::api_options() const { return {model_.n_vocab(), cfg_.billing, cfg_.limits}; }
+
+engine::RenderBudget HttpServer::budget(const httplib::Request& req) const {
+  engine::RenderBudget b;
+  b.deadline = Clock::now() +
+               std::chrono::milliseconds(static_cast<int64_t>(cfg_.limits.render_seconds * 1000));
+  b.cancelled = [fd = peer_socket(req)] { return peer_gone(fd); };
+  return b;
+}
+
+void HttpServer::generate(Api api, const httplib::Request& req, const std::string& body,
+                          httplib::Response& res) {
   const auto arrived = std::chrono::steady_clock::now();
   const int64_t arrived_ms = unix_now_ms();
-  auto parsed = parse_request(api, req.body, {model_.n_vocab(), cfg_.billing});
+  auto parsed = parse_request(api, body, api_options());
   if (auto* e = std::get_if<ApiError>(&parsed)) return send_error(res, api, *e);
-  auto prepared = prepare_job(std::get<ParsedRequest>(parsed), model_, templates_, cfg_);
+  const engine::RenderBudget rb = budget(req);
+  auto prepared = prepare_job(std::get<ParsedRequest>(parsed), model_, templates_, cfg_, rb);
   if (auto* e = std::get_if<ApiError>(&prepared)) return send_error(res, api, *e);
   Prepared p = std::move(std::get<Prepared>(prepared));
 
@@ -471,14 +593,26 @@ void HttpServer::generate(Api api, const httplib::Request& req, httplib::Respons
       make_encoder({api, std::to_string(++g_request_id), unix_now(), cfg_.model_id,
                     static_cast<uint32_t>(p.job->prompt.size())}),
       ReplyAssembler(p.parser), std::move(p.client_stops),
-      cfg_.settle_turns && is_chat(api) ? req.body : std::string());
+      cfg_.settle_turns && is_chat(api) ? body : std::string());
   track(x, arrived, arrived_ms, p.progress);
   pool_.submit(x->job);
+  {
+    // Refused at once (a full queue, shutting down): an error status, streamed or not.
+    std::lock_guard lock(x->ch.mu);
+    if (x->ch.done && x->ch.done->end == JobEnd::kError) {
+      if (x->ch.done->error_status == 503) res.set_header("Retry-After", "1");
+      return send_error(res, api, {x->ch.done->error_status, x->ch.done->error});
+    }
+  }
   if (p.stream) return stream(x, res);
 
-  // Not streamed: the whole reply first, so its HTTP status is the outcome's.
+  // Not streamed: the whole reply first, so its HTTP status is the outcome's. A client that
+  // leaves cancels the job, as a stream's does.
   std::unique_lock lock(x->ch.mu);
-  x->ch.cv.wait(lock, [&] { return x->ch.done.has_value(); });
+  while (!x->ch.cv.wait_for(lock, std::chrono::milliseconds(200),
+                            [&] { return x->ch.done.has_value(); })) {
+    if (!x->job->cancelled && rb.cancelled()) x->job->cancelled = true;
+  }
   for (auto& ev : x->ch.events) {
     if (ev.kind == ReplyEvent::Kind::kText) x->assembler.collect(ev.text);
     if (ev.kind == ReplyEvent::Kind::kLogprob) x->assembler.logprob(std::move(ev.data));
@@ -486,6 +620,10 @@ void HttpServer::generate(Api api, const httplib::Request& req, httplib::Respons
   const Job::Result d = *x->ch.done;
   lock.unlock();
   if (d.end == JobEnd::kError) return send_error(res, api, {d.error_status, d.error});
+  if (d.end == JobEnd::kCancelled) {  // the server is stopping (or nobody is listening)
+    res.set_header("Retry-After", "1");
+    return send_error(res, api, {503, "the server is shutting down; the request was cancelled"});
+  }
   x->finish(*this, d, false);
   const ReplyMessage& m = x->assembler.message();
   res.set_content(dump_json(x->enc->whole(reply_end(d, x->stops, m), m)), "application/json");

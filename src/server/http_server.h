@@ -11,8 +11,9 @@
 // (Job callbacks, never concurrently for one job) and the HTTP thread encodes and writes them.
 // A streamed reply writes a keep-alive (an SSE comment, or the dialect's ping) whenever nothing
 // was written for kKeepAliveSeconds, so clients wait through long prefills and queues. A client
-// that goes away mid-stream cancels its job (Job::cancelled, which the slot checks between
-// batches and tokens); a non-streamed request runs to its end.
+// that goes away cancels its job (Job::cancelled, which the slot checks between batches and
+// tokens): a stream's failed write, or the connection's socket closing under a non-streamed one;
+// a request still being rendered stops rendering.
 //
 // Tool-call turns that stay reusable: a reply's tokens as sampled are rarely what the client's
 // next request renders (tool-call JSON re-serialized, reasoning dropped, the template's own
@@ -49,12 +50,13 @@ struct HttpConfig {
   std::string host = "127.0.0.1";
   int port = 8080;
   std::string model_id;
-  int slot_ctx = 0;                     // context per slot
-  int slots = 1;                        // requests served at once (--parallel)
-  size_t max_body_bytes = 64ull << 20;  // request size limit
+  int slot_ctx = 0;  // context per slot
+  int slots = 1;     // requests served at once (--parallel)
+  Limits limits;     // what one request may ask (/props shows them)
   // Required on every endpoint but /health and the status page's HTML (GET /, /status: it holds
-  // no data; its status.json needs the key) when set.
+  // no data; its status.json needs the key) when set (server/http_gate.h).
   std::string api_key;
+  std::vector<std::string> allowed_hosts;  // Host names besides IPs and localhost (no key set)
   int n_predict = -1;  // tokens generated when a request sets no max (-1: until EOS or context end)
   int max_tokens_cap = -1;  // no request generates more, whatever it asks (-1: no cap)
   BillingHeader billing = BillingHeader::kNormalize;  // Claude Code's billing header line
@@ -85,11 +87,16 @@ class HttpServer {
   using Clock = std::chrono::steady_clock;
   struct Exchange;
   void routes();
-  void generate(Api api, const httplib::Request& req, httplib::Response& res);
+  ApiOptions api_options() const;
+  // The rendering's budget: --max-render-seconds from now, and whether req's client left.
+  engine::RenderBudget budget(const httplib::Request& req) const;
+  void generate(Api api, const httplib::Request& req, const std::string& body,
+                httplib::Response& res);
   void track(const std::shared_ptr<Exchange>& x, Clock::time_point arrived, int64_t arrived_ms,
              bool progress);
   void stream(const std::shared_ptr<Exchange>& x, httplib::Response& res);
-  void count_tokens(Api api, const httplib::Request& req, httplib::Response& res);
+  void count_tokens(Api api, const httplib::Request& req, const std::string& body,
+                    httplib::Response& res);
   void settle_turn(Api api, const std::string& body, const engine::ChatMessageOut& reply, int slot);
   engine::Model& model_;
   const engine::ChatTemplates& templates_;

@@ -55,15 +55,26 @@ SlotPool::SlotPool(engine::Model& model, const engine::SessionOptions& session, 
 
 SlotPool::~SlotPool() { shutdown(); }
 
+namespace {
+Job::Result refused(std::string why) {
+  Job::Result r;
+  r.end = JobEnd::kError;
+  r.error = std::move(why);
+  r.error_status = 503;
+  return r;
+}
+}  // namespace
+
 void SlotPool::submit(std::shared_ptr<Job> job) {
   std::lock_guard lock(mu_);
-  if (stopping_) {
-    Job::Result r;
-    r.end = JobEnd::kError;
-    r.error = "the server is shutting down";
-    r.error_status = 503;
-    job->on_done(r);
-    return;
+  if (stopping_) return job->on_done(refused("the server is shutting down"));
+  if (job->kind == Job::Kind::kRequest) {
+    const auto waiting = std::count_if(
+        queue_.begin(), queue_.end(), [](const auto& j) { return j->kind == Job::Kind::kRequest; });
+    if (static_cast<size_t>(waiting) >= max_queue_) {
+      return job->on_done(refused("the server is busy: " + std::to_string(waiting) +
+                                  " requests wait for a slot (--max-queue); retry later"));
+    }
   }
   queue_.push_back(std::move(job));
   cv_.notify_all();
@@ -148,6 +159,12 @@ void SlotPool::execute(Slot& s, Job& job) {
   r.prompt_tokens = static_cast<uint32_t>(job.prompt.size());
   if (job.on_start) job.on_start(s.id);
   const bool request = job.kind == Job::Kind::kRequest;
+  if (job.cancelled) {  // the client left while it waited: no restore, no store for nobody
+    r.end = JobEnd::kCancelled;
+    ++counters_.cancelled;
+    job.on_done(r);
+    return;
+  }
   if (request) {
     ++counters_.requests;
     counters_.prompt_tokens += job.prompt.size();
@@ -236,7 +253,7 @@ void SlotPool::execute(Slot& s, Job& job) {
     counters_.generated_tokens += r.completion_tokens;
   } catch (const std::exception& e) {
     r.end = JobEnd::kError;
-    r.error = e.what();
+    r.error = "the request failed on the server (its log says why)";
     log::error("slot " + std::to_string(s.id) + ": " + e.what());
     // The live state may be half-written: start the next request from a clean slot, and make
     // sure the shutdown store does not save a state that is gone.
@@ -252,24 +269,23 @@ std::vector<SlotInfo> SlotPool::slots() {
   return out;
 }
 
+void SlotPool::begin_shutdown() {
+  std::lock_guard lock(mu_);
+  stopping_ = true;
+  for (auto& s : slots_) {
+    if (s->job) s->job->cancelled = true;
+  }
+  for (auto& j : queue_) j->on_done(refused("the server is shutting down"));
+  queue_.clear();
+  cv_.notify_all();
+}
+
 void SlotPool::shutdown() {
   {
     std::lock_guard lock(mu_);
     if (stopping_ && slots_.empty()) return;
-    stopping_ = true;
-    for (auto& s : slots_) {
-      if (s->job) s->job->cancelled = true;
-    }
-    for (auto& j : queue_) {
-      Job::Result r;
-      r.end = JobEnd::kError;
-      r.error = "the server is shutting down";
-      r.error_status = 503;
-      j->on_done(r);
-    }
-    queue_.clear();
-    cv_.notify_all();
   }
+  begin_shutdown();
   for (auto& s : slots_) {
     if (s->thread.joinable()) s->thread.join();
   }

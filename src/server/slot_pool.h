@@ -100,13 +100,20 @@ class SlotPool {
            cache::PrefixCache* cache, const cache::StoreConfig& store, cache::Scope scope);
   ~SlotPool();
 
+  // Queues the job; a client's job when `max_queue` others wait already, or any job while
+  // stopping, ends at once with a 503 error (on_done, on this thread).
   void submit(std::shared_ptr<Job> job);
+  void set_max_queue(size_t n) { max_queue_ = n; }
   std::vector<SlotInfo> slots();
   const cache::Scope& default_scope() const { return scope_; }
   PoolCounters& counters() { return counters_; }
   engine::SharedContext::Stats decode_stats() { return context_->stats(); }
   int busy() const { return busy_.load(); }
-  // Cancels running work, stores every live state (reason=shutdown), joins the threads.
+  // Refuses new jobs, answers the queued ones (503) and cancels the running ones; returns at once,
+  // so that the HTTP threads waiting on those jobs finish.
+  void begin_shutdown();
+  // begin_shutdown(), then waits for the slots to store every live state (reason=shutdown) and
+  // joins their threads.
   void shutdown();
 
  private:
@@ -126,6 +133,7 @@ class SlotPool {
   std::deque<std::shared_ptr<Job>> queue_;
   std::deque<std::vector<engine::Token>> history_;  // recent prompts for the auto scope
   bool stopping_ = false;
+  size_t max_queue_ = SIZE_MAX;
   std::atomic<int> busy_{0};
   PoolCounters counters_;
 };

@@ -15,7 +15,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using server::Api;
   for (auto api :
        {Api::kChat, Api::kCompletions, Api::kLlamaCompletion, Api::kMessages, Api::kResponses}) {
-    auto r = server::parse_request(api, body, {151936, server::BillingHeader::kNormalize});
+    auto r = server::parse_request(api, body, {151936, server::BillingHeader::kNormalize, {}});
     // As the server sends it: client bytes in a message may be invalid UTF-8.
     if (auto* e = std::get_if<server::ApiError>(&r)) {
       (void)server::error_json(api, *e).dump(-1, ' ', false,

@@ -325,7 +325,7 @@ TEST_F(AgentProtocol, RenderingMatchesLlamaServerJinjaWithAndWithoutTools) {
     const std::vector<engine::Token> expected_tokens = toks.body["tokens"];
 
     // kvstash's own rendering, through the server's request parser.
-    auto parsed = server::parse_request(server::Api::kChat, body.dump(), {m.n_vocab()});
+    auto parsed = server::parse_request(server::Api::kChat, body.dump(), {m.n_vocab(), server::BillingHeader::kNormalize, {}});
     ASSERT_TRUE(std::holds_alternative<server::ParsedRequest>(parsed))
         << std::get<server::ApiError>(parsed).message;
     const auto cp = server::render_chat(m, templates, std::get<server::ParsedRequest>(parsed).chat);

@@ -10,7 +10,7 @@ using namespace kvstash::server;
 
 namespace {
 std::string error_of(Api ep, const std::string& body) {
-  auto r = parse_request(ep, body, ApiOptions{1000});
+  auto r = parse_request(ep, body, ApiOptions{1000, BillingHeader::kNormalize, {}});
   auto* e = std::get_if<ApiError>(&r);
   return e ? e->message : "";
 }
@@ -23,7 +23,7 @@ TEST(Api, ParsesAFullChatRequest) {
                  {"role": "assistant", "content": null}],
     "max_tokens": 5, "temperature": 0, "stop": "END", "stream": true,
     "prefix_cache": {"scope": "auto", "window": 8}, "cache_salt": "t"})",
-                         ApiOptions{1000});
+                         ApiOptions{1000, BillingHeader::kNormalize, {}});
   ASSERT_TRUE(std::holds_alternative<ParsedRequest>(r));
   const auto& p = std::get<ParsedRequest>(r);
   const auto m = nlohmann::json::parse(p.chat.messages_json);
@@ -49,7 +49,7 @@ TEST(Api, ParsesToolsToolChoiceAndFormats) {
     "chat_template_kwargs": {"enable_thinking": false},
     "logprobs": true, "top_logprobs": 3, "logit_bias": {"5": -100},
     "frequency_penalty": 0.5, "seed": 7})",
-                         ApiOptions{1000});
+                         ApiOptions{1000, BillingHeader::kNormalize, {}});
   ASSERT_TRUE(std::holds_alternative<ParsedRequest>(r)) << std::get<ApiError>(r).message;
   const auto& p = std::get<ParsedRequest>(r);
   EXPECT_EQ(p.chat.tool_name, "ls");
@@ -75,7 +75,7 @@ TEST(Api, KeepsTheClientsKeyOrder) {
     "response_format": {"type": "json_schema", "json_schema": {"schema":
       {"type": "object", "properties": {"z": {"type": "string"}, "a": {"type": "string"}}}}},
     "chat_template_kwargs": {"opts": {"zeta": 1, "alpha": 2}}})",
-                         ApiOptions{1000});
+                         ApiOptions{1000, BillingHeader::kNormalize, {}});
   ASSERT_TRUE(std::holds_alternative<ParsedRequest>(r)) << std::get<ApiError>(r).message;
   const auto& c = std::get<ParsedRequest>(r).chat;
   EXPECT_EQ(c.tools_json,
@@ -143,7 +143,7 @@ TEST(Api, HugeNumbersAndBadTypesAreClientErrors) {
 TEST(Api, ErrorBodiesSurviveInvalidUtf8) {
   const std::string bad =
       std::string(R"({"messages":[{"role":"x)") + "\xbb" + R"(","content":"y"}]})";
-  auto r = parse_request(Api::kChat, bad, ApiOptions{1000});
+  auto r = parse_request(Api::kChat, bad, ApiOptions{1000, BillingHeader::kNormalize, {}});
   ASSERT_TRUE(std::holds_alternative<ApiError>(r));
   EXPECT_NO_THROW(error_json(Api::kChat, std::get<ApiError>(r))
                       .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));

@@ -17,13 +17,13 @@ using ojson = nlohmann::ordered_json;
 namespace {
 
 ParsedRequest parsed(Api api, const std::string& body) {
-  auto r = parse_request(api, body, {1000, BillingHeader::kNormalize});
+  auto r = parse_request(api, body, {1000, BillingHeader::kNormalize, {}});
   if (auto* e = std::get_if<ApiError>(&r)) ADD_FAILURE() << e->message;
   return std::holds_alternative<ParsedRequest>(r) ? std::get<ParsedRequest>(r) : ParsedRequest{};
 }
 
 std::string error_of(Api api, const std::string& body) {
-  auto r = parse_request(api, body, {1000, BillingHeader::kNormalize});
+  auto r = parse_request(api, body, {1000, BillingHeader::kNormalize, {}});
   auto* e = std::get_if<ApiError>(&r);
   return e ? e->message : "";
 }
