@@ -25,7 +25,8 @@ const char* job_end_name(JobEnd e) {
 }
 
 namespace {
-constexpr size_t kHistory = 64;  // recent prompts kept for auto:N (N <= kHistory is exact)
+constexpr size_t kHistory = 64;  // recent prompts kept per salt for auto:N (N <= kHistory is exact)
+constexpr size_t kHistorySalts = 16;  // salts whose recent prompts are kept
 }  // namespace
 
 struct SlotPool::Slot {
@@ -40,7 +41,11 @@ struct SlotPool::Slot {
 
 SlotPool::SlotPool(engine::Model& model, const engine::SessionOptions& session, int n_slots,
                    cache::PrefixCache* cache, const cache::StoreConfig& store, cache::Scope scope)
-    : model_(model), cache_(cache), store_(store), scope_(scope) {
+    : model_(model),
+      cache_(cache),
+      store_(store),
+      scope_(scope),
+      history_(kHistory, kHistorySalts) {
   if (n_slots < 1) throw std::invalid_argument("--parallel must be at least 1");
   context_ = std::make_shared<engine::SharedContext>(model, session, n_slots);
   for (int i = 0; i < n_slots; ++i) {
@@ -130,15 +135,14 @@ engine::RequestPolicy SlotPool::policy_for(Job& job) {
   std::vector<std::vector<engine::Token>> hist;
   if (scope.kind == cache::Scope::Kind::kFixed || scope.kind == cache::Scope::Kind::kAuto) {
     std::lock_guard lock(mu_);
-    hist.assign(history_.begin(), history_.end());
+    hist = history_.recent(job.info.salt);
   }
   std::string decision;
   const auto p = cache::policy_for_scope(scope, job.prompt, job.info.boundaries, hist,
                                          store_.min_tokens, &decision);
   if (!decision.empty()) log::info(decision);
   std::lock_guard lock(mu_);
-  history_.push_back(job.prompt);
-  if (history_.size() > kHistory) history_.pop_front();
+  history_.add(job.info.salt, job.prompt);
   return p;
 }
 

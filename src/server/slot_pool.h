@@ -124,7 +124,7 @@ class SlotPool {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::shared_ptr<Job>> queue_;
-  std::deque<std::vector<engine::Token>> history_;  // recent prompts for the auto scope
+  cache::PromptHistory history_;  // recent prompts for the auto scope, per salt
   bool stopping_ = false;
   std::atomic<int> busy_{0};
   PoolCounters counters_;
