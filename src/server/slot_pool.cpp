@@ -35,6 +35,7 @@ struct SlotPool::Slot {
   std::unique_ptr<engine::CachedSession> cached;
   std::shared_ptr<Job> job;         // assigned work, guarded by the pool mutex
   std::vector<engine::Token> live;  // copy of the live tokens for slot selection
+  std::string live_salt;            // the cache_salt they belong to
   uint64_t last_used = 0, requests = 0;
   std::thread thread;
 };
@@ -93,8 +94,10 @@ void SlotPool::run(Slot& s) {
           }
           for (size_t i = 0; i < slots_.size(); ++i) {
             const Slot& o = *slots_[i];
-            states[i] = {!o.job, o.job ? 0 : cache::shared_prefix(o.live, (*it)->prompt),
-                         o.last_used};
+            const Job& j = **it;
+            const size_t shared =
+                o.job ? 0 : cache::reusable_prefix(o.live, o.live_salt, j.prompt, j.info.salt);
+            states[i] = {!o.job, shared, o.last_used};
           }
           const std::optional<size_t> best = cache::choose_slot(states);
           if (best && slots_[*best].get() == &s) {
@@ -118,6 +121,7 @@ void SlotPool::run(Slot& s) {
     std::lock_guard lock(mu_);
     s.job.reset();
     s.live = s.session->tokens();
+    s.live_salt = job->info.salt;
     if (job->kind == Job::Kind::kRequest) ++s.requests;  // a settle is not a request
     s.last_used = static_cast<uint64_t>(Clock::now().time_since_epoch().count());
     cv_.notify_all();
