@@ -311,9 +311,9 @@ json slot_requests(const json& status) {
 }
 
 // Issue 29 row 5, the guessing attack: tenant b sends a secret prompt, then tenant a sends a
-// guess of it on a fresh server of its own, once right and once wrong (the same length). Under
-// the auto scope a right guess used to store a scope checkpoint (b's prompt was a candidate) and
-// run on b's slot; now everything a sees is the same either way.
+// guess of it on a fresh server of its own, once right and once wrong (the same length). b's
+// prompt is no auto scope candidate for a, and b's slot is merely occupied to a, so everything a
+// sees is the same either way.
 TEST_F(StatusPage, AnotherTenantsPromptCannotBeTestedByGuessing) {
   auto system = [](const std::string& code) {
     return "Tenant b's plan: the vault opens with code " + code + " on Friday at noon.";
