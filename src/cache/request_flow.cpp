@@ -241,7 +241,7 @@ bool RequestFlow::store_at(uint32_t n, Reason reason, std::span<const Token> pro
                                 logits);
   };
   const auto r = cache_->store(req);
-  if (stores_out_) {
+  if (stores_out_ && live_salt_ == stores_salt_) {
     stores_out_->push_back({reason, n, r.bytes,
                             r.stored    ? "stored"
                             : r.existed ? "existed"
@@ -313,8 +313,10 @@ PrefillReport RequestFlow::prefill(const std::vector<Token>& prompt, const Promp
   PrefillReport rep;
   rep.prompt_tokens = static_cast<uint32_t>(prompt.size());
   if (prompt.empty()) throw std::invalid_argument("empty prompt");
-  // Stores made while this prefill runs are reported with it (the pointer never outlives it).
+  // Stores made while this prefill runs are reported with it (the pointer never outlives it),
+  // those of its own salt only: another tenant's evicted live state is none of its business.
   stores_out_ = &rep.stores;
+  stores_salt_ = info.salt;
   struct Unset {
     std::vector<StoreOutcome>*& p;
     ~Unset() { p = nullptr; }

@@ -147,6 +147,7 @@ class RequestFlow {
   };
   Checkpoint checkpoint_;
   std::vector<StoreOutcome>* stores_out_ = nullptr;  // the running prefill's report, if any
+  std::string stores_salt_;  // the running prefill's cache_salt: its stores are reported
 };
 
 }  // namespace kvstash::cache

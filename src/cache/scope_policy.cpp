@@ -103,4 +103,26 @@ ScopeChoice choose_scope_boundary(const Scope& scope, std::span<const Token> pro
   return finish(lcps[0], head + " best=" + std::to_string(lcps[0]));
 }
 
+PromptHistory::PromptHistory(size_t per_salt, size_t max_salts)
+    : per_salt_(std::max<size_t>(per_salt, 1)), max_salts_(std::max<size_t>(max_salts, 1)) {}
+
+void PromptHistory::add(const std::string& salt, std::vector<Token> prompt) {
+  if (!salts_.contains(salt) && salts_.size() >= max_salts_) {
+    const auto oldest = std::min_element(salts_.begin(), salts_.end(), [](auto& a, auto& b) {
+      return a.second.seen < b.second.seen;
+    });
+    salts_.erase(oldest);
+  }
+  Prompts& p = salts_[salt];
+  p.seen = ++clock_;
+  p.prompts.push_back(std::move(prompt));
+  if (p.prompts.size() > per_salt_) p.prompts.pop_front();
+}
+
+std::vector<std::vector<Token>> PromptHistory::recent(const std::string& salt) const {
+  const auto it = salts_.find(salt);
+  if (it == salts_.end()) return {};
+  return {it->second.prompts.begin(), it->second.prompts.end()};
+}
+
 }  // namespace kvstash::cache

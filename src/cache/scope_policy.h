@@ -11,6 +11,9 @@
 // The server prefills exactly to the chosen boundary, snapshots it (reason=scope), then continues.
 #pragma once
 
+#include <cstdint>
+#include <deque>
+#include <map>
 #include <optional>
 #include <span>
 #include <string>
@@ -36,11 +39,34 @@ struct ScopeChoice {
   std::string log;        // one line: the candidates and the choice (auto and fixed modes)
 };
 
-// `history` holds recent prompts, most recent last; `boundaries` are this prompt's chat
-// boundaries (message starts), sorted.
+// `history` holds the recent prompts of this request's cache_salt (PromptHistory::recent), most
+// recent last; `boundaries` are this prompt's chat boundaries (message starts), sorted.
 ScopeChoice choose_scope_boundary(const Scope& scope, std::span<const Token> prompt,
                                   const std::vector<uint32_t>& boundaries,
                                   const std::vector<std::vector<Token>>& history,
                                   uint32_t min_tokens);
+
+// The recent prompts the auto scope compares a prompt with, kept per cache_salt: a request's
+// candidates are its own tenant's prompts only, so no tenant can learn from its scope boundary
+// (the stores it records, the hits it gets) whether another tenant sent a prompt. Each salt
+// keeps its own last `per_salt` prompts, so no tenant's traffic pushes another's out; beyond
+// `max_salts` salts, the one seen least recently is forgotten whole.
+class PromptHistory {
+ public:
+  PromptHistory(size_t per_salt, size_t max_salts);
+  void add(const std::string& salt, std::vector<Token> prompt);
+  // The salt's recent prompts, most recent last.
+  std::vector<std::vector<Token>> recent(const std::string& salt) const;
+  void clear() { salts_.clear(); }
+
+ private:
+  struct Prompts {
+    std::deque<std::vector<Token>> prompts;  // most recent last
+    uint64_t seen = 0;                       // when add() last saw the salt
+  };
+  size_t per_salt_, max_salts_;
+  uint64_t clock_ = 0;
+  std::map<std::string, Prompts> salts_;
+};
 
 }  // namespace kvstash::cache

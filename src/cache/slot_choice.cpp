@@ -22,4 +22,9 @@ size_t shared_prefix(std::span<const Token> live, std::span<const Token> prompt)
       std::mismatch(live.begin(), live.end(), prompt.begin(), prompt.end()).first - live.begin());
 }
 
+size_t reusable_prefix(std::span<const Token> live, const std::string& live_salt,
+                       std::span<const Token> prompt, const std::string& salt) {
+  return live_salt == salt ? shared_prefix(live, prompt) : 0;
+}
+
 }  // namespace kvstash::cache

@@ -7,14 +7,17 @@
 // whose live state is the least likely to be wanted again; among equals again, the first slot.
 // Busy slots are never chosen: the caller waits for one to finish.
 //
-// The live state is compared by tokens only: a slot whose live state belongs to another cache
-// salt is chosen like any other (the request flow then does not reuse it: request_flow.cpp).
+// A live state counts as shared only with requests of its own cache_salt: to any other tenant a
+// slot holding it is just an occupied slot, shared prefix 0, so which slot serves a request (and
+// what that slot's request then reuses) never depends on another tenant's prompts. The request
+// flow does not reuse another salt's live state either (request_flow.cpp).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <string>
 
 #include "core/key.h"
 
@@ -22,7 +25,7 @@ namespace kvstash::cache {
 
 struct SlotState {
   bool idle = true;
-  size_t shared_prefix = 0;  // tokens the live state shares with the prompt (shared_prefix())
+  size_t shared_prefix = 0;  // tokens the live state shares with the prompt (reusable_prefix())
   uint64_t last_used = 0;    // any increasing clock; smaller: used longer ago
 };
 
@@ -31,5 +34,10 @@ std::optional<size_t> choose_slot(std::span<const SlotState> slots);
 
 // The length of the longest common prefix of a slot's live tokens and a prompt.
 size_t shared_prefix(std::span<const Token> live, std::span<const Token> prompt);
+
+// What a request of cache_salt `salt` shares with a slot whose live tokens `live` belong to
+// `live_salt`: the shared prefix when the salts are equal, else 0.
+size_t reusable_prefix(std::span<const Token> live, const std::string& live_salt,
+                       std::span<const Token> prompt, const std::string& salt);
 
 }  // namespace kvstash::cache

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <array>
-#include <deque>
 #include <filesystem>
 #include <memory>
 
@@ -17,7 +16,8 @@ namespace kvstash::replay {
 
 namespace {
 
-constexpr size_t kHistory = 64;  // as server/slot_pool.cpp: recent prompts for auto:N
+constexpr size_t kHistory = 64;      // as server/slot_pool.cpp: recent prompts for auto:N
+constexpr size_t kHistorySalts = 1;  // a trace has no cache_salt
 
 std::array<uint8_t, 16> fingerprint_of(const std::string& s) {
   std::array<uint8_t, 16> fp{};
@@ -47,10 +47,8 @@ void add_stats(ReplayResult& r, const cache::CacheStats& s, uint64_t scale) {
 
 // The server's decision (cache::policy_for_scope), over the replay's own history.
 cache::RequestPolicy policy_for(const cache::Scope& scope, const TraceRecord& rec,
-                                const std::deque<std::vector<cache::Token>>& history,
-                                uint32_t min_tokens) {
-  const std::vector<std::vector<cache::Token>> hist(history.begin(), history.end());
-  return cache::policy_for_scope(scope, rec.tokens, rec.boundaries, hist, min_tokens);
+                                const cache::PromptHistory& history, uint32_t min_tokens) {
+  return cache::policy_for_scope(scope, rec.tokens, rec.boundaries, history.recent(""), min_tokens);
 }
 
 }  // namespace
@@ -103,7 +101,7 @@ ReplayResult run_replay(const std::vector<TraceRecord>& trace, const ReplayConfi
   // The model-free engine prefills in no time, so measured rates would always say recompute:
   // replay measures reuse with the longest-prefix rule.
   cc.estimate = false;
-  cc.store_threads = 0;      // the virtual clock needs each store finished before the next request
+  cc.store_threads = 0;  // the virtual clock needs each store finished before the next request
   cc.clock = [&clock] { return clock; };
   const auto fp = fingerprint_of(cfg.sim.describe());
 
@@ -114,7 +112,7 @@ ReplayResult run_replay(const std::vector<TraceRecord>& trace, const ReplayConfi
   };
   std::unique_ptr<cache::PrefixCache> cache;
   std::vector<Slot> slots;
-  std::deque<std::vector<cache::Token>> history;
+  cache::PromptHistory history(kHistory, kHistorySalts);
   auto open = [&] {
     cache = std::make_unique<cache::PrefixCache>(cc, fp);
     slots.clear();
@@ -151,8 +149,7 @@ ReplayResult run_replay(const std::vector<TraceRecord>& trace, const ReplayConfi
     info.boundaries = rec.boundaries;
     info.anchor = rec.anchor;
     info.policy = policy_for(cfg.scope, rec, history, cfg.store.min_tokens);
-    history.push_back(rec.tokens);
-    if (history.size() > kHistory) history.pop_front();
+    history.add("", rec.tokens);
 
     // The server's rule (cache/slot_choice.h); requests run one at a time, so every slot is idle.
     std::vector<cache::SlotState> states;

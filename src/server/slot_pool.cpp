@@ -25,7 +25,8 @@ const char* job_end_name(JobEnd e) {
 }
 
 namespace {
-constexpr size_t kHistory = 64;  // recent prompts kept for auto:N (N <= kHistory is exact)
+constexpr size_t kHistory = 64;  // recent prompts kept per salt for auto:N (N <= kHistory is exact)
+constexpr size_t kHistorySalts = 16;  // salts whose recent prompts are kept
 }  // namespace
 
 struct SlotPool::Slot {
@@ -34,13 +35,18 @@ struct SlotPool::Slot {
   std::unique_ptr<engine::CachedSession> cached;
   std::shared_ptr<Job> job;         // assigned work, guarded by the pool mutex
   std::vector<engine::Token> live;  // copy of the live tokens for slot selection
+  std::string live_salt;            // the cache_salt they belong to
   uint64_t last_used = 0, requests = 0;
   std::thread thread;
 };
 
 SlotPool::SlotPool(engine::Model& model, const engine::SessionOptions& session, int n_slots,
                    cache::PrefixCache* cache, const cache::StoreConfig& store, cache::Scope scope)
-    : model_(model), cache_(cache), store_(store), scope_(scope) {
+    : model_(model),
+      cache_(cache),
+      store_(store),
+      scope_(scope),
+      history_(kHistory, kHistorySalts) {
   if (n_slots < 1) throw std::invalid_argument("--parallel must be at least 1");
   context_ = std::make_shared<engine::SharedContext>(model, session, n_slots);
   for (int i = 0; i < n_slots; ++i) {
@@ -99,8 +105,10 @@ void SlotPool::run(Slot& s) {
           }
           for (size_t i = 0; i < slots_.size(); ++i) {
             const Slot& o = *slots_[i];
-            states[i] = {!o.job, o.job ? 0 : cache::shared_prefix(o.live, (*it)->prompt),
-                         o.last_used};
+            const Job& j = **it;
+            const size_t shared =
+                o.job ? 0 : cache::reusable_prefix(o.live, o.live_salt, j.prompt, j.info.salt);
+            states[i] = {!o.job, shared, o.last_used};
           }
           const std::optional<size_t> best = cache::choose_slot(states);
           if (best && slots_[*best].get() == &s) {
@@ -124,6 +132,7 @@ void SlotPool::run(Slot& s) {
     std::lock_guard lock(mu_);
     s.job.reset();
     s.live = s.session->tokens();
+    s.live_salt = job->info.salt;
     if (job->kind == Job::Kind::kRequest) ++s.requests;  // a settle is not a request
     s.last_used = static_cast<uint64_t>(Clock::now().time_since_epoch().count());
     cv_.notify_all();
@@ -141,15 +150,14 @@ engine::RequestPolicy SlotPool::policy_for(Job& job) {
   std::vector<std::vector<engine::Token>> hist;
   if (scope.kind == cache::Scope::Kind::kFixed || scope.kind == cache::Scope::Kind::kAuto) {
     std::lock_guard lock(mu_);
-    hist.assign(history_.begin(), history_.end());
+    hist = history_.recent(job.info.salt);
   }
   std::string decision;
   const auto p = cache::policy_for_scope(scope, job.prompt, job.info.boundaries, hist,
                                          store_.min_tokens, &decision);
   if (!decision.empty()) log::info(decision);
   std::lock_guard lock(mu_);
-  history_.push_back(job.prompt);
-  if (history_.size() > kHistory) history_.pop_front();
+  history_.add(job.info.salt, job.prompt);
   return p;
 }
 

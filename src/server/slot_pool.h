@@ -4,10 +4,11 @@
 // context (engine/shared_context.h), so the decode steps of all generating slots run as one batch
 // while each prefill batch is computed alone, exactly as a lone prefill (that is what keeps
 // restores bit-exact); a long prefill is interleaved with the others' decode steps batch by
-// batch. A request goes to the idle slot whose live state shares the longest prefix with it (else
-// the least recently used one: cache::choose_slot, cache/slot_choice.h, the rule replay shares)
-// and waits when all are busy. Each slot runs its request in a thread of its own: restores,
-// stores and evictions of one slot go on while the others decode.
+// batch. A request goes to the idle slot whose live state of its own cache_salt shares the
+// longest prefix with it (else the least recently used one: cache::choose_slot,
+// cache/slot_choice.h, the rule replay shares) and waits when all are busy. Each slot runs its
+// request in a thread of its own: restores, stores and evictions of one slot go on while the others
+// decode.
 #pragma once
 
 #include <atomic>
@@ -131,7 +132,7 @@ class SlotPool {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::shared_ptr<Job>> queue_;
-  std::deque<std::vector<engine::Token>> history_;  // recent prompts for the auto scope
+  cache::PromptHistory history_;  // recent prompts for the auto scope, per salt
   bool stopping_ = false;
   size_t max_queue_ = SIZE_MAX;
   std::atomic<int> busy_{0};

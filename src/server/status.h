@@ -5,6 +5,11 @@
 // slot list, and the request log. Nothing here reads a file or talks to Redis, so the endpoint
 // answers while every slot is busy and the disk is slow. The fields are listed in README.md
 // ("Status page").
+//
+// The document is the operator's and lists every tenant's requests. What it shows of a request
+// depends only on the data of that request's own cache_salt: the slot that served it (chosen by
+// cache::reusable_prefix), what it reused (salted keys) and the stores it reports (its own salt's
+// only: cache::RequestFlow), so no tenant can read another's prompts off its own entries.
 #pragma once
 
 #include <cstdint>

@@ -289,6 +289,69 @@ TEST_F(StatusPage, JsonShowsTheRunningRequestOnItsSlot) {
   EXPECT_EQ(s["recent"][0]["prompt_tokens"], running["prompt_tokens"]);
 }
 
+// What tenant a can observe of its own request in the guessing attack below: the usage and the
+// status entry's cache fields (the reply's text and length are its own prompt's business).
+struct Observed {
+  json usage_cached, entry, totals_cache, slot_requests;
+};
+
+json cache_fields(const json& entry) {
+  json out;
+  for (const char* k : {"endpoint", "slot", "prompt_tokens", "cached_tokens", "prefilled_tokens",
+                        "cache_source", "stores"}) {
+    out[k] = entry[k];
+  }
+  return out;
+}
+
+json slot_requests(const json& status) {
+  json out = json::array();
+  for (const auto& sl : status["slots"]) out.push_back(sl["requests"]);
+  return out;
+}
+
+// Issue 29 row 5, the guessing attack: tenant b sends a secret prompt, then tenant a sends a
+// guess of it on a fresh server of its own, once right and once wrong (the same length). b's
+// prompt is no auto scope candidate for a, and b's slot is merely occupied to a, so everything a
+// sees is the same either way.
+TEST_F(StatusPage, AnotherTenantsPromptCannotBeTestedByGuessing) {
+  auto system = [](const std::string& code) {
+    return "Tenant b's plan: the vault opens with code " + code + " on Friday at noon.";
+  };
+  auto msgs = [&](const std::string& code) {
+    return json::array({{{"role", "system"}, {"content", system(code)}},
+                        {{"role", "user"}, {"content", "Go on."}}});
+  };
+  auto salted = [&](const json& m, const std::string& salt) {
+    return chat_body(m, 4, {{"cache_salt", salt}});
+  };
+  auto observe = [&](const std::string& guess_code, const std::string& name) {
+    fixtures::ServerProcess srv(server_args(model, dir.path + "/" + name,
+                                            {"--parallel", "2", "--cache-scope", "auto",
+                                             "--cache-min-tokens", "8", "--no-settle-turns"}));
+    const Reply secret = post(srv.port(), "/v1/chat/completions", salted(msgs("4821"), "b"));
+    EXPECT_EQ(secret.status, 200) << secret.raw;
+    const json before = settled_status(srv.port());
+    const Reply guess = post(srv.port(), "/v1/chat/completions", salted(msgs(guess_code), "a"));
+    EXPECT_EQ(guess.status, 200) << guess.raw;
+    const json s = settled_status(srv.port());
+    EXPECT_EQ(s["recent"].size(), 2u);
+    EXPECT_NE(s["recent"][0]["slot"], before["recent"][0]["slot"])
+        << name << ": the slot holding b's state is just occupied to a; the fresh one is used";
+    return Observed{cached(guess), cache_fields(s["recent"][0]), s["totals"]["cache"],
+                    slot_requests(s)};
+  };
+  const Observed right = observe("4821", "right"), wrong = observe("7390", "wrong");
+  ASSERT_EQ(right.entry["prompt_tokens"], wrong.entry["prompt_tokens"]) << "guesses of one length";
+  EXPECT_EQ(right.usage_cached, wrong.usage_cached);
+  EXPECT_EQ(right.usage_cached, 0);
+  EXPECT_EQ(right.entry, wrong.entry);
+  EXPECT_TRUE(right.entry["stores"].empty())
+      << "no scope checkpoint from b's prompt: " << right.entry.dump();
+  EXPECT_EQ(right.totals_cache, wrong.totals_cache);
+  EXPECT_EQ(right.slot_requests, wrong.slot_requests);
+}
+
 TEST_F(StatusPage, JsonNeedsTheApiKeyAndThePageDoesNot) {
   fixtures::ServerProcess srv(base({"--api-key", kKey}));
   ASSERT_EQ(post_chat(srv.port(), agent(22, 1), kKey).status, 200);

@@ -142,3 +142,39 @@ TEST(RequestFlow, ResetForgetsTheLiveStateSoShutdownStoresNothing) {
   EXPECT_EQ(c.stats().stores, 1u);
   EXPECT_EQ(c.plan(prompt, {}).resume_at, 768u);
 }
+
+// The guessing attack of issue 29 on one slot: its live state is tenant b's secret prompt when
+// tenant a sends a right guess, or a wrong one of the same length. Nothing of b's state is reused
+// or reported with a's request (its evict store is the cache's, not a's), so a learns nothing.
+TEST(RequestFlow, AnotherSaltsLiveStateIsNeitherReusedNorReported) {
+  const SimConfig sim;
+  const auto secret = seq(1, 1000), wrong = seq(5000, 1000);
+  PromptInfo b, a;
+  b.salt = "b";
+  a.salt = "a";
+  auto guess = [&](const std::vector<Token>& prompt) {
+    fixtures::TempDir t;
+    PrefixCache c(cache_cfg(t.path, sim), fp());
+    auto sc = store_cfg();
+    sc.cold_max_tokens = 0;  // b's live state is the only copy: a's request evicts it
+    SimEngine e(sim);
+    RequestFlow f(e, &c, sc);
+    f.prefill(secret, b);
+    PrefillReport r = f.prefill(prompt, a);
+    c.drain(-1);
+    EXPECT_EQ(c.plan(secret, {}, "b").resume_at, 768u) << "b's state was stored all the same";
+    return r;
+  };
+  const PrefillReport right_r = guess(secret), wrong_r = guess(wrong);
+  for (const PrefillReport* r : {&right_r, &wrong_r}) {
+    EXPECT_EQ(r->cached_tokens, 0u);
+    EXPECT_FALSE(r->from_live);
+    for (const StoreOutcome& s : r->stores) EXPECT_NE(s.reason, Reason::kEvict);
+  }
+  ASSERT_EQ(right_r.stores.size(), wrong_r.stores.size());
+  for (size_t i = 0; i < right_r.stores.size(); ++i) {
+    EXPECT_EQ(right_r.stores[i].reason, wrong_r.stores[i].reason);
+    EXPECT_EQ(right_r.stores[i].tokens, wrong_r.stores[i].tokens);
+    EXPECT_EQ(std::string(right_r.stores[i].outcome), wrong_r.stores[i].outcome);
+  }
+}

@@ -81,3 +81,50 @@ TEST(ScopePolicy, NeverTheWholePrompt) {
   EXPECT_EQ(c.boundary, 2999u);
   EXPECT_LT(c.boundary, p.size());
 }
+
+// The guessing attack of issue 29: tenant b sent a secret prompt; tenant a sends a right guess
+// and a wrong one of the same length. Only a's own prompts are candidates, so both choose alike.
+TEST(ScopePolicy, AutoCandidatesAreTheRequestersOwnSaltsPromptsOnly) {
+  const auto secret = seq({{1, 3000}}), wrong = seq({{2, 3000}});
+  PromptHistory h(64, 16);
+  h.add("b", secret);
+  const Scope scope{Scope::Kind::kAuto, 30};
+  const std::vector<uint32_t> boundaries = {1000, 2000};
+  const auto right_c = choose_scope_boundary(scope, secret, boundaries, h.recent("a"), 512);
+  const auto wrong_c = choose_scope_boundary(scope, wrong, boundaries, h.recent("a"), 512);
+  EXPECT_EQ(right_c.boundary, 0u);
+  EXPECT_EQ(wrong_c.boundary, 0u);
+  EXPECT_EQ(right_c.log, wrong_c.log) << "not even the logged candidates differ";
+  EXPECT_EQ(choose_scope_boundary(scope, secret, boundaries, h.recent("b"), 512).boundary, 2000u)
+      << "b's own next request still finds its prompt";
+  EXPECT_EQ(choose_scope_boundary(scope, secret, boundaries, h.recent(""), 512).boundary, 0u)
+      << "no salt is a salt of its own";
+}
+
+TEST(ScopePolicy, HistoryKeepsEachSaltsLastPrompts) {
+  PromptHistory h(2, 16);
+  for (int i = 1; i <= 3; ++i) h.add("a", seq({{Token(i), 10}}));
+  EXPECT_EQ(h.recent("a"), (std::vector<std::vector<Token>>{seq({{2, 10}}), seq({{3, 10}})}))
+      << "the last two, most recent last";
+  EXPECT_TRUE(h.recent("b").empty());
+}
+
+TEST(ScopePolicy, OneSaltsTrafficNeverPushesAnothersPromptsOut) {
+  PromptHistory h(2, 16);
+  h.add("a", seq({{1, 10}}));
+  for (int i = 0; i < 100; ++i) h.add("b", seq({{Token(2 + i), 10}}));
+  EXPECT_EQ(h.recent("a"), (std::vector<std::vector<Token>>{seq({{1, 10}})}));
+}
+
+TEST(ScopePolicy, BeyondMaxSaltsTheLeastRecentlySeenSaltIsForgotten) {
+  PromptHistory h(4, 2);
+  h.add("a", seq({{1, 10}}));
+  h.add("b", seq({{2, 10}}));
+  h.add("a", seq({{3, 10}}));
+  h.add("c", seq({{4, 10}}));
+  EXPECT_TRUE(h.recent("b").empty());
+  EXPECT_EQ(h.recent("a").size(), 2u);
+  EXPECT_EQ(h.recent("c").size(), 1u);
+  h.clear();
+  EXPECT_TRUE(h.recent("a").empty());
+}

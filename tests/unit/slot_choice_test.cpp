@@ -63,3 +63,26 @@ TEST(SlotChoice, ChoosesOverLiveTokensAsServerAndReplayDo) {
   EXPECT_EQ(pick(b, 5, b, 1), 1u) << "ties go to the least recently used";
   EXPECT_EQ(pick({}, 0, {}, 0), 0u);
 }
+
+TEST(SlotChoice, ALiveStateIsReusableOnlyByItsOwnSalt) {
+  const std::vector<Token> live = {1, 2, 3}, prompt = {1, 2, 3, 4};
+  EXPECT_EQ(reusable_prefix(live, "b", prompt, "b"), 3u);
+  EXPECT_EQ(reusable_prefix(live, "b", prompt, "a"), 0u) << "another tenant's: just occupied";
+  EXPECT_EQ(reusable_prefix(live, "", prompt, "a"), 0u);
+  EXPECT_EQ(reusable_prefix(live, "b", prompt, ""), 0u);
+  EXPECT_EQ(reusable_prefix(live, "", prompt, ""), 3u);
+}
+
+// The guessing attack of issue 29: slot 0 holds tenant b's secret prompt, slot 1 is fresh. Tenant
+// a's right guess and wrong guess go to the same slot (the least recently used).
+TEST(SlotChoice, AnotherSaltsLiveStateDoesNotDrawAGuess) {
+  const std::vector<Token> secret = {7, 7, 7, 7}, wrong = {8, 8, 8, 8};
+  auto pick = [&](const std::vector<Token>& guess) {
+    return choose({idle(reusable_prefix(secret, "b", guess, "a"), 5),
+                   idle(reusable_prefix({}, "", guess, "a"), 0)});
+  };
+  EXPECT_EQ(pick(secret), 1u);
+  EXPECT_EQ(pick(wrong), 1u);
+  EXPECT_EQ(choose({idle(reusable_prefix(secret, "b", secret, "b"), 5), idle(0, 0)}), 0u)
+      << "b's own request still goes to its live state";
+}
