@@ -21,6 +21,7 @@ class ServerProcess {
   // Sends `sig` and waits up to `timeout_s` for the exit; returns the exit code (-1: timed out).
   int stop(int sig, int timeout_s = 30);
   bool running() const { return child_.running(); }
+  int pid() const { return child_.pid(); }
 
  private:
   Child child_;
