@@ -164,6 +164,8 @@ StoreResult StorePipeline::store(const StoreRequest& req) {
               format_size(worker.stats().queued_bytes) + " of " + format_size(s_.cfg.store_queue));
     return res;
   }
+  // Released on every way out but the job's submission, a throw out of the engine included.
+  tiers::TransferWorker::Reservation room_held(worker, estimate);
 
   // 3. Copy the KV out of the engine (the caller's thread: the engine is about to move on).
   std::vector<Payload> chunks;
@@ -172,7 +174,7 @@ StoreResult StorePipeline::store(const StoreRequest& req) {
   uint64_t total = entry->size();
   for (const auto& p : chunks) total += p->size();
   if (!chunks.empty()) s_.chunk_bytes = chunks.front()->size();
-  worker.adjust(estimate, total);
+  room_held.resize(total);
   res.bytes = total;
   res.new_chunks = static_cast<uint32_t>(fresh.size());
 
@@ -181,7 +183,6 @@ StoreResult StorePipeline::store(const StoreRequest& req) {
   std::unique_lock lock(s_.mu);
   if (held_locally(s_.index.find(ObjKind::kEntry, ekey))) {
     lock.unlock();
-    worker.adjust(total, 0);
     res.existed = true;
     return res;
   }
@@ -214,7 +215,6 @@ StoreResult StorePipeline::store(const StoreRequest& req) {
       room_for(disk ? disk_bytes : queued, incoming, parents, req.protect, req.protect_salt);
   if (!store_then_evict && !mover_.make_room_locked(disk ? Where::kDisk : Where::kRam, room)) {
     lock.unlock();
-    worker.adjust(total, 0);
     res.bytes = queued;
     return skip(res, n, req.reason,
                 std::string("it does not fit the ") + (disk ? "disk" : "ram") + " budget of " +
@@ -249,7 +249,7 @@ StoreResult StorePipeline::store(const StoreRequest& req) {
     if (Node* x = s_.index.find(o.meta.kind, o.meta.key)) mover_.want_vram_locked(*x);
   }
   const size_t objects = job.size();
-  s_.submit_locked(std::move(job), total);
+  s_.submit_locked(std::move(job), room_held.release());
   if (store_then_evict) {
     RoomRequest after = room_for(0, {}, {}, req.protect, req.protect_salt);
     after.written = incoming;

@@ -391,6 +391,29 @@ TEST(PrefixCacheStoreQueue, FullQueueDropsCheckpointsButNotTheOnlyCopy) {
   EXPECT_EQ(c.plan(b, {}).resume_at, 0u);
 }
 
+// The copy out of the engine throws (out of memory, a device error) after the store reserved
+// its room in the queue: the room goes back, so later checkpoints are not dropped as "queue full"
+// and a store of the only copy does not wait for it forever.
+TEST(PrefixCacheStoreQueue, CopyThatThrowsGivesItsQueueRoomBack) {
+  TempDir t;
+  auto config = cfg(t.path);
+  config.store_queue = 4 * kChunkBytes;
+  PrefixCache c(config, fp());
+  ASSERT_TRUE(put(c, conv(1000, 1)).stored);  // the cache learns a chunk's size
+  ASSERT_TRUE(c.drain(-1));
+  const auto b = conv(1000, 2);
+  PrefixCache::StoreRequest req;
+  req.tokens = b;
+  req.chunk_payload = [](uint32_t) -> Payload { throw std::bad_alloc(); };
+  req.entry_payload = [&] { return Payload(c.pool().copy(encode_entry_payload({}))); };
+  EXPECT_THROW(c.store(req), std::bad_alloc);
+  EXPECT_EQ(c.stats().store_queue_bytes, 0u) << "the failed store's reservation leaked";
+  const auto r = put(c, conv(1000, 3), Reason::kContinued);
+  EXPECT_TRUE(r.stored) << "a checkpoint found the queue full of a store that never came";
+  ASSERT_TRUE(c.drain(-1));
+  EXPECT_EQ(c.stats().store_queue_bytes, 0u);
+}
+
 // A store is served from its buffer before its files exist, and reaches the disk afterwards.
 TEST(PrefixCacheStoreQueue, PendingStoreIsServedAndBecomesDurable) {
   TempDir t;
@@ -460,8 +483,7 @@ TEST(PrefixCacheConcurrency, LoadRacingEvictionNeverServesWrongBytes) {
       if (!l) continue;
       ++hits;
       for (size_t i = 0; i < l->chunks.size(); ++i) {
-        if (!std::ranges::equal(l->chunks[i]->span(), kv(x, i * C, (i + 1) * C)) &&
-            error.empty()) {
+        if (!std::ranges::equal(l->chunks[i]->span(), kv(x, i * C, (i + 1) * C)) && error.empty()) {
           error = "chunk " + std::to_string(i) + " holds another prefix's bytes";
         }
       }
