@@ -75,6 +75,20 @@ std::string fsync_dir(const std::string& dir, bool fault) {
   return {};
 }
 
+// Creates `dir` and the missing directories above it, owner-only (the files hold users' prompts);
+// directories that exist keep their modes.
+void make_private_dirs(const fs::path& dir, std::error_code& ec) {
+  fs::path at;
+  for (const auto& part : dir) {
+    at /= part;
+    if (std::error_code e; fs::is_directory(at, e)) continue;
+    if (::mkdir(at.c_str(), 0700) != 0 && errno != EEXIST) {
+      ec = std::error_code(errno, std::generic_category());
+      return;
+    }
+  }
+}
+
 int64_t mtime_ns(const std::string& path) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) return -1;
@@ -94,7 +108,7 @@ DiskTier::DiskTier(const std::string& root, const Fingerprint16& fingerprint,
   dir_ = (fs::path(root) / to_hex(fingerprint)).string();
   for (const char* sub : {"chunks", "entries", "tmp"}) {
     std::error_code ec;
-    fs::create_directories(fs::path(dir_) / sub, ec);
+    make_private_dirs(fs::path(dir_) / sub, ec);
     if (ec || !fs::is_directory(fs::path(dir_) / sub)) {
       throw std::runtime_error("cannot use cache directory " + dir_ + "/" + sub + ": " +
                                (ec ? ec.message() : "not a directory"));
@@ -115,7 +129,8 @@ Status DiskTier::put(const cache::ObjectMeta& meta, const cache::ObjectStats& st
   const auto header = make_header(meta, stats, fp_, payload);
   std::optional<IoError> err;
   {
-    Fd f(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+    // Owner-only: the payload holds a user's prompt.
+    Fd f(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
     if (f.fd < 0) return errno_error("cannot create " + tmp);
     const bool fault = written_ + header.size() + payload.size() > fault_after_;
     if (fault || !write_all(f.fd, header.data(), header.size()) ||

@@ -11,6 +11,8 @@
 // rename or unlink. Temporary files carry their writer's pid; a scan removes those whose writer is
 // gone (or that are over an hour old). Each process keeps its own index and picks up the others'
 // writes when a directory's modification time changes (see changed_since()).
+//
+// Files are created owner-only (0600, directories 0700): they hold users' prompts.
 #pragma once
 
 #include <atomic>

@@ -180,6 +180,20 @@ TEST(DiskTier, ScanRemovesTruncatedZeroLengthForeignAndMisplacedFiles) {
   EXPECT_EQ(scan_count(d), 3u) << "a second scan finds only the valid files";
 }
 
+// The files hold users' prompts: owner-only, and so are the directories the tier creates.
+TEST(DiskTier, FilesAndDirectoriesAreOwnerOnly) {
+  TempDir t;
+  const std::string root = t.path + "/cache";
+  DiskTier d(root, fp(1));
+  d.put(meta(1), {}, payload(100, 1));
+  auto mode = [](const std::string& p) { return fs::status(p).permissions() & fs::perms::all; };
+  EXPECT_EQ(mode(d.path(cache::ObjKind::kChunk, {1, 1})),
+            fs::perms::owner_read | fs::perms::owner_write);
+  for (const std::string& dir : {root, d.dir(), d.dir() + "/chunks", d.dir() + "/tmp"}) {
+    EXPECT_EQ(mode(dir), fs::perms::owner_all) << dir;
+  }
+}
+
 TEST(DiskTier, AbandonedTemporaryFilesAreRemovedLiveWritersKept) {
   TempDir t;
   DiskTier d(t.path, fp(1));
