@@ -89,6 +89,31 @@ void make_private_dirs(const fs::path& dir, std::error_code& ec) {
   }
 }
 
+// An object file's header as read from an open descriptor.
+struct HeaderRead {
+  enum Outcome : uint8_t { kValid, kNewer, kDamaged } outcome = kDamaged;
+  FileHeader header;  // kValid
+  std::string why;    // otherwise
+};
+
+HeaderRead read_header(int fd, const Fingerprint16& fp, cache::ObjKind kind,
+                       const cache::Key& key) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+    return {HeaderRead::kDamaged, {}, "not a regular file"};
+  std::array<uint8_t, kHeaderSize> hb{};
+  const size_t n = std::min<size_t>(static_cast<size_t>(st.st_size), kHeaderSize);
+  if (!read_all(fd, hb.data(), n, 0)) return {HeaderRead::kDamaged, {}, "header read failed"};
+  if (format_version({hb.data(), n}) == FormatVersion::kNewer) {
+    return {
+        HeaderRead::kNewer, {}, "written by a newer kvstash (a newer format version): left alone"};
+  }
+  if (n < kHeaderSize) return {HeaderRead::kDamaged, {}, "shorter than a header (torn write?)"};
+  auto h = check_object(hb, fp, kind, key, static_cast<uint64_t>(st.st_size));
+  if (!h) return {HeaderRead::kDamaged, {}, h.error().what};
+  return {HeaderRead::kValid, *h, {}};
+}
+
 int64_t mtime_ns(const std::string& path) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) return -1;
@@ -172,14 +197,10 @@ Result<Payload> DiskTier::get(cache::ObjKind kind, const cache::Key& key) {
     ::unlink(p.c_str());
     return {IoError::kDamaged, reason};
   };
-  struct stat st;
-  if (::fstat(f.fd, &st) != 0 || !S_ISREG(st.st_mode)) return fail("not a regular file");
-  std::array<uint8_t, kHeaderSize> hb{};
-  if (static_cast<size_t>(st.st_size) < kHeaderSize || !read_all(f.fd, hb.data(), kHeaderSize, 0)) {
-    return fail("shorter than a header (torn write?)");
-  }
-  const auto h = check_object(hb, fp_, kind, key, static_cast<uint64_t>(st.st_size));
-  if (!h) return fail(h.error().what);
+  const HeaderRead hr = read_header(f.fd, fp_, kind, key);
+  if (hr.outcome == HeaderRead::kNewer) return IoError{IoError::kMissing, p + " " + hr.why};
+  if (hr.outcome == HeaderRead::kDamaged) return fail(hr.why);
+  const FileHeader* h = &hr.header;
   // Straight into a reusable (pinned, on GPU builds) buffer: the engine uploads from it.
   // Read and hashed in pieces: each is hashed while still in the CPU's cache, so the payload
   // crosses memory once on its way in (a separate pass over the whole payload costs a restore
@@ -223,15 +244,11 @@ Result<StoredObject> DiskTier::probe(cache::ObjKind kind, const cache::Key& key)
   const std::string p = path(kind, key);
   Fd f(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
   if (f.fd < 0) return IoError{IoError::kMissing, "missing: " + p};
-  std::array<uint8_t, kHeaderSize> hb{};
-  struct stat st;
-  if (::fstat(f.fd, &st) != 0 || !read_all(f.fd, hb.data(), kHeaderSize, 0)) {
-    return IoError{IoError::kDamaged, "shorter than a header (torn write?)"};
-  }
   // Damaged: reported, not removed here; get() removes it when someone tries to use it.
-  const auto h = check_object(hb, fp_, kind, key, static_cast<uint64_t>(st.st_size));
-  if (!h) return h.error();
-  return StoredObject{h->meta, h->stats};
+  const HeaderRead hr = read_header(f.fd, fp_, kind, key);
+  if (hr.outcome == HeaderRead::kNewer) return IoError{IoError::kMissing, p + " " + hr.why};
+  if (hr.outcome == HeaderRead::kDamaged) return IoError{IoError::kDamaged, hr.why};
+  return StoredObject{hr.header.meta, hr.header.stats};
 }
 
 DiskTier::ScanReport DiskTier::scan(const Found& found, const Known& known) {
@@ -257,21 +274,12 @@ DiskTier::ScanReport DiskTier::scan(const Found& found, const Known& known) {
   for (auto kind : {cache::ObjKind::kChunk, cache::ObjKind::kEntry}) {
     for (const auto& de : fs::directory_iterator(dir_ + "/" + subdir(kind), ec)) {
       const std::string name = de.path().filename().string();
-      auto drop = [&](const std::string& reason) {
-        log::warn("kv cache removing damaged file " + de.path().string() + ": " + reason);
-        std::error_code rec;
-        fs::remove_all(de.path(), rec);
-        ++rep.removed_damaged;
-      };
       const auto key = name.size() == 35 && name.ends_with(".kv")
                            ? cache::Key::from_hex(name.substr(0, 32))
                            : std::nullopt;
+      // Not an object's name: not this build's to judge (another version's, or a user's).
       if (!key) {
-        drop("unexpected name");
-        continue;
-      }
-      if (!de.is_regular_file()) {
-        drop("not a regular file");
+        ++rep.skipped;
         continue;
       }
       if (known && known(kind, *key)) {
@@ -280,21 +288,21 @@ DiskTier::ScanReport DiskTier::scan(const Found& found, const Known& known) {
         continue;
       }
       Fd f(::open(de.path().c_str(), O_RDONLY | O_CLOEXEC));
-      std::array<uint8_t, kHeaderSize> hb{};
-      struct stat st;
-      if (f.fd < 0 || ::fstat(f.fd, &st) != 0) continue;  // vanished: another process evicted it
-      if (static_cast<size_t>(st.st_size) < kHeaderSize ||
-          !read_all(f.fd, hb.data(), kHeaderSize, 0)) {
-        drop("shorter than a header (torn write?)");
+      if (f.fd < 0) continue;  // vanished: another process evicted it
+      const HeaderRead hr = read_header(f.fd, fp_, kind, *key);
+      if (hr.outcome == HeaderRead::kNewer) {
+        ++rep.skipped;
         continue;
       }
-      const auto h = check_object(hb, fp_, kind, *key, static_cast<uint64_t>(st.st_size));
-      if (!h) {
-        drop(h.error().what);
+      if (hr.outcome == HeaderRead::kDamaged) {
+        log::warn("kv cache removing damaged file " + de.path().string() + ": " + hr.why);
+        std::error_code rec;
+        fs::remove(de.path(), rec);
+        ++rep.removed_damaged;
         continue;
       }
       ++rep.objects;
-      const StoredObject obj{h->meta, h->stats};
+      const StoredObject obj{hr.header.meta, hr.header.stats};
       found(kind, *key, &obj);
     }
   }

@@ -46,6 +46,7 @@ class DiskTier : public Tier {
 
   struct ScanReport {
     size_t objects = 0, removed_damaged = 0, removed_temp = 0;
+    size_t skipped = 0;  // files this build does not read (newer format, not an object's name)
   };
   // Lists every object; removes damaged files and abandoned temporary files, logging each.
   // Calls `found` for every object: with its header, or with nullptr where known(kind, key) said

@@ -176,8 +176,53 @@ TEST(DiskTier, ScanRemovesTruncatedZeroLengthForeignAndMisplacedFiles) {
   std::ofstream(d.dir() + "/chunks/garbage.txt") << "x";
   const auto rep = d.scan([](cache::ObjKind, const cache::Key&, const StoredObject*) {});
   EXPECT_EQ(rep.objects, 3u);
-  EXPECT_EQ(rep.removed_damaged, 6u);
+  EXPECT_EQ(rep.removed_damaged, 5u);
+  EXPECT_EQ(rep.skipped, 1u) << "a file not under an object's name is not this build's to judge";
+  EXPECT_TRUE(fs::exists(d.dir() + "/chunks/garbage.txt"));
   EXPECT_EQ(scan_count(d), 3u) << "a second scan finds only the valid files";
+}
+
+// Another kvstash version's file (a newer format) is neither served nor taken for damage: no scan
+// or read removes it, `kvstash cache ls` and older servers included.
+TEST(DiskTier, NewerFormatVersionIsSkippedAndNeverRemoved) {
+  TempDir t;
+  DiskTier d(t.path, fp(1));
+  d.put(meta(1), {}, payload(1000, 1));
+  const std::string p = d.path(cache::ObjKind::kChunk, {1, 1});
+  {
+    std::fstream f(p, std::ios::in | std::ios::out | std::ios::binary);
+    const uint32_t v = kFormatVersion + 1;
+    f.seekp(8);
+    f.write(reinterpret_cast<const char*>(&v), 4);
+  }
+  const auto rep = d.scan([](cache::ObjKind, const cache::Key&, const StoredObject*) {});
+  EXPECT_EQ(rep.objects, 0u);
+  EXPECT_EQ(rep.removed_damaged, 0u);
+  EXPECT_EQ(rep.skipped, 1u);
+  const auto got = d.get(cache::ObjKind::kChunk, {1, 1});
+  ASSERT_FALSE(got);
+  EXPECT_EQ(got.error().kind, IoError::kMissing) << got.error().what;
+  EXPECT_EQ(d.probe(cache::ObjKind::kChunk, {1, 1}).error().kind, IoError::kMissing);
+  EXPECT_TRUE(fs::exists(p)) << "a newer version's file was deleted";
+}
+
+TEST(DiskFormat, FormatVersionTellsANewerVersionFromDamage) {
+  FileHeader h;
+  h.meta = meta(5);
+  auto b = encode_header(h);
+  EXPECT_EQ(format_version(b), FormatVersion::kKnown);
+  EXPECT_EQ(format_version(std::span(b).first(kVersionBytes)), FormatVersion::kKnown);
+  EXPECT_EQ(format_version(std::span(b).first(kVersionBytes - 1)), FormatVersion::kNotOurs);
+  for (uint32_t v : {kFormatVersion + 1, 1000u}) {
+    std::memcpy(b.data() + 8, &v, 4);
+    EXPECT_EQ(format_version(b), FormatVersion::kNewer) << v;
+  }
+  const uint32_t zero = 0;
+  std::memcpy(b.data() + 8, &zero, 4);
+  EXPECT_EQ(format_version(b), FormatVersion::kNotOurs);
+  b[0] ^= 1;
+  std::memcpy(b.data() + 8, &kFormatVersion, 4);
+  EXPECT_EQ(format_version(b), FormatVersion::kNotOurs) << "bad magic";
 }
 
 // The files hold users' prompts: owner-only, and so are the directories the tier creates.
