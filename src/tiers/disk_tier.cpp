@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -154,9 +155,11 @@ Status DiskTier::put(const cache::ObjectMeta& meta, const cache::ObjectStats& st
   const auto header = make_header(meta, stats, fp_, payload);
   std::optional<IoError> err;
   {
-    // Owner-only: the payload holds a user's prompt.
+    // Owner-only: the payload holds a user's prompt. Locked until renamed: a scan by any process
+    // leaves a locked temporary file alone (temp_fate()).
     Fd f(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
     if (f.fd < 0) return errno_error("cannot create " + tmp);
+    (void)::flock(f.fd, LOCK_EX);
     const bool fault = written_ + header.size() + payload.size() > fault_after_;
     if (fault || !write_all(f.fd, header.data(), header.size()) ||
         !write_all(f.fd, payload.data(), payload.size())) {
@@ -165,15 +168,15 @@ Status DiskTier::put(const cache::ObjectMeta& meta, const cache::ObjectStats& st
     } else if (::fsync(f.fd) != 0) {
       err = errno_error("fsync of " + tmp + " failed");
     }
+    if (fault_delay_ms_ > 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(fault_delay_ms_));
+    }
+    if (!err && ::rename(tmp.c_str(), final_path.c_str()) != 0) {
+      err = errno_error("rename to " + final_path + " failed");
+    }
+    if (err) ::unlink(tmp.c_str());
   }
-  if (fault_delay_ms_ > 0) std::this_thread::sleep_for(std::chrono::milliseconds(fault_delay_ms_));
-  if (!err && ::rename(tmp.c_str(), final_path.c_str()) != 0) {
-    err = errno_error("rename to " + final_path + " failed");
-  }
-  if (err) {
-    ::unlink(tmp.c_str());
-    return *err;
-  }
+  if (err) return *err;
   written_ += header.size() + payload.size();
   // The file is complete under its name either way; without this fsync a power loss may only
   // undo the rename (the object is then absent, never torn), so the put stands.
@@ -251,26 +254,71 @@ Result<StoredObject> DiskTier::probe(cache::ObjKind kind, const cache::Key& key)
   return StoredObject{hr.header.meta, hr.header.stats};
 }
 
-DiskTier::ScanReport DiskTier::scan(const Found& found, const Known& known) {
-  ScanReport rep;
-  // Abandoned temporary files: their writer is gone, or they are older than an hour.
-  const auto now = fs::file_time_type::clock::now();
+TempFate temp_fate(const TempFile& f) {
+  if (f.locked) return TempFate::kKeep;
+  if (f.size == 0 && f.age_ms < kTempCreateGraceMs) return TempFate::kKeep;
+  if (f.writer_alive && f.age_ms < kTempMaxAgeMs) return TempFate::kKeep;
+  return TempFate::kRemove;
+}
+
+OrphanFate orphan_fate(int64_t age_ms) {
+  return age_ms >= kOrphanGraceMs ? OrphanFate::kRemove : OrphanFate::kLeave;
+}
+
+namespace {
+
+// The pid a temporary file's name gives its writer (<key>.<pid>.<n>.tmp; 0 if none).
+pid_t temp_writer(const std::string& name) {
+  if (!name.ends_with(".tmp")) return 0;
+  const auto dot2 = name.rfind('.', name.size() - 5);
+  if (dot2 == std::string::npos || dot2 == 0) return 0;
+  const auto dot1 = name.rfind('.', dot2 - 1);
+  return dot1 == std::string::npos ? 0 : static_cast<pid_t>(std::atoll(name.c_str() + dot1 + 1));
+}
+
+int64_t age_ms_of(const struct stat& st) {
+  const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  return now - (int64_t(st.st_mtim.tv_sec) * 1000 + st.st_mtim.tv_nsec / 1000000);
+}
+
+}  // namespace
+
+size_t DiskTier::remove_abandoned_temp_files() {
+  size_t removed = 0;
   std::error_code ec;
   for (const auto& de : fs::directory_iterator(dir_ + "/tmp", ec)) {
-    const std::string name = de.path().filename().string();
-    const auto dot2 = name.rfind('.', name.size() - 5);
-    const auto dot1 = dot2 == std::string::npos ? dot2 : name.rfind('.', dot2 - 1);
-    pid_t pid = 0;
-    if (dot1 != std::string::npos) pid = static_cast<pid_t>(std::atoll(name.c_str() + dot1 + 1));
-    const bool writer_alive = pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM);
-    std::error_code tec;
-    const auto age = now - fs::last_write_time(de.path(), tec);
-    if (!writer_alive || age > std::chrono::hours(1)) {
-      fs::remove_all(de.path(), tec);
-      ++rep.removed_temp;
-      log::info("kv cache removed abandoned temporary file " + de.path().string());
-    }
+    const std::string path = de.path().string();
+    Fd f(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    struct stat st;
+    if (f.fd < 0 || ::fstat(f.fd, &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    TempFile t;
+    // Held while this scan decides: a writer's own lock comes first, or waits for the decision.
+    t.locked = ::flock(f.fd, LOCK_EX | LOCK_NB) != 0;
+    const pid_t pid = temp_writer(de.path().filename().string());
+    t.writer_alive = pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM);
+    t.age_ms = age_ms_of(st);
+    t.size = static_cast<uint64_t>(st.st_size);
+    if (temp_fate(t) == TempFate::kKeep) continue;
+    ::unlink(path.c_str());
+    ++removed;
+    log::info("kv cache removed abandoned temporary file " + path);
   }
+  return removed;
+}
+
+Result<int64_t> DiskTier::age_ms(cache::ObjKind kind, const cache::Key& key) const {
+  struct stat st;
+  if (::stat(path(kind, key).c_str(), &st) != 0)
+    return errno_error("cannot stat " + path(kind, key));
+  return age_ms_of(st);
+}
+
+DiskTier::ScanReport DiskTier::scan(const Found& found, const Known& known) {
+  ScanReport rep;
+  rep.removed_temp = remove_abandoned_temp_files();
+  std::error_code ec;
   for (auto kind : {cache::ObjKind::kChunk, cache::ObjKind::kEntry}) {
     for (const auto& de : fs::directory_iterator(dir_ + "/" + subdir(kind), ec)) {
       const std::string name = de.path().filename().string();

@@ -5,12 +5,16 @@
 // complete. The header and payload carry checksums (disk_format.h): a damaged file is detected,
 // logged, removed, and never served.
 //
-// Sharing: several processes may use one directory. The discipline is atomic rename, no locks:
-// objects are content-addressed (one key, one content), so two writers of one key write the same
-// bytes and the last rename wins; readers hold an open descriptor, unaffected by a concurrent
-// rename or unlink. Temporary files carry their writer's pid; a scan removes those whose writer is
-// gone (or that are over an hour old). Each process keeps its own index and picks up the others'
-// writes when a directory's modification time changes (see changed_since()).
+// Sharing: several processes (servers, `kvstash cache` commands, other kvstash versions) may use
+// one directory. The discipline is atomic rename: objects are content-addressed (one key, one
+// content), so two writers of one key write the same bytes and the last rename wins; readers hold
+// an open descriptor, unaffected by a concurrent rename or unlink. No process removes a file
+// another may still be writing or cannot be read by this build: a temporary file is locked
+// (flock) by its writer until renamed and carries the writer's pid (temp_fate()); a file of a
+// newer format version, or under a name that is not an object's, is skipped; an object whose
+// parent is not on disk is removed only once it is old (orphan_fate(): it may be a write racing a
+// scan). Each process keeps its own index and picks up the others' writes when a directory's
+// modification time changes (see changed_since_last_check()).
 //
 // Files are created owner-only (0600, directories 0700): they hold users' prompts.
 #pragma once
@@ -23,6 +27,28 @@
 #include "tiers/tier.h"
 
 namespace kvstash::tiers {
+
+// What a scan does with a temporary file, from what it can see of it (pure). A file is abandoned,
+// and removed, unless a writer holds its lock, or it is empty and new (a writer creates it, then
+// locks it), or its writer's pid names a live process and it is under an hour old (a writer of
+// a build that takes no lock).
+constexpr int64_t kTempCreateGraceMs = 10'000;
+constexpr int64_t kTempMaxAgeMs = 3'600'000;
+struct TempFile {
+  bool locked = false;        // a writer holds its lock
+  bool writer_alive = false;  // the pid in its name is a live process here
+  int64_t age_ms = 0;         // since its last modification
+  uint64_t size = 0;
+};
+enum class TempFate : uint8_t { kKeep, kRemove };
+TempFate temp_fate(const TempFile& f);
+
+// An object found on disk without its parent (pure): its file is removed once unmodified for
+// kOrphanGraceMs; a younger one may be another process's write racing this scan, or a child
+// whose parent is being written again, and is left (the index forgets it until the next scan).
+constexpr int64_t kOrphanGraceMs = 60'000;
+enum class OrphanFate : uint8_t { kLeave, kRemove };
+OrphanFate orphan_fate(int64_t age_ms);
 
 class DiskTier : public Tier {
  public:
@@ -59,6 +85,8 @@ class DiskTier : public Tier {
   Result<StoredObject> probe(cache::ObjKind kind, const cache::Key& key);
   // True if a file was added or removed since the last call (directory modification times).
   bool changed_since_last_check();
+  // Milliseconds since the object's file was last modified.
+  Result<int64_t> age_ms(cache::ObjKind kind, const cache::Key& key) const;
 
   // I/O errors that leave the object usable, so put() and update_stats() do not fail on them:
   // the directory fsync after a rename, and the usage-statistics write. Each is logged.
@@ -71,6 +99,9 @@ class DiskTier : public Tier {
   std::string path(cache::ObjKind kind, const cache::Key& key) const;
 
  private:
+  // Removes the temporary files temp_fate() finds abandoned; returns how many.
+  size_t remove_abandoned_temp_files();
+
   std::string dir_;  // DIR/<fingerprint>
   std::shared_ptr<BufferPool> pool_;
   Fingerprint16 fp_;

@@ -1,7 +1,9 @@
 // The disk tier's file discipline: atomic writes, checksums, damaged files never served.
 #include "tiers/disk_tier.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/file.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -237,6 +239,59 @@ TEST(DiskTier, FilesAndDirectoriesAreOwnerOnly) {
   for (const std::string& dir : {root, d.dir(), d.dir() + "/chunks", d.dir() + "/tmp"}) {
     EXPECT_EQ(mode(dir), fs::perms::owner_all) << dir;
   }
+}
+
+TEST(TempFate, LockedByAWriterIsKeptWhateverElse) {
+  EXPECT_EQ(
+      temp_fate({.locked = true, .writer_alive = false, .age_ms = kTempMaxAgeMs * 2, .size = 9}),
+      TempFate::kKeep);
+}
+
+TEST(TempFate, EmptyAndNewIsKeptItsWriterLocksItNext) {
+  EXPECT_EQ(temp_fate({.locked = false, .writer_alive = false, .age_ms = 100, .size = 0}),
+            TempFate::kKeep);
+  EXPECT_EQ(
+      temp_fate({.locked = false, .writer_alive = false, .age_ms = kTempCreateGraceMs, .size = 0}),
+      TempFate::kRemove);
+}
+
+TEST(TempFate, UnlockedOfALiveWriterIsKeptForAnHour) {
+  // A writer of a build that takes no lock.
+  EXPECT_EQ(temp_fate({.locked = false, .writer_alive = true, .age_ms = 60'000, .size = 9}),
+            TempFate::kKeep);
+  EXPECT_EQ(temp_fate({.locked = false, .writer_alive = true, .age_ms = kTempMaxAgeMs, .size = 9}),
+            TempFate::kRemove);
+}
+
+TEST(TempFate, UnlockedOfAGoneWriterIsRemoved) {
+  EXPECT_EQ(temp_fate({.locked = false, .writer_alive = false, .age_ms = 0, .size = 9}),
+            TempFate::kRemove);
+}
+
+TEST(OrphanFate, AYoungOrphanIsLeftAnOldOneRemoved) {
+  EXPECT_EQ(orphan_fate(0), OrphanFate::kLeave);
+  EXPECT_EQ(orphan_fate(kOrphanGraceMs - 1), OrphanFate::kLeave);
+  EXPECT_EQ(orphan_fate(kOrphanGraceMs), OrphanFate::kRemove);
+}
+
+// A writer in another pid namespace (a container sharing the directory) looks gone by its pid;
+// its lock says it is not.
+TEST(DiskTier, LockedTemporaryFileIsKeptThoughItsPidLooksGone) {
+  TempDir t;
+  DiskTier d(t.path, fp(1));
+  const std::string tmp = d.dir() + "/tmp/" + cache::Key{2, 2}.hex() + ".99999999.0.tmp";
+  std::ofstream(tmp) << "partial";
+  {
+    const int fd = ::open(tmp.c_str(), O_RDONLY);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::flock(fd, LOCK_EX), 0);
+    EXPECT_EQ(d.scan([](cache::ObjKind, const cache::Key&, const StoredObject*) {}).removed_temp,
+              0u);
+    EXPECT_TRUE(fs::exists(tmp)) << "a locked temporary file was removed";
+    ::close(fd);
+  }
+  EXPECT_EQ(d.scan([](cache::ObjKind, const cache::Key&, const StoredObject*) {}).removed_temp, 1u);
+  EXPECT_FALSE(fs::exists(tmp));
 }
 
 TEST(DiskTier, AbandonedTemporaryFilesAreRemovedLiveWritersKept) {

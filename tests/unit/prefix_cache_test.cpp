@@ -337,6 +337,63 @@ TEST(PrefixCache, TwoProcessesShareOneDirectory) {
   expect_restores(b, tokens, 1280);  // b picks up a's files
 }
 
+// Another process's write seen half-way: its entry and last chunks are on disk, its first chunk
+// is not yet seen. Neither a rescan nor a fresh open (`kvstash cache ls`) deletes them; once the
+// parent is there, the whole prefix is found. Only an old orphan is removed.
+TEST(PrefixCache, ObjectsFoundBeforeTheirParentAreLeftUntilOld) {
+  TempDir t, stash;
+  const auto tokens = conv(1000);
+  std::vector<std::pair<std::string, bool>> files;  // path, is the first chunk
+  {
+    PrefixCache a(cfg(stash.path), fp());
+    put(a, tokens);
+    ASSERT_TRUE(a.drain(-1));
+    for (const auto& n : a.objects()) {
+      files.push_back(
+          {file_of(stash.path, n), n.meta.kind == ObjKind::kChunk && n.meta.depth == 0});
+    }
+  }
+  PrefixCache b(cfg(t.path), fp());
+  auto place = [&](bool first_chunk) {
+    for (const auto& [f, first] : files) {
+      if (first != first_chunk) continue;
+      const fs::path to = fs::path(t.path) / fs::relative(f, stash.path);
+      fs::copy_file(f, to, fs::copy_options::overwrite_existing);
+    }
+  };
+  auto on_disk = [&] {
+    size_t n = 0;
+    for (const auto& [f, first] : files)
+      n += fs::exists(fs::path(t.path) / fs::relative(f, stash.path));
+    return n;
+  };
+  place(false);  // the children first: what a listing that missed the parent sees
+  b.refresh();
+  EXPECT_EQ(on_disk(), files.size() - 1) << "a rescan deleted another process's new objects";
+  { PrefixCache ls(cfg(t.path), fp()); }
+  EXPECT_EQ(on_disk(), files.size() - 1) << "opening the directory deleted them";
+  place(true);
+  b.refresh();
+  expect_restores(b, tokens, 768);
+
+  // An orphan left for long is removed.
+  const std::string first =
+      (fs::path(t.path) /
+       fs::relative(
+           std::find_if(files.begin(), files.end(), [](const auto& f) { return f.second; })->first,
+           stash.path))
+          .string();
+  fs::remove(first);
+  for (const auto& [f, is_first] : files) {
+    const fs::path at = fs::path(t.path) / fs::relative(f, stash.path);
+    if (fs::exists(at)) {
+      fs::last_write_time(at, fs::file_time_type::clock::now() - std::chrono::minutes(5));
+    }
+  }
+  PrefixCache c(cfg(t.path), fp());
+  EXPECT_EQ(on_disk(), 0u) << "old orphans stay";
+}
+
 TEST(PrefixCacheConcurrency, TwoRequestsStoringOnePrefixAtOnceWriteItOnce) {
   TempDir t;
   PrefixCache c(cfg(t.path), fp());
