@@ -49,7 +49,7 @@ bool StorePipeline::write_object(const StoreObject& o) {
   }
   if (to.vram) write_vram(o);
   if (to.disk) {
-    if (const auto st = s_.tiers->write_disk(o.meta, o.stats, o.payload); !st) {
+    if (const auto st = write_disk_making_room(o); !st) {
       log::error("kv cache store failed tokens=" + std::to_string(o.meta.n_tokens) + ": " +
                  st.error().what);
       std::lock_guard lock(s_.mu);
@@ -60,6 +60,26 @@ bool StorePipeline::write_object(const StoreObject& o) {
   // Queued for the Redis writer; a drop is counted by the remote tier and costs nothing here.
   if (to.remote) (void)s_.tiers->put_remote(o.meta, o.stats, o.payload);
   return true;
+}
+
+tiers::Status StorePipeline::write_disk_making_room(const StoreObject& o) {
+  auto& tiers = *s_.tiers;
+  tiers::Status st = tiers.write_disk(o.meta, o.stats, o.payload);
+  for (int retry = 0; retry < kFullDiskRetries && !st && st.error().kind == tiers::IoError::kFull;
+       ++retry) {
+    {
+      std::lock_guard lock(s_.mu);
+      // What the disk holds now is all it holds: room for this object is made below that.
+      const uint64_t used = tiers.used(Where::kDisk), size = tiers.size_in(Where::kDisk, o.meta);
+      tiers.cap_disk(used > size ? used - size : 0);
+      const ObjId id{o.meta.kind, o.meta.key};
+      if (!mover_.make_room_locked(Where::kDisk, room_for(0, {id}, {o.meta.parent}))) break;
+    }
+    log::warn("kv cache disk full: evicted to make room, retrying the write tokens=" +
+              std::to_string(o.meta.n_tokens));
+    st = tiers.write_disk(o.meta, o.stats, o.payload);
+  }
+  return st;
 }
 
 void StorePipeline::object_done(const StoreObject& o, bool ok) {
@@ -101,6 +121,7 @@ StoreResult StorePipeline::store(const StoreRequest& req) {
   const auto t0 = Clock::now();
   StoreResult res;
   disk_.sync(false);
+  s_.tiers->refresh_disk_cap();  // the budget never exceeds what the disk can take
   auto& tiers = *s_.tiers;
   auto& worker = *s_.worker;
   const uint32_t C = s_.cfg.chunk;

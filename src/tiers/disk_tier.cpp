@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -129,6 +130,8 @@ DiskTier::DiskTier(const std::string& root, const Fingerprint16& fingerprint,
   if (root.empty()) throw std::invalid_argument("the disk cache needs a directory");
   if (const char* f = std::getenv("KVSTASH_FAULT_ENOSPC_AFTER"))
     fault_after_ = std::strtoull(f, nullptr, 10);
+  if (const char* f = std::getenv("KVSTASH_FAULT_EIO_AFTER"))
+    fault_eio_after_ = std::strtoull(f, nullptr, 10);
   fault_dir_fsync_ = std::getenv("KVSTASH_FAULT_DIR_FSYNC") != nullptr;
   if (const char* f = std::getenv("KVSTASH_FAULT_WRITE_DELAY_MS")) fault_delay_ms_ = std::atoi(f);
   dir_ = (fs::path(root) / to_hex(fingerprint)).string();
@@ -160,10 +163,11 @@ Status DiskTier::put(const cache::ObjectMeta& meta, const cache::ObjectStats& st
     Fd f(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
     if (f.fd < 0) return errno_error("cannot create " + tmp);
     (void)::flock(f.fd, LOCK_EX);
-    const bool fault = written_ + header.size() + payload.size() > fault_after_;
+    const uint64_t after = written_ + header.size() + payload.size();
+    const bool fault = after > fault_after_ || after > fault_eio_after_;
     if (fault || !write_all(f.fd, header.data(), header.size()) ||
         !write_all(f.fd, payload.data(), payload.size())) {
-      if (fault) errno = ENOSPC;
+      if (fault) errno = after > fault_after_ ? ENOSPC : EIO;
       err = errno_error("write to " + tmp + " failed");
     } else if (::fsync(f.fd) != 0) {
       err = errno_error("fsync of " + tmp + " failed");
@@ -224,8 +228,28 @@ Result<Payload> DiskTier::get(cache::ObjKind kind, const cache::Key& key) {
 
 Status DiskTier::remove(cache::ObjKind kind, const cache::Key& key) {
   const std::string p = path(kind, key);
-  if (::unlink(p.c_str()) != 0 && errno != ENOENT) return errno_error("cannot remove " + p);
+  struct stat st;
+  const bool faulted = fault_after_ != UINT64_MAX && ::stat(p.c_str(), &st) == 0;
+  if (::unlink(p.c_str()) != 0) {
+    if (errno != ENOENT) return errno_error("cannot remove " + p);
+    return {};
+  }
+  if (faulted) {  // the injected full disk has this file's bytes free again
+    const auto n = static_cast<uint64_t>(st.st_size);
+    uint64_t cur = written_.load();
+    while (!written_.compare_exchange_weak(cur, cur >= n ? cur - n : 0)) {
+    }
+  }
   return {};
+}
+
+Result<uint64_t> DiskTier::free_bytes() const {
+  struct statvfs fs;
+  if (::statvfs(dir_.c_str(), &fs) != 0) return errno_error("cannot statvfs " + dir_);
+  uint64_t free = uint64_t(fs.f_bavail) * fs.f_frsize;
+  if (fault_after_ != UINT64_MAX)
+    free = std::min(free, fault_after_ - std::min(fault_after_, written_.load()));
+  return free;
 }
 
 Status DiskTier::update_stats(cache::ObjKind kind, const cache::Key& key,

@@ -85,6 +85,8 @@ class DiskTier : public Tier {
   Result<StoredObject> probe(cache::ObjKind kind, const cache::Key& key);
   // True if a file was added or removed since the last call (directory modification times).
   bool changed_since_last_check();
+  // Bytes the filesystem under the directory has free for this process (statvfs).
+  Result<uint64_t> free_bytes() const;
   // Milliseconds since the object's file was last modified.
   Result<int64_t> age_ms(cache::ObjKind kind, const cache::Key& key) const;
 
@@ -106,11 +108,14 @@ class DiskTier : public Tier {
   std::shared_ptr<BufferPool> pool_;
   Fingerprint16 fp_;
   // Fault injection for tests: $KVSTASH_FAULT_ENOSPC_AFTER=N: writes (objects and statistics)
-  // fail with ENOSPC once this process has written N bytes, as on a full disk;
+  // fail with ENOSPC once the bytes this process wrote, less those of the files it removed,
+  // would pass N, as on a disk of N bytes (free_bytes() reports what is left of them);
+  // $KVSTASH_FAULT_EIO_AFTER=N: object writes fail with EIO once this process has written N
+  // bytes (a disk error that no eviction cures);
   // $KVSTASH_FAULT_DIR_FSYNC (set): directory fsyncs fail with EIO;
   // $KVSTASH_FAULT_WRITE_DELAY_MS=N: each object write takes N ms more before its rename, as on a
   // slow disk (the store queue fills; a kill lands mid-write).
-  uint64_t fault_after_ = UINT64_MAX;
+  uint64_t fault_after_ = UINT64_MAX, fault_eio_after_ = UINT64_MAX;
   std::atomic<uint64_t> written_{0};  // the writer thread and usage-statistics writes
   bool fault_dir_fsync_ = false;
   int fault_delay_ms_ = 0;

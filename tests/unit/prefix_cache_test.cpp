@@ -293,19 +293,19 @@ TEST(PrefixCache, RamOnlyObjectIsDemotedToDiskWhenEvictedFromRam) {
   expect_restores(c, a, 768);
 }
 
-// A RAM eviction whose demotion fails (the disk is full) loses the only copy: that is logged and
-// counted, not silent.
+// A RAM eviction whose demotion fails (a disk error no eviction cures) loses the only copy: that
+// is logged and counted, not silent.
 TEST(PrefixCache, FailedDemotionIsLoggedAndCounted) {
   TempDir t;
   auto config = cfg(t.path);
   config.ram_budget = 5 * kChunkBytes;
-  // The disk fills up right after a's store (3 chunks and an entry). The next store pushes a's
+  // The disk fails right after a's store (3 chunks and an entry). The next store pushes a's
   // entry out of RAM (as in the test above); its demotion is queued before that store's own
-  // objects, and both find the disk full.
+  // objects, and both fail.
   const size_t full = 4 * tiers::kHeaderSize + 3 * kChunkBytes + 24 + (800 - 768) * 16;
-  ::setenv("KVSTASH_FAULT_ENOSPC_AFTER", std::to_string(full).c_str(), 1);
+  ::setenv("KVSTASH_FAULT_EIO_AFTER", std::to_string(full).c_str(), 1);
   PrefixCache c(config, fp());
-  ::unsetenv("KVSTASH_FAULT_ENOSPC_AFTER");
+  ::unsetenv("KVSTASH_FAULT_EIO_AFTER");
   const auto a = conv(800, 1);
   put(c, a);
   ASSERT_TRUE(c.drain(-1));
@@ -324,7 +324,7 @@ TEST(PrefixCache, FailedDemotionIsLoggedAndCounted) {
   size_t lost = 0;
   for (const auto& n : c.objects()) lost += is_of(c, a, n) && !n.in_ram && !n.on_disk;
   EXPECT_EQ(lost, 0u) << "a lost object stays in the index";
-  EXPECT_EQ(s.entries, 0u) << "a's entry is lost, and the full disk refused the next store's";
+  EXPECT_EQ(s.entries, 0u) << "a's entry is lost, and the failing disk refused the next store's";
 }
 
 TEST(PrefixCache, TwoProcessesShareOneDirectory) {
@@ -392,6 +392,36 @@ TEST(PrefixCache, ObjectsFoundBeforeTheirParentAreLeftUntilOld) {
   }
   PrefixCache c(cfg(t.path), fp());
   EXPECT_EQ(on_disk(), 0u) << "old orphans stay";
+}
+
+// A disk smaller than the budget: once it is full, stores evict the least valuable objects
+// instead of failing, back-to-back ones (whose writes find the disk full) and the only copy of a
+// live state (evict store) included.
+TEST(PrefixCache, FullDiskMakesRoomInsteadOfFailingEveryStore) {
+  TempDir t;
+  const size_t per_conv = 4 * tiers::kHeaderSize + 3 * kChunkBytes + 24 + (1000 - 768) * 16;
+  ::setenv("KVSTASH_FAULT_ENOSPC_AFTER", std::to_string(3 * per_conv).c_str(), 1);
+  PrefixCache c(cfg(t.path), fp());  // a budget of 1 GiB
+  ::unsetenv("KVSTASH_FAULT_ENOSPC_AFTER");
+  for (Token k = 1; k <= 6; ++k) {
+    ASSERT_TRUE(put(c, conv(1000, k)).stored) << k;
+    ASSERT_TRUE(c.drain(-1));
+  }
+  // Two at once: the second's writes were planned before the first's took the space.
+  ASSERT_TRUE(put(c, conv(1000, 7)).stored);
+  ASSERT_TRUE(put(c, conv(1000, 8), Reason::kEvict).stored);
+  ASSERT_TRUE(c.drain(-1));
+  const auto s = c.stats();
+  EXPECT_EQ(s.io_errors.count("write"), 0u) << "a store failed on the full disk";
+  EXPECT_GT(s.evictions, 0u);
+  expect_restores(c, conv(1000, 6), 768);
+  expect_restores(c, conv(1000, 7), 768);
+  expect_restores(c, conv(1000, 8), 768);
+  uint64_t bytes = 0;
+  for (const auto& de : fs::recursive_directory_iterator(t.path)) {
+    if (de.is_regular_file()) bytes += de.file_size();
+  }
+  EXPECT_LE(bytes, 3 * per_conv);
 }
 
 TEST(PrefixCacheConcurrency, TwoRequestsStoringOnePrefixAtOnceWriteItOnce) {
