@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <functional>
 #include <span>
+#include <stdexcept>
 #include <vector>
 
 #include "core/device_memory.h"
@@ -33,6 +34,11 @@ struct PrefillPlan {
   std::vector<uint32_t> snapshot_at;              // exact positions at which to call on_snapshot
   std::function<void(uint32_t pos)> on_snapshot;  // the engine holds exactly `pos` tokens then
   std::function<bool(uint32_t done, uint32_t total)> on_progress;  // false cancels
+};
+
+// The engine's verdict that bytes do not form the state they claim to (see restore_begin).
+struct StateRefused : std::runtime_error {
+  using std::runtime_error::runtime_error;
 };
 
 class KvEngine {
@@ -70,7 +76,10 @@ class KvEngine {
   //     or restore_end() returns;
   //   restore_end(partial, tokens, logits): the state holds `tokens` (hybrid models: with the
   //     recurrent state `partial` taken at its end), whose first `keep` are the kept live ones.
-  // Each step throws when the bytes do not form that state; the caller then clears the engine.
+  // Each step throws when the bytes do not form that state: a std::runtime_error (StateRefused,
+  // or a subclass of its own) is that verdict, and the cache removes those bytes. A failure that
+  // says nothing about the bytes is thrown as anything else (std::bad_alloc, std::system_error,
+  // std::logic_error for misuse); the bytes stay. The caller clears the engine either way.
   virtual void restore_begin(uint32_t keep, uint32_t from) = 0;
   virtual void restore_kv(std::span<const uint8_t> section) = 0;
   // The same from a copy in the engine's device memory (the VRAM tier), copied on the device;

@@ -4,6 +4,7 @@
 #include <deque>
 #include <future>
 #include <stdexcept>
+#include <system_error>
 #include <thread>
 
 #include "cache/entry_payload.h"
@@ -36,6 +37,38 @@ RequestPolicy policy_for_scope(const Scope& scope, std::span<const Token> prompt
   }
   return p;
 }
+
+RestoreOutcome classify_restore_failure(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const FetchFailed&) {
+    return RestoreOutcome::kGone;
+  } catch (const StateRefused&) {
+    return RestoreOutcome::kRefused;
+  } catch (...) {
+    return RestoreOutcome::kTransient;
+  }
+}
+
+namespace {
+
+// One restore step of the engine: a std::runtime_error out of it is the engine's verdict on the
+// bytes (kv_engine.h), passed on as StateRefused; a std::system_error (a resource failure) and
+// anything else pass as they are.
+template <class Step>
+void engine_step(Step&& step) {
+  try {
+    step();
+  } catch (const StateRefused&) {
+    throw;
+  } catch (const std::system_error&) {
+    throw;
+  } catch (const std::runtime_error& ex) {
+    throw StateRefused(ex.what());
+  }
+}
+
+}  // namespace
 
 Restored restore_plan(KvEngine& e, PrefixCache& cache, const RestorePlan& plan,
                       std::span<const Token> prompt, size_t first_chunk) {
@@ -118,27 +151,27 @@ Restored restore_plan(KvEngine& e, PrefixCache& cache, const RestorePlan& plan,
     r.bytes += f.bytes;
     r.by_source[static_cast<size_t>(f.from)] += f.bytes;
     if (f.dev) {
-      e.restore_kv_device(*f.dev);
+      engine_step([&] { e.restore_kv_device(*f.dev); });
       uploading_dev.push_back(std::move(f.dev));
     } else if (objs[i].first == ObjKind::kChunk) {
-      e.restore_kv(f.p->span());
+      engine_step([&] { e.restore_kv(f.p->span()); });
       uploading.push_back(f.p);
       uploading_bytes += f.p->size();
       if (uploading_bytes >= window) {
-        e.restore_sync();
+        engine_step([&] { e.restore_sync(); });
         uploading.clear();
         uploading_dev.clear();
         uploading_bytes = 0;
       }
     } else {
       auto d = decode_entry_payload(f.p->span());
-      if (!d) throw std::runtime_error("cache entry payload is malformed");
+      if (!d) throw StateRefused("cache entry payload is malformed");
       entry = std::move(*d);
-      if (!entry.tail_kv.empty()) e.restore_kv(entry.tail_kv);
+      if (!entry.tail_kv.empty()) engine_step([&] { e.restore_kv(entry.tail_kv); });
     }
   }
   const std::vector<Token> toks(prompt.begin(), prompt.begin() + plan.restore_tokens);
-  e.restore_end(entry.partial_state, toks, entry.logits);
+  engine_step([&] { e.restore_end(entry.partial_state, toks, entry.logits); });
   if (plan.resume_at < plan.restore_tokens) e.trim(plan.resume_at);
   r.source = static_cast<Source>(std::max_element(r.by_source.begin(), r.by_source.end()) -
                                  r.by_source.begin());
@@ -278,10 +311,11 @@ void RequestFlow::drop_live() {
   checkpoint_ = {};
 }
 
-bool RequestFlow::try_restore(const RestorePlan& plan, std::span<const Token> prompt,
-                              size_t first_chunk, uint64_t page_cached, PrefillReport& rep,
-                              PrefixCache::Pin& pin) {
+RestoreOutcome RequestFlow::try_restore(const RestorePlan& plan, std::span<const Token> prompt,
+                                        size_t first_chunk, uint64_t page_cached,
+                                        PrefillReport& rep, PrefixCache::Pin& pin) {
   pin = cache_->pin(plan);
+  RestoreOutcome out = RestoreOutcome::kTransient;
   try {
     const Restored r = restore_plan(e_, *cache_, plan, prompt, first_chunk);
     rep.cached_tokens = plan.resume_at;
@@ -295,17 +329,24 @@ bool RequestFlow::try_restore(const RestorePlan& plan, std::span<const Token> pr
               fmt_ms(rep.restore_ms) + " ms (waited for reads " + fmt_ms(r.wait_seconds * 1000) +
               " ms) from=" + source_name(r.source) + " size=" + format_size(r.bytes) + " chunks=" +
               std::to_string(plan.chunks.size() - first_chunk) + (plan.entry ? " entry=1" : ""));
-    return true;
-  } catch (const FetchFailed& ex) {
-    log::warn(std::string("kv cache restore incomplete, not served: ") + ex.what());
+    return RestoreOutcome::kServed;
   } catch (const std::exception& ex) {
-    log::warn(std::string("kv cache restore failed, not served: ") + ex.what());
-    ++rep.restore_failures;
-    cache_->reject(plan, ex.what());
+    out = classify_restore_failure(std::current_exception());
+    if (out == RestoreOutcome::kGone) {
+      log::warn(std::string("kv cache restore incomplete, not served: ") + ex.what());
+    } else if (out == RestoreOutcome::kRefused) {
+      log::warn(std::string("kv cache restore refused, not served: ") + ex.what());
+      ++rep.restore_failures;
+      cache_->reject(plan, ex.what());
+    } else {
+      log::warn(std::string("kv cache restore failed, recomputing; the cached state is kept: ") +
+                ex.what());
+      ++rep.restore_errors;
+    }
   }
   pin = {};
   drop_live();
-  return false;
+  return out;
 }
 
 PrefillReport RequestFlow::prefill(const std::vector<Token>& prompt, const PromptInfo& info,
@@ -377,8 +418,12 @@ PrefillReport RequestFlow::prefill(const std::vector<Token>& prompt, const Promp
       rep.kept_tokens = live;
       rep.source = Source::kLive;
       log::info("kv cache live hit tokens=" + std::to_string(live));
-    } else if (!try_restore(plan, prompt, first_chunk, page_cached, rep, pin)) {
-      plan = cache_->plan(prompt, info.boundaries, info.salt);  // what failed is gone
+    } else if (const auto out = try_restore(plan, prompt, first_chunk, page_cached, rep, pin);
+               out != RestoreOutcome::kServed) {
+      // What failed for the bytes is gone and a new plan finds the next best prefix; after a
+      // transient failure the request recomputes.
+      if (out == RestoreOutcome::kTransient) chosen = Source::kRecompute;
+      plan = cache_->plan(prompt, info.boundaries, info.salt);
     }
   }
   if (rep.cached_tokens == 0) {
@@ -393,7 +438,8 @@ PrefillReport RequestFlow::prefill(const std::vector<Token>& prompt, const Promp
     for (int attempt = 0;
          chosen != Source::kRecompute && restore && plan.resume_at > 0 && attempt < 3; ++attempt) {
       const uint64_t cached = cache_->restore_option(plan, 0).page_cached;
-      if (try_restore(plan, prompt, 0, cached, rep, pin)) break;
+      const auto out = try_restore(plan, prompt, 0, cached, rep, pin);
+      if (out == RestoreOutcome::kServed || out == RestoreOutcome::kTransient) break;
       // restore_plan's fetch or reject() removed what failed, so this plan is a different one.
       plan = cache_->plan(prompt, info.boundaries, info.salt);
     }

@@ -67,6 +67,7 @@ struct PrefillReport {
   double restore_ms = 0, prefill_ms = 0;
   bool cancelled = false;
   uint32_t restore_failures = 0;       // loaded states the engine refused (never served)
+  uint32_t restore_errors = 0;         // restores that failed for a transient reason (data kept)
   uint32_t kept_tokens = 0;            // live tokens kept (a delta restore loads only past them)
   Source source = Source::kRecompute;  // what served cached_tokens (live, a tier) or recompute
   std::string plan_log;                // the restore-or-recompute decision, if one was made
@@ -78,6 +79,16 @@ struct FetchFailed : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// How a restore ended; a failure is classified from what restore_plan threw (pure). Only a
+// definite verdict on the bytes removes them (PrefixCache::reject, from every tier and for every
+// process):
+//   kGone: an object vanished or failed its checksum (FetchFailed; the cache forgot it already);
+//   kRefused: the engine refused the bytes, or the entry payload is malformed (StateRefused);
+//   kTransient: anything else (out of memory, a thread that could not start, an engine misused):
+//     it says nothing about the bytes; the request recomputes and the objects stay.
+enum class RestoreOutcome : uint8_t { kServed, kGone, kRefused, kTransient };
+RestoreOutcome classify_restore_failure(const std::exception_ptr& e);
+
 struct Restored {
   uint64_t bytes = 0;
   std::array<uint64_t, kSourceCount> by_source{};  // bytes each tier served
@@ -87,8 +98,10 @@ struct Restored {
 };
 // Restores `plan` into the engine, keeping its live tokens [0, from) (from: a multiple of the
 // chunk size, first_chunk * chunk) and loading the rest: each object is fetched on a prefetch
-// thread while the previous one is uploaded. Throws FetchFailed when an object is gone, anything
-// else when the engine refuses the bytes (the engine is then cleared by the caller).
+// thread while the previous one is uploaded. Throws FetchFailed when an object is gone,
+// StateRefused when the engine refuses the bytes (a std::runtime_error out of one of its restore
+// steps, kv_engine.h) or the entry is malformed, and whatever else failed as it is (the engine is
+// cleared by the caller either way).
 Restored restore_plan(KvEngine& e, PrefixCache& cache, const RestorePlan& plan,
                       std::span<const Token> prompt, size_t first_chunk = 0);
 // Restores from objects fetched beforehand with PrefixCache::load (tools and tests).
@@ -120,10 +133,12 @@ class RequestFlow {
   // Before the live state is cut to `keep`: the evict store of what would be lost.
   void store_before_cut(uint32_t keep, std::span<const Token> prompt, const std::string& salt);
   // Tries restore_plan with the plan's objects pinned in `pin` (kept while the request runs);
-  // on failure unpins, drops the live state, counts it, and reports false. `page_cached`: the
-  // plan's disk bytes the page cache held (for the rate the restore is observed at).
-  bool try_restore(const RestorePlan& plan, std::span<const Token> prompt, size_t first_chunk,
-                   uint64_t page_cached, PrefillReport& rep, PrefixCache::Pin& pin);
+  // on failure unpins, drops the live state, counts it, and rejects the plan's objects only if
+  // the failure was kRefused. `page_cached`: the plan's disk bytes the page cache held (for the
+  // rate the restore is observed at).
+  RestoreOutcome try_restore(const RestorePlan& plan, std::span<const Token> prompt,
+                             size_t first_chunk, uint64_t page_cached, PrefillReport& rep,
+                             PrefixCache::Pin& pin);
   // Empties the engine and what the flow knew of its live state.
   void drop_live();
   void store_live(Reason reason, std::span<const Token> protect, const std::string& protect_salt);

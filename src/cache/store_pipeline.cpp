@@ -49,7 +49,7 @@ bool StorePipeline::write_object(const StoreObject& o) {
   }
   if (to.vram) write_vram(o);
   if (to.disk) {
-    if (const auto st = s_.tiers->write_disk(o.meta, o.stats, o.payload); !st) {
+    if (const auto st = write_disk_making_room(o); !st) {
       log::error("kv cache store failed tokens=" + std::to_string(o.meta.n_tokens) + ": " +
                  st.error().what);
       std::lock_guard lock(s_.mu);
@@ -60,6 +60,26 @@ bool StorePipeline::write_object(const StoreObject& o) {
   // Queued for the Redis writer; a drop is counted by the remote tier and costs nothing here.
   if (to.remote) (void)s_.tiers->put_remote(o.meta, o.stats, o.payload);
   return true;
+}
+
+tiers::Status StorePipeline::write_disk_making_room(const StoreObject& o) {
+  auto& tiers = *s_.tiers;
+  tiers::Status st = tiers.write_disk(o.meta, o.stats, o.payload);
+  for (int retry = 0; retry < kFullDiskRetries && !st && st.error().kind == tiers::IoError::kFull;
+       ++retry) {
+    {
+      std::lock_guard lock(s_.mu);
+      // What the disk holds now is all it holds: room for this object is made below that.
+      const uint64_t used = tiers.used(Where::kDisk), size = tiers.size_in(Where::kDisk, o.meta);
+      tiers.cap_disk(used > size ? used - size : 0);
+      const ObjId id{o.meta.kind, o.meta.key};
+      if (!mover_.make_room_locked(Where::kDisk, room_for(0, {id}, {o.meta.parent}))) break;
+    }
+    log::warn("kv cache disk full: evicted to make room, retrying the write tokens=" +
+              std::to_string(o.meta.n_tokens));
+    st = tiers.write_disk(o.meta, o.stats, o.payload);
+  }
+  return st;
 }
 
 void StorePipeline::object_done(const StoreObject& o, bool ok) {
@@ -101,6 +121,7 @@ StoreResult StorePipeline::store(const StoreRequest& req) {
   const auto t0 = Clock::now();
   StoreResult res;
   disk_.sync(false);
+  s_.tiers->refresh_disk_cap();  // the budget never exceeds what the disk can take
   auto& tiers = *s_.tiers;
   auto& worker = *s_.worker;
   const uint32_t C = s_.cfg.chunk;
@@ -164,6 +185,8 @@ StoreResult StorePipeline::store(const StoreRequest& req) {
               format_size(worker.stats().queued_bytes) + " of " + format_size(s_.cfg.store_queue));
     return res;
   }
+  // Released on every way out but the job's submission, a throw out of the engine included.
+  tiers::TransferWorker::Reservation room_held(worker, estimate);
 
   // 3. Copy the KV out of the engine (the caller's thread: the engine is about to move on).
   std::vector<Payload> chunks;
@@ -172,7 +195,7 @@ StoreResult StorePipeline::store(const StoreRequest& req) {
   uint64_t total = entry->size();
   for (const auto& p : chunks) total += p->size();
   if (!chunks.empty()) s_.chunk_bytes = chunks.front()->size();
-  worker.adjust(estimate, total);
+  room_held.resize(total);
   res.bytes = total;
   res.new_chunks = static_cast<uint32_t>(fresh.size());
 
@@ -181,7 +204,6 @@ StoreResult StorePipeline::store(const StoreRequest& req) {
   std::unique_lock lock(s_.mu);
   if (held_locally(s_.index.find(ObjKind::kEntry, ekey))) {
     lock.unlock();
-    worker.adjust(total, 0);
     res.existed = true;
     return res;
   }
@@ -214,7 +236,6 @@ StoreResult StorePipeline::store(const StoreRequest& req) {
       room_for(disk ? disk_bytes : queued, incoming, parents, req.protect, req.protect_salt);
   if (!store_then_evict && !mover_.make_room_locked(disk ? Where::kDisk : Where::kRam, room)) {
     lock.unlock();
-    worker.adjust(total, 0);
     res.bytes = queued;
     return skip(res, n, req.reason,
                 std::string("it does not fit the ") + (disk ? "disk" : "ram") + " budget of " +
@@ -249,7 +270,7 @@ StoreResult StorePipeline::store(const StoreRequest& req) {
     if (Node* x = s_.index.find(o.meta.kind, o.meta.key)) mover_.want_vram_locked(*x);
   }
   const size_t objects = job.size();
-  s_.submit_locked(std::move(job), total);
+  s_.submit_locked(std::move(job), room_held.release());
   if (store_then_evict) {
     RoomRequest after = room_for(0, {}, {}, req.protect, req.protect_salt);
     after.written = incoming;

@@ -37,6 +37,12 @@ class StorePipeline {
   void object_done(const tiers::StoreObject& o, bool ok);
 
  private:
+  // The disk write of a worker's object. On a full disk (ENOSPC) the disk budget is capped at
+  // what the disk holds, the least valuable objects are evicted to make room for this one
+  // (never the object itself or its parent), and the write is retried, kFullDiskRetries times
+  // at most.
+  static constexpr int kFullDiskRetries = 3;
+  tiers::Status write_disk_making_room(const tiers::StoreObject& o);
   StoreResult skip(StoreResult res, uint32_t n, Reason reason, const std::string& why);
   CacheState& s_;
   DiskSync& disk_;

@@ -49,7 +49,7 @@ void TierMover::demote_or_drop_locked(Node& n) {
   const ObjKind kind = n.meta.kind;
   const Key key = n.meta.key;
   const DiskRoom room{tiers.disk() != nullptr, tiers.used(Where::kDisk),
-                      tiers.size_in(Where::kDisk, n.meta), s_.cfg.disk_budget};
+                      tiers.size_in(Where::kDisk, n.meta), tiers.budget(Where::kDisk)};
   tiers::RamTier::Held held;  // the buffer and its checksum, if it is to be demoted
   if (ram_exit(n, room) == RamExit::kDemote) held = tiers.ram()->peek(kind, key).value_or({});
   const Payload& p = held.payload;

@@ -27,6 +27,15 @@ void put_key(uint8_t* p, const cache::Key& k) {
 cache::Key get_key(const uint8_t* p) { return {get<uint64_t>(p), get<uint64_t>(p + 8)}; }
 }  // namespace
 
+FormatVersion format_version(std::span<const uint8_t> first_bytes) {
+  if (first_bytes.size() < kVersionBytes || std::memcmp(first_bytes.data(), kMagic, 8) != 0) {
+    return FormatVersion::kNotOurs;
+  }
+  const auto version = get<uint32_t>(first_bytes.data() + 8);
+  if (version > kFormatVersion) return FormatVersion::kNewer;
+  return version == kFormatVersion ? FormatVersion::kKnown : FormatVersion::kNotOurs;
+}
+
 Result<FileHeader> check_object(std::span<const uint8_t> header_bytes,
                                 const Fingerprint16& expected, cache::ObjKind kind,
                                 const cache::Key& key, uint64_t total_size) {

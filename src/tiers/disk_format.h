@@ -15,6 +15,10 @@
 //   128      payload
 // Bytes 104..127 are usage statistics, updated in place and outside the checksums: a torn update
 // there can only misrank an object, never change what is restored. All integers little-endian.
+//
+// Versions: bytes 0..11 (magic, version) are the same in every format version, so any build can
+// tell a newer version's file from a damaged one. A file of a newer version is another build's to
+// judge: this build skips it and never removes it.
 #pragma once
 
 #include <array>
@@ -42,6 +46,12 @@ struct FileHeader {
   Fingerprint16 fingerprint{};
   uint64_t payload_checksum = 0;
 };
+
+// What a file's first bytes (at least kVersionBytes of them) say about its format: a version this
+// build reads, a newer version (left alone), or no kvstash object of any version.
+constexpr size_t kVersionBytes = 12;
+enum class FormatVersion : uint8_t { kKnown, kNewer, kNotOurs };
+FormatVersion format_version(std::span<const uint8_t> first_bytes);
 
 std::array<uint8_t, kHeaderSize> encode_header(const FileHeader& h);
 // The header of an object about to be written with `payload` (sizes and checksum filled in).

@@ -1,5 +1,7 @@
 #include "tiers/tier_set.h"
 
+#include <algorithm>
+
 #include "tiers/disk_tier.h"
 #include "tiers/ram_tier.h"
 #include "tiers/vram_tier.h"
@@ -18,7 +20,13 @@ TierSet::TierSet(const TierConfig& cfg, const Fingerprint16& fingerprint,
 
 uint64_t TierSet::budget(Where w) const {
   if (w == Where::kVram) return vram_ ? cfg_.vram->capacity() : 0;
-  return w == Where::kDisk ? cfg_.disk_budget : cfg_.ram_budget;
+  return w == Where::kDisk ? std::min(cfg_.disk_budget, disk_cap_.load()) : cfg_.ram_budget;
+}
+
+void TierSet::refresh_disk_cap() {
+  if (!disk_) return;
+  const auto free = disk_->free_bytes();
+  disk_cap_ = free ? used(Where::kDisk) + *free : UINT64_MAX;
 }
 
 TierSet::~TierSet() = default;

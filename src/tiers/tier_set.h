@@ -52,7 +52,15 @@ class TierSet {
   RamTier* ram() { return ram_.get(); }
   RemoteTier* remote() { return remote_.get(); }
   VramTier* vram() { return vram_.get(); }
+  // A local tier's budget; the disk's is the configured one capped by what its filesystem
+  // holds (refresh_disk_cap(), cap_disk()).
   uint64_t budget(Where w) const;
+  // The disk budget's cap becomes the bytes the disk tier holds plus what its filesystem has
+  // free (no cap if that cannot be told).
+  void refresh_disk_cap();
+  // The disk budget's cap becomes `cap` bytes (a write found the disk full), until the next
+  // refresh_disk_cap().
+  void cap_disk(uint64_t cap) { disk_cap_ = cap; }
   // Bytes the object occupies in a local tier (what its budget counts).
   uint64_t size_in(Where w, const cache::ObjectMeta& meta) const;
   uint64_t used(Where w) const { return used_[index(w)].load(); }
@@ -98,6 +106,7 @@ class TierSet {
   std::unique_ptr<VramTier> vram_;
   static size_t index(Where w) { return w == Where::kDisk ? 1 : w == Where::kVram ? 2 : 0; }
   std::array<std::atomic<uint64_t>, 3> used_{};  // [0] RAM, [1] disk, [2] VRAM
+  std::atomic<uint64_t> disk_cap_{UINT64_MAX};
 };
 
 }  // namespace kvstash::tiers

@@ -66,6 +66,31 @@ class TransferWorker {
   void reserve(uint64_t bytes);
   // Corrects a reservation made from an estimate to the actual size (0: released).
   void adjust(uint64_t reserved, uint64_t actual);
+  // Queue room reserved by reserve() or try_reserve(), held by its owner until a job takes it
+  // (release()); whatever is still held when it goes out of scope, a throw included, goes back.
+  class Reservation {
+   public:
+    Reservation(TransferWorker& w, uint64_t bytes) : w_(&w), bytes_(bytes) {}
+    ~Reservation() {
+      if (w_) w_->adjust(bytes_, 0);
+    }
+    Reservation(const Reservation&) = delete;
+    Reservation& operator=(const Reservation&) = delete;
+    // The reservation, made from an estimate, becomes `actual` bytes.
+    void resize(uint64_t actual) {
+      w_->adjust(bytes_, actual);
+      bytes_ = actual;
+    }
+    // Hands the bytes over to a job (submit()'s `reserved`): no longer released here.
+    uint64_t release() {
+      w_ = nullptr;
+      return bytes_;
+    }
+
+   private:
+    TransferWorker* w_;
+    uint64_t bytes_;
+  };
   // Queues a job whose bytes were reserved (the reservation is released as it is written).
   void submit(std::vector<StoreObject> job, uint64_t reserved);
   // The payload of an object in a queued job (null if none).

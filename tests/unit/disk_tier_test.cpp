@@ -1,7 +1,9 @@
 // The disk tier's file discipline: atomic writes, checksums, damaged files never served.
 #include "tiers/disk_tier.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/file.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -176,8 +178,120 @@ TEST(DiskTier, ScanRemovesTruncatedZeroLengthForeignAndMisplacedFiles) {
   std::ofstream(d.dir() + "/chunks/garbage.txt") << "x";
   const auto rep = d.scan([](cache::ObjKind, const cache::Key&, const StoredObject*) {});
   EXPECT_EQ(rep.objects, 3u);
-  EXPECT_EQ(rep.removed_damaged, 6u);
+  EXPECT_EQ(rep.removed_damaged, 5u);
+  EXPECT_EQ(rep.skipped, 1u) << "a file not under an object's name is not this build's to judge";
+  EXPECT_TRUE(fs::exists(d.dir() + "/chunks/garbage.txt"));
   EXPECT_EQ(scan_count(d), 3u) << "a second scan finds only the valid files";
+}
+
+// Another kvstash version's file (a newer format) is neither served nor taken for damage: no scan
+// or read removes it, `kvstash cache ls` and older servers included.
+TEST(DiskTier, NewerFormatVersionIsSkippedAndNeverRemoved) {
+  TempDir t;
+  DiskTier d(t.path, fp(1));
+  d.put(meta(1), {}, payload(1000, 1));
+  const std::string p = d.path(cache::ObjKind::kChunk, {1, 1});
+  {
+    std::fstream f(p, std::ios::in | std::ios::out | std::ios::binary);
+    const uint32_t v = kFormatVersion + 1;
+    f.seekp(8);
+    f.write(reinterpret_cast<const char*>(&v), 4);
+  }
+  const auto rep = d.scan([](cache::ObjKind, const cache::Key&, const StoredObject*) {});
+  EXPECT_EQ(rep.objects, 0u);
+  EXPECT_EQ(rep.removed_damaged, 0u);
+  EXPECT_EQ(rep.skipped, 1u);
+  const auto got = d.get(cache::ObjKind::kChunk, {1, 1});
+  ASSERT_FALSE(got);
+  EXPECT_EQ(got.error().kind, IoError::kMissing) << got.error().what;
+  EXPECT_EQ(d.probe(cache::ObjKind::kChunk, {1, 1}).error().kind, IoError::kMissing);
+  EXPECT_TRUE(fs::exists(p)) << "a newer version's file was deleted";
+}
+
+TEST(DiskFormat, FormatVersionTellsANewerVersionFromDamage) {
+  FileHeader h;
+  h.meta = meta(5);
+  auto b = encode_header(h);
+  EXPECT_EQ(format_version(b), FormatVersion::kKnown);
+  EXPECT_EQ(format_version(std::span(b).first(kVersionBytes)), FormatVersion::kKnown);
+  EXPECT_EQ(format_version(std::span(b).first(kVersionBytes - 1)), FormatVersion::kNotOurs);
+  for (uint32_t v : {kFormatVersion + 1, 1000u}) {
+    std::memcpy(b.data() + 8, &v, 4);
+    EXPECT_EQ(format_version(b), FormatVersion::kNewer) << v;
+  }
+  const uint32_t zero = 0;
+  std::memcpy(b.data() + 8, &zero, 4);
+  EXPECT_EQ(format_version(b), FormatVersion::kNotOurs);
+  b[0] ^= 1;
+  std::memcpy(b.data() + 8, &kFormatVersion, 4);
+  EXPECT_EQ(format_version(b), FormatVersion::kNotOurs) << "bad magic";
+}
+
+// The files hold users' prompts: owner-only, and so are the directories the tier creates.
+TEST(DiskTier, FilesAndDirectoriesAreOwnerOnly) {
+  TempDir t;
+  const std::string root = t.path + "/cache";
+  DiskTier d(root, fp(1));
+  d.put(meta(1), {}, payload(100, 1));
+  auto mode = [](const std::string& p) { return fs::status(p).permissions() & fs::perms::all; };
+  EXPECT_EQ(mode(d.path(cache::ObjKind::kChunk, {1, 1})),
+            fs::perms::owner_read | fs::perms::owner_write);
+  for (const std::string& dir : {root, d.dir(), d.dir() + "/chunks", d.dir() + "/tmp"}) {
+    EXPECT_EQ(mode(dir), fs::perms::owner_all) << dir;
+  }
+}
+
+TEST(TempFate, LockedByAWriterIsKeptWhateverElse) {
+  EXPECT_EQ(
+      temp_fate({.locked = true, .writer_alive = false, .age_ms = kTempMaxAgeMs * 2, .size = 9}),
+      TempFate::kKeep);
+}
+
+TEST(TempFate, EmptyAndNewIsKeptItsWriterLocksItNext) {
+  EXPECT_EQ(temp_fate({.locked = false, .writer_alive = false, .age_ms = 100, .size = 0}),
+            TempFate::kKeep);
+  EXPECT_EQ(
+      temp_fate({.locked = false, .writer_alive = false, .age_ms = kTempCreateGraceMs, .size = 0}),
+      TempFate::kRemove);
+}
+
+TEST(TempFate, UnlockedOfALiveWriterIsKeptForAnHour) {
+  // A writer of a build that takes no lock.
+  EXPECT_EQ(temp_fate({.locked = false, .writer_alive = true, .age_ms = 60'000, .size = 9}),
+            TempFate::kKeep);
+  EXPECT_EQ(temp_fate({.locked = false, .writer_alive = true, .age_ms = kTempMaxAgeMs, .size = 9}),
+            TempFate::kRemove);
+}
+
+TEST(TempFate, UnlockedOfAGoneWriterIsRemoved) {
+  EXPECT_EQ(temp_fate({.locked = false, .writer_alive = false, .age_ms = 0, .size = 9}),
+            TempFate::kRemove);
+}
+
+TEST(OrphanFate, AYoungOrphanIsLeftAnOldOneRemoved) {
+  EXPECT_EQ(orphan_fate(0), OrphanFate::kLeave);
+  EXPECT_EQ(orphan_fate(kOrphanGraceMs - 1), OrphanFate::kLeave);
+  EXPECT_EQ(orphan_fate(kOrphanGraceMs), OrphanFate::kRemove);
+}
+
+// A writer in another pid namespace (a container sharing the directory) looks gone by its pid;
+// its lock says it is not.
+TEST(DiskTier, LockedTemporaryFileIsKeptThoughItsPidLooksGone) {
+  TempDir t;
+  DiskTier d(t.path, fp(1));
+  const std::string tmp = d.dir() + "/tmp/" + cache::Key{2, 2}.hex() + ".99999999.0.tmp";
+  std::ofstream(tmp) << "partial";
+  {
+    const int fd = ::open(tmp.c_str(), O_RDONLY);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::flock(fd, LOCK_EX), 0);
+    EXPECT_EQ(d.scan([](cache::ObjKind, const cache::Key&, const StoredObject*) {}).removed_temp,
+              0u);
+    EXPECT_TRUE(fs::exists(tmp)) << "a locked temporary file was removed";
+    ::close(fd);
+  }
+  EXPECT_EQ(d.scan([](cache::ObjKind, const cache::Key&, const StoredObject*) {}).removed_temp, 1u);
+  EXPECT_FALSE(fs::exists(tmp));
 }
 
 TEST(DiskTier, AbandonedTemporaryFilesAreRemovedLiveWritersKept) {

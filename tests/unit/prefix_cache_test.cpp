@@ -293,19 +293,19 @@ TEST(PrefixCache, RamOnlyObjectIsDemotedToDiskWhenEvictedFromRam) {
   expect_restores(c, a, 768);
 }
 
-// A RAM eviction whose demotion fails (the disk is full) loses the only copy: that is logged and
-// counted, not silent.
+// A RAM eviction whose demotion fails (a disk error no eviction cures) loses the only copy: that
+// is logged and counted, not silent.
 TEST(PrefixCache, FailedDemotionIsLoggedAndCounted) {
   TempDir t;
   auto config = cfg(t.path);
   config.ram_budget = 5 * kChunkBytes;
-  // The disk fills up right after a's store (3 chunks and an entry). The next store pushes a's
+  // The disk fails right after a's store (3 chunks and an entry). The next store pushes a's
   // entry out of RAM (as in the test above); its demotion is queued before that store's own
-  // objects, and both find the disk full.
+  // objects, and both fail.
   const size_t full = 4 * tiers::kHeaderSize + 3 * kChunkBytes + 24 + (800 - 768) * 16;
-  ::setenv("KVSTASH_FAULT_ENOSPC_AFTER", std::to_string(full).c_str(), 1);
+  ::setenv("KVSTASH_FAULT_EIO_AFTER", std::to_string(full).c_str(), 1);
   PrefixCache c(config, fp());
-  ::unsetenv("KVSTASH_FAULT_ENOSPC_AFTER");
+  ::unsetenv("KVSTASH_FAULT_EIO_AFTER");
   const auto a = conv(800, 1);
   put(c, a);
   ASSERT_TRUE(c.drain(-1));
@@ -324,7 +324,7 @@ TEST(PrefixCache, FailedDemotionIsLoggedAndCounted) {
   size_t lost = 0;
   for (const auto& n : c.objects()) lost += is_of(c, a, n) && !n.in_ram && !n.on_disk;
   EXPECT_EQ(lost, 0u) << "a lost object stays in the index";
-  EXPECT_EQ(s.entries, 0u) << "a's entry is lost, and the full disk refused the next store's";
+  EXPECT_EQ(s.entries, 0u) << "a's entry is lost, and the failing disk refused the next store's";
 }
 
 TEST(PrefixCache, TwoProcessesShareOneDirectory) {
@@ -335,6 +335,93 @@ TEST(PrefixCache, TwoProcessesShareOneDirectory) {
   put(a, tokens);
   ASSERT_TRUE(a.drain(-1));          // durable: now another process may see them
   expect_restores(b, tokens, 1280);  // b picks up a's files
+}
+
+// Another process's write seen half-way: its entry and last chunks are on disk, its first chunk
+// is not yet seen. Neither a rescan nor a fresh open (`kvstash cache ls`) deletes them; once the
+// parent is there, the whole prefix is found. Only an old orphan is removed.
+TEST(PrefixCache, ObjectsFoundBeforeTheirParentAreLeftUntilOld) {
+  TempDir t, stash;
+  const auto tokens = conv(1000);
+  std::vector<std::pair<std::string, bool>> files;  // path, is the first chunk
+  {
+    PrefixCache a(cfg(stash.path), fp());
+    put(a, tokens);
+    ASSERT_TRUE(a.drain(-1));
+    for (const auto& n : a.objects()) {
+      files.push_back(
+          {file_of(stash.path, n), n.meta.kind == ObjKind::kChunk && n.meta.depth == 0});
+    }
+  }
+  PrefixCache b(cfg(t.path), fp());
+  auto place = [&](bool first_chunk) {
+    for (const auto& [f, first] : files) {
+      if (first != first_chunk) continue;
+      const fs::path to = fs::path(t.path) / fs::relative(f, stash.path);
+      fs::copy_file(f, to, fs::copy_options::overwrite_existing);
+    }
+  };
+  auto on_disk = [&] {
+    size_t n = 0;
+    for (const auto& [f, first] : files)
+      n += fs::exists(fs::path(t.path) / fs::relative(f, stash.path));
+    return n;
+  };
+  place(false);  // the children first: what a listing that missed the parent sees
+  b.refresh();
+  EXPECT_EQ(on_disk(), files.size() - 1) << "a rescan deleted another process's new objects";
+  { PrefixCache ls(cfg(t.path), fp()); }
+  EXPECT_EQ(on_disk(), files.size() - 1) << "opening the directory deleted them";
+  place(true);
+  b.refresh();
+  expect_restores(b, tokens, 768);
+
+  // An orphan left for long is removed.
+  const std::string first =
+      (fs::path(t.path) /
+       fs::relative(
+           std::find_if(files.begin(), files.end(), [](const auto& f) { return f.second; })->first,
+           stash.path))
+          .string();
+  fs::remove(first);
+  for (const auto& [f, is_first] : files) {
+    const fs::path at = fs::path(t.path) / fs::relative(f, stash.path);
+    if (fs::exists(at)) {
+      fs::last_write_time(at, fs::file_time_type::clock::now() - std::chrono::minutes(5));
+    }
+  }
+  PrefixCache c(cfg(t.path), fp());
+  EXPECT_EQ(on_disk(), 0u) << "old orphans stay";
+}
+
+// A disk smaller than the budget: once it is full, stores evict the least valuable objects
+// instead of failing, back-to-back ones (whose writes find the disk full) and the only copy of a
+// live state (evict store) included.
+TEST(PrefixCache, FullDiskMakesRoomInsteadOfFailingEveryStore) {
+  TempDir t;
+  const size_t per_conv = 4 * tiers::kHeaderSize + 3 * kChunkBytes + 24 + (1000 - 768) * 16;
+  ::setenv("KVSTASH_FAULT_ENOSPC_AFTER", std::to_string(3 * per_conv).c_str(), 1);
+  PrefixCache c(cfg(t.path), fp());  // a budget of 1 GiB
+  ::unsetenv("KVSTASH_FAULT_ENOSPC_AFTER");
+  for (Token k = 1; k <= 6; ++k) {
+    ASSERT_TRUE(put(c, conv(1000, k)).stored) << k;
+    ASSERT_TRUE(c.drain(-1));
+  }
+  // Two at once: the second's writes were planned before the first's took the space.
+  ASSERT_TRUE(put(c, conv(1000, 7)).stored);
+  ASSERT_TRUE(put(c, conv(1000, 8), Reason::kEvict).stored);
+  ASSERT_TRUE(c.drain(-1));
+  const auto s = c.stats();
+  EXPECT_EQ(s.io_errors.count("write"), 0u) << "a store failed on the full disk";
+  EXPECT_GT(s.evictions, 0u);
+  expect_restores(c, conv(1000, 6), 768);
+  expect_restores(c, conv(1000, 7), 768);
+  expect_restores(c, conv(1000, 8), 768);
+  uint64_t bytes = 0;
+  for (const auto& de : fs::recursive_directory_iterator(t.path)) {
+    if (de.is_regular_file()) bytes += de.file_size();
+  }
+  EXPECT_LE(bytes, 3 * per_conv);
 }
 
 TEST(PrefixCacheConcurrency, TwoRequestsStoringOnePrefixAtOnceWriteItOnce) {
@@ -389,6 +476,29 @@ TEST(PrefixCacheStoreQueue, FullQueueDropsCheckpointsButNotTheOnlyCopy) {
   expect_restores(c, a, 768);
   expect_restores(c, d, 768);
   EXPECT_EQ(c.plan(b, {}).resume_at, 0u);
+}
+
+// The copy out of the engine throws (out of memory, a device error) after the store reserved
+// its room in the queue: the room goes back, so later checkpoints are not dropped as "queue full"
+// and a store of the only copy does not wait for it forever.
+TEST(PrefixCacheStoreQueue, CopyThatThrowsGivesItsQueueRoomBack) {
+  TempDir t;
+  auto config = cfg(t.path);
+  config.store_queue = 4 * kChunkBytes;
+  PrefixCache c(config, fp());
+  ASSERT_TRUE(put(c, conv(1000, 1)).stored);  // the cache learns a chunk's size
+  ASSERT_TRUE(c.drain(-1));
+  const auto b = conv(1000, 2);
+  PrefixCache::StoreRequest req;
+  req.tokens = b;
+  req.chunk_payload = [](uint32_t) -> Payload { throw std::bad_alloc(); };
+  req.entry_payload = [&] { return Payload(c.pool().copy(encode_entry_payload({}))); };
+  EXPECT_THROW(c.store(req), std::bad_alloc);
+  EXPECT_EQ(c.stats().store_queue_bytes, 0u) << "the failed store's reservation leaked";
+  const auto r = put(c, conv(1000, 3), Reason::kContinued);
+  EXPECT_TRUE(r.stored) << "a checkpoint found the queue full of a store that never came";
+  ASSERT_TRUE(c.drain(-1));
+  EXPECT_EQ(c.stats().store_queue_bytes, 0u);
 }
 
 // A store is served from its buffer before its files exist, and reaches the disk afterwards.
@@ -460,8 +570,7 @@ TEST(PrefixCacheConcurrency, LoadRacingEvictionNeverServesWrongBytes) {
       if (!l) continue;
       ++hits;
       for (size_t i = 0; i < l->chunks.size(); ++i) {
-        if (!std::ranges::equal(l->chunks[i]->span(), kv(x, i * C, (i + 1) * C)) &&
-            error.empty()) {
+        if (!std::ranges::equal(l->chunks[i]->span(), kv(x, i * C, (i + 1) * C)) && error.empty()) {
           error = "chunk " + std::to_string(i) + " holds another prefix's bytes";
         }
       }

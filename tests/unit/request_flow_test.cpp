@@ -6,6 +6,8 @@
 
 #include <filesystem>
 #include <numeric>
+#include <system_error>
+#include <utility>
 
 #include "cache/entry_payload.h"
 #include "replay/sim_engine.h"
@@ -59,7 +61,111 @@ size_t files_under(const std::string& dir) {
   return n;
 }
 
+// The model-free engine, whose restore steps fail with `fault` (once) when it is set: a failure
+// that says nothing about the bytes.
+class FlakyEngine final : public KvEngine {
+ public:
+  explicit FlakyEngine(const SimConfig& sim) : e_(sim) {}
+  std::exception_ptr fault;
+
+  uint32_t chunk() const override { return e_.chunk(); }
+  bool resumes_anywhere() const override { return e_.resumes_anywhere(); }
+  const std::vector<Token>& tokens() const override { return e_.tokens(); }
+  const std::vector<float>& logits() const override { return e_.logits(); }
+  void trim(size_t n) override { e_.trim(n); }
+  void clear() override { e_.clear(); }
+  Payload extract_kv(uint32_t begin, uint32_t end, BufferPool& pool) override {
+    return e_.extract_kv(begin, end, pool);
+  }
+  std::vector<uint8_t> partial_state() const override { return e_.partial_state(); }
+  bool prefill(const std::vector<Token>& prompt, const PrefillPlan& plan) override {
+    return e_.prefill(prompt, plan);
+  }
+  void restore_begin(uint32_t keep, uint32_t from) override { e_.restore_begin(keep, from); }
+  void restore_kv(std::span<const uint8_t> section) override {
+    if (auto f = std::exchange(fault, nullptr)) std::rethrow_exception(f);
+    e_.restore_kv(section);
+  }
+  void restore_sync() override { e_.restore_sync(); }
+  void restore_end(std::span<const uint8_t> partial, const std::vector<Token>& tokens,
+                   const std::vector<float>& logits) override {
+    e_.restore_end(partial, tokens, logits);
+  }
+
+ private:
+  SimEngine e_;
+};
+
 }  // namespace
+
+TEST(RestoreFailure, AnObjectGoneIsGone) {
+  EXPECT_EQ(classify_restore_failure(std::make_exception_ptr(FetchFailed("gone"))),
+            RestoreOutcome::kGone);
+}
+
+TEST(RestoreFailure, TheEnginesVerdictOnTheBytesIsARefusal) {
+  EXPECT_EQ(classify_restore_failure(std::make_exception_ptr(StateRefused("layout"))),
+            RestoreOutcome::kRefused);
+}
+
+TEST(RestoreFailure, OutOfMemoryIsTransient) {
+  EXPECT_EQ(classify_restore_failure(std::make_exception_ptr(std::bad_alloc())),
+            RestoreOutcome::kTransient);
+}
+
+TEST(RestoreFailure, AThreadThatCouldNotStartIsTransient) {
+  const std::system_error e(std::make_error_code(std::errc::resource_unavailable_try_again),
+                            "std::async");
+  EXPECT_EQ(classify_restore_failure(std::make_exception_ptr(e)), RestoreOutcome::kTransient);
+}
+
+TEST(RestoreFailure, AnyOtherErrorIsTransient) {
+  EXPECT_EQ(classify_restore_failure(std::make_exception_ptr(std::runtime_error("redis"))),
+            RestoreOutcome::kTransient);
+  EXPECT_EQ(classify_restore_failure(std::make_exception_ptr(std::logic_error("misuse"))),
+            RestoreOutcome::kTransient);
+}
+
+// A restore that fails for a reason that says nothing about the bytes (out of memory, a thread
+// that could not start) recomputes the request and keeps the cached state, for this request's
+// next turn and for every other process.
+TEST(RequestFlow, TransientRestoreFailureRecomputesAndKeepsTheData) {
+  for (auto fault :
+       {std::make_exception_ptr(std::bad_alloc()),
+        std::make_exception_ptr(std::system_error(
+            std::make_error_code(std::errc::resource_unavailable_try_again), "std::async"))}) {
+    fixtures::TempDir t;
+    const SimConfig sim;
+    PrefixCache c(cache_cfg(t.path, sim), fp());
+    const auto prompt = seq(1, 1000);
+    SimEngine a(sim);
+    RequestFlow fa(a, &c, store_cfg());
+    PromptInfo full;
+    fa.prefill(prompt, full);  // stores the cold anchor
+    ASSERT_TRUE(c.drain(-1));
+    ASSERT_EQ(c.plan(prompt, {}).resume_at, 768u);
+    const size_t files = files_under(t.path);
+
+    FlakyEngine b(sim);
+    b.fault = fault;
+    RequestFlow fb(b, &c, store_cfg());
+    const auto rb = fb.prefill(prompt, restore_only());
+    EXPECT_EQ(rb.cached_tokens, 0u);
+    EXPECT_EQ(rb.restore_errors, 1u);
+    EXPECT_EQ(rb.restore_failures, 0u);
+    EXPECT_EQ(b.tokens(), prompt) << "the request was prefilled instead";
+    EXPECT_EQ(c.stats().damaged, 0u);
+    EXPECT_EQ(c.plan(prompt, {}).resume_at, 768u) << "valid data was removed";
+    ASSERT_TRUE(c.drain(-1));
+    EXPECT_EQ(files_under(t.path), files);
+
+    SimEngine d(sim);
+    RequestFlow fd(d, &c, store_cfg());
+    const auto rd = fd.prefill(prompt, restore_only());
+    EXPECT_EQ(rd.cached_tokens, 768u);
+    EXPECT_EQ(d.wrong_states(), 0u);
+  }
+}
 
 // A faulty writer stored bytes that pass every checksum but are another prefix's KV: the engine
 // refuses them once, and they are gone, not loaded and refused again on every request.
