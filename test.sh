@@ -30,7 +30,10 @@ fuzz_failed=0
 for t in cache_file http_request; do
   work=$(mktemp -d)
   rc=0
-  build-fuzz/fuzz_$t -runs="${KVSTASH_FUZZ_RUNS:-20000}" -max_len=4096 -print_final_stats=1 \
+  # Requests reach depth only when long and shaped like JSON: 1 MiB inputs and a dictionary.
+  extra=(-max_len=4096)
+  [ "$t" = http_request ] && extra=(-max_len=1048576 -dict=tests/fuzz/json.dict)
+  build-fuzz/fuzz_$t -runs="${KVSTASH_FUZZ_RUNS:-20000}" "${extra[@]}" -print_final_stats=1 \
     -artifact_prefix="$artifacts/" ${KVSTASH_FUZZ_ARGS:-} "$work" tests/fuzz/corpus/$t 2>&1 |
     grep -E "^Done|stat::number_of_executed_units|ERROR|SUMMARY" || rc=${PIPESTATUS[0]}
   rm -rf "$work"

@@ -367,7 +367,7 @@ PrefillReport RequestFlow::prefill(const std::vector<Token>& prompt, const Promp
   const bool snapshot_only = !e_.resumes_anywhere();
 
   // Another tenant's live state is never reused (it would reveal that the prefix was seen).
-  const bool own = !e_.tokens().empty() && info.salt == live_salt_;
+  const bool own = !e_.tokens().empty() && info.salt == live_salt_ && live_reusable_ && info.complete;
   const uint32_t common = own ? live_common(prompt) : 0;
   const uint32_t live = own ? live_resume(prompt, common, breaks) : 0;
   RestorePlan plan;
@@ -450,6 +450,7 @@ PrefillReport RequestFlow::prefill(const std::vector<Token>& prompt, const Promp
   prompt_len_ = rep.prompt_tokens;
   live_checkpoints_ = info.policy.checkpoints;
   live_salt_ = info.salt;
+  live_reusable_ = info.complete;
   // A snapshot-only state restored (or kept) at a break is the checkpoint until prefill passes
   // the next one.
   if (snapshot_only && rep.cached_tokens > 0) checkpoint_ = {rep.cached_tokens, e_.partial_state()};

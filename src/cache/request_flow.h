@@ -49,6 +49,10 @@ struct PromptInfo {
   uint32_t anchor = 0;               // the boundary before the last user turn (0: unknown)
   RequestPolicy policy;
   std::string salt;  // cache_salt: the tenant's own key space
+  // The boundaries are all the prompt's message starts. When not (the renderer ran out of time),
+  // its batches break elsewhere than another prompt's with the same prefix would: the request
+  // neither reuses a state (live or cached) nor leaves one to reuse or store.
+  bool complete = true;
 };
 
 // A store a prefill attempted (evict, cold, continued, scope), for the request's report.
@@ -154,6 +158,7 @@ class RequestFlow {
   uint32_t prompt_len_ = 0;       // of the last prefill
   bool live_checkpoints_ = true;  // the live state's request allows evict/shutdown stores
   std::string live_salt_;         // cache_salt of the live state's request
+  bool live_reusable_ = true;     // its request's boundaries were complete (PromptInfo::complete)
   // Snapshot-only engines: the state at the last break of the last prefill (what an evict or
   // shutdown store saves, since the live state has moved on past it).
   struct Checkpoint {

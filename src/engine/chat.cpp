@@ -265,13 +265,6 @@ class Prefixes {
         if (!items_.back().memo) missing.push_back(i);
       }
     }
-    // The first message's prefix (a system prompt other conversations share) and those of the
-    // last kNewPrefixes messages: the others are skipped (RenderBudget), and stay so, so that the
-    // next turn renders only its new messages.
-    for (const size_t i : missing) {
-      items_[i].skipped = i != 0 && i + RenderBudget::kNewPrefixes < items_.size();
-    }
-    std::erase_if(missing, [&](size_t i) { return items_[i].skipped; });
     // Each rendering is a task of its own: a prefix, and for an assistant message followed by
     // another (where templates tend to render the last message differently) the two renderings
     // of its cut, so that the cut costs no time beside the full prompt's rendering.
@@ -328,6 +321,7 @@ class Prefixes {
       }
       if (it.skipped || (it.memo && !within_budget())) {
         r.prefix_ends.push_back(0);
+        r.complete = false;
         continue;
       }
       // Remembered but no longer a prefix (a template may render earlier messages differently

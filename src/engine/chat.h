@@ -76,14 +76,13 @@ struct ChatCancelled : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// What the prefix renderings (ChatRender::prefix_ends) may cost one request. Only the prefixes
-// ending at the first message or at one of the last kNewPrefixes get a boundary (an agent's turn
-// adds two or three messages; the rest were the earlier turns' last ones), so a request renders
-// at most kNewPrefixes + 1 prefixes it has not seen: O(messages) work, never quadratic. Past
-// `deadline` the remaining prefixes get no boundary either; `cancelled` is asked between
-// renderings, and once it says so render() throws ChatCancelled.
+// What the prefix renderings (ChatRender::prefix_ends) may cost one request. Each prefix is
+// rendered once and remembered, so an agent's turn renders only its new messages; a long
+// conversation new to the server renders every prefix, O(messages^2), which is bounded by time:
+// past `deadline` the remaining prefixes are left for later requests (ChatRender::complete is
+// false), each of which renders more until all are remembered. `cancelled` is asked between
+// renderings; once it says so, render() throws ChatCancelled.
 struct RenderBudget {
-  static constexpr size_t kNewPrefixes = 8;
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
   std::function<bool()> cancelled;
 };
@@ -108,6 +107,9 @@ struct ChatRender {
   std::vector<uint64_t> prefix_keys;
   std::vector<PrefixTokens> prefix_tokens;
   std::vector<std::string> roles;  // of each message, as the template saw them
+  // Every prefix was rendered (else the RenderBudget ran out): boundaries are a function of the
+  // messages only when complete, and batch breaks, hence bit-exact reuse, depend on them.
+  bool complete = true;
   GrammarSpec grammar;
   std::vector<std::string> stops;  // stop strings the format adds
   std::string format;              // the chat format's name (for logs and /props)

@@ -432,15 +432,28 @@ bool is_chat(Api api) {
 }
 
 json parse_json_body(const std::string& body, int max_depth) {
-  try {
-    return json::parse(body, [max_depth](int depth, json::parse_event_t ev, json&) {
-      if ((ev == json::parse_event_t::object_start || ev == json::parse_event_t::array_start) &&
-          depth >= max_depth) {
+  // Objects keep their keys in order in a vector (ordered_json): each key is looked up among
+  // the object's others as it is added, so an object's keys are bounded, as is the nesting.
+  std::vector<size_t> keys;  // per open container: its keys so far
+  auto check = [&](int depth, json::parse_event_t ev, json&) {
+    using E = json::parse_event_t;
+    if (ev == E::object_start || ev == E::array_start) {
+      if (depth >= max_depth) {
         throw std::invalid_argument("request body nests arrays and objects more than " +
                                     std::to_string(max_depth) + " deep");
       }
-      return true;
-    });
+      keys.push_back(0);
+    } else if (ev == E::object_end || ev == E::array_end) {
+      if (!keys.empty()) keys.pop_back();
+    } else if (ev == E::key && !keys.empty() && ++keys.back() > kMaxObjectKeys) {
+      throw std::invalid_argument("request body has an object of more than " +
+                                  std::to_string(kMaxObjectKeys) +
+                                  " members (logit_bias: use the [[id, bias], ...] form)");
+    }
+    return true;
+  };
+  try {
+    return json::parse(body, check);
   } catch (const json::exception& e) {  // parse_error, and out_of_range for huge numbers
     throw std::invalid_argument(std::string("request body is not valid JSON: ") + e.what());
   }

@@ -62,6 +62,9 @@ struct Limits {
 
 // A grammar nests at most this deep (groups in parentheses): llama.cpp's parser recurses per level.
 inline constexpr int kMaxGrammarDepth = 256;
+// An object of a request has at most this many members (each is looked up among the others as
+// it is parsed: more would make parsing quadratic).
+inline constexpr size_t kMaxObjectKeys = 4096;
 // Stop strings are matched against every generated piece: each is at most this long.
 inline constexpr size_t kMaxStopBytes = 4096;
 
@@ -72,8 +75,8 @@ struct ApiOptions {
 };
 
 // The body as JSON, refusing nesting deeper than `max_depth` (nlohmann parses without recursion,
-// but dump(), copies and comparisons recurse: a deep body would overflow the stack there). Throws
-// api_json::Bad-compatible std::invalid_argument with the reason.
+// but dump(), copies and comparisons recurse: a deep body would overflow the stack there) and
+// objects of more than kMaxObjectKeys members. Throws std::invalid_argument with the reason.
 nlohmann::ordered_json parse_json_body(const std::string& body, int max_depth);
 // Throws std::invalid_argument when a GBNF grammar is longer than `max_bytes` or nests groups
 // deeper than kMaxGrammarDepth.

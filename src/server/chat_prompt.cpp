@@ -10,6 +10,7 @@ ChatPrompt render_chat(const engine::Model& model, const engine::ChatTemplates& 
                        const engine::ChatInput& input, const engine::RenderBudget& budget) {
   ChatPrompt p;
   p.render = templates.render(input, true, budget);
+  p.info.complete = p.render.complete;
   const std::string& full = p.render.prompt;
   p.tokens = model.tokenize(full, true, true);
 

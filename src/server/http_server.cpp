@@ -205,6 +205,7 @@ std::variant<Prepared, ApiError> prepare_job(ParsedRequest& r, engine::Model& mo
     } catch (const engine::ChatError& e) {
       return ApiError{400, e.what()};
     } catch (const engine::ChatCancelled& e) {
+      log::info("request cancelled while its conversation was rendered: the client went away");
       return ApiError{400, e.what()};  // nobody reads it
     } catch (const std::exception& e) {
       return ApiError{400, std::string("cannot apply the chat template: ") + e.what()};
@@ -240,6 +241,12 @@ std::variant<Prepared, ApiError> prepare_job(ParsedRequest& r, engine::Model& mo
     }
   }
   job->scope = r.gen.scope;
+  if (!job->info.complete) {
+    // Its batches break elsewhere than the conversation's other prompts': served, not cached.
+    job->scope = cache::Scope{cache::Scope::Kind::kOff, 0};
+    log::warn("the conversation's message starts were not all found within --max-render-seconds; "
+              "this request is served without the cache (the next ones render the rest)");
+  }
   job->info.salt = r.gen.cache_salt;
   job->max_tokens = r.gen.max_tokens >= 0 ? r.gen.max_tokens : cfg.n_predict;
   if (cfg.max_tokens_cap >= 0 && (job->max_tokens < 0 || job->max_tokens > cfg.max_tokens_cap)) {
@@ -476,7 +483,7 @@ void HttpServer::count_tokens(Api api, const httplib::Request& req, const std::s
   if (auto* e = std::get_if<ApiError>(&parsed)) return send_error(res, api, *e);
   auto& r = std::get<ParsedRequest>(parsed);
   try {
-    const ChatPrompt cp = render_chat(model_, templates_, r.chat, budget(req));
+    const ChatPrompt cp = render_chat(model_, templates_, r.chat, budget(&req));
     json out = {{"input_tokens", cp.tokens.size()}};
     if (api == Api::kResponses) out["object"] = "response.input_tokens";
     res.set_content(dump_json(out), "application/json");
@@ -508,7 +515,8 @@ void HttpServer::settle_turn(Api api, const std::string& body, const engine::Cha
     in.tool_name.clear();
     in.json_schema.clear();
     in.grammar.clear();
-    const ChatPrompt cp = render_chat(model_, templates_, in);
+    const ChatPrompt cp = render_chat(model_, templates_, in, budget(nullptr));
+    if (!cp.render.complete) return;  // the next turn is not cached either
     const auto& ends = cp.render.prefix_ends;
     if (ends.size() < 2 || ends[ends.size() - 2] == 0 || cp.info.boundaries.empty()) return;
     const uint32_t cut =
@@ -569,11 +577,11 @@ struct HttpServer::Exchange {
 
 ApiOptions HttpServer::api_options() const { return {model_.n_vocab(), cfg_.billing, cfg_.limits}; }
 
-engine::RenderBudget HttpServer::budget(const httplib::Request& req) const {
+engine::RenderBudget HttpServer::budget(const httplib::Request* req) const {
   engine::RenderBudget b;
   b.deadline = Clock::now() +
                std::chrono::milliseconds(static_cast<int64_t>(cfg_.limits.render_seconds * 1000));
-  b.cancelled = [fd = peer_socket(req)] { return peer_gone(fd); };
+  if (req) b.cancelled = [fd = peer_socket(*req)] { return peer_gone(fd); };
   return b;
 }
 
@@ -583,7 +591,7 @@ void HttpServer::generate(Api api, const httplib::Request& req, const std::strin
   const int64_t arrived_ms = unix_now_ms();
   auto parsed = parse_request(api, body, api_options());
   if (auto* e = std::get_if<ApiError>(&parsed)) return send_error(res, api, *e);
-  const engine::RenderBudget rb = budget(req);
+  const engine::RenderBudget rb = budget(&req);
   auto prepared = prepare_job(std::get<ParsedRequest>(parsed), model_, templates_, cfg_, rb);
   if (auto* e = std::get_if<ApiError>(&prepared)) return send_error(res, api, *e);
   Prepared p = std::move(std::get<Prepared>(prepared));

@@ -88,8 +88,9 @@ class HttpServer {
   struct Exchange;
   void routes();
   ApiOptions api_options() const;
-  // The rendering's budget: --max-render-seconds from now, and whether req's client left.
-  engine::RenderBudget budget(const httplib::Request& req) const;
+  // The rendering's budget: --max-render-seconds from now, and whether req's client left (none
+  // for a request of the server's own).
+  engine::RenderBudget budget(const httplib::Request* req) const;
   void generate(Api api, const httplib::Request& req, const std::string& body,
                 httplib::Response& res);
   void track(const std::shared_ptr<Exchange>& x, Clock::time_point arrived, int64_t arrived_ms,

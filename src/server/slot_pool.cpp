@@ -170,6 +170,7 @@ void SlotPool::execute(Slot& s, Job& job) {
   if (job.cancelled) {  // the client left while it waited: no restore, no store for nobody
     r.end = JobEnd::kCancelled;
     ++counters_.cancelled;
+    log::info("slot " + std::to_string(s.id) + " request cancelled before it started");
     job.on_done(r);
     return;
   }

@@ -22,6 +22,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                                              nlohmann::json::error_handler_t::replace);
     }
   }
+  try {
+    server::check_grammar_size(body, 1 << 20);
+  } catch (const std::invalid_argument&) {
+  }
   std::string err;
   (void)cache::parse_scope(body, &err);
   (void)cache::Key::from_hex(body);

@@ -386,6 +386,40 @@ TEST_F(AgentProtocol, RememberedPrefixesGiveTheSameBoundariesAsFreshOnes) {
   EXPECT_GT(checked, 10u) << "the conversation has boundaries to compare";
 }
 
+// Rendering under a budget: out of time, the boundaries found are marked incomplete (the server
+// then serves the request without the cache) and the next rendering goes on from what was
+// remembered until all are found, the same as an unhurried rendering's; a client that left
+// stops it.
+TEST_F(AgentProtocol, RenderingOutOfTimeIsIncompleteAndLaterRenderingsFinishIt) {
+  engine::Model& m = model("tiny");
+  ojson msgs = ojson::array();
+  for (int i = 0; i < 60; ++i) {
+    msgs.push_back({{"role", i % 2 ? "assistant" : "user"}, {"content", "m" + std::to_string(i)}});
+  }
+  engine::ChatInput in;
+  in.messages_json = msgs.dump();
+  const engine::ChatTemplates reference(m);
+  const auto whole = server::render_chat(m, reference, in);
+  ASSERT_TRUE(whole.render.complete);
+  ASSERT_GT(whole.info.boundaries.size(), 50u);
+
+  const engine::ChatTemplates hurried(m);
+  engine::RenderBudget none;
+  none.deadline = std::chrono::steady_clock::now();
+  const auto cut = server::render_chat(m, hurried, in, none);
+  EXPECT_FALSE(cut.render.complete);
+  EXPECT_LT(cut.info.boundaries.size(), whole.info.boundaries.size());
+  EXPECT_EQ(cut.tokens, whole.tokens) << "the prompt itself is whole";
+  const auto after = server::render_chat(m, hurried, in);
+  EXPECT_TRUE(after.render.complete);
+  EXPECT_EQ(after.info.boundaries, whole.info.boundaries);
+
+  const engine::ChatTemplates left(m);
+  engine::RenderBudget gone;
+  gone.cancelled = [] { return true; };
+  EXPECT_THROW(server::render_chat(m, left, in, gone), engine::ChatCancelled);
+}
+
 TEST_F(AgentProtocol, ToolChoiceRequiredYieldsAValidToolCall) {
   const ojson tools = bounded_tools();
   ojson body = constrained(ojson::array({{{"role", "user"}, {"content", "Switch to acting."}}}));

@@ -478,4 +478,27 @@ TEST_F(Server, SigtermDuringALongPrefillStoresTheLiveStateAndDrainsTheQueue) {
   EXPECT_EQ(content(r), content(post(ref.port(), "/v1/chat/completions", chat_body(msgs))));
 }
 
+// SIGTERM while a non-streamed request is served: its job is cancelled first, so the handler
+// answers (503, the request can be retried) and the HTTP threads end; the slot stores its live
+// state and the process exits 0 well within --shutdown-timeout (the watchdog's exit 1 is a
+// failure).
+TEST_F(Server, SigtermDuringANonStreamedRequestAnswersItAndStoresTheLiveState) {
+  fixtures::ServerProcess srv(base({"--shutdown-timeout", "20", "--threads", "1"}));
+  auto f = std::async(std::launch::async, [&] {
+    return post(srv.port(), "/v1/chat/completions",
+                chat_body(agent(5, 2), 10000, {{"logit_bias", {{"151645", false}, {"151643", false}}}}));
+  });
+  // Decoding: the slot has a live state.
+  for (int i = 0; i < 200 && srv.log().find("prefill") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(srv.stop(SIGTERM, 60), 0) << srv.log();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(15)) << srv.log();
+  const Reply r = f.get();
+  EXPECT_EQ(r.status, 503) << r.raw;
+  EXPECT_NE(srv.log().find("reason=shutdown"), std::string::npos) << srv.log();
+}
+
 }  // namespace

@@ -159,3 +159,90 @@ TEST(Size, ParsesUnitsAndRejectsGarbage) {
   }
   EXPECT_EQ(format_size(291ull << 20), "291.00 MiB");
 }
+
+// The limits (api.h Limits): each is refused with a message naming it, just past it, in every
+// dialect that carries the field.
+namespace {
+std::string limited(Api ep, const std::string& body, Limits lim) {
+  auto r = parse_request(ep, body, ApiOptions{1000, BillingHeader::kNormalize, lim});
+  auto* e = std::get_if<ApiError>(&r);
+  return e ? e->message : "";
+}
+std::string nest(int depth) { return std::string(depth, '[') + std::string(depth, ']'); }
+std::string msgs(int n) {
+  std::string m = "[";
+  for (int i = 0; i < n; ++i) m += std::string(i ? "," : "") + R"({"role":"user","content":"a"})";
+  return m + "]";
+}
+}  // namespace
+
+TEST(ApiLimits, JsonDepthIsCountedWhileParsing) {
+  Limits lim;
+  lim.json_depth = 8;
+  const auto body = [](int d) {
+    return R"({"messages":[{"role":"user","content":"a","x":)" + nest(d) + "}]}";
+  };
+  EXPECT_EQ(limited(Api::kChat, body(5), lim), "");  // 8 levels: object, array, object, 5
+  EXPECT_NE(limited(Api::kChat, body(6), lim).find("more than 8 deep"), std::string::npos);
+  // The default refuses what would overflow a stack, before anything recurses over it.
+  EXPECT_NE(error_of(Api::kMessages, body(200000)).find("deep"), std::string::npos);
+  EXPECT_NE(error_of(Api::kResponses, nest(300000)).find("deep"), std::string::npos);
+}
+
+TEST(ApiLimits, MessagesAndToolsAreCounted) {
+  Limits lim;
+  lim.messages = 3;
+  lim.tools = 1;
+  EXPECT_EQ(limited(Api::kChat, R"({"messages":)" + msgs(3) + "}", lim), "");
+  EXPECT_NE(limited(Api::kChat, R"({"messages":)" + msgs(4) + "}", lim).find("--max-messages"),
+            std::string::npos);
+  const std::string tool = R"({"type":"function","function":{"name":"f","parameters":{}}})";
+  EXPECT_EQ(limited(Api::kChat, R"({"messages":)" + msgs(1) + R"(,"tools":[)" + tool + "]}", lim),
+            "");
+  EXPECT_NE(limited(Api::kChat, R"({"messages":)" + msgs(1) + R"(,"tools":[)" + tool + "," + tool +
+                                    "]}",
+                    lim)
+                .find("--max-tools"),
+            std::string::npos);
+  // Anthropic's messages count as translated.
+  EXPECT_NE(limited(Api::kMessages, R"({"max_tokens":1,"messages":)" + msgs(4) + "}", lim)
+                .find("--max-messages"),
+            std::string::npos);
+}
+
+TEST(ApiLimits, GrammarsAreMeasuredAndTheirNestingBounded) {
+  Limits lim;
+  lim.grammar_bytes = 64;
+  EXPECT_EQ(limited(Api::kCompletions, R"({"prompt":"a","grammar":"root ::= \"a\""})", lim), "");
+  EXPECT_NE(limited(Api::kCompletions,
+                    R"({"prompt":"a","grammar":"root ::= \")" + std::string(64, 'a') + R"(\""})",
+                    lim)
+                .find("--max-grammar-bytes"),
+            std::string::npos);
+  const auto nested = [](int d) {
+    return "root ::= " + std::string(d, '(') + "\"a\"" + std::string(d, ')');
+  };
+  EXPECT_NO_THROW(check_grammar_size(nested(kMaxGrammarDepth), 1 << 20));
+  EXPECT_THROW(check_grammar_size(nested(kMaxGrammarDepth + 1), 1 << 20), std::invalid_argument);
+  // Parentheses in literals, classes and comments are not groups.
+  const std::string quoted = "root ::= \"" + std::string(1000, '(') + "\" [(\\]((] # (((((\n";
+  EXPECT_NO_THROW(check_grammar_size(quoted, 1 << 20));
+  const std::string bomb = error_of(Api::kChat, R"({"messages":)" + msgs(1) + R"(,"grammar":)" +
+                                                    nlohmann::json(nested(100000)).dump() + "}");
+  EXPECT_NE(bomb.find("deep"), std::string::npos) << bomb;
+}
+
+TEST(ApiLimits, StopStringsAndLogitBiasAreBounded) {
+  EXPECT_NE(error_of(Api::kChat, R"({"messages":)" + msgs(1) + R"(,"stop":")" +
+                                     std::string(kMaxStopBytes + 1, 's') + "\"}")
+                .find("at most"),
+            std::string::npos);
+  EXPECT_EQ(error_of(Api::kChat, R"({"messages":)" + msgs(1) + R"(,"stop":")" +
+                                     std::string(kMaxStopBytes, 's') + "\"}"),
+            "");
+  std::string lb = "[";
+  for (int i = 0; i < 1001; ++i) lb += std::string(i ? "," : "") + "[1,1]";
+  EXPECT_NE(error_of(Api::kLlamaCompletion, R"({"prompt":"a","logit_bias":)" + lb + "]}")
+                .find("more entries than the vocabulary"),
+            std::string::npos);
+}

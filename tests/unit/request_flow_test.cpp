@@ -284,3 +284,28 @@ TEST(RequestFlow, AnotherSaltsLiveStateIsNeitherReusedNorReported) {
     EXPECT_EQ(std::string(right_r.stores[i].outcome), wrong_r.stores[i].outcome);
   }
 }
+
+// A prompt whose boundaries are incomplete (the renderer ran out of time) breaks its batches
+// elsewhere than its conversation's other prompts: it reuses no live state, and the state it
+// leaves is neither reused by the next prompt nor stored on its way out.
+TEST(RequestFlow, IncompleteBoundariesNeitherReuseNorLeaveAState) {
+  const SimConfig sim;
+  fixtures::TempDir t;
+  PrefixCache c(cache_cfg(t.path, sim), fp());
+  SimEngine e(sim);
+  RequestFlow f(e, &c, store_cfg());
+  const auto first = seq(1, 1000);
+  auto longer = first;
+  for (Token x : seq(3000, 300)) longer.push_back(x);
+  PromptInfo whole, partial;
+  partial.complete = false;
+  partial.policy.restore = false;  // the server serves such a request with the cache off
+  partial.policy.checkpoints = false;
+  f.prefill(first, whole);
+  const PrefillReport r = f.prefill(longer, partial);
+  EXPECT_FALSE(r.from_live);
+  EXPECT_EQ(r.cached_tokens, 0u);
+  const PrefillReport next = f.prefill(longer, whole);
+  EXPECT_FALSE(next.from_live) << "the incomplete prompt's live state is not reused";
+  for (const StoreOutcome& s : next.stores) EXPECT_NE(s.reason, Reason::kEvict);
+}
