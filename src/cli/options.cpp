@@ -100,7 +100,8 @@ void CacheFlags::add(CLI::App& app) {
                  "checkpoint every N prefilled tokens (0: never)")
       ->capture_default_str();
   app.add_option("--cache-remote", remote_url,
-                 "shared remote tier: redis://host:port (a Redis server or Cluster node)");
+                 "shared remote tier: redis://[[user]:password@]host:port (a Redis server or "
+                 "Cluster node)");
   app.add_option("--cache-remote-ttl", remote_ttl_s, "seconds a remote object lives")
       ->capture_default_str();
   app.add_option("--cache-remote-queue", remote_queue,

@@ -3,8 +3,10 @@
 #include "tiers/remote_tier.h"
 
 #include <gtest/gtest.h>
+#include <hiredis/hiredis.h>
 #include <httplib.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -45,15 +47,11 @@ cache::CacheConfig cfg(const std::string& dir, const std::string& url) {
   return c;
 }
 
-}  // namespace
-
-TEST(RemoteTier, ParsesUrls) {
-  EXPECT_EQ(tiers::parse_redis_url("redis://10.0.0.1:7000"),
-            (std::pair<std::string, int>{"10.0.0.1", 7000}));
-  EXPECT_EQ(tiers::parse_redis_url("redis://cache").second, 6379);
-  EXPECT_THROW(tiers::parse_redis_url("http://x"), std::invalid_argument);
-  EXPECT_THROW(tiers::parse_redis_url("redis://x:99999"), std::invalid_argument);
+std::string url_with(const std::string& userinfo, int port) {
+  return "redis://" + userinfo + "@127.0.0.1:" + std::to_string(port);
 }
+
+}  // namespace
 
 TEST(RemoteTier, PrefixStoredByOneCacheIsRestoredByAnother) {
   fixtures::RedisProcess redis;
@@ -238,3 +236,67 @@ TEST(RemoteTier, TwoServersShareAPrefixAndSurviveARedisOutage) {
   EXPECT_TRUE(ask(a.port(), msgs).contains("usage")) << "A serves without Redis";
   EXPECT_TRUE(ask(b.port(), msgs).contains("usage")) << "B serves without Redis";
 }
+
+// A reply that only looks like a cluster redirection is an error reply like any other, never an
+// exception (thrown in the writer thread, it would terminate the server).
+TEST(RemoteTier, MalformedRedirectionIsAnErrorReplyNotAnException) {
+  fixtures::RedisProcess redis;
+  tiers::RedisConn conn(tiers::parse_redis_url(redis.url()), 300);
+  for (const std::string e :
+       {"MOVED 1 127.0.0.1:notaport", "MOVED 1 host", "ASK 1 127.0.0.1:99999999999"}) {
+    std::unique_ptr<tiers::RedisConn::Reply> r;
+    ASSERT_NO_THROW(r = conn.command({"EVAL", "return redis.error_reply('" + e + "')", "0"})) << e;
+    ASSERT_TRUE(r) << e << ": " << conn.last_error();
+    EXPECT_EQ(r->type, REDIS_REPLY_ERROR);
+    EXPECT_EQ(r->str, e);
+  }
+}
+
+// One SADD of a crafted listing member (an entry claiming a depth past the chain) and the
+// matching prompt crashed a live server: the member is rejected and counted, nothing planned.
+TEST(RemoteTier, CraftedListingMemberIsRejectedNotPlanned) {
+  fixtures::RedisProcess redis;
+  TempDir b_dir;
+  cache::PrefixCache b(cfg(b_dir.path, redis.url()), fp());
+  const auto tokens = fixtures::conv(41, 13);
+  const cache::Key e = cache::entry_key(b.root(), std::span(tokens).first(40));
+  redis.cli("SADD kvstash:" + to_hex(fp()) + ":kids:" + b.root().hex() + " " + e.hex() +
+            ":40:1000000:1:1");
+  const auto plan = b.plan(tokens, {40});
+  EXPECT_EQ(plan.resume_at, 0u);
+  EXPECT_FALSE(plan.entry.has_value());
+  EXPECT_EQ(b.stats().remote->rejected, 1u);
+}
+
+TEST(RemoteTier, PasswordInTheUrlAuthenticates) {
+  fixtures::RedisProcess redis(0, {"--requirepass", "s3cret"});
+  TempDir a_dir, b_dir, c_dir;
+  cache::PrefixCache a(cfg(a_dir.path, url_with(":s3cret", redis.port())), fp());
+  cache::PrefixCache b(cfg(b_dir.path, url_with(":s3cret", redis.port())), fp());
+  const auto tokens = fixtures::conv(800, 21);
+  ASSERT_TRUE(fixtures::put(a, tokens).stored);
+  ASSERT_TRUE(a.drain(5000));
+  EXPECT_GT(a.stats().remote->writes, 0u);
+  std::string err;
+  EXPECT_EQ(fixtures::check_restore(b, tokens, &err), 768u);
+  EXPECT_EQ(err, "");
+  cache::PrefixCache c(cfg(c_dir.path, url_with(":wrong", redis.port())), fp());
+  EXPECT_FALSE(c.stats().remote->up) << "a wrong password is an unavailable tier";
+}
+
+TEST(RemoteTier, AclUserInTheUrlAuthenticates) {
+  fixtures::RedisProcess redis(
+      0, {"--user", "fleet", "on", ">fleet pw", "~kvstash:*", "+@all", "--user", "default", "off"});
+  TempDir a_dir, b_dir;
+  cache::PrefixCache a(cfg(a_dir.path, url_with("fleet:fleet%20pw", redis.port())), fp());
+  cache::PrefixCache b(cfg(b_dir.path, url_with("fleet:fleet%20pw", redis.port())), fp());
+  const auto tokens = fixtures::conv(800, 22);
+  ASSERT_TRUE(fixtures::put(a, tokens).stored);
+  ASSERT_TRUE(a.drain(5000));
+  EXPECT_GT(a.stats().remote->writes, 0u);
+  EXPECT_EQ(a.stats().remote->errors, 0u);
+  std::string err;
+  EXPECT_EQ(fixtures::check_restore(b, tokens, &err), 768u);
+  EXPECT_EQ(err, "");
+}
+
