@@ -135,7 +135,13 @@ RemoteTier::RemoteTier(const RemoteConfig& cfg, const Fingerprint16& fingerprint
       fp_(fingerprint),
       ep_(parse_redis_url(cfg.url)),
       url_(display_url(ep_)) {
-  prefix_ = "kvstash:" + to_hex(fingerprint) + ":";
+  if (!cfg.key_file.empty()) key_.emplace(FleetKey::from_file(cfg.key_file));
+  prefix_ = "kvstash:" + to_hex(fingerprint) + (key_ ? ":s:" : ":");
+  if (!key_) {
+    log::warn("kv cache remote tier " + url_ +
+              " is trusted as is: without --cache-remote-key, anyone who can write to it can "
+              "plant KV this server restores");
+  }
   reader_ = std::make_unique<RedisConn>(ep_, cfg.timeout_ms);
   {
     std::lock_guard lock(read_mu_);
@@ -235,6 +241,10 @@ void RemoteTier::writer() {
 
 void RemoteTier::write(RedisConn& conn, Pending& p) {
   const std::string key = redis_key(p.meta.kind, p.meta.key);
+  if (key_) {
+    const auto tag = key_->sign(key, p.blob);
+    p.blob.insert(p.blob.end(), tag.begin(), tag.end());
+  }
   auto r = conn.command(
       {"SET", key, std::string(p.blob.begin(), p.blob.end()), "EX", std::to_string(cfg_.ttl_s)});
   bool ok = r && r->type != REDIS_REPLY_ERROR;
@@ -280,7 +290,16 @@ Result<Payload> RemoteTier::get(cache::ObjKind kind, const cache::Key& key) {
     ++st_.misses;
     return IoError{IoError::kMissing, "not in the remote tier (evicted?)"};
   }
-  const std::span<const uint8_t> blob(reinterpret_cast<const uint8_t*>(r->str.data()), r->str.size());
+  std::span<const uint8_t> blob(reinterpret_cast<const uint8_t*>(r->str.data()), r->str.size());
+  if (key_) {
+    const size_t n = blob.size() < FleetKey::kTagSize ? 0 : blob.size() - FleetKey::kTagSize;
+    if (!key_->verify(name, blob.first(n), blob.subspan(n))) {
+      reject_locked("object " + key.hex() + ": not signed with this fleet key");
+      reader_->command({"DEL", name});
+      return IoError{IoError::kRejected, "remote object not signed with the fleet key"};
+    }
+    blob = blob.first(n);
+  }
   std::string bad;
   const auto h = check_object(blob, fp_, kind, key, blob.size());
   if (!h) {

@@ -11,6 +11,10 @@
 //
 // Trust: whoever can write to Redis can write anything, so every value read is validated before
 // use (remote_protocol.h parses; listed entries must fit the chain position they hang under).
+// With a fleet key (--cache-remote-key FILE, fleet_key.h) objects live under
+// kvstash:<fingerprint>:s:..., each value followed by its 32-byte HMAC tag; a value whose tag does
+// not verify is rejected: counted, deleted, never restored. Without a key the tier logs once that
+// it trusts the remote values as they are.
 //
 // Reads happen on a local miss, synchronously, with a short timeout. Writes go behind the local
 // store through a bounded queue and a writer thread, never blocking a request; what does not fit
@@ -31,6 +35,7 @@
 #include <vector>
 
 #include "tiers/disk_format.h"
+#include "tiers/fleet_key.h"
 #include "tiers/remote_protocol.h"
 #include "tiers/tier.h"
 
@@ -40,6 +45,7 @@ namespace kvstash::tiers {
 
 struct RemoteConfig {
   std::string url;                      // redis://[[user]:password@]host:port
+  std::string key_file;                 // --cache-remote-key: the fleet key (empty: none)
   uint32_t ttl_s = 7 * 24 * 3600;       // --cache-remote-ttl
   uint64_t queue_bytes = 256ull << 20;  // --cache-remote-queue
   int timeout_ms = 1000;
@@ -48,7 +54,7 @@ struct RemoteConfig {
 struct RemoteStats {
   uint64_t writes = 0, write_bytes = 0, dropped = 0, reads = 0, read_bytes = 0, misses = 0,
            damaged = 0, errors = 0;
-  uint64_t rejected = 0;  // values refused: malformed listing members
+  uint64_t rejected = 0;  // values refused: a fleet key's tag did not verify, a listing was bad
   uint64_t pending_bytes = 0;
   bool up = false;
 };
@@ -135,6 +141,7 @@ class RemoteTier : public Tier {
   RemoteConfig cfg_;
   std::shared_ptr<BufferPool> pool_;
   Fingerprint16 fp_;
+  std::optional<FleetKey> key_;
   std::string prefix_;
   RedisEndpoint ep_;
   std::string url_;  // for logs: no password

@@ -47,6 +47,19 @@ cache::CacheConfig cfg(const std::string& dir, const std::string& url) {
   return c;
 }
 
+cache::CacheConfig keyed(const std::string& dir, const std::string& url,
+                         const std::string& key_file) {
+  cache::CacheConfig c = cfg(dir, url);
+  c.remote.key_file = key_file;
+  return c;
+}
+
+// A fleet key file of 32 bytes `fill`.
+std::string key_file(const std::string& path, char fill) {
+  std::ofstream(path, std::ios::binary) << std::string(32, fill);
+  return path;
+}
+
 std::string url_with(const std::string& userinfo, int port) {
   return "redis://" + userinfo + "@127.0.0.1:" + std::to_string(port);
 }
@@ -300,3 +313,64 @@ TEST(RemoteTier, AclUserInTheUrlAuthenticates) {
   EXPECT_EQ(err, "");
 }
 
+// With a fleet key, objects written by anyone without it (here: signed with another key, their
+// checksums all valid) are rejected, counted and deleted, never restored; the fleet's own are.
+TEST(RemoteTier, FleetKeyRejectsObjectsNotSignedWithIt) {
+  fixtures::RedisProcess redis;
+  TempDir keys, m_dir, a_dir, b_dir;
+  const std::string fleet = key_file(keys.path + "/fleet.key", 'f');
+  const std::string forged = key_file(keys.path + "/forger.key", 'x');
+  const auto tokens = fixtures::conv(800, 23);
+  {
+    cache::PrefixCache m(keyed(m_dir.path, redis.url(), forged), fp());
+    ASSERT_TRUE(fixtures::put(m, tokens).stored);
+    ASSERT_TRUE(m.drain(5000));
+  }
+  cache::PrefixCache b(keyed(b_dir.path, redis.url(), fleet), fp());
+  std::string err;
+  EXPECT_EQ(fixtures::check_restore(b, tokens, &err), 0u);
+  EXPECT_EQ(fixtures::check_restore(b, tokens, &err), 0u);
+  EXPECT_GE(b.stats().remote->rejected, 1u);
+  EXPECT_EQ(b.stats().remote->reads, 0u);
+  const auto chain = cache::chain_keys(b.root(), tokens, fixtures::kSynthChunk);
+  EXPECT_EQ(redis.cli("EXISTS kvstash:" + to_hex(fp()) + ":s:c:" + chain[0].hex()), "0\n")
+      << "the forged object is deleted";
+  cache::PrefixCache a(keyed(a_dir.path, redis.url(), fleet), fp());
+  ASSERT_TRUE(fixtures::put(a, tokens).stored);
+  ASSERT_TRUE(a.drain(5000));
+  err.clear();
+  EXPECT_EQ(fixtures::check_restore(b, tokens, &err), 768u);
+  EXPECT_EQ(err, "");
+}
+
+TEST(RemoteTier, FleetKeyShorterThan32BytesIsAConfigurationError) {
+  fixtures::RedisProcess redis;
+  TempDir keys, a_dir;
+  std::ofstream(keys.path + "/short.key") << "too short";
+  EXPECT_THROW(cache::PrefixCache(keyed(a_dir.path, redis.url(), keys.path + "/short.key"), fp()),
+               std::invalid_argument);
+}
+
+TEST(RemoteTier, WithoutAFleetKeyTheTrustIsLoggedOnce) {
+  fixtures::RedisProcess redis;
+  TempDir keys, a_dir, b_dir;
+  std::vector<std::string> logs;
+  log::set_hook([&](const std::string& l) { logs.push_back(l); });
+  {
+    cache::PrefixCache a(cfg(a_dir.path, redis.url()), fp());
+    fixtures::put(a, fixtures::conv(800, 24));
+    ASSERT_TRUE(a.drain(5000));
+    std::string err;
+    fixtures::check_restore(a, fixtures::conv(800, 24), &err);
+  }
+  const auto trusted = [&] {
+    return std::count_if(logs.begin(), logs.end(), [](const std::string& l) {
+      return l.find("trusted as is") != std::string::npos;
+    });
+  };
+  EXPECT_EQ(trusted(), 1);
+  logs.clear();
+  { cache::PrefixCache b(keyed(b_dir.path, redis.url(), key_file(keys.path + "/k", 'k')), fp()); }
+  log::set_hook(nullptr);
+  EXPECT_EQ(trusted(), 0);
+}

@@ -1,9 +1,11 @@
-// The remote tier's wire formats (tiers/remote_protocol.h): every value read from Redis is untrusted, so each parser refuses what it cannot vouch for.
+// The remote tier's wire formats (tiers/remote_protocol.h) and the fleet key (tiers/fleet_key.h):
+// every value read from Redis is untrusted, so each parser refuses what it cannot vouch for.
 #include "tiers/remote_protocol.h"
 
 #include <gtest/gtest.h>
 
 #include "core/key.h"
+#include "tiers/fleet_key.h"
 
 using namespace kvstash;
 using tiers::parse_listing_member;
@@ -107,6 +109,23 @@ TEST(RedisListing, EntryMustFitItsChainPosition) {
   EXPECT_FALSE(tiers::listing_fits(entry(0, 256), 0, 256)) << "longer than its chunk";
   EXPECT_FALSE(tiers::listing_fits(entry(2, 511), 2, 256)) << "shorter than its chunks";
   EXPECT_FALSE(tiers::listing_fits(entry(0, 40), 0, 0));
+}
+
+TEST(FleetKey, ShortSecretIsRefused) {
+  EXPECT_THROW(tiers::FleetKey(std::string(31, 'k')), std::invalid_argument);
+  EXPECT_THROW(tiers::FleetKey::from_file("/nonexistent/fleet.key"), std::invalid_argument);
+}
+
+TEST(FleetKey, OnlyTheSignedValueUnderItsNameVerifies) {
+  const tiers::FleetKey key(std::string(32, 'k')), other(std::string(32, 'o'));
+  std::vector<uint8_t> v(1000, 7);
+  const auto tag = key.sign("kvstash:ab:s:c:01", v);
+  EXPECT_TRUE(key.verify("kvstash:ab:s:c:01", v, tag));
+  EXPECT_FALSE(other.verify("kvstash:ab:s:c:01", v, tag)) << "another key";
+  EXPECT_FALSE(key.verify("kvstash:ab:s:c:02", v, tag)) << "moved to another object";
+  EXPECT_FALSE(key.verify("kvstash:ab:s:c:01", v, std::span(tag).first(31))) << "truncated";
+  v[500] ^= 1;
+  EXPECT_FALSE(key.verify("kvstash:ab:s:c:01", v, tag)) << "one bit of the payload";
 }
 
 TEST(RedisUrl, DisplayedWithoutThePassword) {
