@@ -5,7 +5,7 @@
 // load-vs-recompute length.
 //
 //   kvstash-bench-tiers --model M.gguf [--redis redis://127.0.0.1:6379] --tokens 8192,32768
-//   ... --redis URL --redis-key FILE   # the Redis column with the fleet key (HMAC) on
+//   ... --redis URL --redis-key FILE   # the Redis column with the fleet key (GMAC) on
 //   kvstash-bench-tiers --model M.gguf --ngl -1 --crossover   # 512 .. 32768 tokens
 //   kvstash-bench-tiers --model M.gguf --cache-type-k q8_0 --cache-type-v q8_0   # quantized KV
 //
@@ -255,7 +255,7 @@ int main(int argc, char** argv) {
   app.add_option("-m,--model", model_path)->required();
   app.add_option("--redis", redis, "redis://host:port (no Redis column without it)");
   app.add_option("--redis-key", redis_key,
-                 "fleet key file: the Redis column signs and verifies (--cache-remote-key)");
+                 "fleet key file: the Redis column seals and verifies (--cache-remote-key)");
   app.add_option("--tokens", sizes, "prompt lengths (default 8192,32768)")->delimiter(',');
   app.add_flag("--crossover", crossover,
                "lengths 512..32768 (unless --tokens), and the load-vs-recompute crossover");

@@ -103,8 +103,8 @@ void CacheFlags::add(CLI::App& app) {
                  "shared remote tier: redis://[[user]:password@]host:port (a Redis server or "
                  "Cluster node)");
   app.add_option("--cache-remote-key", remote_key_file,
-                 "fleet key file (>= 32 secret bytes): remote objects are signed with it "
-                 "(HMAC-SHA-256) and those not signed with it are rejected");
+                 "fleet key file (>= 32 secret bytes): remote objects are sealed with it "
+                 "(AES-256-GMAC) and those not sealed with it are rejected");
   app.add_option("--cache-remote-ttl", remote_ttl_s, "seconds a remote object lives")
       ->capture_default_str();
   app.add_option("--cache-remote-queue", remote_queue,

@@ -242,8 +242,8 @@ void RemoteTier::writer() {
 void RemoteTier::write(RedisConn& conn, Pending& p) {
   const std::string key = redis_key(p.meta.kind, p.meta.key);
   if (key_) {
-    const auto tag = key_->sign(key, p.blob);
-    p.blob.insert(p.blob.end(), tag.begin(), tag.end());
+    const auto seal = key_->seal(key, p.blob);
+    p.blob.insert(p.blob.end(), seal.begin(), seal.end());
   }
   auto r = conn.command(
       {"SET", key, std::string(p.blob.begin(), p.blob.end()), "EX", std::to_string(cfg_.ttl_s)});
@@ -292,7 +292,7 @@ Result<Payload> RemoteTier::get(cache::ObjKind kind, const cache::Key& key) {
   }
   std::span<const uint8_t> blob(reinterpret_cast<const uint8_t*>(r->str.data()), r->str.size());
   if (key_) {
-    const size_t n = blob.size() < FleetKey::kTagSize ? 0 : blob.size() - FleetKey::kTagSize;
+    const size_t n = blob.size() < FleetKey::kSealSize ? 0 : blob.size() - FleetKey::kSealSize;
     if (!key_->verify(name, blob.first(n), blob.subspan(n))) {
       reject_locked("object " + key.hex() + ": not signed with this fleet key");
       reader_->command({"DEL", name});
@@ -300,11 +300,12 @@ Result<Payload> RemoteTier::get(cache::ObjKind kind, const cache::Key& key) {
     }
     blob = blob.first(n);
   }
+  // A verified seal covers every payload byte, so the payload checksum is checked only without.
   std::string bad;
   const auto h = check_object(blob, fp_, kind, key, blob.size());
   if (!h) {
     bad = h.error().what;
-  } else if (payload_checksum(blob.subspan(kHeaderSize)) != h->payload_checksum) {
+  } else if (!key_ && payload_checksum(blob.subspan(kHeaderSize)) != h->payload_checksum) {
     bad = "payload checksum mismatch";
   }
   if (!bad.empty()) {

@@ -12,9 +12,9 @@
 // Trust: whoever can write to Redis can write anything, so every value read is validated before
 // use (remote_protocol.h parses; listed entries must fit the chain position they hang under).
 // With a fleet key (--cache-remote-key FILE, fleet_key.h) objects live under
-// kvstash:<fingerprint>:s:..., each value followed by its 32-byte HMAC tag; a value whose tag does
-// not verify is rejected: counted, deleted, never restored. Without a key the tier logs once that
-// it trusts the remote values as they are.
+// kvstash:<fingerprint>:s:..., each value followed by its 28-byte AES-256-GMAC seal; a value whose
+// seal does not verify is rejected: counted, deleted, never restored. Without a key the tier logs
+// once that it trusts the remote values as they are.
 //
 // Reads happen on a local miss, synchronously, with a short timeout. Writes go behind the local
 // store through a bounded queue and a writer thread, never blocking a request; what does not fit

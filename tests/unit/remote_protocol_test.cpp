@@ -116,20 +116,33 @@ TEST(FleetKey, ShortSecretIsRefused) {
   EXPECT_THROW(tiers::FleetKey::from_file("/nonexistent/fleet.key"), std::invalid_argument);
 }
 
-TEST(FleetKey, OnlyTheSignedValueUnderItsNameVerifies) {
+TEST(FleetKey, OnlyTheSealedValueUnderItsNameVerifies) {
   const tiers::FleetKey key(std::string(32, 'k')), other(std::string(32, 'o'));
   std::vector<uint8_t> v(1000, 7);
-  const auto tag = key.sign("kvstash:ab:s:c:01", v);
-  EXPECT_TRUE(key.verify("kvstash:ab:s:c:01", v, tag));
-  EXPECT_FALSE(other.verify("kvstash:ab:s:c:01", v, tag)) << "another key";
-  EXPECT_FALSE(key.verify("kvstash:ab:s:c:02", v, tag)) << "moved to another object";
-  EXPECT_FALSE(key.verify("kvstash:ab:s:c:01", v, std::span(tag).first(31))) << "truncated";
+  const auto seal = key.seal("kvstash:ab:s:c:01", v);
+  EXPECT_TRUE(key.verify("kvstash:ab:s:c:01", v, seal));
+  EXPECT_FALSE(other.verify("kvstash:ab:s:c:01", v, seal)) << "another key";
+  EXPECT_FALSE(key.verify("kvstash:ab:s:c:02", v, seal)) << "moved to another object";
+  EXPECT_FALSE(key.verify("kvstash:ab:s:c:01", v, std::span(seal).first(27))) << "truncated";
+  auto other_nonce = seal;
+  other_nonce[0] ^= 1;
+  EXPECT_FALSE(key.verify("kvstash:ab:s:c:01", v, other_nonce)) << "the nonce is covered";
   v[500] ^= 1;
-  EXPECT_FALSE(key.verify("kvstash:ab:s:c:01", v, tag)) << "one bit of the payload";
+  EXPECT_FALSE(key.verify("kvstash:ab:s:c:01", v, seal)) << "one bit of the payload";
 }
 
 TEST(RedisUrl, DisplayedWithoutThePassword) {
   EXPECT_EQ(tiers::display_url(parse_redis_url("redis://fleet:s3cret@cache:7000")),
             "redis://fleet@cache:7000");
   EXPECT_EQ(tiers::display_url(parse_redis_url("redis://:s3cret@cache")), "redis://cache:6379");
+}
+
+TEST(FleetKey, EachSealHasAFreshNonce) {
+  const tiers::FleetKey key(std::string(40, 'k'));
+  const std::vector<uint8_t> v(100, 1);
+  const auto a = key.seal("n", v), b = key.seal("n", v);
+  EXPECT_NE(a, b);
+  EXPECT_TRUE(key.verify("n", v, a));
+  EXPECT_TRUE(key.verify("n", v, b));
+  EXPECT_FALSE(key.verify("n", v, tiers::FleetKey::Seal{})) << "the failure seal verifies nothing";
 }
