@@ -194,50 +194,71 @@ TEST(RemoteTier, OutageDegradesToLocalOnlyAndRecovers) {
   EXPECT_TRUE(down && back);
 }
 
-TEST(RemoteTier, TwoServersShareAPrefixAndSurviveARedisOutage) {
-  fixtures::RedisProcess redis;
-  TempDir dir;
-  const std::string model = fixtures::model_path("tiny");
-  auto args = [&](const std::string& cache_dir) {
-    return std::vector<std::string>{"-m",
-                                    model,
-                                    "--ctx-size",
-                                    "8192",
-                                    "--cache-dir",
-                                    cache_dir,
-                                    "--cache-remote",
-                                    redis.url(),
-                                    "--cache-boundary-align",
-                                    "256"};
-  };
-  fixtures::ServerProcess a(args(dir.path + "/a")), b(args(dir.path + "/b"));
+namespace {
+
+nlohmann::json fleet_messages() {
   nlohmann::json msgs = nlohmann::json::array();
   std::string sys = "You are a fleet agent. Tools:\n";
   for (int i = 0; i < 80; ++i) sys += "{\"name\":\"tool_" + std::to_string(i) + "\"}\n";
   msgs.push_back({{"role", "system"}, {"content", sys}});
   msgs.push_back({{"role", "user"}, {"content", "Summarise the repository."}});
-  auto ask = [&](int port, const nlohmann::json& m) {
-    httplib::Client c("127.0.0.1", port);
-    c.set_read_timeout(60, 0);
-    auto r = c.Post("/v1/chat/completions",
-                    nlohmann::json{{"messages", m}, {"max_tokens", 6}, {"temperature", 0}}.dump(),
-                    "application/json");
-    return r ? nlohmann::json::parse(r->body) : nlohmann::json();
-  };
-  const auto ra = ask(a.port(), msgs);
-  ASSERT_TRUE(ra.contains("usage")) << ra.dump();
-  // Wait until A's writes reached Redis: the disk writer hands each object to the Redis writer
-  // after its file lands, so both queues must be empty (one alone can be between two objects).
+  return msgs;
+}
+
+nlohmann::json ask(int port, const nlohmann::json& m) {
+  httplib::Client c("127.0.0.1", port);
+  c.set_read_timeout(60, 0);
+  auto r = c.Post("/v1/chat/completions",
+                  nlohmann::json{{"messages", m}, {"max_tokens", 6}, {"temperature", 0}}.dump(),
+                  "application/json");
+  return r ? nlohmann::json::parse(r->body) : nlohmann::json();
+}
+
+std::string metrics(int port) {
+  httplib::Client c("127.0.0.1", port);
+  auto m = c.Get("/metrics");
+  return m ? m->body : "";
+}
+
+// Waits until the server's writes reached Redis: the disk writer hands each object to the Redis
+// writer after its file lands, so both queues must be empty (one alone can be between two
+// objects).
+void wait_for_remote_writes(int port) {
   for (int i = 0; i < 200; ++i) {
-    httplib::Client c("127.0.0.1", a.port());
-    auto m = c.Get("/metrics");
-    if (m && m->body.find("kvstash_cache_store_queue_bytes 0") != std::string::npos &&
-        m->body.find("kvstash_cache_remote_pending_bytes 0") != std::string::npos &&
-        m->body.find("kvstash_cache_remote_writes_total 0") == std::string::npos) {
-      break;
+    const std::string m = metrics(port);
+    if (m.find("kvstash_cache_store_queue_bytes 0") != std::string::npos &&
+        m.find("kvstash_cache_remote_pending_bytes 0") != std::string::npos &&
+        m.find("kvstash_cache_remote_writes_total 0") == std::string::npos) {
+      return;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
+}
+
+std::vector<std::string> serve_args(const std::string& cache_dir, const std::string& url) {
+  return {"-m",
+          fixtures::model_path("tiny"),
+          "--ctx-size",
+          "8192",
+          "--cache-dir",
+          cache_dir,
+          "--cache-remote",
+          url,
+          "--cache-boundary-align",
+          "256"};
+}
+
+}  // namespace
+
+TEST(RemoteTier, TwoServersShareAPrefixAndSurviveARedisOutage) {
+  fixtures::RedisProcess redis;
+  TempDir dir;
+  fixtures::ServerProcess a(serve_args(dir.path + "/a", redis.url())),
+      b(serve_args(dir.path + "/b", redis.url()));
+  nlohmann::json msgs = fleet_messages();
+  const auto ra = ask(a.port(), msgs);
+  ASSERT_TRUE(ra.contains("usage")) << ra.dump();
+  wait_for_remote_writes(a.port());
   // B has never seen this prompt and its disk is empty: A's cold anchor comes through Redis.
   const auto rb = ask(b.port(), msgs);
   EXPECT_GE(rb["usage"]["prompt_tokens_details"]["cached_tokens"].get<int>(), 512) << b.log();
@@ -248,6 +269,35 @@ TEST(RemoteTier, TwoServersShareAPrefixAndSurviveARedisOutage) {
   msgs.push_back({{"role", "user"}, {"content", "And the tests?"}});
   EXPECT_TRUE(ask(a.port(), msgs).contains("usage")) << "A serves without Redis";
   EXPECT_TRUE(ask(b.port(), msgs).contains("usage")) << "B serves without Redis";
+}
+
+// The serve flags end to end: a password in the URL and --cache-remote-key; the password never
+// reaches a log line.
+TEST(RemoteTier, TwoServersWithAPasswordAndAFleetKeyShareAPrefix) {
+  fixtures::RedisProcess redis(0, {"--requirepass", "s3cret"});
+  TempDir dir;
+  const std::string url = url_with(":s3cret", redis.port());
+  const std::string key = key_file(dir.path + "/fleet.key", 'f');
+  auto args = [&](const std::string& cache_dir) {
+    auto v = serve_args(cache_dir, url);
+    v.insert(v.end(), {"--cache-remote-key", key});
+    return v;
+  };
+  fixtures::ServerProcess a(args(dir.path + "/a")), b(args(dir.path + "/b"));
+  const auto msgs = fleet_messages();
+  const auto ra = ask(a.port(), msgs);
+  ASSERT_TRUE(ra.contains("usage")) << ra.dump();
+  wait_for_remote_writes(a.port());
+  const auto rb = ask(b.port(), msgs);
+  EXPECT_GE(rb["usage"]["prompt_tokens_details"]["cached_tokens"].get<int>(), 512) << b.log();
+  EXPECT_EQ(rb["choices"][0]["message"]["content"], ra["choices"][0]["message"]["content"]);
+  EXPECT_NE(metrics(b.port()).find("kvstash_cache_remote_rejected_total 0"), std::string::npos);
+  EXPECT_NE(redis.cli("-a s3cret --no-auth-warning --scan --pattern 'kvstash:*:s:c:*'"), "")
+      << "sealed objects, in their own namespace";
+  for (const auto* s : {&a, &b}) {
+    EXPECT_EQ(s->log().find("s3cret"), std::string::npos);
+    EXPECT_EQ(s->log().find("trusted as is"), std::string::npos);
+  }
 }
 
 // A reply that only looks like a cluster redirection is an error reply like any other, never an
