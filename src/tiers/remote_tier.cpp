@@ -285,8 +285,8 @@ Result<Payload> RemoteTier::get(cache::ObjKind kind, const cache::Key& key) {
     mark_down(reader_->last_error());
     return IoError{IoError::kUnavailable, "remote read failed"};
   }
-  std::lock_guard s(st_mu_);
   if (r->type != REDIS_REPLY_STRING) {
+    std::lock_guard s(st_mu_);
     ++st_.misses;
     return IoError{IoError::kMissing, "not in the remote tier (evicted?)"};
   }
@@ -294,7 +294,10 @@ Result<Payload> RemoteTier::get(cache::ObjKind kind, const cache::Key& key) {
   if (key_) {
     const size_t n = blob.size() < FleetKey::kSealSize ? 0 : blob.size() - FleetKey::kSealSize;
     if (!key_->verify(name, blob.first(n), blob.subspan(n))) {
-      reject_locked("object " + key.hex() + ": not signed with this fleet key");
+      {
+        std::lock_guard s(st_mu_);
+        reject_locked("object " + key.hex() + ": not signed with this fleet key");
+      }
       reader_->command({"DEL", name});
       return IoError{IoError::kRejected, "remote object not signed with the fleet key"};
     }
@@ -308,6 +311,7 @@ Result<Payload> RemoteTier::get(cache::ObjKind kind, const cache::Key& key) {
   } else if (!key_ && payload_checksum(blob.subspan(kHeaderSize)) != h->payload_checksum) {
     bad = "payload checksum mismatch";
   }
+  std::lock_guard s(st_mu_);
   if (!bad.empty()) {
     ++st_.damaged;
     log::warn("kv cache remote object " + key.hex() + " damaged (" + bad + "), deleting it");

@@ -1,5 +1,6 @@
 // The shared remote tier: cache objects in Redis, so a fleet of servers reuses each other's
-// prefixes (`--cache-remote redis://host:port`, a single Redis or any node of a Redis Cluster).
+// prefixes (`--cache-remote redis://[[user]:password@]host:port`, a single Redis or any node of a
+// Redis Cluster; with a password, every connection, to every node, authenticates first).
 //
 // Layout: each object is one string key, kvstash:<fingerprint>:<c|e>:<key>, holding the same
 // 128-byte header as a disk file (disk_format.h: checksums included) followed by the payload.
