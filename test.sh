@@ -27,7 +27,7 @@ cmake --build build-fuzz -j"$(nproc)" >/dev/null
 artifacts=build-fuzz/artifacts
 rm -rf "$artifacts" && mkdir -p "$artifacts"
 fuzz_failed=0
-for t in cache_file http_request; do
+for t in cache_file http_request redis_listing; do
   work=$(mktemp -d)
   rc=0
   # Requests reach depth only when long and shaped like JSON: 1 MiB inputs and a dictionary.

@@ -5,6 +5,7 @@
 // load-vs-recompute length.
 //
 //   kvstash-bench-tiers --model M.gguf [--redis redis://127.0.0.1:6379] --tokens 8192,32768
+//   ... --redis URL --redis-key FILE   # the Redis column with the fleet key (GMAC) on
 //   kvstash-bench-tiers --model M.gguf --ngl -1 --crossover   # 512 .. 32768 tokens
 //   kvstash-bench-tiers --model M.gguf --cache-type-k q8_0 --cache-type-v q8_0   # quantized KV
 //
@@ -246,13 +247,15 @@ std::optional<CopyRates> gpu_copy_rates(BufferPool& pinned) {
 
 int main(int argc, char** argv) {
   CLI::App app{"restore from each tier vs recompute, next to the machine's raw limits"};
-  std::string model_path, redis, dir = "/tmp/kvstash-bench-tiers";
+  std::string model_path, redis, redis_key, dir = "/tmp/kvstash-bench-tiers";
   std::vector<size_t> sizes;
   int threads = 0, gpu_layers = 0, chunk = 0;
   bool crossover = false, warmup = true, concurrent = false;
   engine::SessionOptions base;  // KV types and flash attention of every session below
   app.add_option("-m,--model", model_path)->required();
   app.add_option("--redis", redis, "redis://host:port (no Redis column without it)");
+  app.add_option("--redis-key", redis_key,
+                 "fleet key file: the Redis column seals and verifies (--cache-remote-key)");
   app.add_option("--tokens", sizes, "prompt lengths (default 8192,32768)")->delimiter(',');
   app.add_flag("--crossover", crossover,
                "lengths 512..32768 (unless --tokens), and the load-vs-recompute crossover");
@@ -318,6 +321,7 @@ int main(int argc, char** argv) {
       cc.dir = dir;
       cc.chunk = static_cast<uint32_t>(so.chunk);
       cc.remote.url = redis;
+      cc.remote.key_file = redis_key;
       cc.pool = pool;
       // As serve configures it: sliding-window and hybrid models resume only at whole snapshots
       // (entries with their window or recurrent state), so the plan must not stop at a chunk.

@@ -95,6 +95,7 @@ int main(int argc, char** argv) {
   register_index();
   register_store_load();
   register_engine();
+  register_remote_auth();
   Recorder rec;
   const size_t ran = benchmark::RunSpecifiedBenchmarks(&rec);
   rec.print_ratios();

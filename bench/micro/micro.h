@@ -2,7 +2,8 @@
 // data and the bench directory (common.cpp), raw files and the page cache (files.cpp), and each
 // group's registration. The groups: index.cpp (index lookup, chunk hashing), store_load.cpp (store
 // and load through the disk tier and the PrefixCache next to raw I/O), engine_restore.cpp (the
-// whole engine restore); ratio_table.h the reporter; main.cpp the flags and the run.
+// whole engine restore), remote_auth.cpp (the fleet key's HMAC next to the payload checksum);
+// ratio_table.h the reporter; main.cpp the flags and the run.
 #pragma once
 
 #include <benchmark/benchmark.h>
@@ -70,8 +71,9 @@ void time_raw_reads(benchmark::State& state, const std::string& name, size_t n,
 // ---------------------------------------------------------------------------------------------
 // The groups; main registers them in this order.
 
-void register_index();       // index.cpp
-void register_store_load();  // store_load.cpp
-void register_engine();      // engine_restore.cpp
+void register_index();        // index.cpp
+void register_store_load();   // store_load.cpp
+void register_engine();       // engine_restore.cpp
+void register_remote_auth();  // remote_auth.cpp
 
 }  // namespace kvstash::micro

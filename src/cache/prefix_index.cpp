@@ -80,7 +80,10 @@ std::vector<const Node*> PrefixIndex::entries_on_path(std::span<const Token> tok
     for (auto it = b; it != e; ++it) {
       const Node& n = entries_.at(it->second);
       const size_t start = k * chunk_;
-      if (n.meta.n_tokens < start || n.meta.n_tokens > tokens.size()) continue;
+      // An entry under chain position k covers [kC, n) with n < (k+1)C and has depth k: one that
+      // claims otherwise (metadata from another server) would index past the chain.
+      if (n.meta.depth != k || n.meta.n_tokens / chunk_ != k) continue;
+      if (n.meta.n_tokens > tokens.size()) continue;
       if (entry_key(parent, tokens.subspan(start, n.meta.n_tokens - start)) == n.meta.key) {
         out.push_back(&n);
       }

@@ -100,7 +100,11 @@ void CacheFlags::add(CLI::App& app) {
                  "checkpoint every N prefilled tokens (0: never)")
       ->capture_default_str();
   app.add_option("--cache-remote", remote_url,
-                 "shared remote tier: redis://host:port (a Redis server or Cluster node)");
+                 "shared remote tier: redis://[[user]:password@]host:port (a Redis server or "
+                 "Cluster node)");
+  app.add_option("--cache-remote-key", remote_key_file,
+                 "fleet key file (>= 32 secret bytes): remote objects are sealed with it "
+                 "(AES-256-GMAC) and those not sealed with it are rejected");
   app.add_option("--cache-remote-ttl", remote_ttl_s, "seconds a remote object lives")
       ->capture_default_str();
   app.add_option("--cache-remote-queue", remote_queue,
@@ -126,6 +130,7 @@ cache::CacheConfig CacheFlags::config(uint32_t chunk, bool snapshot_only, bool k
   c.snapshot_only = snapshot_only;
   c.evict = evict;
   c.remote.url = remote_url;
+  c.remote.key_file = remote_key_file;
   c.remote.ttl_s = remote_ttl_s;
   c.remote.queue_bytes = parse_size(remote_queue);
   c.store_queue = parse_size(store_queue);
@@ -192,6 +197,9 @@ std::unique_ptr<cache::PrefixCache> CacheFlags::open(const engine::Model& model,
             (ram_budget == "auto" ? " (--cache-ram-budget auto)" : "") + ", VRAM tier " +
             format_size(cfg.vram ? cfg.vram->capacity() : 0));
   if (pinned) warm_store_buffers(session, *cfg.pool, cfg.store_queue + cfg.ram_budget);
+  if (!cfg.remote.key_file.empty() && cfg.remote.url.empty()) {
+    throw std::invalid_argument("--cache-remote-key needs --cache-remote");
+  }
   if (cfg.dir.empty() && cfg.ram_budget == 0) {
     if (!cfg.remote.url.empty()) {
       throw std::invalid_argument(

@@ -33,6 +33,7 @@ struct CacheFlags {
   cache::StoreConfig store;
   cache::EvictConfig evict;
   std::string remote_url, remote_queue = "256M";
+  std::string remote_key_file;     // --cache-remote-key
   std::string staging = "256M";    // payload buffers kept for reuse (pinned on GPU builds)
   std::string store_queue = "4G";  // stores queued for the disk writer
   int store_threads = 4;           // threads writing them

@@ -10,6 +10,16 @@
 
 #include "util/hex.h"
 
+#ifndef KVSTASH_LLAMA_COMMIT
+#define KVSTASH_LLAMA_COMMIT "unknown"
+#endif
+#ifndef KVSTASH_LLAMA_PATCHES
+#define KVSTASH_LLAMA_PATCHES "unknown"
+#endif
+#ifndef KVSTASH_LLAMA_BACKEND
+#define KVSTASH_LLAMA_BACKEND "unknown"
+#endif
+
 namespace kvstash::engine {
 
 namespace {
@@ -23,6 +33,11 @@ Fingerprint from_hash(XXH128_hash_t h) {
 }  // namespace
 
 std::string Fingerprint::hex() const { return to_hex(bytes); }
+
+std::string llama_build() {
+  return std::string("llama=") + KVSTASH_LLAMA_COMMIT + ";patches=" + KVSTASH_LLAMA_PATCHES +
+         ";backend=" + KVSTASH_LLAMA_BACKEND;
+}
 
 Fingerprint hash_file(const std::string& path) {
   std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);

@@ -22,6 +22,11 @@ struct Fingerprint {
 // XXH3-128 over the whole file, streamed. Throws std::runtime_error when the file cannot be read.
 Fingerprint hash_file(const std::string& path);
 
+// The llama.cpp build a state comes from, as settings: "llama=<upstream commit>;patches=<id of
+// kvstash's patch series (cmake/patches)>;backend=<backends compiled in, e.g. cpu+cuda>". Builds
+// that differ in any of them are not bit-compatible and must not share a namespace.
+std::string llama_build();
+
 // Combines the file hash with a canonical "key=value;..." description of the KV-shaping settings.
 Fingerprint combine(const Fingerprint& file, const std::string& settings);
 

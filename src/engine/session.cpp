@@ -12,10 +12,6 @@
 #include "engine/kv_blob.h"
 #include "engine/shared_context.h"
 
-#ifndef KVSTASH_LLAMA_COMMIT
-#define KVSTASH_LLAMA_COMMIT "unknown"
-#endif
-
 namespace kvstash::engine {
 
 namespace {
@@ -43,7 +39,7 @@ Session::Session(Model& model, const SessionOptions& opt, std::shared_ptr<Shared
   fp_settings_ = "arch=" + model.arch() + ";type_k=" + opt.type_k + ";type_v=" + opt.type_v +
                  ";flash_attn=" + (opt.flash_attn ? "1" : "0") +
                  ";gpu_layers=" + std::to_string(model.options().n_gpu_layers) +
-                 ";chunk=" + std::to_string(opt.chunk) + ";llama=" + KVSTASH_LLAMA_COMMIT;
+                 ";chunk=" + std::to_string(opt.chunk) + ";" + llama_build();
   fp_ = combine(model.file_hash(), fp_settings_);
 }
 

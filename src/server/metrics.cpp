@@ -122,6 +122,10 @@ std::string prometheus_metrics(SlotPool& pool, cache::PrefixCache* cache, int n_
     metric(out, "kvstash_cache_remote_errors_total", "counter", "Remote tier errors.", r.errors);
     metric(out, "kvstash_cache_remote_damaged_total", "counter",
            "Damaged remote objects detected and deleted.", r.damaged);
+    metric(out, "kvstash_cache_remote_rejected_total", "counter",
+           "Remote values refused: objects without a valid fleet-key tag (deleted), malformed "
+           "listing members.",
+           r.rejected);
     metric(out, "kvstash_cache_remote_pending_bytes", "gauge", "Remote writes queued.",
            r.pending_bytes);
   }

@@ -23,7 +23,9 @@ std::vector<cache::ObjectMeta> RemoteDirectory::discover(const cache::Chain& c, 
     out.push_back(m);
   }
   for (size_t k = 0; k <= local + more; ++k) {
-    for (const cache::ObjectMeta& e : remote_->entries_under(c.parent_of(k)).value_or({})) {
+    const auto depth = static_cast<uint32_t>(k);
+    for (const cache::ObjectMeta& e :
+         remote_->entries_under(c.parent_of(k), depth, chunk_).value_or({})) {
       if (!rejected(e.key)) out.push_back(e);
     }
   }

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <exception>
 
 #include "util/hex.h"
 #include "util/log.h"
@@ -22,33 +23,10 @@ int64_t steady_ms() {
 
 }  // namespace
 
-std::pair<std::string, int> parse_redis_url(const std::string& url) {
-  const std::string scheme = "redis://";
-  if (url.rfind(scheme, 0) != 0) {
-    throw std::invalid_argument("--cache-remote must look like redis://host:port, got '" + url +
-                                "'");
-  }
-  std::string rest = url.substr(scheme.size());
-  if (auto slash = rest.find('/'); slash != std::string::npos) rest.resize(slash);
-  if (rest.empty()) throw std::invalid_argument("--cache-remote names no host: '" + url + "'");
-  int port = 6379;
-  if (auto colon = rest.rfind(':'); colon != std::string::npos) {
-    const std::string p = rest.substr(colon + 1);
-    try {
-      port = std::stoi(p);
-    } catch (...) {
-      port = -1;
-    }
-    if (port <= 0 || port > 65535) throw std::invalid_argument("bad port in '" + url + "'");
-    rest.resize(colon);
-  }
-  return {rest, port};
-}
-
 // --- RedisConn ----------------------------------------------------------------------------
 
-RedisConn::RedisConn(std::string host, int port, int timeout_ms)
-    : host_(std::move(host)), port_(port), timeout_ms_(timeout_ms) {}
+RedisConn::RedisConn(RedisEndpoint endpoint, int timeout_ms)
+    : ep_(std::move(endpoint)), timeout_ms_(timeout_ms) {}
 
 RedisConn::~RedisConn() {
   for (auto& [name, c] : nodes_) redisFree(c);
@@ -69,8 +47,35 @@ redisContext* RedisConn::connect(const std::string& host, int port) {
     return nullptr;
   }
   redisSetTimeout(c, tv);
+  if (!authenticate(c)) {
+    redisFree(c);
+    return nullptr;
+  }
   nodes_[name] = c;
   return c;
+}
+
+bool RedisConn::authenticate(redisContext* c) {
+  if (ep_.password.empty()) return true;
+  std::vector<std::string> argv{"AUTH"};
+  if (!ep_.user.empty()) argv.push_back(ep_.user);
+  argv.push_back(ep_.password);
+  std::vector<const char*> a;
+  std::vector<size_t> len;
+  for (const auto& s : argv) {
+    a.push_back(s.data());
+    len.push_back(s.size());
+  }
+  auto* r = static_cast<redisReply*>(
+      redisCommandArgv(c, static_cast<int>(a.size()), a.data(), len.data()));
+  if (!r) {
+    err_ = c->errstr[0] ? c->errstr : "connection lost";
+    return false;
+  }
+  const bool ok = r->type != REDIS_REPLY_ERROR;
+  if (!ok) err_ = "AUTH refused: " + std::string(r->str ? r->str : "");
+  freeReplyObject(r);
+  return ok;
 }
 
 std::unique_ptr<RedisConn::Reply> RedisConn::command(const std::vector<std::string>& argv) {
@@ -80,8 +85,8 @@ std::unique_ptr<RedisConn::Reply> RedisConn::command(const std::vector<std::stri
     a.push_back(s.data());
     len.push_back(s.size());
   }
-  std::string host = host_;
-  int port = port_;
+  std::string host = ep_.host;
+  int port = ep_.port;
   for (int hop = 0; hop < 4; ++hop) {
     redisContext* c = connect(host, port);
     if (!c) return nullptr;
@@ -102,15 +107,13 @@ std::unique_ptr<RedisConn::Reply> RedisConn::command(const std::vector<std::stri
       out->elements.emplace_back(e && e->str ? std::string(e->str, e->len) : std::string());
     }
     freeReplyObject(r);
-    // Cluster: "MOVED <slot> <host>:<port>" or "ASK ..." names the node that owns the key.
-    if (out->type == REDIS_REPLY_ERROR &&
-        (out->str.rfind("MOVED ", 0) == 0 || out->str.rfind("ASK ", 0) == 0)) {
-      const std::string target = out->str.substr(out->str.rfind(' ') + 1);
-      const auto colon = target.rfind(':');
-      host = target.substr(0, colon);
-      if (host.empty()) host = host_;
-      port = std::stoi(target.substr(colon + 1));
-      if (out->str.rfind("ASK ", 0) == 0) {
+    // Cluster: a redirection names the node that owns the key. Anything else is the reply,
+    // including an error that only looks like a redirection.
+    const auto to = out->type == REDIS_REPLY_ERROR ? parse_redirect(out->str) : std::nullopt;
+    if (to) {
+      host = to->host.empty() ? ep_.host : to->host;
+      port = to->port;
+      if (to->kind == Redirect::kAsk) {
         if (redisContext* n = connect(host, port)) {
           if (auto* ok = static_cast<redisReply*>(redisCommand(n, "ASKING"))) freeReplyObject(ok);
         }
@@ -130,12 +133,19 @@ RemoteTier::RemoteTier(const RemoteConfig& cfg, const Fingerprint16& fingerprint
     : cfg_(cfg),
       pool_(pool ? std::move(pool) : std::make_shared<BufferPool>()),
       fp_(fingerprint),
-      prefix_("kvstash:" + to_hex(fingerprint) + ":") {
-  std::tie(host_, port_) = parse_redis_url(cfg.url);
-  reader_ = std::make_unique<RedisConn>(host_, port_, cfg.timeout_ms);
+      ep_(parse_redis_url(cfg.url)),
+      url_(display_url(ep_)) {
+  if (!cfg.key_file.empty()) key_.emplace(FleetKey::from_file(cfg.key_file));
+  prefix_ = "kvstash:" + to_hex(fingerprint) + (key_ ? ":s:" : ":");
+  if (!key_) {
+    log::warn("kv cache remote tier " + url_ +
+              " is trusted as is: without --cache-remote-key, anyone who can write to it can "
+              "plant KV this server restores");
+  }
+  reader_ = std::make_unique<RedisConn>(ep_, cfg.timeout_ms);
   {
     std::lock_guard lock(read_mu_);
-    if (available_locked()) log::info("kv cache remote tier " + cfg_.url + " connected");
+    if (available_locked()) log::info("kv cache remote tier " + url_ + " connected");
   }
   writer_ = std::thread([this] { writer(); });
 }
@@ -159,7 +169,7 @@ std::string RemoteTier::kids_key(const cache::Key& parent) const {
 
 void RemoteTier::mark_down(const std::string& why) {
   if (up_.exchange(false)) {
-    log::warn("kv cache remote tier " + cfg_.url + " unavailable (" + why +
+    log::warn("kv cache remote tier " + url_ + " unavailable (" + why +
               "); serving from local tiers until it returns");
   }
   retry_at_ms_ = steady_ms() + kRetryMs;
@@ -175,7 +185,7 @@ bool RemoteTier::available_locked() {
     mark_down(r ? r->str : reader_->last_error());
     return false;
   }
-  if (retry_at_ms_ != 0) log::info("kv cache remote tier " + cfg_.url + " is back");
+  if (retry_at_ms_ != 0) log::info("kv cache remote tier " + url_ + " is back");
   up_ = true;
   return true;
 }
@@ -195,7 +205,7 @@ Status RemoteTier::put(const cache::ObjectMeta& meta, const cache::ObjectStats& 
       std::lock_guard s(st_mu_);
       ++st_.dropped;  // overloaded or down: the local tiers still have it
     }
-    if (!up_) return IoError{IoError::kUnavailable, "remote tier " + cfg_.url + " is down"};
+    if (!up_) return IoError{IoError::kUnavailable, "remote tier " + url_ + " is down"};
     return IoError{IoError::kFull, "remote write queue full"};
   }
   queued_bytes_ += p.blob.size();
@@ -205,7 +215,7 @@ Status RemoteTier::put(const cache::ObjectMeta& meta, const cache::ObjectStats& 
 }
 
 void RemoteTier::writer() {
-  RedisConn conn(host_, port_, cfg_.timeout_ms);
+  RedisConn conn(ep_, cfg_.timeout_ms);
   for (;;) {
     Pending p;
     {
@@ -216,31 +226,47 @@ void RemoteTier::writer() {
       queue_.pop_front();
       in_flight_ = true;
     }
-    const std::string key = redis_key(p.meta.kind, p.meta.key);
-    auto r = conn.command(
-        {"SET", key, std::string(p.blob.begin(), p.blob.end()), "EX", std::to_string(cfg_.ttl_s)});
-    bool ok = r && r->type != REDIS_REPLY_ERROR;
-    if (ok && p.meta.kind == cache::ObjKind::kEntry) {
-      const std::string member = p.meta.key.hex() + ":" + std::to_string(p.meta.n_tokens) + ":" +
-                                 std::to_string(p.meta.depth) + ":" +
-                                 std::to_string(static_cast<int>(p.meta.reason)) + ":" +
-                                 (p.meta.has_logits ? "1" : "0");
-      const std::string kids = kids_key(p.meta.parent);
-      auto s = conn.command({"SADD", kids, member});
-      auto e = conn.command({"EXPIRE", kids, std::to_string(cfg_.ttl_s)});
-      ok = s && e && s->type != REDIS_REPLY_ERROR;
-    }
-    if (ok) {
-      std::lock_guard s(st_mu_);
-      ++st_.writes;
-      st_.write_bytes += p.blob.size();
-    } else {
-      mark_down(r ? r->str : conn.last_error());
+    const size_t bytes = p.blob.size();
+    try {
+      write(conn, p);
+    } catch (const std::exception& e) {  // allocation: this write is lost, not the thread
+      mark_down(e.what());
     }
     std::lock_guard lock(q_mu_);  // after the stats, so drain() sees them
-    queued_bytes_ -= p.blob.size();
+    queued_bytes_ -= bytes;
     in_flight_ = false;
     q_cv_.notify_all();
+  }
+}
+
+void RemoteTier::write(RedisConn& conn, Pending& p) {
+  const std::string key = redis_key(p.meta.kind, p.meta.key);
+  if (key_) {
+    const auto seal = key_->seal(key, p.blob);
+    p.blob.insert(p.blob.end(), seal.begin(), seal.end());
+  }
+  auto r = conn.command(
+      {"SET", key, std::string(p.blob.begin(), p.blob.end()), "EX", std::to_string(cfg_.ttl_s)});
+  bool ok = r && r->type != REDIS_REPLY_ERROR;
+  if (ok && p.meta.kind == cache::ObjKind::kEntry) {
+    const std::string kids = kids_key(p.meta.parent);
+    auto s = conn.command({"SADD", kids, format_listing_member(p.meta)});
+    auto e = conn.command({"EXPIRE", kids, std::to_string(cfg_.ttl_s)});
+    ok = s && e && s->type != REDIS_REPLY_ERROR;
+  }
+  if (!ok) {
+    mark_down(r ? r->str : conn.last_error());
+    return;
+  }
+  std::lock_guard s(st_mu_);
+  ++st_.writes;
+  st_.write_bytes += p.blob.size();
+}
+
+void RemoteTier::reject_locked(const std::string& what) {
+  if (st_.rejected++ == 0) {
+    log::warn("kv cache remote tier: rejected " + what +
+              " (further rejections are counted in kvstash_cache_remote_rejected_total)");
   }
 }
 
@@ -253,29 +279,43 @@ bool RemoteTier::drain(int timeout_ms) {
 Result<Payload> RemoteTier::get(cache::ObjKind kind, const cache::Key& key) {
   std::lock_guard lock(read_mu_);
   if (!available_locked()) return IoError{IoError::kUnavailable, "remote tier unavailable"};
-  auto r = reader_->command({"GET", redis_key(kind, key)});
+  const std::string name = redis_key(kind, key);
+  auto r = reader_->command({"GET", name});
   if (!r) {
     mark_down(reader_->last_error());
     return IoError{IoError::kUnavailable, "remote read failed"};
   }
-  std::lock_guard s(st_mu_);
   if (r->type != REDIS_REPLY_STRING) {
+    std::lock_guard s(st_mu_);
     ++st_.misses;
     return IoError{IoError::kMissing, "not in the remote tier (evicted?)"};
   }
-  const std::span<const uint8_t> blob(reinterpret_cast<const uint8_t*>(r->str.data()),
-                                      r->str.size());
+  std::span<const uint8_t> blob(reinterpret_cast<const uint8_t*>(r->str.data()), r->str.size());
+  if (key_) {
+    const size_t n = blob.size() < FleetKey::kSealSize ? 0 : blob.size() - FleetKey::kSealSize;
+    if (!key_->verify(name, blob.first(n), blob.subspan(n))) {
+      {
+        std::lock_guard s(st_mu_);
+        reject_locked("object " + key.hex() + ": not signed with this fleet key");
+      }
+      reader_->command({"DEL", name});
+      return IoError{IoError::kRejected, "remote object not signed with the fleet key"};
+    }
+    blob = blob.first(n);
+  }
+  // A verified seal covers every payload byte, so the payload checksum is checked only without.
   std::string bad;
   const auto h = check_object(blob, fp_, kind, key, blob.size());
   if (!h) {
     bad = h.error().what;
-  } else if (payload_checksum(blob.subspan(kHeaderSize)) != h->payload_checksum) {
+  } else if (!key_ && payload_checksum(blob.subspan(kHeaderSize)) != h->payload_checksum) {
     bad = "payload checksum mismatch";
   }
+  std::lock_guard s(st_mu_);
   if (!bad.empty()) {
     ++st_.damaged;
     log::warn("kv cache remote object " + key.hex() + " damaged (" + bad + "), deleting it");
-    reader_->command({"DEL", redis_key(kind, key)});
+    reader_->command({"DEL", name});
     return IoError{IoError::kDamaged, bad};
   }
   ++st_.reads;
@@ -309,7 +349,8 @@ Result<size_t> RemoteTier::chunk_depth(const std::vector<cache::Key>& chunks) {
   return d;
 }
 
-Result<std::vector<cache::ObjectMeta>> RemoteTier::entries_under(const cache::Key& parent) {
+Result<std::vector<cache::ObjectMeta>> RemoteTier::entries_under(const cache::Key& parent,
+                                                                 uint32_t depth, uint32_t chunk) {
   std::vector<cache::ObjectMeta> out;
   std::lock_guard lock(read_mu_);
   if (!available_locked()) return IoError{IoError::kUnavailable, "remote tier unavailable"};
@@ -319,32 +360,13 @@ Result<std::vector<cache::ObjectMeta>> RemoteTier::entries_under(const cache::Ke
     return IoError{IoError::kUnavailable, "remote read failed"};
   }
   for (const auto& m : r->elements) {
-    // <key>:<tokens>:<depth>:<reason>:<logits>
-    std::vector<std::string> f;
-    size_t start = 0;
-    for (size_t i = 0; i <= m.size(); ++i) {
-      if (i == m.size() || m[i] == ':') {
-        f.push_back(m.substr(start, i - start));
-        start = i + 1;
-      }
-    }
-    const auto key = f.size() == 5 ? cache::Key::from_hex(f[0]) : std::nullopt;
-    if (!key) continue;
-    cache::ObjectMeta meta;
-    meta.kind = cache::ObjKind::kEntry;
-    meta.key = *key;
-    meta.parent = parent;
-    try {
-      meta.n_tokens = static_cast<uint32_t>(std::stoul(f[1]));
-      meta.depth = static_cast<uint32_t>(std::stoul(f[2]));
-      const int reason = std::stoi(f[3]);
-      if (reason < 1 || reason > 5) continue;
-      meta.reason = static_cast<cache::Reason>(reason);
-    } catch (...) {
+    const auto meta = parse_listing_member(m, parent);
+    if (meta && listing_fits(*meta, depth, chunk)) {
+      out.push_back(*meta);
       continue;
     }
-    meta.has_logits = f[4] == "1";
-    out.push_back(meta);
+    std::lock_guard s(st_mu_);
+    reject_locked("a listing member under " + parent.hex() + " (malformed, or not at its depth)");
   }
   return out;
 }

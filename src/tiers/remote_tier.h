@@ -1,5 +1,6 @@
 // The shared remote tier: cache objects in Redis, so a fleet of servers reuses each other's
-// prefixes (`--cache-remote redis://host:port`, a single Redis or any node of a Redis Cluster).
+// prefixes (`--cache-remote redis://[[user]:password@]host:port`, a single Redis or any node of a
+// Redis Cluster; with a password, every connection, to every node, authenticates first).
 //
 // Layout: each object is one string key, kvstash:<fingerprint>:<c|e>:<key>, holding the same
 // 128-byte header as a disk file (disk_format.h: checksums included) followed by the payload.
@@ -8,6 +9,13 @@
 // chain without scanning. Redis' own eviction (maxmemory-policy) and a TTL on every key
 // (--cache-remote-ttl) are the budget: a key may vanish at any time, and a lookup that finds a
 // chain broken stops at the last complete prefix.
+//
+// Trust: whoever can write to Redis can write anything, so every value read is validated before
+// use (remote_protocol.h parses; listed entries must fit the chain position they hang under).
+// With a fleet key (--cache-remote-key FILE, fleet_key.h) objects live under
+// kvstash:<fingerprint>:s:..., each value followed by its 28-byte AES-256-GMAC seal; a value whose
+// seal does not verify is rejected: counted, deleted, never restored. Without a key the tier logs
+// once that it trusts the remote values as they are.
 //
 // Reads happen on a local miss, synchronously, with a short timeout. Writes go behind the local
 // store through a bounded queue and a writer thread, never blocking a request; what does not fit
@@ -28,6 +36,8 @@
 #include <vector>
 
 #include "tiers/disk_format.h"
+#include "tiers/fleet_key.h"
+#include "tiers/remote_protocol.h"
 #include "tiers/tier.h"
 
 struct redisContext;
@@ -35,7 +45,8 @@ struct redisContext;
 namespace kvstash::tiers {
 
 struct RemoteConfig {
-  std::string url;                      // redis://host:port
+  std::string url;                      // redis://[[user]:password@]host:port
+  std::string key_file;                 // --cache-remote-key: the fleet key (empty: none)
   uint32_t ttl_s = 7 * 24 * 3600;       // --cache-remote-ttl
   uint64_t queue_bytes = 256ull << 20;  // --cache-remote-queue
   int timeout_ms = 1000;
@@ -44,14 +55,16 @@ struct RemoteConfig {
 struct RemoteStats {
   uint64_t writes = 0, write_bytes = 0, dropped = 0, reads = 0, read_bytes = 0, misses = 0,
            damaged = 0, errors = 0;
+  uint64_t rejected = 0;  // values refused: a fleet key's tag did not verify, a listing was bad
   uint64_t pending_bytes = 0;
   bool up = false;
 };
 
-// One connection that follows cluster redirections. Not thread-safe: one per thread.
+// One connection that follows cluster redirections and authenticates (AUTH) every node it
+// connects to. Not thread-safe: one per thread.
 class RedisConn {
  public:
-  RedisConn(std::string host, int port, int timeout_ms);
+  RedisConn(RedisEndpoint endpoint, int timeout_ms);
   ~RedisConn();
   // Runs a command (argv form, binary-safe). Returns nullptr on a connection problem (the reason
   // in last_error()). The reply is owned by the caller (freeReplyObject via RedisReply).
@@ -61,8 +74,8 @@ class RedisConn {
 
  private:
   redisContext* connect(const std::string& host, int port);
-  std::string host_;
-  int port_;
+  bool authenticate(redisContext* c);
+  RedisEndpoint ep_;
   int timeout_ms_;
   redisContext* ctx_ = nullptr;
   std::map<std::string, redisContext*> nodes_;  // cluster nodes by "host:port"
@@ -104,8 +117,11 @@ class RemoteTier : public Tier {
   // How many of `chunks` (in order) exist remotely, stopping at the first missing one (or where
   // the connection failed: the depth found so far); kUnavailable while the tier is down.
   Result<size_t> chunk_depth(const std::vector<cache::Key>& chunks);
-  // Entries recorded under `parent`; kUnavailable while the tier is down or the read failed.
-  Result<std::vector<cache::ObjectMeta>> entries_under(const cache::Key& parent);
+  // Entries recorded under `parent`, chain position `depth` (the key of chunk depth-1, or the
+  // root), of a C-token chunk size: members that are malformed or do not fit that position are
+  // left out and counted as rejected. kUnavailable while the tier is down or the read failed.
+  Result<std::vector<cache::ObjectMeta>> entries_under(const cache::Key& parent, uint32_t depth,
+                                                       uint32_t chunk);
   RemoteStats stats();
   // Waits until the write queue is empty (tests and graceful shutdown), up to timeout_ms.
   bool drain(int timeout_ms);
@@ -119,14 +135,17 @@ class RemoteTier : public Tier {
   std::string kids_key(const cache::Key& parent) const;
   bool available_locked();  // reconnects after an outage, at most every few seconds
   void mark_down(const std::string& why);
+  void reject_locked(const std::string& what);  // under st_mu_
   void writer();
+  void write(RedisConn& conn, Pending& p);
 
   RemoteConfig cfg_;
   std::shared_ptr<BufferPool> pool_;
   Fingerprint16 fp_;
+  std::optional<FleetKey> key_;
   std::string prefix_;
-  std::string host_;
-  int port_ = 6379;
+  RedisEndpoint ep_;
+  std::string url_;  // for logs: no password
 
   std::mutex read_mu_;
   std::unique_ptr<RedisConn> reader_;
@@ -144,9 +163,5 @@ class RemoteTier : public Tier {
   std::mutex st_mu_;
   RemoteStats st_;
 };
-
-// Parses redis://host[:port]; throws std::invalid_argument with the reason (configuration
-// parsing for the constructor, not a tier operation).
-std::pair<std::string, int> parse_redis_url(const std::string& url);
 
 }  // namespace kvstash::tiers

@@ -18,6 +18,7 @@ struct IoError {
   enum Kind : uint8_t {
     kMissing,      // the tier does not hold the object (never stored, evicted, expired)
     kDamaged,      // it did, but the copy failed verification; the tier removed it
+    kRejected,     // the copy is not authentic (no valid fleet-key tag); the tier removed it
     kUnavailable,  // the tier is not configured, or unreachable (the remote tier is down)
     kFull,         // no space (ENOSPC) or no room in a bounded queue
     kIo,           // any other I/O failure

@@ -11,13 +11,13 @@ namespace kvstash::fixtures {
 
 class RedisProcess {
  public:
-  // port 0: pick a free one.
+  // port 0: pick a free one. `extra` adds server options (e.g. --requirepass PW).
   explicit RedisProcess(int port = 0, const std::vector<std::string>& extra = {});
   ~RedisProcess();
   int port() const { return port_; }
   std::string url() const { return "redis://127.0.0.1:" + std::to_string(port_); }
   void kill();  // SIGKILL, as an outage
-  // Runs redis-cli against it and returns its output.
+  // Runs redis-cli against it (as the default user, no password) and returns its output.
   std::string cli(const std::string& args) const;
 
  private:

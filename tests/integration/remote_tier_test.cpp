@@ -3,8 +3,10 @@
 #include "tiers/remote_tier.h"
 
 #include <gtest/gtest.h>
+#include <hiredis/hiredis.h>
 #include <httplib.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -45,15 +47,24 @@ cache::CacheConfig cfg(const std::string& dir, const std::string& url) {
   return c;
 }
 
-}  // namespace
-
-TEST(RemoteTier, ParsesUrls) {
-  EXPECT_EQ(tiers::parse_redis_url("redis://10.0.0.1:7000"),
-            (std::pair<std::string, int>{"10.0.0.1", 7000}));
-  EXPECT_EQ(tiers::parse_redis_url("redis://cache").second, 6379);
-  EXPECT_THROW(tiers::parse_redis_url("http://x"), std::invalid_argument);
-  EXPECT_THROW(tiers::parse_redis_url("redis://x:99999"), std::invalid_argument);
+cache::CacheConfig keyed(const std::string& dir, const std::string& url,
+                         const std::string& key_file) {
+  cache::CacheConfig c = cfg(dir, url);
+  c.remote.key_file = key_file;
+  return c;
 }
+
+// A fleet key file of 32 bytes `fill`.
+std::string key_file(const std::string& path, char fill) {
+  std::ofstream(path, std::ios::binary) << std::string(32, fill);
+  return path;
+}
+
+std::string url_with(const std::string& userinfo, int port) {
+  return "redis://" + userinfo + "@127.0.0.1:" + std::to_string(port);
+}
+
+}  // namespace
 
 TEST(RemoteTier, PrefixStoredByOneCacheIsRestoredByAnother) {
   fixtures::RedisProcess redis;
@@ -183,50 +194,71 @@ TEST(RemoteTier, OutageDegradesToLocalOnlyAndRecovers) {
   EXPECT_TRUE(down && back);
 }
 
-TEST(RemoteTier, TwoServersShareAPrefixAndSurviveARedisOutage) {
-  fixtures::RedisProcess redis;
-  TempDir dir;
-  const std::string model = fixtures::model_path("tiny");
-  auto args = [&](const std::string& cache_dir) {
-    return std::vector<std::string>{"-m",
-                                    model,
-                                    "--ctx-size",
-                                    "8192",
-                                    "--cache-dir",
-                                    cache_dir,
-                                    "--cache-remote",
-                                    redis.url(),
-                                    "--cache-boundary-align",
-                                    "256"};
-  };
-  fixtures::ServerProcess a(args(dir.path + "/a")), b(args(dir.path + "/b"));
+namespace {
+
+nlohmann::json fleet_messages() {
   nlohmann::json msgs = nlohmann::json::array();
   std::string sys = "You are a fleet agent. Tools:\n";
   for (int i = 0; i < 80; ++i) sys += "{\"name\":\"tool_" + std::to_string(i) + "\"}\n";
   msgs.push_back({{"role", "system"}, {"content", sys}});
   msgs.push_back({{"role", "user"}, {"content", "Summarise the repository."}});
-  auto ask = [&](int port, const nlohmann::json& m) {
-    httplib::Client c("127.0.0.1", port);
-    c.set_read_timeout(60, 0);
-    auto r = c.Post("/v1/chat/completions",
-                    nlohmann::json{{"messages", m}, {"max_tokens", 6}, {"temperature", 0}}.dump(),
-                    "application/json");
-    return r ? nlohmann::json::parse(r->body) : nlohmann::json();
-  };
-  const auto ra = ask(a.port(), msgs);
-  ASSERT_TRUE(ra.contains("usage")) << ra.dump();
-  // Wait until A's writes reached Redis: the disk writer hands each object to the Redis writer
-  // after its file lands, so both queues must be empty (one alone can be between two objects).
+  return msgs;
+}
+
+nlohmann::json ask(int port, const nlohmann::json& m) {
+  httplib::Client c("127.0.0.1", port);
+  c.set_read_timeout(60, 0);
+  auto r = c.Post("/v1/chat/completions",
+                  nlohmann::json{{"messages", m}, {"max_tokens", 6}, {"temperature", 0}}.dump(),
+                  "application/json");
+  return r ? nlohmann::json::parse(r->body) : nlohmann::json();
+}
+
+std::string metrics(int port) {
+  httplib::Client c("127.0.0.1", port);
+  auto m = c.Get("/metrics");
+  return m ? m->body : "";
+}
+
+// Waits until the server's writes reached Redis: the disk writer hands each object to the Redis
+// writer after its file lands, so both queues must be empty (one alone can be between two
+// objects).
+void wait_for_remote_writes(int port) {
   for (int i = 0; i < 200; ++i) {
-    httplib::Client c("127.0.0.1", a.port());
-    auto m = c.Get("/metrics");
-    if (m && m->body.find("kvstash_cache_store_queue_bytes 0") != std::string::npos &&
-        m->body.find("kvstash_cache_remote_pending_bytes 0") != std::string::npos &&
-        m->body.find("kvstash_cache_remote_writes_total 0") == std::string::npos) {
-      break;
+    const std::string m = metrics(port);
+    if (m.find("kvstash_cache_store_queue_bytes 0") != std::string::npos &&
+        m.find("kvstash_cache_remote_pending_bytes 0") != std::string::npos &&
+        m.find("kvstash_cache_remote_writes_total 0") == std::string::npos) {
+      return;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
+}
+
+std::vector<std::string> serve_args(const std::string& cache_dir, const std::string& url) {
+  return {"-m",
+          fixtures::model_path("tiny"),
+          "--ctx-size",
+          "8192",
+          "--cache-dir",
+          cache_dir,
+          "--cache-remote",
+          url,
+          "--cache-boundary-align",
+          "256"};
+}
+
+}  // namespace
+
+TEST(RemoteTier, TwoServersShareAPrefixAndSurviveARedisOutage) {
+  fixtures::RedisProcess redis;
+  TempDir dir;
+  fixtures::ServerProcess a(serve_args(dir.path + "/a", redis.url())),
+      b(serve_args(dir.path + "/b", redis.url()));
+  nlohmann::json msgs = fleet_messages();
+  const auto ra = ask(a.port(), msgs);
+  ASSERT_TRUE(ra.contains("usage")) << ra.dump();
+  wait_for_remote_writes(a.port());
   // B has never seen this prompt and its disk is empty: A's cold anchor comes through Redis.
   const auto rb = ask(b.port(), msgs);
   EXPECT_GE(rb["usage"]["prompt_tokens_details"]["cached_tokens"].get<int>(), 512) << b.log();
@@ -237,4 +269,158 @@ TEST(RemoteTier, TwoServersShareAPrefixAndSurviveARedisOutage) {
   msgs.push_back({{"role", "user"}, {"content", "And the tests?"}});
   EXPECT_TRUE(ask(a.port(), msgs).contains("usage")) << "A serves without Redis";
   EXPECT_TRUE(ask(b.port(), msgs).contains("usage")) << "B serves without Redis";
+}
+
+// The serve flags end to end: a password in the URL and --cache-remote-key; the password never
+// reaches a log line.
+TEST(RemoteTier, TwoServersWithAPasswordAndAFleetKeyShareAPrefix) {
+  fixtures::RedisProcess redis(0, {"--requirepass", "s3cret"});
+  TempDir dir;
+  const std::string url = url_with(":s3cret", redis.port());
+  const std::string key = key_file(dir.path + "/fleet.key", 'f');
+  auto args = [&](const std::string& cache_dir) {
+    auto v = serve_args(cache_dir, url);
+    v.insert(v.end(), {"--cache-remote-key", key});
+    return v;
+  };
+  fixtures::ServerProcess a(args(dir.path + "/a")), b(args(dir.path + "/b"));
+  const auto msgs = fleet_messages();
+  const auto ra = ask(a.port(), msgs);
+  ASSERT_TRUE(ra.contains("usage")) << ra.dump();
+  wait_for_remote_writes(a.port());
+  const auto rb = ask(b.port(), msgs);
+  EXPECT_GE(rb["usage"]["prompt_tokens_details"]["cached_tokens"].get<int>(), 512) << b.log();
+  EXPECT_EQ(rb["choices"][0]["message"]["content"], ra["choices"][0]["message"]["content"]);
+  EXPECT_NE(metrics(b.port()).find("kvstash_cache_remote_rejected_total 0"), std::string::npos);
+  EXPECT_NE(redis.cli("-a s3cret --no-auth-warning --scan --pattern 'kvstash:*:s:c:*'"), "")
+      << "sealed objects, in their own namespace";
+  for (const auto* s : {&a, &b}) {
+    EXPECT_EQ(s->log().find("s3cret"), std::string::npos);
+    EXPECT_EQ(s->log().find("trusted as is"), std::string::npos);
+  }
+}
+
+// A reply that only looks like a cluster redirection is an error reply like any other, never an
+// exception (thrown in the writer thread, it would terminate the server).
+TEST(RemoteTier, MalformedRedirectionIsAnErrorReplyNotAnException) {
+  fixtures::RedisProcess redis;
+  tiers::RedisConn conn(tiers::parse_redis_url(redis.url()), 300);
+  for (const std::string e :
+       {"MOVED 1 127.0.0.1:notaport", "MOVED 1 host", "ASK 1 127.0.0.1:99999999999"}) {
+    std::unique_ptr<tiers::RedisConn::Reply> r;
+    ASSERT_NO_THROW(r = conn.command({"EVAL", "return redis.error_reply('" + e + "')", "0"})) << e;
+    ASSERT_TRUE(r) << e << ": " << conn.last_error();
+    EXPECT_EQ(r->type, REDIS_REPLY_ERROR);
+    EXPECT_EQ(r->str, e);
+  }
+}
+
+// One SADD of a crafted listing member (an entry claiming a depth past the chain) and the
+// matching prompt crashed a live server: the member is rejected and counted, nothing planned.
+TEST(RemoteTier, CraftedListingMemberIsRejectedNotPlanned) {
+  fixtures::RedisProcess redis;
+  TempDir b_dir;
+  cache::PrefixCache b(cfg(b_dir.path, redis.url()), fp());
+  const auto tokens = fixtures::conv(41, 13);
+  const cache::Key e = cache::entry_key(b.root(), std::span(tokens).first(40));
+  redis.cli("SADD kvstash:" + to_hex(fp()) + ":kids:" + b.root().hex() + " " + e.hex() +
+            ":40:1000000:1:1");
+  const auto plan = b.plan(tokens, {40});
+  EXPECT_EQ(plan.resume_at, 0u);
+  EXPECT_FALSE(plan.entry.has_value());
+  EXPECT_EQ(b.stats().remote->rejected, 1u);
+}
+
+TEST(RemoteTier, PasswordInTheUrlAuthenticates) {
+  fixtures::RedisProcess redis(0, {"--requirepass", "s3cret"});
+  TempDir a_dir, b_dir, c_dir;
+  cache::PrefixCache a(cfg(a_dir.path, url_with(":s3cret", redis.port())), fp());
+  cache::PrefixCache b(cfg(b_dir.path, url_with(":s3cret", redis.port())), fp());
+  const auto tokens = fixtures::conv(800, 21);
+  ASSERT_TRUE(fixtures::put(a, tokens).stored);
+  ASSERT_TRUE(a.drain(5000));
+  EXPECT_GT(a.stats().remote->writes, 0u);
+  std::string err;
+  EXPECT_EQ(fixtures::check_restore(b, tokens, &err), 768u);
+  EXPECT_EQ(err, "");
+  cache::PrefixCache c(cfg(c_dir.path, url_with(":wrong", redis.port())), fp());
+  EXPECT_FALSE(c.stats().remote->up) << "a wrong password is an unavailable tier";
+}
+
+TEST(RemoteTier, AclUserInTheUrlAuthenticates) {
+  fixtures::RedisProcess redis(
+      0, {"--user", "fleet", "on", ">fleet pw", "~kvstash:*", "+@all", "--user", "default", "off"});
+  TempDir a_dir, b_dir;
+  cache::PrefixCache a(cfg(a_dir.path, url_with("fleet:fleet%20pw", redis.port())), fp());
+  cache::PrefixCache b(cfg(b_dir.path, url_with("fleet:fleet%20pw", redis.port())), fp());
+  const auto tokens = fixtures::conv(800, 22);
+  ASSERT_TRUE(fixtures::put(a, tokens).stored);
+  ASSERT_TRUE(a.drain(5000));
+  EXPECT_GT(a.stats().remote->writes, 0u);
+  EXPECT_EQ(a.stats().remote->errors, 0u);
+  std::string err;
+  EXPECT_EQ(fixtures::check_restore(b, tokens, &err), 768u);
+  EXPECT_EQ(err, "");
+}
+
+// With a fleet key, objects written by anyone without it (here: signed with another key, their
+// checksums all valid) are rejected, counted and deleted, never restored; the fleet's own are.
+TEST(RemoteTier, FleetKeyRejectsObjectsNotSignedWithIt) {
+  fixtures::RedisProcess redis;
+  TempDir keys, m_dir, a_dir, b_dir;
+  const std::string fleet = key_file(keys.path + "/fleet.key", 'f');
+  const std::string forged = key_file(keys.path + "/forger.key", 'x');
+  const auto tokens = fixtures::conv(800, 23);
+  {
+    cache::PrefixCache m(keyed(m_dir.path, redis.url(), forged), fp());
+    ASSERT_TRUE(fixtures::put(m, tokens).stored);
+    ASSERT_TRUE(m.drain(5000));
+  }
+  cache::PrefixCache b(keyed(b_dir.path, redis.url(), fleet), fp());
+  std::string err;
+  EXPECT_EQ(fixtures::check_restore(b, tokens, &err), 0u);
+  EXPECT_EQ(fixtures::check_restore(b, tokens, &err), 0u);
+  EXPECT_GE(b.stats().remote->rejected, 1u);
+  EXPECT_EQ(b.stats().remote->reads, 0u);
+  const auto chain = cache::chain_keys(b.root(), tokens, fixtures::kSynthChunk);
+  EXPECT_EQ(redis.cli("EXISTS kvstash:" + to_hex(fp()) + ":s:c:" + chain[0].hex()), "0\n")
+      << "the forged object is deleted";
+  cache::PrefixCache a(keyed(a_dir.path, redis.url(), fleet), fp());
+  ASSERT_TRUE(fixtures::put(a, tokens).stored);
+  ASSERT_TRUE(a.drain(5000));
+  err.clear();
+  EXPECT_EQ(fixtures::check_restore(b, tokens, &err), 768u);
+  EXPECT_EQ(err, "");
+}
+
+TEST(RemoteTier, FleetKeyShorterThan32BytesIsAConfigurationError) {
+  fixtures::RedisProcess redis;
+  TempDir keys, a_dir;
+  std::ofstream(keys.path + "/short.key") << "too short";
+  EXPECT_THROW(cache::PrefixCache(keyed(a_dir.path, redis.url(), keys.path + "/short.key"), fp()),
+               std::invalid_argument);
+}
+
+TEST(RemoteTier, WithoutAFleetKeyTheTrustIsLoggedOnce) {
+  fixtures::RedisProcess redis;
+  TempDir keys, a_dir, b_dir;
+  std::vector<std::string> logs;
+  log::set_hook([&](const std::string& l) { logs.push_back(l); });
+  {
+    cache::PrefixCache a(cfg(a_dir.path, redis.url()), fp());
+    fixtures::put(a, fixtures::conv(800, 24));
+    ASSERT_TRUE(a.drain(5000));
+    std::string err;
+    fixtures::check_restore(a, fixtures::conv(800, 24), &err);
+  }
+  const auto trusted = [&] {
+    return std::count_if(logs.begin(), logs.end(), [](const std::string& l) {
+      return l.find("trusted as is") != std::string::npos;
+    });
+  };
+  EXPECT_EQ(trusted(), 1);
+  logs.clear();
+  { cache::PrefixCache b(keyed(b_dir.path, redis.url(), key_file(keys.path + "/k", 'k')), fp()); }
+  log::set_hook(nullptr);
+  EXPECT_EQ(trusted(), 0);
 }

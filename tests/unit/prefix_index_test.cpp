@@ -151,3 +151,37 @@ TEST(PrefixIndex, SaltedPrefixesLiveInTheirOwnKeySpace) {
   EXPECT_EQ(idx.plan(t, make_chain(idx.root(), t, C), Breaks(C, {})).resume_at, 0u);
   EXPECT_TRUE(idx.unreachable().empty()) << "a salted chain is not an orphan";
 }
+
+// Entry metadata may come from another server (the remote tier's listings): an entry whose depth
+// does not match the chain position it hangs under is never planned (its depth would index past
+// the chain).
+TEST(PrefixIndex, EntryWhoseDepthDoesNotFitItsPositionIsIgnored) {
+  PrefixIndex idx(root_key(std::vector<uint8_t>(16, 2)), C, false);
+  const auto t = toks(11);
+  ObjectMeta m;
+  m.kind = ObjKind::kEntry;
+  m.parent = idx.root();
+  m.key = entry_key(m.parent, std::span<const Token>(t).first(10));
+  m.n_tokens = 10;
+  for (uint32_t depth : {1000000u, 1u}) {
+    m.depth = depth;
+    idx.upsert(m, {});
+    const auto p = plan(idx, t, {10});
+    EXPECT_FALSE(p.entry.has_value()) << depth;
+    EXPECT_EQ(p.resume_at, 0u) << depth;
+    EXPECT_TRUE(p.chunks.empty()) << depth;
+  }
+}
+
+TEST(PrefixIndex, EntryLongerThanItsChunkIsIgnored) {
+  PrefixIndex idx(root_key(std::vector<uint8_t>(16, 2)), C, false);
+  const auto t = toks(11);
+  ObjectMeta m;
+  m.kind = ObjKind::kEntry;
+  m.parent = idx.root();
+  m.key = entry_key(m.parent, std::span<const Token>(t).first(10));
+  m.n_tokens = 10;  // 10 tokens cannot hang under the root with depth 0 (C = 4)
+  m.depth = 0;
+  idx.upsert(m, {});
+  EXPECT_FALSE(plan(idx, t, {10}).entry.has_value());
+}
