@@ -367,7 +367,8 @@ PrefillReport RequestFlow::prefill(const std::vector<Token>& prompt, const Promp
   const bool snapshot_only = !e_.resumes_anywhere();
 
   // Another tenant's live state is never reused (it would reveal that the prefix was seen).
-  const bool own = !e_.tokens().empty() && info.salt == live_salt_ && live_reusable_ && info.complete;
+  const bool own =
+      !e_.tokens().empty() && info.salt == live_salt_ && live_reusable_ && info.complete;
   const uint32_t common = own ? live_common(prompt) : 0;
   const uint32_t live = own ? live_resume(prompt, common, breaks) : 0;
   RestorePlan plan;

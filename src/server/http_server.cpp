@@ -244,8 +244,9 @@ std::variant<Prepared, ApiError> prepare_job(ParsedRequest& r, engine::Model& mo
   if (!job->info.complete) {
     // Its batches break elsewhere than the conversation's other prompts': served, not cached.
     job->scope = cache::Scope{cache::Scope::Kind::kOff, 0};
-    log::warn("the conversation's message starts were not all found within --max-render-seconds; "
-              "this request is served without the cache (the next ones render the rest)");
+    log::warn(
+        "the conversation's message starts were not all found within --max-render-seconds; "
+        "this request is served without the cache (the next ones render the rest)");
   }
   job->info.salt = r.gen.cache_salt;
   job->max_tokens = r.gen.max_tokens >= 0 ? r.gen.max_tokens : cfg.n_predict;

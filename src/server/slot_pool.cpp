@@ -257,6 +257,10 @@ void SlotPool::execute(Slot& s, Job& job) {
       }
       s.session->decode_one(t);
     }
+    if (r.end == JobEnd::kCancelled) {
+      log::info("slot " + std::to_string(s.id) + " request cancelled after " +
+                std::to_string(r.completion_tokens) + " generated tokens");
+    }
     if (const std::string rest = cutter.flush(); !rest.empty() && job.on_text) job.on_text(rest);
     r.generation_ms = ms_since(tg);
     counters_.generated_tokens += r.completion_tokens;

@@ -121,23 +121,21 @@ TEST(Api, BadToolsAndFormatsSayWhatIsWrong) {
             std::string::npos);
   EXPECT_NE(error_of(Api::kCompletions, R"({"prompt": "x", "json_schema": 7})").find("schema"),
             std::string::npos);
-  EXPECT_NE(
-      error_of(Api::kCompletions, R"({"prompt": "x", "json_schema": {}, "grammar": "r"})")
-          .find("cannot be combined"),
-      std::string::npos);
+  EXPECT_NE(error_of(Api::kCompletions, R"({"prompt": "x", "json_schema": {}, "grammar": "r"})")
+                .find("cannot be combined"),
+            std::string::npos);
 }
 
 TEST(Api, HugeNumbersAndBadTypesAreClientErrors) {
   // Found by fuzz_http_request: json's number overflow is not a parse_error.
   EXPECT_NE(error_of(Api::kCompletions, R"({"prompt":22222222E2222222222222})"), "");
-  EXPECT_NE(error_of(Api::kChat,
-                     R"({"messages":[{"role":"user","content":"x"}],"max_tokens":1e400})"),
-            "");
+  EXPECT_NE(
+      error_of(Api::kChat, R"({"messages":[{"role":"user","content":"x"}],"max_tokens":1e400})"),
+      "");
   EXPECT_NE(error_of(Api::kCompletions, R"({"prompt":[1,2,1000]})").find("token ids"),
             std::string::npos);
-  EXPECT_NE(
-      error_of(Api::kLlamaCompletion, R"({"prompt":"x","n_predict":-2})").find("n_predict"),
-      std::string::npos);
+  EXPECT_NE(error_of(Api::kLlamaCompletion, R"({"prompt":"x","n_predict":-2})").find("n_predict"),
+            std::string::npos);
 }
 
 TEST(Api, ErrorBodiesSurviveInvalidUtf8) {
@@ -199,9 +197,8 @@ TEST(ApiLimits, MessagesAndToolsAreCounted) {
   const std::string tool = R"({"type":"function","function":{"name":"f","parameters":{}}})";
   EXPECT_EQ(limited(Api::kChat, R"({"messages":)" + msgs(1) + R"(,"tools":[)" + tool + "]}", lim),
             "");
-  EXPECT_NE(limited(Api::kChat, R"({"messages":)" + msgs(1) + R"(,"tools":[)" + tool + "," + tool +
-                                    "]}",
-                    lim)
+  EXPECT_NE(limited(Api::kChat,
+                    R"({"messages":)" + msgs(1) + R"(,"tools":[)" + tool + "," + tool + "]}", lim)
                 .find("--max-tools"),
             std::string::npos);
   // Anthropic's messages count as translated.
@@ -214,11 +211,11 @@ TEST(ApiLimits, GrammarsAreMeasuredAndTheirNestingBounded) {
   Limits lim;
   lim.grammar_bytes = 64;
   EXPECT_EQ(limited(Api::kCompletions, R"({"prompt":"a","grammar":"root ::= \"a\""})", lim), "");
-  EXPECT_NE(limited(Api::kCompletions,
-                    R"({"prompt":"a","grammar":"root ::= \")" + std::string(64, 'a') + R"(\""})",
-                    lim)
-                .find("--max-grammar-bytes"),
-            std::string::npos);
+  EXPECT_NE(
+      limited(Api::kCompletions,
+              R"({"prompt":"a","grammar":"root ::= \")" + std::string(64, 'a') + R"(\""})", lim)
+          .find("--max-grammar-bytes"),
+      std::string::npos);
   const auto nested = [](int d) {
     return "root ::= " + std::string(d, '(') + "\"a\"" + std::string(d, ')');
   };

@@ -55,11 +55,12 @@ TEST(HttpGate, WithAKeyAnyHostAndOriginMayCome) {
 }
 
 TEST(HttpGate, WithoutAKeyOnlyIpLiteralsLocalhostAndAllowedNamesAreHosts) {
-  for (const char* ok : {"127.0.0.1:8080", "10.1.2.3", "[::1]:8080", "localhost:8080",
-                         "LOCALHOST", "app.localhost:1"}) {
+  for (const char* ok : {"127.0.0.1:8080", "10.1.2.3", "[::1]:8080", "localhost:8080", "LOCALHOST",
+                         "app.localhost:1"}) {
     EXPECT_EQ(status(post(ok)), 0) << ok;
   }
-  for (const char* bad : {"attacker.example:8080", "localhost.attacker.example", "", "127.0.0.1.nip.io"}) {
+  for (const char* bad :
+       {"attacker.example:8080", "localhost.attacker.example", "", "127.0.0.1.nip.io"}) {
     EXPECT_EQ(status(post(bad)), 403) << bad;
   }
   EXPECT_EQ(status(post("gpu-box:8080"), {"", {"gpu-box"}}), 0);
@@ -76,8 +77,9 @@ TEST(HttpGate, WithoutAKeyAForeignOriginIsRefused) {
 }
 
 TEST(HttpGate, BodiesAPageCanSendWithoutAPreflightAreRefused) {
-  for (const char* t : {"text/plain", "text/plain;charset=UTF-8", "application/x-www-form-urlencoded",
-                        "multipart/form-data; boundary=x", "Text/Plain"}) {
+  for (const char* t :
+       {"text/plain", "text/plain;charset=UTF-8", "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x", "Text/Plain"}) {
     GateRequest r = post();
     r.content_type = t;
     EXPECT_EQ(status(r), 415) << t;
