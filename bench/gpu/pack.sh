@@ -33,6 +33,17 @@ cp "$(readlink -f "$LIB/libcpp-httplib.so")" "$S/lib/"
 for b in brotlicommon brotlidec brotlienc; do
   cp "$(readlink -f "$LIB/lib$b.so.1")" "$S/lib/lib$b.so.1"
 done
+# OpenSSL headers and libcrypto (the fleet key), used where the machine has none
+cp -r "$INC/openssl" "$S/include/"
+cp -r "$INC/x86_64-linux-gnu/openssl/." "$S/include/openssl/"
+cp "$(readlink -f "$LIB/libcrypto.so.3")" "$S/lib/libcrypto.so.3"
+ln -sf libcrypto.so.3 "$S/lib/libcrypto.so"
+# redis-server and the libraries it needs, for the remotekey step on a machine without Redis
+mkdir -p "$D/redis"
+cp "$(readlink -f /usr/bin/redis-server)" "$D/redis/redis-server"
+for l in $(ldd /usr/bin/redis-server | awk '$3 ~ /^\// {print $3}' | grep -v -E '/libc\.so|/libm\.so|/ld-linux|/libstdc|/libgcc_s'); do
+  cp -L "$l" "$D/redis/"
+done
 # pkg-config files, relocatable
 cat > "$S/lib/pkgconfig/libxxhash.pc" <<'PC'
 prefix=${pcfiledir}/../..

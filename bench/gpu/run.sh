@@ -25,6 +25,8 @@
 #   conc06b, conc8b  kvstash bench --concurrency 16 against llama-server -np 16 (0.6B, 8B)
 #   interf8b  a 20k-token prefill arriving while 4 streams of the 8B decode
 #   interfchunk  the same, kvstash alone, with --chunk 128 and 64 (smaller prefill batches)
+#   remotekey the Redis tier's restore rate without and with the fleet key (--cache-remote-key),
+#             0.6B, 8k and 32k tokens, twice each (Redis: the machine's, else the one pack.sh carries)
 #   exact     a prefill beside decoding slots, restored by a fresh process, bit-exact (8B)
 #   families  bench/families.sh on the GPU: KV bytes per token and restore GB/s per family
 #             (reduced-layer real widths at 8k; the full llama3-8b with f16/q8_0/q4_0 K/V when
@@ -61,6 +63,7 @@ step_prep() {
   if [ -d .device/sysroot ]; then
     rm -rf "$DEV/sysroot" && cp -r .device/sysroot "$DEV/sysroot"
     cp .device/gitRelease.bundle "$DEV/gitRelease.bundle"
+    [ -d .device/redis ] && rm -rf "$DEV/redis" && cp -r .device/redis "$DEV/redis"
   fi
   [ -d "$DEV/sysroot" ] || { echo "run.sh: no sysroot: carry .device (bench/gpu/pack.sh)"; return 1; }
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -85,6 +88,8 @@ step_kvstash() {
   libs="$libs -lcublas -lcublasLt -lcudart -lcuda -ldl -lrt -lpthread"
   # CMakeLists.txt links the CUDA libraries itself; the explicit flags are the fallback that
   # worked before it did.
+  # OpenSSL (the fleet key): the machine's headers, else the sysroot's (pack.sh).
+  [ -f /usr/include/openssl/evp.h ] || export OPENSSL_ROOT_DIR=$DEV/sysroot
   cmake -S . -B build-cuda -DCMAKE_BUILD_TYPE=Release -DKVSTASH_CUDA=ON -DKVSTASH_TESTS=OFF \
     && cmake --build build-cuda -j"$JOBS" --target kvstash kvstash-bench-tiers && return 0
   echo "run.sh: link through CMake failed; retrying with explicit CUDA link flags"
@@ -104,6 +109,29 @@ step_tiers() {
     build-cuda/kvstash-bench-tiers -m "$M8" --ngl -1 --tokens 8192,32768 --dir "$DEV/tiers" \
       --concurrent
   } 2> "$DEV/log/tiers.err" | tee "$o"
+}
+step_remotekey() {
+  local o=$DEV/results/remotekey.md redis=redis-server url=redis://127.0.0.1:6391 libs=
+  if ! command -v redis-server >/dev/null; then
+    redis=$DEV/redis/redis-server
+    libs=$DEV/redis
+  fi
+  LD_LIBRARY_PATH=$libs${libs:+:}$LD_LIBRARY_PATH "$redis" --port 6391 --save '' \
+    --appendonly no --daemonize yes --logfile "$DEV/log/redis.log" || return 1
+  [ -f "$M06" ] || build-cuda/kvstash mkmodel --shape qwen3-0.6b -o "$M06" || return 1
+  head -c 64 /dev/urandom > "$DEV/fleet.key"
+  keep_old "$o"
+  {
+    for run in 1 2; do
+      echo "## run $run: 0.6B, Redis without the fleet key"
+      build-cuda/kvstash-bench-tiers -m "$M06" --ngl -1 --tokens 8192,32768 --dir "$DEV/tiers" \
+        --redis "$url"
+      echo "## run $run: 0.6B, Redis with the fleet key (--redis-key)"
+      build-cuda/kvstash-bench-tiers -m "$M06" --ngl -1 --tokens 8192,32768 --dir "$DEV/tiers" \
+        --redis "$url" --redis-key "$DEV/fleet.key"
+    done
+  } 2>> "$DEV/log/remotekey.err" | tee "$o"
+  pkill -f "redis-server.*6391" || true
 }
 step_crossover() {
   local o=$DEV/results/tiers.md
