@@ -56,12 +56,6 @@ double saved_ms(const Job::Result& r, cache::PrefixCache* cache) {
   return std::max(0.0, est - r.restore_ms);
 }
 
-// The page itself holds no data, so it loads without the API key (it then asks for it).
-bool is_status_page(const httplib::Request& req) {
-  return (req.method == "GET" || req.method == "HEAD") &&
-         (req.path == "/" || req.path == "/status");
-}
-
 // Events from a slot thread to the HTTP thread that answers the request: raw text pieces,
 // log probabilities and progress (kText, kLogprob, kProgress), then the result.
 struct Channel {
