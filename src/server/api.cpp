@@ -487,23 +487,26 @@ void check_grammar_size(const std::string& g, size_t max_bytes) {
 
 namespace {
 
-// The limits a parsed request must keep besides the JSON depth (checked while parsing).
-void check_limits(const json& chat_or_prompt, const GenerationParams& g,
-                  const engine::ChatInput& in, const Limits& lim) {
-  if (const json* m = field(chat_or_prompt, "messages"); m && m->is_array()) {
+// Counted before the messages are checked and dumped one by one.
+void check_counts(const json& j, const Limits& lim) {
+  if (const json* m = field(j, "messages"); m && m->is_array()) {
     if (m->size() > static_cast<size_t>(lim.messages)) {
       fail("the conversation has " + std::to_string(m->size()) +
            " messages; this server accepts at most " + std::to_string(lim.messages) +
            " (--max-messages)");
     }
   }
-  if (const json* t = field(chat_or_prompt, "tools"); t && t->is_array()) {
+  if (const json* t = field(j, "tools"); t && t->is_array()) {
     if (t->size() > static_cast<size_t>(lim.tools)) {
       fail("the request has " + std::to_string(t->size()) + " tools; this server accepts at most " +
            std::to_string(lim.tools) + " (--max-tools)");
     }
   }
-  for (const std::string* gbnf : {&in.grammar, &g.sampling.grammar.grammar}) {
+}
+
+// The grammars the request gives (a chat's or a completion's), before llama.cpp parses them.
+void check_grammars(const ParsedRequest& r, const Limits& lim) {
+  for (const std::string* gbnf : {&r.chat.grammar, &r.gen.sampling.grammar.grammar}) {
     try {
       check_grammar_size(*gbnf, lim.grammar_bytes);
     } catch (const std::invalid_argument& e) {
@@ -528,8 +531,7 @@ std::variant<ParsedRequest, ApiError> parse_request(Api api, const std::string& 
   try {
     if (api == Api::kMessages) j = anthropic_to_chat(j, opt.billing);
     if (api == Api::kResponses) j = responses_to_chat(j);
-    // Counted before the messages are checked and dumped one by one.
-    check_limits(j, r.gen, r.chat, opt.limits);
+    check_counts(j, opt.limits);
     if (is_chat(api)) {
       parse_chat(j, r.chat);
     } else {
@@ -538,7 +540,7 @@ std::variant<ParsedRequest, ApiError> parse_request(Api api, const std::string& 
     }
     parse_gen(j, api, r.gen);
     parse_sampling(j, api, r.gen.sampling, r.gen.logprobs, opt.n_vocab);
-    check_limits(j, r.gen, r.chat, opt.limits);
+    check_grammars(r, opt.limits);
   } catch (const Bad& b) {
     return ApiError{400, b.msg};
   } catch (const json::exception& e) {

@@ -92,10 +92,10 @@ void send_error(httplib::Response& res, Api api, const ApiError& e) {
   res.set_content(dump_json(error_json(api, e)), "application/json");
 }
 
-// The socket of the connection that carries `req`, found by its peer address: Debian's httplib
+// The socket of the connection whose peer is remote_addr:remote_port: Debian's httplib
 // (0.11) does not tell a handler whether its client is still there, and the connection's socket
 // stays open (and its number unique) while the handler runs. -1 if not found.
-int peer_socket(const httplib::Request& req) {
+int peer_socket(const std::string& remote_addr, int remote_port) {
   DIR* d = opendir("/proc/self/fd");
   if (!d) return -1;
   int found = -1;
@@ -116,7 +116,7 @@ int peer_socket(const httplib::Request& req) {
       inet_ntop(AF_INET6, &v6->sin6_addr, ip, sizeof ip);
       port = ntohs(v6->sin6_port);
     }
-    if (port == req.remote_port && req.remote_addr == ip) {
+    if (port == remote_port && remote_addr == ip) {
       found = fd;
       break;
     }
@@ -576,7 +576,18 @@ engine::RenderBudget HttpServer::budget(const httplib::Request* req) const {
   engine::RenderBudget b;
   b.deadline = Clock::now() +
                std::chrono::milliseconds(static_cast<int64_t>(cfg_.limits.render_seconds * 1000));
-  if (req) b.cancelled = [fd = peer_socket(*req)] { return peer_gone(fd); };
+  if (!req) return b;
+  // The socket is looked up on the first question (a rendering or a wait that lasts), not for
+  // every request; the stripes rendering prefixes may ask together.
+  struct Peer {
+    std::once_flag found;
+    int fd = -1;
+  };
+  b.cancelled = [peer = std::make_shared<Peer>(), addr = req->remote_addr,
+                 port = req->remote_port] {
+    std::call_once(peer->found, [&] { peer->fd = peer_socket(addr, port); });
+    return peer_gone(peer->fd);
+  };
   return b;
 }
 

@@ -152,17 +152,23 @@ TEST(PrefixIndex, SaltedPrefixesLiveInTheirOwnKeySpace) {
   EXPECT_TRUE(idx.unreachable().empty()) << "a salted chain is not an orphan";
 }
 
+// An entry of t's first 10 tokens hung under the root, as another server's listing may claim.
+ObjectMeta entry_under_root(const PrefixIndex& idx, const std::vector<Token>& t) {
+  ObjectMeta m;
+  m.kind = ObjKind::kEntry;
+  m.parent = idx.root();
+  m.key = entry_key(m.parent, std::span<const Token>(t).first(10));
+  m.n_tokens = 10;
+  return m;
+}
+
 // Entry metadata may come from another server (the remote tier's listings): an entry whose depth
 // does not match the chain position it hangs under is never planned (its depth would index past
 // the chain).
 TEST(PrefixIndex, EntryWhoseDepthDoesNotFitItsPositionIsIgnored) {
   PrefixIndex idx(root_key(std::vector<uint8_t>(16, 2)), C, false);
   const auto t = toks(11);
-  ObjectMeta m;
-  m.kind = ObjKind::kEntry;
-  m.parent = idx.root();
-  m.key = entry_key(m.parent, std::span<const Token>(t).first(10));
-  m.n_tokens = 10;
+  ObjectMeta m = entry_under_root(idx, t);
   for (uint32_t depth : {1000000u, 1u}) {
     m.depth = depth;
     idx.upsert(m, {});
@@ -176,12 +182,8 @@ TEST(PrefixIndex, EntryWhoseDepthDoesNotFitItsPositionIsIgnored) {
 TEST(PrefixIndex, EntryLongerThanItsChunkIsIgnored) {
   PrefixIndex idx(root_key(std::vector<uint8_t>(16, 2)), C, false);
   const auto t = toks(11);
-  ObjectMeta m;
-  m.kind = ObjKind::kEntry;
-  m.parent = idx.root();
-  m.key = entry_key(m.parent, std::span<const Token>(t).first(10));
-  m.n_tokens = 10;  // 10 tokens cannot hang under the root with depth 0 (C = 4)
-  m.depth = 0;
+  ObjectMeta m = entry_under_root(idx, t);  // 10 tokens cannot hang under the root at depth 0
+  m.depth = 0;                              // (C = 4)
   idx.upsert(m, {});
   EXPECT_FALSE(plan(idx, t, {10}).entry.has_value());
 }
