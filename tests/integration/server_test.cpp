@@ -78,6 +78,15 @@ httplib::Request progress_request(const json& msgs,
   return req;
 }
 
+// Whether a progress stream has reported at least `n` prompt tokens processed.
+bool processed_at_least(const std::string& received, int n) {
+  for (size_t at = received.find("\"processed\":"); at != std::string::npos;
+       at = received.find("\"processed\":", at + 1)) {
+    if (std::stoi(received.substr(at + 12)) >= n) return true;
+  }
+  return false;
+}
+
 using Env = std::vector<std::pair<std::string, std::string>>;
 
 // No --cache-dir: the disk tier lives in $XDG_CACHE_HOME/kvstash/kv and survives a restart.
@@ -414,10 +423,7 @@ TEST_F(Server, ClientDisconnectCancelsThePrefillAndKeepsItsCheckpoint) {
   bool got_progress = false;
   // Hang up once a continued checkpoint (every 1024 tokens) must have been stored.
   const httplib::Request req = progress_request(msgs, [&](const std::string& received) {
-    for (size_t at = received.find("\"processed\":"); at != std::string::npos;
-         at = received.find("\"processed\":", at + 1)) {
-      if (std::stoi(received.substr(at + 12)) >= 2048) got_progress = true;
-    }
+    got_progress = processed_at_least(received, 2048);
     return !got_progress;  // returning false closes the connection
   });
   c.send(req);
@@ -433,9 +439,10 @@ TEST_F(Server, ClientDisconnectCancelsThePrefillAndKeepsItsCheckpoint) {
   EXPECT_EQ(get(srv.port(), "/health").status, 200);
 }
 
-// SIGTERM while a long prompt is prefilled: the slot stops at the next batch and stores its live
-// state (reason=shutdown), and the server exits only once the store queue is written, even on a
-// slow disk. The next server restores that prefix.
+// SIGTERM while a long prompt is prefilled (past --cache-min-tokens, so its live state is worth
+// storing): the slot stops at the next batch and stores its live state (reason=shutdown), and the
+// server exits only once the store queue is written, even on a slow disk. The next server restores
+// that prefix.
 TEST_F(Server, SigtermDuringALongPrefillStoresTheLiveStateAndDrainsTheQueue) {
   const json msgs = long_prompt(31);
   std::string log;
@@ -448,7 +455,7 @@ TEST_F(Server, SigtermDuringALongPrefillStoresTheLiveStateAndDrainsTheQueue) {
       c.set_read_timeout(120);
       bool told = false;
       const httplib::Request req = progress_request(msgs, [&](const std::string& received) {
-        if (!told && received.find("\"processed\":") != std::string::npos) {
+        if (!told && processed_at_least(received, 1024)) {
           told = true;
           started.set_value();
         }
@@ -485,8 +492,9 @@ TEST_F(Server, SigtermDuringALongPrefillStoresTheLiveStateAndDrainsTheQueue) {
 TEST_F(Server, SigtermDuringANonStreamedRequestAnswersItAndStoresTheLiveState) {
   fixtures::ServerProcess srv(base({"--shutdown-timeout", "20", "--threads", "1"}));
   auto f = std::async(std::launch::async, [&] {
-    return post(srv.port(), "/v1/chat/completions",
-                chat_body(agent(5, 2), 10000, {{"logit_bias", {{"151645", false}, {"151643", false}}}}));
+    return post(
+        srv.port(), "/v1/chat/completions",
+        chat_body(agent(5, 2), 10000, {{"logit_bias", {{"151645", false}, {"151643", false}}}}));
   });
   // Decoding: the slot has a live state.
   for (int i = 0; i < 200 && srv.log().find("prefill") == std::string::npos; ++i) {
