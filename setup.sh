@@ -17,7 +17,8 @@ PKGS=(build-essential cmake git pkg-config ca-certificates
       clang libclang-rt-14-dev gnuplot-nox
       prometheus   # for promtool: a test checks /metrics with Prometheus' own parser
       chromium     # headless: a test renders the status page in a real browser
-      iproute2)    # ss: a test reads the listening socket's backlog
+      iproute2     # ss: a test reads the listening socket's backlog
+      haproxy curl) # deploy/fleet.sh: the balancer in front of a fleet, and its readiness checks
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 # npm fetches the pinned llama.cpp; any npm will do (some machines ship Node.js outside Debian).
@@ -30,6 +31,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   # Only promtool is wanted: stop the Prometheus server the package starts under systemd.
   if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
     $SUDO systemctl disable --now prometheus.service >&2 || true
+  fi
+  # Likewise HAProxy: deploy/fleet.sh runs its own.
+  if [[ " ${missing[*]} " == *" haproxy "* ]]; then
+    if [ -d /run/systemd/system ]; then $SUDO systemctl disable --now haproxy.service >&2 || true
+    else $SUDO service haproxy stop >&2 || true; fi
   fi
 fi
 

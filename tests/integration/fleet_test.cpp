@@ -1,0 +1,224 @@
+// A fleet as operators run it (deploy/fleet.sh): three kvstash instances on the tiny model, a
+// 3-master Redis Cluster and HAProxy with session affinity, all real processes on loopback.
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <set>
+#include <thread>
+
+#include "http_helpers.h"
+#include "server_process.h"
+#include "test_models.h"
+#include "temp_dir.h"
+
+namespace kvstash {
+namespace {
+
+using fixtures::chat_body;
+using fixtures::json;
+using fixtures::Reply;
+
+bool can_bind(int port) {
+  const int s = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  const bool ok = ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
+  ::close(s);
+  return ok;
+}
+
+// `n` consecutive free ports below the ephemeral range (and their Redis bus ports, +10000).
+int free_ports(int n) {
+  static unsigned seed = static_cast<unsigned>(::getpid()) * 7919u;
+  for (int tries = 0; tries < 200; ++tries) {
+    const int p = 20000 + static_cast<int>(rand_r(&seed) % 9000);
+    bool ok = true;
+    for (int i = 0; i < n && ok; ++i) ok = can_bind(p + i) && can_bind(p + i + 10000);
+    if (ok) return p;
+  }
+  throw std::runtime_error("no free ports for the fleet");
+}
+
+std::string run(const std::string& cmd) {
+  std::string out;
+  if (FILE* f = ::popen((cmd + " 2>&1").c_str(), "r")) {
+    char buf[4096];
+    for (size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) out.append(buf, n);
+    if (::pclose(f) != 0) throw std::runtime_error(cmd + " failed:\n" + out);
+  }
+  return out;
+}
+
+// deploy/fleet.sh start ... stop around a test.
+class Fleet {
+ public:
+  explicit Fleet(const std::string& dir) : dir_(dir) {
+    const int base = free_ports(5);
+    front_ = base;
+    const int redis = free_ports(3);
+    run(script() + " start " + dir_ + " -m " + fixtures::model_path("tiny") + " --port " +
+        std::to_string(front_) + " --redis-port " + std::to_string(redis) + " --kvstash " +
+        KVSTASH_BIN + " -- --threads 1 --ctx-size 16384 --cache-boundary-align 256");
+  }
+  ~Fleet() {
+    if (!stopped_) (void)std::system((script() + " stop " + dir_ + " > /dev/null 2>&1").c_str());
+  }
+  static std::string script() { return KVSTASH_DEPLOY_DIR "/fleet.sh"; }
+  int port() const { return front_; }
+  int instance_port(const std::string& name) const { return front_ + std::stoi(name.substr(4)); }
+  std::string log(const std::string& name) const {
+    std::ifstream f(dir_ + "/" + name + "/server.log");
+    return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+  }
+  // Every process the fleet started (from fleet.env).
+  std::vector<int> pids() const {
+    std::ifstream f(dir_ + "/fleet.env");
+    const std::string env{std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+    std::vector<int> out;
+    const std::regex re("_PID[_0-9]*=([0-9]+)");
+    for (auto it = std::sregex_iterator(env.begin(), env.end(), re); it != std::sregex_iterator();
+         ++it) {
+      out.push_back(std::stoi((*it)[1]));
+    }
+    return out;
+  }
+  void kill(const std::string& name) {
+    run(script() + " kill " + dir_ + " " + name.substr(4));
+  }
+  std::string stop() {
+    stopped_ = true;
+    return run(script() + " stop " + dir_);
+  }
+
+ private:
+  std::string dir_;
+  int front_ = 0;
+  bool stopped_ = false;
+};
+
+struct Turn {
+  Reply reply;
+  std::string instance;  // X-Served-By
+};
+
+// A greedy chat turn through the balancer as Claude Code sends it (its session header).
+Turn send(int port, const std::string& session, const json& msgs) {
+  httplib::Client c("127.0.0.1", port);
+  c.set_read_timeout(120, 0);
+  const httplib::Headers h = {{"X-Claude-Code-Session-Id", session}};
+  const auto r = c.Post("/v1/chat/completions", h,
+                        chat_body(msgs, 8, {{"logit_bias", {{"151645", false}, {"151643", false}}}}),
+                        "application/json");
+  Turn t{fixtures::to_reply(r), r ? r->get_header_value("X-Served-By") : ""};
+  return t;
+}
+
+std::string source(const Turn& t) { return t.reply.body["timings"]["cache_source"]; }
+
+// A metric's value on one instance (0 when absent).
+double metric(int port, const std::string& name) {
+  const std::string m = fixtures::get(port, "/metrics").raw;
+  const size_t at = m.find("\n" + name + " ");
+  return at == std::string::npos ? 0 : std::stod(m.substr(at + name.size() + 2));
+}
+
+// Waits until the instance has written its queued stores to Redis.
+void wait_for_remote_writes(int port) {
+  for (int i = 0; i < 200; ++i) {
+    if (metric(port, "kvstash_cache_remote_writes_total") > 0 &&
+        metric(port, "kvstash_cache_remote_pending_bytes") == 0) {
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  FAIL() << "the instance on port " << port << " wrote nothing to Redis";
+}
+
+class FleetTest : public ::testing::Test {
+ protected:
+  fixtures::TempDir dir;
+};
+
+// Turns of one session land on one instance; a second session sharing the system prompt lands
+// elsewhere and restores that prefix from Redis instead of recomputing it.
+TEST_F(FleetTest, TurnsOfASessionStayOnOneInstanceAndAnotherSessionRestoresFromRedis) {
+  Fleet fleet(dir.path + "/fleet");
+  std::string home;
+  for (int turn = 1; turn <= 3; ++turn) {
+    const Turn t = send(fleet.port(), "session-a", fixtures::agent(1, turn));
+    ASSERT_EQ(t.reply.status, 200) << t.reply.raw;
+    if (turn == 1) home = t.instance;
+    EXPECT_EQ(t.instance, home) << "turn " << turn;
+    if (turn > 1) {
+      EXPECT_EQ(source(t), "live") << "turn " << turn;
+    }
+  }
+  // Each instance's own count agrees: all three turns on one of them.
+  for (const char* name : {"inst1", "inst2", "inst3"}) {
+    EXPECT_EQ(metric(fleet.instance_port(name), "kvstash_requests_total"), name == home ? 3 : 0)
+        << name;
+  }
+  wait_for_remote_writes(fleet.instance_port(home));
+  // Another session with the same system prompt: keys are tried until one hashes elsewhere.
+  Turn other;
+  for (int k = 0; k < 20 && (other.instance.empty() || other.instance == home); ++k) {
+    other = send(fleet.port(), "session-b" + std::to_string(k), fixtures::agent(1, 1, k + 1));
+    ASSERT_EQ(other.reply.status, 200) << other.reply.raw;
+  }
+  ASSERT_NE(other.instance, home);
+  EXPECT_EQ(source(other), "remote") << fleet.log(other.instance);
+  EXPECT_GE(fixtures::cached(other.reply), 256);
+}
+
+// kill -9 of the instance that holds a session: its next turns are served by another instance
+// from the remote tier, equal to a fresh prefill's; every request after the kill is answered;
+// stopping the fleet leaves no process behind.
+TEST_F(FleetTest, AKilledInstancesSessionMovesAndRestoresFromRedis) {
+  Fleet fleet(dir.path + "/fleet");
+  std::string home;
+  for (int turn = 1; turn <= 2; ++turn) {
+    const Turn t = send(fleet.port(), "session-k", fixtures::agent(2, turn));
+    ASSERT_EQ(t.reply.status, 200) << t.reply.raw;
+    home = t.instance;
+  }
+  wait_for_remote_writes(fleet.instance_port(home));
+  fleet.kill(home);
+  const Turn moved = send(fleet.port(), "session-k", fixtures::agent(2, 3));
+  ASSERT_EQ(moved.reply.status, 200) << moved.reply.raw;
+  EXPECT_NE(moved.instance, home);
+  EXPECT_EQ(source(moved), "remote") << fleet.log(moved.instance);
+  EXPECT_GE(fixtures::cached(moved.reply), 256);
+  // The same prompt on a server that never caches: the restored state continues identically.
+  fixtures::ServerProcess ref({"-m", fixtures::model_path("tiny"), "--ctx-size", "16384",
+                               "--threads", "1", "--cache-scope", "off"});
+  const Reply fresh = fixtures::post(
+      ref.port(), "/v1/chat/completions",
+      chat_body(fixtures::agent(2, 3), 8, {{"logit_bias", {{"151645", false}, {"151643", false}}}}));
+  EXPECT_EQ(fixtures::content(moved.reply), fixtures::content(fresh));
+  // Other sessions keep being served by the survivors.
+  std::set<std::string> served;
+  for (int s = 0; s < 6; ++s) {
+    const Turn t = send(fleet.port(), "after-" + std::to_string(s), fixtures::agent(3, 1, s));
+    EXPECT_EQ(t.reply.status, 200) << t.reply.raw;
+    served.insert(t.instance);
+  }
+  EXPECT_EQ(served.count(home), 0u);
+  const std::vector<int> pids = fleet.pids();
+  EXPECT_EQ(pids.size(), 7u) << "3 Redis nodes, 3 instances, HAProxy";
+  fleet.stop();
+  for (int pid : pids) EXPECT_NE(::kill(pid, 0), 0) << "pid " << pid << " outlived the fleet";
+}
+
+}  // namespace
+}  // namespace kvstash
