@@ -3,7 +3,10 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -12,12 +15,48 @@
 
 #include "cli/commands.h"
 #include "cli/options.h"
+#include "server/drain.h"
 #include "server/http_server.h"
 #include "server/slot_pool.h"
 #include "util/log.h"
 #include "util/size.h"
 
 namespace kvstash::cli {
+
+namespace {
+
+// The graceful drain (server/drain.h), on the signal thread: the server is not ready already;
+// this waits, polling the work left and a second signal, until drain_over ends it.
+void drain(const server::HttpServer& http, server::SlotPool& pool, const sigset_t& sigs,
+           int limit_s, const std::string& received) {
+  using Clock = std::chrono::steady_clock;
+  auto work = [&] { return pool.pending() + static_cast<size_t>(std::max(0, http.preparing())); };
+  auto seconds = [](Clock::duration d) { return std::chrono::duration<double>(d).count(); };
+  log::info(received + ": draining: not ready, finishing " + std::to_string(work()) +
+            " requests (at most " + std::to_string(limit_s) + " s)");
+  const auto begun = Clock::now();
+  auto last_busy = begun;
+  server::DrainState st;
+  st.limit_s = limit_s;
+  for (;;) {
+    const auto now = Clock::now();
+    const size_t left = work();
+    if (left > 0) last_busy = now;
+    st.elapsed_s = seconds(now - begun);
+    st.idle_s = seconds(now - last_busy);
+    if (const auto end = server::drain_over(st); end != server::DrainEnd::kNotYet) {
+      char took[32];
+      std::snprintf(took, sizeof took, "%.1f", st.elapsed_s);
+      log::info(std::string("drain over after ") + took + " s: " + server::drain_end_name(end) +
+                " (" + std::to_string(left) + " requests left)");
+      return;
+    }
+    const timespec poll{0, server::kDrainPollMs * 1000000L};
+    if (sigtimedwait(&sigs, nullptr, &poll) > 0) st.second_signal = true;
+  }
+}
+
+}  // namespace
 
 Run add_serve(CLI::App& app) {
   struct Opts {
@@ -27,6 +66,7 @@ Run add_serve(CLI::App& app) {
     int parallel = 1;
     std::string scope = "full", alias, max_body = "64M", chat_template, chat_template_file;
     int shutdown_timeout = 60;
+    int drain_seconds = 0;
     std::vector<std::string> logit_bias;
     bool verbose = false;
   };
@@ -45,6 +85,12 @@ Run add_serve(CLI::App& app) {
   app.add_option("--shutdown-timeout", o->shutdown_timeout,
                  "seconds a graceful shutdown may take before the process exits anyway")
       ->capture_default_str();
+  app.add_option("--drain-seconds", o->drain_seconds,
+                 "on SIGTERM/SIGINT, first turn not ready (GET /ready: 503) and keep serving "
+                 "until nothing ran for 2 s, for at most this long; a second signal ends the "
+                 "drain (0: shut down at once)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 86400));
   app.add_flag("-v,--verbose", o->verbose, "log llama.cpp's own output too");
   app.add_option("--chat-template", o->chat_template,
                  "chat template instead of the model's: Jinja source, or chatml");
@@ -78,8 +124,9 @@ Run add_serve(CLI::App& app) {
   app.add_option("-l,--logit-bias", o->logit_bias,
                  "TOKEN_ID(+|-)BIAS added to every request's logit biases (repeatable; a request's "
                  "own bias for the token wins), as llama-server's, e.g. --logit-bias 151645+5");
-  app.add_option("--api-key", o->http.api_key,
-                 "require this key on every endpoint but /health (also $KVSTASH_API_KEY)");
+  app.add_option(
+      "--api-key", o->http.api_key,
+      "require this key on every endpoint but /health and /ready (also $KVSTASH_API_KEY)");
   app.add_option("--max-request-bytes", o->max_body,
                  "largest request body accepted, after decoding gzip or brotli, however it is sent")
       ->capture_default_str();
@@ -221,8 +268,14 @@ Run add_serve(CLI::App& app) {
       int sig = 0;
       sigwait(&sigs, &sig);
       if (stopping.exchange(true)) return;
-      log::info(std::string("received ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") +
-                ": storing live states and shutting down (at most " +
+      std::string received = std::string("received ") + (sig == SIGINT ? "SIGINT" : "SIGTERM");
+      http.set_not_ready(std::max(1, o->drain_seconds));
+      if (o->drain_seconds > 0) {
+        drain(http, pool, sigs, o->drain_seconds, received);
+        received = "drained";
+      }
+      // The watchdog starts after the drain: --shutdown-timeout bounds the shutdown alone.
+      log::info(received + ": storing live states and shutting down (at most " +
                 std::to_string(o->shutdown_timeout) + " s)");
       std::thread([t = o->shutdown_timeout] {
         std::this_thread::sleep_for(std::chrono::seconds(t));

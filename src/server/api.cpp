@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "server/api_json.h"
+#include "server/session_key.h"
 
 namespace kvstash::server {
 
@@ -528,6 +529,7 @@ std::variant<ParsedRequest, ApiError> parse_request(Api api, const std::string& 
   if (!j.is_object()) return ApiError{400, "request body must be a JSON object"};
   ParsedRequest r;
   r.api = api;
+  r.session_fields = session_fields(j);
   try {
     if (api == Api::kMessages) j = anthropic_to_chat(j, opt.billing);
     if (api == Api::kResponses) j = responses_to_chat(j);

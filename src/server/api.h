@@ -100,6 +100,9 @@ struct ParsedRequest {
   std::string prompt_text;             // completions with a text prompt
   std::vector<int32_t> prompt_tokens;  // completions with token ids
   GenerationParams gen;
+  // The body's members that say which agent session it belongs to (server/session_key.h), as
+  // sent, before a dialect's translation.
+  nlohmann::ordered_json session_fields;
 };
 
 std::variant<ParsedRequest, ApiError> parse_request(Api api, const std::string& body,

@@ -47,7 +47,7 @@ bool trusted_host(const std::string& header, const GateConfig& cfg) {
 
 bool is_open_page(const GateRequest& r) {
   return (r.method == "GET" || r.method == "HEAD") &&
-         (r.path == "/health" || r.path == "/" || r.path == "/status");
+         (r.path == "/health" || r.path == "/ready" || r.path == "/" || r.path == "/status");
 }
 
 bool simple_body_type(const std::string& content_type) {

@@ -3,7 +3,8 @@
 // a verdict out; http_server.cpp applies it to every request).
 //
 // Rules, in order:
-//   1. GET /health and the status page's HTML (GET /, /status) pass: they hold no data.
+//   1. GET /health, /ready and the status page's HTML (GET /, /status) pass: they hold no data,
+//      and a balancer's health checks carry no key.
 //   2. With an API key: every other request needs it (Authorization: Bearer, X-Api-Key or
 //      api-key), compared in constant time -> 401. A page in a browser cannot know the key, so
 //      rules 3-4 apply only without one.

@@ -78,6 +78,22 @@ struct Channel {
 
 std::atomic<uint64_t> g_request_id{0};
 
+// One more in `n` from construction until release() or destruction.
+class Counted {
+ public:
+  explicit Counted(std::atomic<int>& n) : n_(&n) { ++*n_; }
+  ~Counted() { release(); }
+  Counted(const Counted&) = delete;
+  Counted& operator=(const Counted&) = delete;
+  void release() {
+    if (n_) --*n_;
+    n_ = nullptr;
+  }
+
+ private:
+  std::atomic<int>* n_;
+};
+
 // The dialect whose error shape a path's replies use.
 Api api_of_path(const std::string& path) {
   if (path.rfind("/v1/messages", 0) == 0) return Api::kMessages;
@@ -298,6 +314,11 @@ bool HttpServer::bind() {
 void HttpServer::serve() { http_->listen_after_bind(); }
 void HttpServer::stop() { http_->stop(); }
 
+void HttpServer::set_not_ready(int retry_after_s) {
+  retry_after_s_ = std::max(1, retry_after_s);
+  ready_ = false;
+}
+
 void HttpServer::routes() {
   auto& s = *http_;
   // What went wrong inside is the log's business: the client learns that it did.
@@ -347,8 +368,17 @@ void HttpServer::routes() {
     send_error(res, api_of_path(req.path), *refused);
     return H::Handled;
   });
+  // Liveness: the process serves HTTP.
   s.Get("/health", [](const httplib::Request&, httplib::Response& res) {
     res.set_content(R"({"status":"ok"})", "application/json");
+  });
+  // Readiness: the server takes new work (a balancer's health check). It listens only once the
+  // model is loaded, so a server still loading refuses the connection.
+  s.Get("/ready", [this](const httplib::Request&, httplib::Response& res) {
+    if (ready_) return res.set_content(R"({"status":"ready"})", "application/json");
+    res.status = 503;
+    res.set_header("Retry-After", std::to_string(retry_after_s_.load()));
+    res.set_content(R"({"status":"draining"})", "application/json");
   });
   s.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
     json m = {{"object", "list"},
@@ -404,8 +434,9 @@ void HttpServer::routes() {
     res.set_content(dump_json(status_json(pool_, cache_, *requests_, info)), "application/json");
   });
   s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-    res.set_content(prometheus_metrics(pool_, cache_, static_cast<int>(pool_.slots().size())),
-                    "text/plain; version=0.0.4");
+    res.set_content(
+        prometheus_metrics(pool_, cache_, static_cast<int>(pool_.slots().size()), ready_),
+        "text/plain; version=0.0.4");
   });
   // Every body is read by read_body, under the limit however it is framed or encoded.
   auto post = [this, &s](const char* path, auto handler) {
@@ -595,8 +626,12 @@ void HttpServer::generate(Api api, const httplib::Request& req, const std::strin
                           httplib::Response& res) {
   const auto arrived = std::chrono::steady_clock::now();
   const int64_t arrived_ms = unix_now_ms();
+  Counted preparing(preparing_);  // until submitted: a drain waits for requests being rendered
   auto parsed = parse_request(api, body, api_options());
   if (auto* e = std::get_if<ApiError>(&parsed)) return send_error(res, api, *e);
+  const SessionKey session = session_key(
+      {req.get_header_value("X-Claude-Code-Session-Id"), req.get_header_value("session-id")},
+      std::get<ParsedRequest>(parsed).session_fields);
   const engine::RenderBudget rb = budget(&req);
   auto prepared = prepare_job(std::get<ParsedRequest>(parsed), model_, templates_, cfg_, rb);
   if (auto* e = std::get_if<ApiError>(&prepared)) return send_error(res, api, *e);
@@ -608,8 +643,9 @@ void HttpServer::generate(Api api, const httplib::Request& req, const std::strin
                     static_cast<uint32_t>(p.job->prompt.size())}),
       ReplyAssembler(p.parser), std::move(p.client_stops),
       cfg_.settle_turns && is_chat(api) ? body : std::string());
-  track(x, arrived, arrived_ms, p.progress);
+  track(x, arrived, arrived_ms, p.progress, session);
   pool_.submit(x->job);
+  preparing.release();
   {
     // Refused at once (a full queue, shutting down): an error status, streamed or not.
     std::lock_guard lock(x->ch.mu);
@@ -647,10 +683,10 @@ void HttpServer::generate(Api api, const httplib::Request& req, const std::strin
 // (the status page: slot, progress, first token, outcome). They run on the slot thread; on_text,
 // on_logprob and on_done of one job never run concurrently.
 void HttpServer::track(const std::shared_ptr<Exchange>& x, Clock::time_point arrived,
-                       int64_t arrived_ms, bool progress) {
+                       int64_t arrived_ms, bool progress, const SessionKey& session) {
   Job& job = *x->job;
   const auto log = requests_;
-  const uint64_t rid = log->begin(api_name(x->api), job.prompt.size(), arrived_ms);
+  const uint64_t rid = log->begin(api_name(x->api), job.prompt.size(), arrived_ms, session.key);
   auto first_token = std::make_shared<std::optional<Clock::time_point>>();
   auto saw_token = [log, rid, first_token] {
     if (first_token->has_value()) return;
@@ -694,7 +730,8 @@ void HttpServer::track(const std::shared_ptr<Exchange>& x, Clock::time_point arr
           {{"id", t}, {"token", model_.token_text(t)}, {"logprob", lp}, {"top", tops}}});
   };
   job.on_done = [wx, log, rid, arrived, arrived_ms, first_token, api = x->api, cache = cache_,
-                 n_prompt = static_cast<uint32_t>(job.prompt.size())](const Job::Result& d) {
+                 n_prompt = static_cast<uint32_t>(job.prompt.size()),
+                 session](const Job::Result& d) {
     auto since = [&](Clock::time_point t) {
       return std::chrono::duration<double, std::milli>(t - arrived).count();
     };
@@ -717,6 +754,9 @@ void HttpServer::track(const std::shared_ptr<Exchange>& x, Clock::time_point arr
     for (const auto& st : d.stores) {
       r.stores.push_back({cache::reason_name(st.reason), st.outcome, st.tokens, st.bytes});
     }
+    r.session = session.key;
+    r.session_source = session_source_name(session.source);
+    log::info(request_line(r));
     log->finish(std::move(r));
     if (auto x = wx.lock()) x->ch.finish(d);
   };

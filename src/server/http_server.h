@@ -26,6 +26,7 @@
 // previous prompt's end replaced by a turn it never sends.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -36,6 +37,7 @@
 #include "engine/model.h"
 #include "server/api.h"
 #include "server/request_log.h"
+#include "server/session_key.h"
 #include "server/slot_pool.h"
 
 namespace httplib {
@@ -53,8 +55,8 @@ struct HttpConfig {
   int slot_ctx = 0;  // context per slot
   int slots = 1;     // requests served at once (--parallel)
   Limits limits;     // what one request may ask (/props shows them)
-  // Required on every endpoint but /health and the status page's HTML (GET /, /status: it holds
-  // no data; its status.json needs the key) when set (server/http_gate.h).
+  // Required on every endpoint but /health, /ready and the status page's HTML (GET /, /status: it
+  // holds no data; its status.json needs the key) when set (server/http_gate.h).
   std::string api_key;
   std::vector<std::string> allowed_hosts;  // Host names besides IPs and localhost (no key set)
   int n_predict = -1;  // tokens generated when a request sets no max (-1: until EOS or context end)
@@ -82,6 +84,13 @@ class HttpServer {
   void serve();
   void stop();
   int port() const { return port_; }
+  // Readiness (GET /ready, kvstash_ready): ready from the start; not ready once a shutdown or a
+  // drain began, for good. `retry_after_s` is /ready's Retry-After from then on.
+  void set_not_ready(int retry_after_s);
+  bool ready() const { return ready_.load(); }
+  // Requests being parsed and rendered, not yet given to the pool (SlotPool::pending counts them
+  // from there).
+  int preparing() const { return preparing_.load(); }
 
  private:
   using Clock = std::chrono::steady_clock;
@@ -94,7 +103,7 @@ class HttpServer {
   void generate(Api api, const httplib::Request& req, const std::string& body,
                 httplib::Response& res);
   void track(const std::shared_ptr<Exchange>& x, Clock::time_point arrived, int64_t arrived_ms,
-             bool progress);
+             bool progress, const SessionKey& session);
   void stream(const std::shared_ptr<Exchange>& x, httplib::Response& res);
   void count_tokens(Api api, const httplib::Request& req, const std::string& body,
                     httplib::Response& res);
@@ -111,6 +120,9 @@ class HttpServer {
   // queued jobs after the server stopped).
   std::shared_ptr<RequestLog> requests_;
   int64_t started_ms_ = 0;
+  std::atomic<bool> ready_{true};
+  std::atomic<int> retry_after_s_{1};
+  std::atomic<int> preparing_{0};
 };
 
 }  // namespace kvstash::server

@@ -24,8 +24,11 @@ void metric(std::string& out, const char* name, const char* type, const char* he
 
 }  // namespace
 
-std::string prometheus_metrics(SlotPool& pool, cache::PrefixCache* cache, int n_slots) {
+std::string prometheus_metrics(SlotPool& pool, cache::PrefixCache* cache, int n_slots, bool ready) {
   std::string out;
+  metric(out, "kvstash_ready", "gauge",
+         "1 while the server takes new work (GET /ready), 0 once it drains or shuts down.",
+         ready ? 1 : 0);
   auto& c = pool.counters();
   metric(out, "kvstash_requests_total", "counter", "Requests executed by the slots.", c.requests);
   metric(out, "kvstash_requests_cancelled_total", "counter", "Requests cancelled (client gone).",

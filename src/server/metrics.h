@@ -8,6 +8,7 @@
 
 namespace kvstash::server {
 
-std::string prometheus_metrics(SlotPool& pool, cache::PrefixCache* cache, int n_slots);
+// `ready`: what GET /ready says (kvstash_ready 1 or 0).
+std::string prometheus_metrics(SlotPool& pool, cache::PrefixCache* cache, int n_slots, bool ready);
 
 }  // namespace kvstash::server

@@ -1,17 +1,32 @@
 #include "server/request_log.h"
 
+#include <cmath>
+
 namespace kvstash::server {
+
+std::string request_line(const RequestRecord& r) {
+  auto ms = [](double v) { return std::to_string(std::llround(v)); };
+  std::string s = "request " + std::to_string(r.id) + " " + r.endpoint +
+                  " slot=" + std::to_string(r.slot) + " prompt=" + std::to_string(r.prompt_tokens) +
+                  " cached=" + std::to_string(r.cached_tokens);
+  if (!r.cache_source.empty()) s += " source=" + r.cache_source;
+  s += " completion=" + std::to_string(r.completion_tokens) + " finish=" + r.finish_reason +
+       " ttft_ms=" + ms(r.ttft_ms) + " total_ms=" + ms(r.total_ms);
+  if (!r.session.empty()) s += " session=" + r.session;
+  return s;
+}
 
 RequestLog::RequestLog(size_t capacity) : capacity_(capacity == 0 ? 1 : capacity) {}
 
-uint64_t RequestLog::begin(const std::string& endpoint, uint32_t prompt_tokens,
-                           int64_t started_ms) {
+uint64_t RequestLog::begin(const std::string& endpoint, uint32_t prompt_tokens, int64_t started_ms,
+                           const std::string& session) {
   std::lock_guard lock(mu_);
   InFlightRecord f;
   f.id = ++next_id_;
   f.endpoint = endpoint;
   f.started_ms = started_ms;
   f.prompt_tokens = prompt_tokens;
+  f.session = session;
   in_flight_[f.id] = f;
   return f.id;
 }

@@ -43,7 +43,14 @@ struct RequestRecord {
   double saved_ms = 0;        // estimated prefill time the reuse saved, net of the restore
   std::string finish_reason;  // stop, length, cancelled, error
   std::vector<StoreRecord> stores;
+  std::string session;         // the agent session (server/session_key.h); "" for none
+  std::string session_source;  // where it came from (session_source_name)
 };
+
+// The log's line for a finished request: "request ID ENDPOINT slot=.. prompt=.. cached=..
+// [source=..] completion=.. finish=.. ttft_ms=.. total_ms=.. [session=KEY]" (a session key holds no
+// spaces or quotes: session_key.h).
+std::string request_line(const RequestRecord& r);
 
 // A request submitted and not finished yet.
 struct InFlightRecord {
@@ -54,6 +61,7 @@ struct InFlightRecord {
   int slot = -1;                  // -1: queued
   std::string phase = "queued";   // queued, prefill, decode
   uint32_t done = 0, cached = 0;  // prefill progress (tokens)
+  std::string session;            // as RequestRecord::session
 };
 
 struct RequestTotals {
@@ -68,7 +76,8 @@ class RequestLog {
   explicit RequestLog(size_t capacity = 100);
 
   // A request was submitted; returns its id (1, 2, ...).
-  uint64_t begin(const std::string& endpoint, uint32_t prompt_tokens, int64_t started_ms);
+  uint64_t begin(const std::string& endpoint, uint32_t prompt_tokens, int64_t started_ms,
+                 const std::string& session = "");
   void started(uint64_t id, int slot);
   void progress(uint64_t id, uint32_t done, uint32_t cached);
   void first_token(uint64_t id);

@@ -282,6 +282,13 @@ std::vector<SlotInfo> SlotPool::slots() {
   return out;
 }
 
+size_t SlotPool::pending() {
+  std::lock_guard lock(mu_);
+  const auto running =
+      std::count_if(slots_.begin(), slots_.end(), [](const auto& s) { return s->job != nullptr; });
+  return queue_.size() + static_cast<size_t>(running);
+}
+
 void SlotPool::begin_shutdown() {
   std::lock_guard lock(mu_);
   stopping_ = true;

@@ -110,6 +110,8 @@ class SlotPool {
   PoolCounters& counters() { return counters_; }
   engine::SharedContext::Stats decode_stats() { return context_->stats(); }
   int busy() const { return busy_.load(); }
+  // Jobs a slot runs or that wait for one (a drain waits for none).
+  size_t pending();
   // Refuses new jobs, answers the queued ones (503) and cancels the running ones; returns at once,
   // so that the HTTP threads waiting on those jobs finish.
   void begin_shutdown();

@@ -51,7 +51,9 @@ json request_json(const RequestRecord& r) {
           {"total_ms", r.total_ms},
           {"saved_ms", r.saved_ms},
           {"finish_reason", r.finish_reason},
-          {"stores", stores}};
+          {"stores", stores},
+          {"session", r.session},
+          {"session_source", r.session_source}};
 }
 
 }  // namespace
@@ -172,7 +174,8 @@ json status_json(SlotPool& pool, cache::PrefixCache* cache, const RequestLog& lo
              {"prompt_tokens", f.prompt_tokens},
              {"prefill_done", f.done},
              {"cached_tokens", f.cached},
-             {"age_ms", now - f.started_ms}};
+             {"age_ms", now - f.started_ms},
+             {"session", f.session}};
     }
     slots.push_back({{"id", s.id},
                      {"state", state},

@@ -54,6 +54,15 @@ std::string ServerProcess::log() const {
   return ss.str();
 }
 
+int ServerProcess::wait_exit(int timeout_s) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+  while (child_.alive()) {
+    if (std::chrono::steady_clock::now() >= until) return -1;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return child_.status().value_or(-1);
+}
+
 int ServerProcess::stop(int sig, int timeout_s) {
   if (!child_.running()) return -1;
   return child_.terminate(sig, timeout_s);

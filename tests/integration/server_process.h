@@ -20,6 +20,9 @@ class ServerProcess {
   std::string log() const;
   // Sends `sig` and waits up to `timeout_s` for the exit; returns the exit code (-1: timed out).
   int stop(int sig, int timeout_s = 30);
+  // Waits up to `timeout_s` for an exit without sending anything; returns the exit code (-1: still
+  // running, or no process).
+  int wait_exit(int timeout_s);
   bool running() const { return child_.running(); }
   int pid() const { return child_.pid(); }
 

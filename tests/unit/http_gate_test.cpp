@@ -31,6 +31,16 @@ TEST(HttpGate, HealthAndTheStatusPageNeedNothing) {
   }
 }
 
+TEST(HttpGate, ReadinessNeedsNothingEither) {
+  GateRequest r{"GET", "/ready", "haproxy.internal", "", "", "", "", ""};
+  EXPECT_EQ(status(r, {"secret", {}}), 0) << "a balancer's health check carries no key";
+  EXPECT_EQ(status(r), 0) << "nor a Host of ours";
+  r.method = "POST";
+  EXPECT_EQ(status(r, {"secret", {}}), 401) << "only GET and HEAD are open";
+  r = GateRequest{"GET", "/readyz", "127.0.0.1", "", "", "", "", ""};
+  EXPECT_EQ(status(r, {"secret", {}}), 401) << "the exact path only";
+}
+
 TEST(HttpGate, AKeyIsRequiredWhereverItIsSet) {
   const GateConfig cfg{"secret", {}};
   GateRequest r = post();

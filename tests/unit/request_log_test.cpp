@@ -83,3 +83,28 @@ TEST(RequestLog, FailedAndRefusedRequestsPrefillNothing) {
 }
 
 }  // namespace
+
+TEST(RequestLog, TheLogLineNamesTheSessionWhenThereIsOne) {
+  RequestRecord r = finished(7, 300, 256, "disk");
+  r.ttft_ms = 12.4;
+  r.total_ms = 80.6;
+  EXPECT_EQ(request_line(r),
+            "request 7 chat slot=0 prompt=300 cached=256 source=disk completion=2 finish=stop "
+            "ttft_ms=12 total_ms=81");
+  r.session = "cc-1234";
+  r.session_source = "x-claude-code-session-id";
+  EXPECT_EQ(request_line(r).substr(request_line(r).size() - 16), " session=cc-1234");
+  r.cache_source.clear();
+  EXPECT_EQ(request_line(r).find("source="), std::string::npos);
+}
+
+TEST(RequestLog, ARunningRequestKeepsItsSession) {
+  RequestLog log;
+  const uint64_t id = log.begin("messages", 10, 0, "sess-A");
+  ASSERT_EQ(log.snapshot().in_flight.size(), 1u);
+  EXPECT_EQ(log.snapshot().in_flight[0].session, "sess-A");
+  RequestRecord r = finished(id, 10, 0, "");
+  r.session = "sess-A";
+  log.finish(r);
+  EXPECT_EQ(log.snapshot().recent[0].session, "sess-A");
+}
