@@ -4,6 +4,8 @@
 #
 #   deploy/fleet.sh start DIR -m MODEL [options] [-- extra server arguments]
 #   deploy/fleet.sh stop DIR          stops everything it started, then checks nothing is left
+#   deploy/fleet.sh drain DIR I       SIGTERM instance I: it turns not ready, finishes its requests,
+#                                     stores its live states (to Redis too) and exits
 #   deploy/fleet.sh kill DIR I        kill -9 instance I (1..N): a failure drill
 #   deploy/fleet.sh status DIR        each instance's state as HAProxy sees it
 #
@@ -122,13 +124,13 @@ start() {
     start_redis "$dir" "$redis_port"
     remote=(--cache-remote "redis://127.0.0.1:$redis_port")
   fi
-  local check=${KVSTASH_FLEET_CHECK:-/ready}
+  local check=/ready
   for ((i = 1; i <= n; i++)); do
     local d="$dir/inst$i" p=$((port + i)) argv
     mkdir -p "$d"
     if [ "$server" = kvstash ]; then
       argv=("$kvstash" serve -m "$model" --host 127.0.0.1 --port "$p" --cache-dir "$d/cache"
-            "${remote[@]}" ${KVSTASH_FLEET_DRAIN---drain-seconds 30} "${extra[@]}")
+            "${remote[@]}" --drain-seconds 30 "${extra[@]}")
     else
       check=/health  # llama-server's readiness: 503 while loading
       argv=("$llama_server" -m "$model" --host 127.0.0.1 --port "$p" --jinja -fa on --no-webui
@@ -201,23 +203,32 @@ stop() {
   echo "fleet: stopped (${#pids[@]} processes)"
 }
 
-kill_instance() {
-  local dir=$1 i=$2
+# Sends `sig` to instance I; drain waits for its exit.
+signal_instance() {
+  local dir=$1 i=$2 sig=$3
   [ -f "$dir/fleet.env" ] || die "no fleet in $dir"
   . "$dir/fleet.env"
   local pid_var="INST_PID_$i"
-  [ -n "${!pid_var:-}" ] || die "no instance $i"
-  kill -KILL "${!pid_var}"
-  echo "fleet: instance $i (pid ${!pid_var}) killed"
+  local pid=${!pid_var:-}
+  [ -n "$pid" ] || die "no instance $i"
+  kill "-$sig" "$pid"
+  if [ "$sig" = TERM ]; then
+    for ((t = 0; t < 1200; t++)); do alive "$pid" || break; sleep 0.1; done
+    alive "$pid" && die "instance $i (pid $pid) still draining after 120 s"
+    echo "fleet: instance $i (pid $pid) drained and stopped"
+  else
+    echo "fleet: instance $i (pid $pid) killed"
+  fi
 }
 
 cmd=${1:-}
-[ $# -ge 2 ] || die "usage: $0 start|stop|kill|status DIR ..."
+[ $# -ge 2 ] || die "usage: $0 start|stop|drain|kill|status DIR ..."
 shift
 case $cmd in
   start) start "$@" ;;
   stop) stop "$1" ;;
-  kill) kill_instance "$1" "${2:?instance number}" ;;
+  kill) signal_instance "$1" "${2:?instance number}" KILL ;;
+  drain) signal_instance "$1" "${2:?instance number}" TERM ;;
   status) instance_states "$1" ;;
-  *) die "unknown command $cmd (start, stop, kill, status)" ;;
+  *) die "unknown command $cmd (start, stop, drain, kill, status)" ;;
 esac

@@ -17,8 +17,8 @@
 
 #include "http_helpers.h"
 #include "server_process.h"
-#include "test_models.h"
 #include "temp_dir.h"
+#include "test_models.h"
 
 namespace kvstash {
 namespace {
@@ -93,9 +93,8 @@ class Fleet {
     }
     return out;
   }
-  void kill(const std::string& name) {
-    run(script() + " kill " + dir_ + " " + name.substr(4));
-  }
+  void kill(const std::string& name) { run(script() + " kill " + dir_ + " " + name.substr(4)); }
+  void drain(const std::string& name) { run(script() + " drain " + dir_ + " " + name.substr(4)); }
   std::string stop() {
     stopped_ = true;
     return run(script() + " stop " + dir_);
@@ -117,9 +116,10 @@ Turn send(int port, const std::string& session, const json& msgs) {
   httplib::Client c("127.0.0.1", port);
   c.set_read_timeout(120, 0);
   const httplib::Headers h = {{"X-Claude-Code-Session-Id", session}};
-  const auto r = c.Post("/v1/chat/completions", h,
-                        chat_body(msgs, 8, {{"logit_bias", {{"151645", false}, {"151643", false}}}}),
-                        "application/json");
+  const auto r =
+      c.Post("/v1/chat/completions", h,
+             chat_body(msgs, 8, {{"logit_bias", {{"151645", false}, {"151643", false}}}}),
+             "application/json");
   Turn t{fixtures::to_reply(r), r ? r->get_header_value("X-Served-By") : ""};
   return t;
 }
@@ -151,8 +151,9 @@ class FleetTest : public ::testing::Test {
 };
 
 // Turns of one session land on one instance; a second session sharing the system prompt lands
-// elsewhere and restores that prefix from Redis instead of recomputing it.
-TEST_F(FleetTest, TurnsOfASessionStayOnOneInstanceAndAnotherSessionRestoresFromRedis) {
+// elsewhere and restores that prefix from Redis instead of recomputing it; draining the first
+// instance moves its session, which resumes from the live state it stored on the way out.
+TEST_F(FleetTest, TurnsOfASessionStayOnOneInstanceOthersAndDrainedOnesRestoreFromRedis) {
   Fleet fleet(dir.path + "/fleet");
   std::string home;
   for (int turn = 1; turn <= 3; ++turn) {
@@ -179,6 +180,18 @@ TEST_F(FleetTest, TurnsOfASessionStayOnOneInstanceAndAnotherSessionRestoresFromR
   ASSERT_NE(other.instance, home);
   EXPECT_EQ(source(other), "remote") << fleet.log(other.instance);
   EXPECT_GE(fixtures::cached(other.reply), 256);
+  // The home instance is drained away: it stores the session's live state, Redis included, and
+  // the session's next turn resumes from it on another instance.
+  fleet.drain(home);
+  const std::string log = fleet.log(home);
+  ASSERT_NE(log.find("reason=shutdown"), std::string::npos) << log;
+  const size_t at = log.find("tokens=", log.find("reason=shutdown") - 40);
+  const int stored = std::stoi(log.substr(at + 7));
+  const Turn next = send(fleet.port(), "session-a", fixtures::agent(1, 4));
+  ASSERT_EQ(next.reply.status, 200) << next.reply.raw;
+  EXPECT_NE(next.instance, home);
+  EXPECT_EQ(source(next), "remote");
+  EXPECT_GE(fixtures::cached(next.reply), stored) << "the live state stored at exit was restored";
 }
 
 // kill -9 of the instance that holds a session: its next turns are served by another instance
@@ -202,9 +215,10 @@ TEST_F(FleetTest, AKilledInstancesSessionMovesAndRestoresFromRedis) {
   // The same prompt on a server that never caches: the restored state continues identically.
   fixtures::ServerProcess ref({"-m", fixtures::model_path("tiny"), "--ctx-size", "16384",
                                "--threads", "1", "--cache-scope", "off"});
-  const Reply fresh = fixtures::post(
-      ref.port(), "/v1/chat/completions",
-      chat_body(fixtures::agent(2, 3), 8, {{"logit_bias", {{"151645", false}, {"151643", false}}}}));
+  const Reply fresh =
+      fixtures::post(ref.port(), "/v1/chat/completions",
+                     chat_body(fixtures::agent(2, 3), 8,
+                               {{"logit_bias", {{"151645", false}, {"151643", false}}}}));
   EXPECT_EQ(fixtures::content(moved.reply), fixtures::content(fresh));
   // Other sessions keep being served by the survivors.
   std::set<std::string> served;
