@@ -32,4 +32,10 @@ uint64_t auto_ram_budget(bool kv_on_gpu, uint64_t host_memory) {
   return std::min<uint64_t>(8ull << 30, host_memory / 8);
 }
 
+uint64_t auto_vram_budget(bool kv_on_gpu, uint64_t free_bytes, uint64_t total_bytes) {
+  if (!kv_on_gpu) return 0;
+  const uint64_t margin = std::max<uint64_t>(1ull << 30, total_bytes / 20);
+  return free_bytes > margin ? (free_bytes - margin) / 2 : 0;
+}
+
 }  // namespace kvstash::cache

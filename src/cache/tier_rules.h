@@ -54,4 +54,12 @@ WriteTargets write_targets(const Node& n, bool has_remote);
 // most an eighth of the host's memory. On a CPU the page cache already is that tier: none.
 uint64_t auto_ram_budget(bool kv_on_gpu, uint64_t host_memory);
 
+// The VRAM tier's budget when the user leaves it to kvstash (--cache-vram-budget auto), from the
+// GPU's memory once the model, the context and its compute buffers are loaded: half of what is
+// free beyond a margin of max(1 GiB, 1/20 of the card). Half, because the arena is allocated on
+// the first upload and what else runs on the card (another instance, a growing compute buffer)
+// must still fit then. A restore from VRAM moves at device speed (~200 GB/s measured on an H100)
+// where one from pinned RAM moves at PCIe speed. On a CPU, or with the KV in host memory: none.
+uint64_t auto_vram_budget(bool kv_on_gpu, uint64_t free_bytes, uint64_t total_bytes);
+
 }  // namespace kvstash::cache

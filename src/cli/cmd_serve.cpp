@@ -246,6 +246,7 @@ Run add_serve(CLI::App& app) {
           {"disk_budget", cache ? cache->config().disk_budget : 0},
           {"ram_budget", cache ? cache->config().ram_budget : 0},
           {"vram_budget", cache && cache->config().vram ? cache->config().vram->capacity() : 0},
+          {"vram_budget_auto", o->cache.vram_budget == "auto"},
           {"staging_bytes", cache ? parse_size(o->cache.staging) : 0},
           {"store_queue_bytes", cache ? cache->config().store_queue : 0},
           {"buffers", cache ? cache->pool().allocator_name() : ""},

@@ -62,7 +62,8 @@ void CacheFlags::add(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--cache-vram-budget", vram_budget,
                  "VRAM tier budget: copies of hot chunks kept in the GPU's memory, restored "
-                 "device to device (0: none; taken from the memory the context could use)")
+                 "device to device (0: none; auto: with the KV on a GPU, half of the memory "
+                 "left free after the model and context, less a margin; else none)")
       ->capture_default_str();
   app.add_option("--cache-staging", staging,
                  "memory kept for reading cache objects into and uploading from (pinned when "
@@ -174,6 +175,17 @@ void warm_store_buffers(engine::Session& s, BufferPool& pool, uint64_t bytes) {
 
 }  // namespace
 
+uint64_t CacheFlags::vram_bytes(bool kv_on_gpu) const {
+  if (vram_budget != "auto") return parse_size(vram_budget);
+  const auto mem = engine::kv_device_memory();
+  if (!kv_on_gpu || !mem) return 0;
+  const uint64_t b = cache::auto_vram_budget(true, mem->free, mem->total);
+  log::info("kv cache VRAM tier auto: " + format_size(b) + ", half of the " +
+            format_size(mem->free) + " free on the GPU (of " + format_size(mem->total) +
+            ") beyond a margin of max(1 GiB, 1/20 of it); --cache-vram-budget 0 turns it off");
+  return b;
+}
+
 std::unique_ptr<cache::PrefixCache> CacheFlags::open(const engine::Model& model,
                                                      engine::Session& session) const {
   if (!enabled) return nullptr;
@@ -188,14 +200,15 @@ std::unique_ptr<cache::PrefixCache> CacheFlags::open(const engine::Model& model,
     log::warn("kv cache disk tier off: neither $XDG_CACHE_HOME nor $HOME is set (--cache-dir DIR)");
   }
   if (pinned) cfg.pool->set_allocator(std::move(*pinned));
-  if (const uint64_t vram = parse_size(vram_budget); vram > 0) {
+  if (const uint64_t vram = vram_bytes(pinned.has_value()); vram > 0) {
     if (!pinned) log::warn("kv cache VRAM tier: the KV is in host memory, so is this tier");
     cfg.vram = engine::make_device_kv(vram, model.cell_ext_size(), model.kv_has_v());
   }
   log::info("kv cache buffers: " + cfg.pool->allocator_name() + ", staging " + staging +
             ", store queue " + store_queue + ", RAM tier " + format_size(cfg.ram_budget) +
             (ram_budget == "auto" ? " (--cache-ram-budget auto)" : "") + ", VRAM tier " +
-            format_size(cfg.vram ? cfg.vram->capacity() : 0));
+            format_size(cfg.vram ? cfg.vram->capacity() : 0) +
+            (vram_budget == "auto" ? " (--cache-vram-budget auto)" : ""));
   if (pinned) warm_store_buffers(session, *cfg.pool, cfg.store_queue + cfg.ram_budget);
   if (!cfg.remote.key_file.empty() && cfg.remote.url.empty()) {
     throw std::invalid_argument("--cache-remote-key needs --cache-remote");

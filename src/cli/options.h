@@ -29,7 +29,7 @@ std::string default_cache_dir();
 
 struct CacheFlags {
   std::string dir = default_cache_dir();  // "none": no disk tier
-  std::string disk_budget = "40G", ram_budget = "auto", vram_budget = "0";
+  std::string disk_budget = "40G", ram_budget = "auto", vram_budget = "auto";
   cache::StoreConfig store;
   cache::EvictConfig evict;
   std::string remote_url, remote_queue = "256M";
@@ -51,6 +51,9 @@ struct CacheFlags {
   // A cache over DIR for a fingerprint, for the maintenance verbs. `kv_on_gpu` decides the RAM
   // tier's budget when it is "auto" (cache/tier_rules.h).
   cache::CacheConfig config(uint32_t chunk, bool snapshot_only, bool kv_on_gpu = false) const;
+  // The VRAM tier's bytes: --cache-vram-budget, or with "auto" the rule of cache/tier_rules.h over
+  // the GPU's memory now (call it after the model and context are loaded).
+  uint64_t vram_bytes(bool kv_on_gpu) const;
 };
 
 }  // namespace kvstash::cli

@@ -13,15 +13,19 @@ namespace kvstash::engine {
 
 namespace {
 
-// The memory the KV lives in: the first GPU's, else the host's.
-ggml_backend_buffer_type_t kv_buffer_type() {
+// The first GPU, or null.
+ggml_backend_dev_t gpu_device() {
   for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
     ggml_backend_dev_t dev = ggml_backend_dev_get(i);
-    if (ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_GPU) {
-      return ggml_backend_dev_buffer_type(dev);
-    }
+    if (ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_GPU) return dev;
   }
-  return ggml_backend_cpu_buffer_type();
+  return nullptr;
+}
+
+// The memory the KV lives in: the first GPU's, else the host's.
+ggml_backend_buffer_type_t kv_buffer_type() {
+  ggml_backend_dev_t dev = gpu_device();
+  return dev ? ggml_backend_dev_buffer_type(dev) : ggml_backend_cpu_buffer_type();
 }
 
 // The byte ranges of a section's rows, in order.
@@ -42,6 +46,14 @@ DeviceKv::DeviceKv(uint64_t capacity, size_t cell_ext_size, bool has_v)
 DeviceKv::~DeviceKv() {
   if (ctx_) ggml_free(ctx_);
   if (buf_) ggml_backend_buffer_free(buf_);
+}
+
+std::optional<DeviceMemory> kv_device_memory() {
+  ggml_backend_dev_t dev = gpu_device();
+  if (!dev) return std::nullopt;
+  size_t free = 0, total = 0;
+  ggml_backend_dev_memory(dev, &free, &total);
+  return DeviceMemory{free, total};
 }
 
 std::string DeviceKv::name() const { return ggml_backend_buft_name(buft_); }

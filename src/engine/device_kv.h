@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -64,6 +65,12 @@ class DeviceKv : public DeviceMemory, public std::enable_shared_from_this<Device
   std::vector<size_t> free_;  // free slots
   bool failed_ = false;       // the arena could not be allocated: uploads return null
 };
+
+// Free and total bytes of the GPU the KV would live on; nullopt without a GPU backend.
+struct DeviceMemory {
+  uint64_t free = 0, total = 0;
+};
+std::optional<DeviceMemory> kv_device_memory();
 
 // A store of `capacity` bytes for the model's sections.
 std::shared_ptr<DeviceKv> make_device_kv(uint64_t capacity, size_t cell_ext_size, bool has_v);

@@ -100,6 +100,9 @@ TEST_F(Server, PersistentCacheIsOnByDefault) {
     EXPECT_NE(srv.log().find("kv cache dir " + kv + " (persistent disk tier"), std::string::npos)
         << srv.log();
     EXPECT_EQ(get(srv.port(), "/props").body["cache"]["dir"], kv);
+    // The VRAM tier is sized by its rule by default; with the KV in host memory, it is none.
+    EXPECT_EQ(get(srv.port(), "/props").body["cache"]["vram_budget_auto"], true);
+    EXPECT_EQ(get(srv.port(), "/props").body["cache"]["vram_budget"], 0);
     ASSERT_EQ(post(srv.port(), "/v1/chat/completions", chat_body(agent(4, 1))).status, 200);
     EXPECT_EQ(srv.stop(SIGTERM), 0);
   }

@@ -250,6 +250,7 @@ TEST_F(StatusPage, JsonListsTheVramTierFirstWithACopyOfEveryStoredChunk) {
   EXPECT_EQ(vram["objects"], chunks);
   EXPECT_EQ(vram["bytes"], chunk_bytes);
   EXPECT_EQ(get(srv.port(), "/props").body["cache"]["vram_budget"], 64ull << 20);
+  EXPECT_EQ(get(srv.port(), "/props").body["cache"]["vram_budget_auto"], false);
   EXPECT_EQ(get(srv.port(), "/props").body["cache"]["vram_bytes"], chunk_bytes);
   const std::string metrics = get(srv.port(), "/metrics").raw;
   EXPECT_NE(metrics.find("kvstash_cache_bytes{tier=\"vram\"} " + std::to_string(chunk_bytes)),

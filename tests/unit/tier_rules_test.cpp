@@ -92,3 +92,19 @@ TEST(TierRules, AutoRamBudgetIsAnEighthOfASmallHost) {
 }
 
 TEST(TierRules, AutoRamBudgetIsNoneOnACpu) { EXPECT_EQ(auto_ram_budget(false, 128ull << 30), 0u); }
+
+TEST(TierRules, AutoVramBudgetIsHalfOfWhatIsFreeBeyondTheMargin) {
+  // An 80 GiB card with 56 GiB free after an 8B model and its context: a 4 GiB margin.
+  EXPECT_EQ(auto_vram_budget(true, 56ull << 30, 80ull << 30), 26ull << 30);
+  // A small card: the margin is at least 1 GiB.
+  EXPECT_EQ(auto_vram_budget(true, 3ull << 30, 8ull << 30), 1ull << 30);
+}
+
+TEST(TierRules, AutoVramBudgetIsNoneWhenTheCardIsFull) {
+  EXPECT_EQ(auto_vram_budget(true, 4ull << 30, 80ull << 30), 0u);
+  EXPECT_EQ(auto_vram_budget(true, 0, 80ull << 30), 0u);
+}
+
+TEST(TierRules, AutoVramBudgetIsNoneWithTheKvInHostMemory) {
+  EXPECT_EQ(auto_vram_budget(false, 56ull << 30, 80ull << 30), 0u);
+}
