@@ -504,6 +504,12 @@ PrefillReport RequestFlow::prefill(const std::vector<Token>& prompt, const Promp
 
 void RequestFlow::shutdown() { store_live(Reason::kShutdown, {}, {}); }
 
+// The next turn's prompt starts with this one's: the live state up to its last break is that
+// turn's cold anchor, stored ahead of time rather than when it might be the only copy.
+void RequestFlow::store_turn() {
+  if (store_cfg_.turn_stores) store_live(Reason::kCold, {}, {});
+}
+
 void RequestFlow::reset() {
   drop_live();
   breaks_.clear();

@@ -124,6 +124,8 @@ class RequestFlow {
                         const std::function<bool(int, int, int)>& progress = nullptr);
   // Stores the live state (graceful exit).
   void shutdown();
+  // After a reply, with StoreConfig::turn_stores: stores the live state as the next turn's anchor.
+  void store_turn();
   // Drops the live state and everything the flow knew about it (after a failed request, whose
   // state may be half-written), so no later store reads tokens the engine no longer holds.
   void reset();

@@ -21,6 +21,9 @@ struct StoreConfig {
   uint32_t boundary_align = 2048;       // --cache-boundary-align
   uint32_t boundary_trim = 0;           // --cache-boundary-trim
   uint32_t continued_interval = 10240;  // --cache-continued-interval: 0 disables
+  // --cache-turn-stores: after each reply, the live state is stored as the next turn's anchor
+  // (only its new chunks are written), so a fleet member's sessions outlive it in the shared tier.
+  bool turn_stores = false;
   // Seed-bug toggles (`kvstash replay --before ...`): false brings back the behaviour a ds4
   // change fixed, so a replay can show its effect. Servers keep the defaults.
   bool refresh_anchor = true;     // store the anchor after a partial hit below it

@@ -199,8 +199,8 @@ Run add_serve(CLI::App& app) {
               probe->fingerprint_settings() + ")");
     probe.reset();
 
-    server::SlotPool pool(model, o->engine.session, o->parallel, cache.get(), o->cache.store,
-                          *scope);
+    server::SlotPool pool(model, o->engine.session, o->parallel, cache.get(),
+                          o->cache.store_config(), *scope);
     o->http.model_id =
         o->alias.empty() ? std::filesystem::path(o->engine.model).filename().string() : o->alias;
     o->http.slot_ctx = o->engine.session.n_ctx;
@@ -229,7 +229,7 @@ Run add_serve(CLI::App& app) {
     if (o->http.api_key.empty()) {
       if (const char* k = std::getenv("KVSTASH_API_KEY")) o->http.api_key = k;
     }
-    const auto& st = o->cache.store;
+    const cache::StoreConfig st = o->cache.store_config();
     nlohmann::json props = {
         {"model_alias", o->http.model_id},
         {"max_tokens_cap", o->http.max_tokens_cap},
@@ -259,6 +259,7 @@ Run add_serve(CLI::App& app) {
           {"boundary_align", st.boundary_align},
           {"boundary_trim", st.boundary_trim},
           {"continued_interval", st.continued_interval},
+          {"turn_stores", st.turn_stores},
           {"recency_boost", o->cache.evict.recency_boost},
           {"recency_half_life_s", o->cache.evict.half_life_s}}}};
     server::HttpServer http(model, templates, pool, cache.get(), o->http, props);

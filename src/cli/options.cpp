@@ -100,6 +100,12 @@ void CacheFlags::add(CLI::App& app) {
   app.add_option("--cache-continued-interval", store.continued_interval,
                  "checkpoint every N prefilled tokens (0: never)")
       ->capture_default_str();
+  app.add_option("--cache-turn-stores", turn_stores,
+                 "after each reply, store the live state (its new chunks) as the next turn's "
+                 "anchor, so a session outlives its server in the shared tier (auto: with "
+                 "--cache-remote)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "on", "off"}));
   app.add_option("--cache-remote", remote_url,
                  "shared remote tier: redis://[[user]:password@]host:port (a Redis server or "
                  "Cluster node)");
@@ -174,6 +180,12 @@ void warm_store_buffers(engine::Session& s, BufferPool& pool, uint64_t bytes) {
 }
 
 }  // namespace
+
+cache::StoreConfig CacheFlags::store_config() const {
+  cache::StoreConfig s = store;
+  s.turn_stores = turn_stores == "on" || (turn_stores == "auto" && !remote_url.empty());
+  return s;
+}
 
 uint64_t CacheFlags::vram_bytes(bool kv_on_gpu) const {
   if (vram_budget != "auto") return parse_size(vram_budget);

@@ -30,6 +30,7 @@ std::string default_cache_dir();
 struct CacheFlags {
   std::string dir = default_cache_dir();  // "none": no disk tier
   std::string disk_budget = "40G", ram_budget = "auto", vram_budget = "auto";
+  std::string turn_stores = "auto";  // on, off, auto: on with a remote tier
   cache::StoreConfig store;
   cache::EvictConfig evict;
   std::string remote_url, remote_queue = "256M";
@@ -54,6 +55,8 @@ struct CacheFlags {
   // The VRAM tier's bytes: --cache-vram-budget, or with "auto" the rule of cache/tier_rules.h over
   // the GPU's memory now (call it after the model and context are loaded).
   uint64_t vram_bytes(bool kv_on_gpu) const;
+  // `store` with --cache-turn-stores resolved.
+  cache::StoreConfig store_config() const;
 };
 
 }  // namespace kvstash::cli

@@ -41,6 +41,8 @@ class CachedSession {
   }
   // Stores the live state (graceful exit).
   void shutdown() { flow_.shutdown(); }
+  // After a reply (StoreConfig::turn_stores): the live state as the next turn's anchor.
+  void store_turn() { flow_.store_turn(); }
   // Clears the session and the flow's record of it (after a failed request).
   void reset() { flow_.reset(); }
 

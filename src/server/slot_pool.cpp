@@ -273,6 +273,15 @@ void SlotPool::execute(Slot& s, Job& job) {
     s.cached->reset();
   }
   job.on_done(r);
+  // After the reply, so it costs the client nothing; the slot takes its next job once done.
+  if (request &&
+      (r.end == JobEnd::kEos || r.end == JobEnd::kStopString || r.end == JobEnd::kLength)) {
+    try {
+      s.cached->store_turn();
+    } catch (const std::exception& e) {
+      log::error("slot " + std::to_string(s.id) + ": turn store failed: " + e.what());
+    }
+  }
 }
 
 std::vector<SlotInfo> SlotPool::slots() {

@@ -13,7 +13,6 @@
 
 namespace kvstash::fixtures {
 
-namespace {
 bool can_bind(int port) {
   const int s = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
@@ -24,6 +23,8 @@ bool can_bind(int port) {
   ::close(s);
   return ok;
 }
+
+namespace {
 
 // A free port below the ephemeral range whose cluster bus port (+10000) is free too.
 int free_port() {

@@ -249,6 +249,42 @@ TEST(RequestFlow, ResetForgetsTheLiveStateSoShutdownStoresNothing) {
   EXPECT_EQ(c.plan(prompt, {}).resume_at, 768u);
 }
 
+// Turn stores (--cache-turn-stores): after each reply the live state is stored as the next turn's
+// anchor, so the conversation so far is in the tiers (a fleet's shared one) before its server
+// could be lost; without the setting, a reply stores nothing.
+TEST(RequestFlow, TurnStoresKeepTheConversationSoFarOnlyWhenAsked) {
+  fixtures::TempDir t;
+  const SimConfig sim;
+  PrefixCache c(cache_cfg(t.path, sim), fp());
+  auto sc = store_cfg();
+  sc.cold_max_tokens = 0;  // no cold store: only turn stores write
+  const auto turn1 = seq(1, 1000);
+  auto turn2 = turn1;
+  for (Token x : seq(5000, 600)) turn2.push_back(x);
+  PromptInfo full;
+
+  SimEngine a(sim);
+  RequestFlow off(a, &c, sc);
+  off.prefill(turn1, full);
+  off.store_turn();
+  EXPECT_EQ(c.stats().stores, 0u);
+  off.reset();
+
+  sc.turn_stores = true;
+  SimEngine b(sim);
+  RequestFlow on(b, &c, sc);
+  on.prefill(turn1, full);
+  on.store_turn();
+  EXPECT_EQ(c.stats().stores, 1u);
+  EXPECT_EQ(c.plan(turn2, {}).resume_at, 768u) << "turn 1's live state, to its last break";
+  EXPECT_EQ(on.prefill(turn2, full).cached_tokens, 768u);
+  on.store_turn();
+  EXPECT_EQ(c.stats().stores, 2u);
+  EXPECT_EQ(c.plan(turn2, {}).resume_at, 1536u) << "turn 2's";
+  on.store_turn();
+  EXPECT_EQ(c.stats().stores, 2u) << "never the same state twice";
+}
+
 // The guessing attack of issue 29 on one slot: its live state is tenant b's secret prompt when
 // tenant a sends a right guess, or a wrong one of the same length. Nothing of b's state is reused
 // or reported with a's request (its evict store is the cache's, not a's), so a learns nothing.
