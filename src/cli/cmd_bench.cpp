@@ -16,6 +16,7 @@
 #include "cli/commands.h"
 #include "engine/model.h"
 #include "loadgen/bench_run.h"
+#include "loadgen/fleet_run.h"
 #include "loadgen/report.h"
 #include "loadgen/workload.h"
 #include "server/chat_prompt.h"
@@ -31,6 +32,15 @@ std::string default_llama_server() {
   if (std::filesystem::exists(KVSTASH_LLAMA_SERVER)) return KVSTASH_LLAMA_SERVER;
 #endif
   return "llama-server";
+}
+
+// deploy/fleet.sh of the source tree this binary was built from.
+std::string default_fleet_script() {
+#ifdef KVSTASH_SOURCE_DIR
+  return KVSTASH_SOURCE_DIR "/deploy/fleet.sh";
+#else
+  return "deploy/fleet.sh";
+#endif
 }
 
 // This process's command line, for the report (how to run it again).
@@ -70,6 +80,8 @@ struct BenchOpts {
   std::vector<std::string> kvstash_args, llama_args;
   int request_timeout = 7200;
   ConcurrencyOptions conc;
+  int fleet = 0, slots = 1;  // --fleet N instances; --np slots per fleet instance
+  std::string fleet_script = default_fleet_script();
 };
 
 // A server's command line: the same model, context, threads, GPU layers and slots for all.
@@ -129,6 +141,39 @@ void announce(const loadgen::ServerSpec& spec) {
   std::cout << std::endl;
 }
 
+// The fleets one --servers entry runs: kvstash with affinity and round-robin, llama-server with
+// affinity. Each instance gets the bench's model, context, threads, GPU layers and slots.
+std::vector<loadgen::FleetSpec> fleet_specs(const BenchOpts& o, const std::string& name) {
+  const std::string T = std::to_string(o.threads), C = std::to_string(o.ctx),
+                    NGL = std::to_string(o.ngl), S = std::to_string(o.slots);
+  std::vector<std::string> base = {"-m",
+                                   o.model,
+                                   "-n",
+                                   std::to_string(o.fleet),
+                                   "--kvstash",
+                                   self_exe(),
+                                   "--llama-server",
+                                   o.llama_server,
+                                   "--server"};
+  const auto spec = [&](const std::string& row, const std::string& balance) {
+    loadgen::FleetSpec f{row, balance, o.fleet_script, o.fleet, base};
+    f.start_args.insert(f.start_args.end(), {name, "--balance", balance, "--", "-c", C, "-t", T});
+    if (name == "kvstash") {
+      f.start_args.insert(f.start_args.end(), {"--np", S, "--ngl", NGL});
+      f.start_args.insert(f.start_args.end(), o.kvstash_args.begin(), o.kvstash_args.end());
+    } else {
+      f.start_args.insert(f.start_args.end(),
+                          {"-np", S, "-ngl", NGL, "--cache-ram", std::to_string(o.cache_ram_mib)});
+      f.start_args.insert(f.start_args.end(), o.llama_args.begin(), o.llama_args.end());
+    }
+    return f;
+  };
+  if (name == "kvstash")
+    return {spec("kvstash", "affinity"), spec("kvstash-roundrobin", "roundrobin")};
+  if (name == "llama-server") return {spec("llama-server", "affinity")};
+  throw std::runtime_error("--fleet runs kvstash and llama-server, not \"" + name + "\"");
+}
+
 loadgen::RunOptions run_options(const BenchOpts& o, const std::string& out) {
   loadgen::RunOptions ro;
   ro.out_dir = out;
@@ -160,6 +205,32 @@ int run_concurrency(BenchOpts& o, bool max_tokens_given, const engine::Model& to
   };
   return bench_concurrency(o.conc, tok, templates, split(o.servers, ','), spec, run_options(o, out),
                            {command_line(), "", o.model});
+}
+
+// --fleet N: each server's fleets in turn, the fleet report; 1 when a fleet failed to run or a
+// request failed.
+int run_fleets(const BenchOpts& o, const loadgen::Workload& w, const std::vector<uint32_t>& lens,
+               const std::vector<uint32_t>& oracle, const std::string& out,
+               const loadgen::ReportInfo& info) {
+  std::vector<loadgen::FleetRun> runs;
+  for (const auto& name : split(o.servers, ',')) {
+    for (const auto& spec : fleet_specs(o, name)) {
+      std::cout << "running a fleet of " << spec.instances << " " << name << " (" << spec.balance
+                << "): " << spec.script;
+      for (const auto& a : spec.start_args) std::cout << " " << a;
+      std::cout << std::endl;
+      runs.push_back(loadgen::run_fleet(spec, w, lens, oracle, run_options(o, out)));
+    }
+  }
+  const std::string md = loadgen::write_fleet_report(out, info, runs);
+  std::cout << "\n" << md << "\nreport: " << out << "/report.md\n";
+  for (const auto& r : runs) {
+    if (r.run.failed) return 1;
+    for (const auto& q : r.run.requests) {
+      if (!q.result.ok) return 1;
+    }
+  }
+  return 0;
 }
 
 }  // namespace
@@ -209,7 +280,16 @@ Run add_bench(CLI::App& app) {
          "--concurrency: also send a prompt of this many tokens to slot N+1 while the "
          "streams decode, and measure their inter-token latency during its prefill (0: off)")
       ->capture_default_str();
-  app.add_flag("--no-restart", o->no_restart, "no server restart half-way");
+  app.add_flag("--no-restart", o->no_restart,
+               "no server restart half-way (--fleet: no instance killed)");
+  app.add_option("--fleet", o->fleet,
+                 "N instances of each server behind HAProxy (deploy/fleet.sh) instead of one: "
+                 "kvstash with session affinity and round-robin, llama-server with affinity; "
+                 "the restart becomes kill -9 of instance 1")
+      ->check(CLI::Range(1, 64));
+  app.add_option("--fleet-script", o->fleet_script, "--fleet: the fleet script")
+      ->capture_default_str();
+  app.add_option("--np", o->slots, "--fleet: slots per instance")->capture_default_str();
   app.add_option("--api", o->api,
                  "the API the agent workload's requests go over: chat (/v1/chat/completions), "
                  "messages (Anthropic /v1/messages) or responses (OpenAI /v1/responses); both "
@@ -321,6 +401,8 @@ Run add_bench(CLI::App& app) {
     if (o->dry_run) return 0;
 
     const std::string out = out_dir(*o);
+    const loadgen::ReportInfo info{command_line(), desc, o->model};
+    if (o->fleet > 0) return run_fleets(*o, w, lens, oracle, out, info);
     std::vector<loadgen::ServerRun> runs;
     for (const auto& name : split(o->servers, ',')) {
       const loadgen::ServerSpec spec = server_spec(*o, name, 1, out);
@@ -328,7 +410,7 @@ Run add_bench(CLI::App& app) {
       announce(spec);
       runs.push_back(loadgen::run_server(spec, w, lens, oracle, ro));
     }
-    const std::string md = loadgen::write_report(out, {command_line(), desc, o->model}, runs);
+    const std::string md = loadgen::write_report(out, info, runs);
     std::cout << "\n" << md << "\nreport: " << out << "/report.md\n";
     for (const auto& r : runs) {
       if (r.failed) return 1;

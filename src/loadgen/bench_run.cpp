@@ -17,14 +17,14 @@ std::vector<uint32_t> oracle_reuse(const std::vector<std::vector<int32_t>>& prom
   return out;
 }
 
-namespace {
-void add_counters(ServerRun& run, int port) {
+void add_cache_counters(ServerRun& run, int port) {
   const auto m = http_get("127.0.0.1", port, "/metrics");
   if (!m) return;
   run.bytes_written += prometheus_value(*m, "kvstash_cache_bytes_written_total");
   run.bytes_read += prometheus_value(*m, "kvstash_cache_bytes_read_total");
 }
 
+namespace {
 std::string fmt(const char* f, double v) {
   char b[64];
   std::snprintf(b, sizeof b, f, v);
@@ -60,7 +60,7 @@ ServerRun run_server(const ServerSpec& spec, const Workload& w,
     for (size_t i = 0; i < w.size(); ++i) {
       const Step& s = w[i];
       if (s.kind == Step::Kind::kRestart) {
-        add_counters(run, port);
+        add_cache_counters(run, port);
         const int rc = server.stop(opt.stop_timeout_s);
         say("restart (exit status " + std::to_string(rc) + ")");
         run.startup_s.push_back(server.start(opt.start_timeout_s));
@@ -89,7 +89,7 @@ ServerRun run_server(const ServerSpec& spec, const Workload& w,
           " s decode=" + fmt("%.1f", r.result.decode_tok_s) + " tok/s");
       run.requests.push_back(std::move(r));
     }
-    add_counters(run, port);
+    add_cache_counters(run, port);
     server.stop(opt.stop_timeout_s);
   } catch (const std::exception& e) {
     run.failed = true;

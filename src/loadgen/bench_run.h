@@ -49,6 +49,9 @@ struct RunOptions {
 // `argv` with "{port}" replaced by `port`.
 std::vector<std::string> substitute_port(std::vector<std::string> argv, int port);
 
+// Adds the server's kvstash_cache_bytes_{written,read}_total from its /metrics (none: nothing).
+void add_cache_counters(ServerRun& run, int port);
+
 // `prompt_tokens` and `oracle_tokens` are indexed like the workload's requests.
 ServerRun run_server(const ServerSpec& spec, const Workload& w,
                      const std::vector<uint32_t>& prompt_tokens,

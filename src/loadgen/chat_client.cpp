@@ -238,9 +238,11 @@ ChatResult stream_chat(const std::string& host, int port, const Step& request, i
   req.path = path;
   req.body = body.dump();
   req.set_header("Content-Type", "application/json");
+  for (const auto& [name, value] : extras.headers) req.set_header(name, value);
   int status = 0;
   req.response_handler = [&](const httplib::Response& res) {
     status = res.status;
+    r.served_by = res.get_header_value("X-Served-By");
     return true;
   };
   req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {

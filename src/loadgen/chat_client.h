@@ -27,6 +27,7 @@ struct ChatResult {
   int prompt_tokens = -1;      // as the server counted them (-1: not reported)
   int cached_tokens = -1;      // prompt tokens the server did not prefill (-1: not reported)
   std::string cache_source;    // kvstash: what served them (live, ram, disk, remote)
+  std::string served_by;       // the X-Served-By response header (a fleet's instance), if any
   int completion_tokens = -1;  // generated tokens as the server counted them (-1: not reported)
   // When the request was sent, and when each token chunk arrived (seconds after `sent`): the
   // concurrency benchmark lines up several streams on one clock and takes inter-token intervals.
@@ -45,7 +46,8 @@ std::pair<std::string, nlohmann::json> request_for(Wire wire, const Step& reques
 struct ChatExtras {
   Wire wire = Wire::kChat;
   nlohmann::json body = nlohmann::json::object();  // merged into the request body (e.g. logit_bias)
-  std::function<void(int tokens)> on_token;        // after each token chunk, with the count so far
+  std::vector<std::pair<std::string, std::string>> headers;  // request headers (e.g. a session key)
+  std::function<void(int tokens)> on_token;  // after each token chunk, with the count so far
 };
 
 // POSTs the request (messages and tools) in `extras.wire`'s form with stream=true, greedy

@@ -63,6 +63,36 @@ std::string plot(const std::string& dir, const std::vector<ServerRun>& runs) {
   return "plots: ttft.png, prefill.png";
 }
 
+// One row per request: its session, prompt and oracle, each server's cached tokens and TTFT.
+void per_request_table(std::ostringstream& md, const std::vector<ServerRun>& runs) {
+  md << "\n## Per request\n\n| # | session | prompt | oracle |";
+  for (const auto& r : runs) md << " " << r.name << " cached | " << r.name << " TTFT (s) |";
+  md << "\n|---|---|---|---|";
+  for (size_t i = 0; i < runs.size(); ++i) md << "---|---|";
+  md << "\n";
+  size_t n = 0;
+  for (const auto& r : runs) n = std::max(n, r.requests.size());
+  for (size_t k = 0; k < n; ++k) {
+    const RequestRecord* any = nullptr;
+    for (const auto& r : runs) {
+      if (k < r.requests.size()) any = &r.requests[k];
+    }
+    md << "| " << k + 1 << " | " << any->session << " | " << any->prompt_tokens << " | "
+       << any->oracle_tokens << " |";
+    for (const auto& r : runs) {
+      if (k < r.requests.size()) {
+        const auto& res = r.requests[k].result;
+        md << " " << opt_int(res.cached_tokens)
+           << (res.cache_source.empty() ? "" : " (" + res.cache_source + ")") << " | "
+           << f("%.2f", res.ttft_s) << " |";
+      } else {
+        md << " - | - |";
+      }
+    }
+    md << "\n";
+  }
+}
+
 }  // namespace
 
 Totals totals(const ServerRun& run) {
@@ -88,7 +118,7 @@ Totals totals(const ServerRun& run) {
 }
 
 std::string write_report(const std::string& dir, const ReportInfo& info,
-                         const std::vector<ServerRun>& runs) {
+                         const std::vector<ServerRun>& runs, const ReportExtra& extra) {
   std::vector<Totals> tot;
   for (const auto& r : runs) {
     tot.push_back(totals(r));
@@ -144,32 +174,8 @@ std::string write_report(const std::string& dir, const ReportInfo& info,
   for (const auto& r : runs) {
     if (r.failed) md << "\n**" << r.name << " failed:** " << r.error << "\n";
   }
-  md << "\n" << plot(dir, runs) << "\n\n## Per request\n\n| # | session | prompt | oracle |";
-  for (const auto& r : runs) md << " " << r.name << " cached | " << r.name << " TTFT (s) |";
-  md << "\n|---|---|---|---|";
-  for (size_t i = 0; i < runs.size(); ++i) md << "---|---|";
-  md << "\n";
-  size_t n = 0;
-  for (const auto& r : runs) n = std::max(n, r.requests.size());
-  for (size_t k = 0; k < n; ++k) {
-    const RequestRecord* any = nullptr;
-    for (const auto& r : runs) {
-      if (k < r.requests.size()) any = &r.requests[k];
-    }
-    md << "| " << k + 1 << " | " << any->session << " | " << any->prompt_tokens << " | "
-       << any->oracle_tokens << " |";
-    for (const auto& r : runs) {
-      if (k < r.requests.size()) {
-        const auto& res = r.requests[k].result;
-        md << " " << opt_int(res.cached_tokens)
-           << (res.cache_source.empty() ? "" : " (" + res.cache_source + ")") << " | "
-           << f("%.2f", res.ttft_s) << " |";
-      } else {
-        md << " - | - |";
-      }
-    }
-    md << "\n";
-  }
+  md << "\n" << plot(dir, runs) << "\n" << extra.markdown;
+  if (extra.per_request_table) per_request_table(md, runs);
   std::ofstream(dir + "/report.md") << md.str();
 
   nlohmann::json j;
@@ -195,6 +201,7 @@ std::string write_report(const std::string& dir, const ReportInfo& info,
                                {"server_prompt_tokens", r.result.prompt_tokens},
                                {"cached_tokens", r.result.cached_tokens},
                                {"cache_source", r.result.cache_source},
+                               {"served_by", r.result.served_by},
                                {"ttft_s", r.result.ttft_s},
                                {"total_s", r.result.total_s},
                                {"tokens", r.result.tokens},
@@ -204,6 +211,7 @@ std::string write_report(const std::string& dir, const ReportInfo& info,
     }
     j["servers"].push_back(s);
   }
+  j.update(extra.json);
   std::ofstream(dir + "/report.json") << j.dump(2) << "\n";
   return md.str();
 }

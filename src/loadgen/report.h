@@ -5,6 +5,7 @@
 // (TTFT per request, all servers) and prefill.png (cumulative TTFT over the run).
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -29,8 +30,15 @@ struct ReportInfo {
   std::string model;
 };
 
+// What a caller adds to the report (the fleet's section).
+struct ReportExtra {
+  std::string markdown;                            // after the totals and ratios
+  nlohmann::json json = nlohmann::json::object();  // merged into report.json's top level
+  bool per_request_table = true;                   // the caller has its own when false
+};
+
 // Writes every file; returns the markdown text (also printed by the verb).
 std::string write_report(const std::string& dir, const ReportInfo& info,
-                         const std::vector<ServerRun>& runs);
+                         const std::vector<ServerRun>& runs, const ReportExtra& extra = {});
 
 }  // namespace kvstash::loadgen
