@@ -26,11 +26,8 @@ bool installed(const std::string& tool) {
 
 TEST(BenchFleetSmoke, AffinityKeepsSessionsOnOneInstanceAndTheKillFailsNothing) {
   for (const char* tool : {"haproxy", "redis-server", "redis-cli", "curl", "perl"}) {
-    if (!installed(tool)) GTEST_SKIP() << tool << " is not installed (deploy/fleet.sh needs it)";
+    ASSERT_TRUE(installed(tool)) << tool << " is not installed (./setup.sh installs it)";
   }
-  // The instances' readiness is /health; a fleet that is killed and stopped needs no drain.
-  ::setenv("KVSTASH_FLEET_CHECK", "/health", 1);
-  ::setenv("KVSTASH_FLEET_DRAIN", "", 1);
   TempDir dir;
   const auto r = run_kvstash({"bench",
                               "-m",
