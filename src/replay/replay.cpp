@@ -151,13 +151,19 @@ ReplayResult run_replay(const std::vector<TraceRecord>& trace, const ReplayConfi
     info.policy = policy_for(cfg.scope, rec, history, cfg.store.min_tokens);
     history.add("", rec.tokens);
 
-    // The server's rule (cache/slot_choice.h); requests run one at a time, so every slot is idle.
+    // The server's rule (cache/slot_choice.h), forks included; requests run one at a time, so
+    // every slot is idle.
     std::vector<cache::SlotState> states;
     for (const auto& s : slots) {
-      states.push_back({true, cache::shared_prefix(s.engine->tokens(), rec.tokens), s.last_used});
+      states.push_back({true, cache::shared_prefix(s.engine->tokens(), rec.tokens), s.last_used,
+                        s.engine->tokens().size()});
     }
-    Slot& s = slots[*cache::choose_slot(states)];
-    const auto rep = s.flow->prefill(rec.tokens, info);
+    const cache::ForkRule rule{slots.size() > 1 && !cfg.sim.hybrid, cfg.sim.chunk};
+    const cache::SlotChoice choice = *cache::choose_slot_or_fork(states, rule);
+    Slot& s = slots[choice.slot];
+    cache::ForkSource fork;
+    if (choice.fork_from) fork.from = slots[*choice.fork_from].flow.get();
+    const auto rep = s.flow->prefill(rec.tokens, info, nullptr, &fork);
     s.engine->decode(rec.gen);
     s.last_used = ++seq;
 

@@ -4,8 +4,9 @@
 // tokens prefilled, bytes written and read, stores and evictions by reason.
 //
 // As in `kvstash serve`: requests go to one of N slots (the one whose live tokens share the
-// longest prefix with the prompt, else the least recently used: cache::choose_slot, the rule
-// server/slot_pool.cpp uses), the scope policy is chosen per request by
+// longest prefix with the prompt, else the least recently used, or a fork of that prefix into a
+// slot whose state is worth less: cache::choose_slot_or_fork, the rule server/slot_pool.cpp
+// uses), the scope policy is chosen per request by
 // cache::choose_scope_boundary over the recent prompts, and a restart record stores the live states
 // (shutdown), drops the cache and the slots, and opens the directory again (the real startup scan).
 // Time is virtual: each request advances a clock by `interval_s`, which the cache uses for

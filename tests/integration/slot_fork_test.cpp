@@ -1,0 +1,104 @@
+// Slots keep their sessions (cache/slot_choice.h, choose_slot_or_fork): a real `kvstash serve
+// --parallel 2` on the tiny model, two sessions sharing a system prompt. The second session must
+// fork the system prompt into the idle slot instead of cutting the first session's live state,
+// the first session's next turn must find itself live, and the forked request must answer what a
+// fresh prefill answers, bit for bit.
+#include <gtest/gtest.h>
+
+#include <regex>
+#include <string>
+
+#include "http_helpers.h"
+#include "server_process.h"
+#include "temp_dir.h"
+#include "test_models.h"
+
+using namespace kvstash;
+using namespace kvstash::fixtures;
+using nlohmann::json;
+
+namespace {
+
+// Greedy, with no end of turn before max_tokens (the tiny model's EOS tokens banned).
+std::string greedy_body(const json& msgs, int max_tokens) {
+  return chat_body(msgs, max_tokens, {{"logit_bias", {{"151645", false}, {"151643", false}}}});
+}
+
+// The value of a counter without labels in a /metrics page (-1: absent).
+long counter(const std::string& metrics, const std::string& name) {
+  const std::regex line("(^|\n)" + name + " ([0-9]+)");
+  std::smatch m;
+  return std::regex_search(metrics, m, line) ? std::stol(m[2]) : -1;
+}
+
+// The request log lines of `log` (request_log.cpp: "request N chat slot=S ...").
+std::vector<std::string> request_lines(const std::string& log) {
+  std::vector<std::string> out;
+  const std::regex line("request [0-9]+ [a-z]+ slot=[^\n]*");
+  for (auto it = std::sregex_iterator(log.begin(), log.end(), line); it != std::sregex_iterator();
+       ++it) {
+    out.push_back(it->str());
+  }
+  return out;
+}
+
+size_t count(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+}  // namespace
+
+TEST(SlotFork, SecondSessionForksTheSystemPromptAndTheFirstStaysLive) {
+  TempDir dir;
+  const std::string model = model_path("tiny");
+  const json s1 = agent(1, 1, 1);  // a long system prompt, then session 1's task
+  const json s2 = agent(1, 1, 2);  // the same system prompt, another task
+  // The reference: a fresh prefill of session 2, and the system prompt's length.
+  std::string fresh2;
+  int system_tokens = 0;
+  {
+    ServerProcess ref({"-m", model, "--ctx-size", "16384", "--cache-scope", "off"});
+    const Reply r = post(ref.port(), "/v1/chat/completions", greedy_body(s2, 8));
+    ASSERT_EQ(r.status, 200) << r.raw << ref.log();
+    fresh2 = content(r);
+    const json sys_only = json::array({s1[0]});
+    const Reply sys = post(ref.port(), "/v1/chat/completions", greedy_body(sys_only, 1));
+    ASSERT_EQ(sys.status, 200) << sys.raw << ref.log();
+    // Less the generation prompt, "<|im_start|>assistant\n".
+    system_tokens = sys.body["usage"]["prompt_tokens"].get<int>() - 3;
+  }
+  ASSERT_GT(system_tokens, 512) << "the system prompt must be worth a fork (a chunk at least)";
+
+  ServerProcess srv(server_args(model, dir.path + "/cache", {"--parallel", "2"}));
+  const int p = srv.port();
+  const Reply a1 = post(p, "/v1/chat/completions", greedy_body(s1, 8));
+  ASSERT_EQ(a1.status, 200) << a1.raw;
+  const Reply b1 = post(p, "/v1/chat/completions", greedy_body(s2, 8));
+  ASSERT_EQ(b1.status, 200) << b1.raw;
+  json s1_next = s1;
+  s1_next.push_back({{"role", "assistant"}, {"content", content(a1)}});
+  s1_next.push_back({{"role", "user"}, {"content", "Go on."}});
+  const Reply a2 = post(p, "/v1/chat/completions", greedy_body(s1_next, 8));
+  ASSERT_EQ(a2.status, 200) << a2.raw;
+
+  // Session 2 started from the system prompt forked out of session 1's slot...
+  EXPECT_EQ(b1.body["timings"]["cache_source"], "fork") << b1.raw;
+  EXPECT_GE(cached(b1), system_tokens) << b1.raw;
+  EXPECT_EQ(content(b1), fresh2) << "a forked prefix continues exactly as a fresh prefill";
+  // ...on the other slot, so session 1 found itself live on its own.
+  const std::string log = srv.log();
+  const auto reqs = request_lines(log);
+  ASSERT_EQ(reqs.size(), 3u) << log;
+  EXPECT_NE(reqs[0].find("slot=0"), std::string::npos) << reqs[0];
+  EXPECT_NE(reqs[1].find("slot=1"), std::string::npos) << reqs[1];
+  EXPECT_NE(reqs[2].find("slot=0"), std::string::npos) << reqs[2];
+  EXPECT_EQ(a2.body["timings"]["cache_source"], "live") << a2.raw;
+  EXPECT_GT(cached(a2), system_tokens) << "session 1's own turn, not just the system prompt";
+  EXPECT_EQ(count(log, "reason=evict"), 0u) << "no live state was cut or stored away\n" << log;
+
+  const std::string metrics = get(p, "/metrics").raw;
+  EXPECT_EQ(counter(metrics, "kvstash_slot_forks_total"), 1) << metrics;
+  EXPECT_EQ(counter(metrics, "kvstash_slot_evictions_total"), 0) << metrics;
+}
