@@ -2,12 +2,14 @@
 // --parallel 2` on the tiny model, two sessions sharing a system prompt. The second session must
 // fork the system prompt into the idle slot instead of cutting the first session's live state,
 // the first session's next turn must find itself live, and the forked request must answer what a
-// fresh prefill answers, bit for bit.
+// fresh prefill answers, bit for bit. Below the server, the engine's fork itself.
 #include <gtest/gtest.h>
 
 #include <regex>
 #include <string>
 
+#include "engine/session.h"
+#include "engine/shared_context.h"
 #include "http_helpers.h"
 #include "server_process.h"
 #include "temp_dir.h"
@@ -101,4 +103,55 @@ TEST(SlotFork, SecondSessionForksTheSystemPromptAndTheFirstStaysLive) {
   const std::string metrics = get(p, "/metrics").raw;
   EXPECT_EQ(counter(metrics, "kvstash_slot_forks_total"), 1) << metrics;
   EXPECT_EQ(counter(metrics, "kvstash_slot_evictions_total"), 0) << metrics;
+}
+
+// The engine's fork (Session::fork_from): the forked prefix continued computes the logits of a
+// fresh prefill, also when the source's cells are rewritten by a restore right after the fork
+// (llama.cpp queues the copy of the buffers; the fork must have made it before it returns).
+TEST(SlotFork, ForkedPrefixContinuesBitExactEvenWhenTheSourceIsRewrittenAtOnce) {
+  engine::Model& m = fixtures::model("tiny");
+  engine::SessionOptions so;
+  so.n_ctx = 2048;
+  so.chunk = 256;
+  auto tokens = [&](int from, int n) {
+    std::vector<engine::Token> t;
+    for (int i = 0; i < n; ++i)
+      t.push_back(static_cast<engine::Token>(100 + (from + i * 7) % 5000));
+    return t;
+  };
+  const auto p = tokens(0, 700);  // the source's prompt
+  auto p2 = std::vector<engine::Token>(p.begin(), p.begin() + 512);
+  for (auto t : tokens(3000, 150)) p2.push_back(t);  // shares 512 tokens (two chunks) with p
+  const auto q = tokens(9000, 512);                  // what the source holds next
+
+  auto shared = std::make_shared<engine::SharedContext>(m, so, 2);
+  engine::Session src(m, so, shared, 0), dst(m, so, shared, 1);
+  ASSERT_TRUE(src.prefill(p));
+  dst.fork_from(src, 512);
+  EXPECT_EQ(dst.tokens(), std::vector<engine::Token>(p.begin(), p.begin() + 512));
+  EXPECT_EQ(src.tokens(), p) << "the source keeps its live state";
+
+  // The source is rewritten by a restore (no llama_decode) before dst computes anything.
+  engine::Session other(m, so);
+  ASSERT_TRUE(other.prefill(q));
+  const std::vector<uint8_t> kv = other.extract_kv(0, 512);
+  src.restore_begin(0, 0);
+  src.restore_kv(kv);
+  src.restore_end({}, q, {});
+
+  ASSERT_TRUE(dst.prefill(p2));
+  engine::Session fresh(m, so);
+  ASSERT_TRUE(fresh.prefill(p2));
+  ASSERT_FALSE(fresh.logits().empty());
+  EXPECT_EQ(dst.logits(), fresh.logits()) << "a fork continues exactly as a fresh prefill";
+  // And the source holds what was restored into it, untouched by the fork.
+  const auto q2 = [&] {
+    auto t = q;
+    for (auto x : tokens(4000, 40)) t.push_back(x);
+    return t;
+  }();
+  ASSERT_TRUE(src.prefill(q2));
+  engine::Session fresh_q(m, so);
+  ASSERT_TRUE(fresh_q.prefill(q2));
+  EXPECT_EQ(src.logits(), fresh_q.logits());
 }
