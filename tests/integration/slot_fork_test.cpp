@@ -5,12 +5,18 @@
 // fresh prefill answers, bit for bit. Below the server, the engine's fork itself.
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <functional>
+#include <future>
 #include <regex>
 #include <string>
+#include <thread>
 
 #include "engine/session.h"
+#include "engine/session_engine.h"
 #include "engine/shared_context.h"
 #include "http_helpers.h"
+#include "server/slot_pool.h"
 #include "server_process.h"
 #include "temp_dir.h"
 #include "test_models.h"
@@ -42,6 +48,21 @@ std::vector<std::string> request_lines(const std::string& log) {
     out.push_back(it->str());
   }
   return out;
+}
+
+// Waits until no slot runs a job: a slot marks itself idle, with its new live state, only after
+// it has answered, so a next request sent at once may find it still busy.
+void wait_idle(const std::function<bool()>& busy) {
+  for (int i = 0; i < 500 && busy(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_FALSE(busy()) << "a slot stayed busy";
+}
+bool any_busy(int port) {
+  const Reply r = get(port, "/slots");
+  for (const auto& s : r.body) {
+    if (s["is_processing"].get<bool>()) return true;
+  }
+  return !r.body.is_array();
 }
 
 size_t count(const std::string& text, const std::string& what) {
@@ -77,8 +98,10 @@ TEST(SlotFork, SecondSessionForksTheSystemPromptAndTheFirstStaysLive) {
   const int p = srv.port();
   const Reply a1 = post(p, "/v1/chat/completions", greedy_body(s1, 8));
   ASSERT_EQ(a1.status, 200) << a1.raw;
+  wait_idle([&] { return any_busy(p); });
   const Reply b1 = post(p, "/v1/chat/completions", greedy_body(s2, 8));
   ASSERT_EQ(b1.status, 200) << b1.raw;
+  wait_idle([&] { return any_busy(p); });
   json s1_next = s1;
   s1_next.push_back({{"role", "assistant"}, {"content", content(a1)}});
   s1_next.push_back({{"role", "user"}, {"content", "Go on."}});
@@ -154,4 +177,58 @@ TEST(SlotFork, ForkedPrefixContinuesBitExactEvenWhenTheSourceIsRewrittenAtOnce) 
   engine::Session fresh_q(m, so);
   ASSERT_TRUE(fresh_q.prefill(q2));
   EXPECT_EQ(src.logits(), fresh_q.logits());
+}
+
+// Only attention KV forks: a hybrid model's recurrent state cannot be cut, so its engine refuses
+// and its pool cuts the best slot as without forks; the tiny model's pool forks.
+TEST(SlotFork, OnlyModelsThatResumeAnywhereFork) {
+  engine::SessionOptions so;
+  so.n_ctx = 2048;
+  so.chunk = 256;
+  std::vector<engine::Token> sys;
+  for (int i = 0; i < 600; ++i) sys.push_back(static_cast<engine::Token>(200 + i * 3 % 4000));
+  auto turn = [&](int from) {
+    auto t = sys;
+    for (int i = 0; i < 100; ++i) t.push_back(static_cast<engine::Token>(from + i));
+    return t;
+  };
+  for (const std::string shape : {"tiny", "hybrid-tiny"}) {
+    SCOPED_TRACE(shape);
+    engine::Model& m = fixtures::model(shape);
+    const bool forks = shape == "tiny";
+    {
+      auto shared = std::make_shared<engine::SharedContext>(m, so, 2);
+      engine::Session a(m, so, shared, 0), b(m, so, shared, 1);
+      ASSERT_TRUE(a.prefill(turn(5000)));
+      engine::SessionEngine ea(a), eb(b);
+      EXPECT_EQ(eb.fork_from(ea, 512), forks);
+      EXPECT_EQ(b.tokens().size(), forks ? 512u : 0u);
+    }
+    server::SlotPool pool(m, so, 2, nullptr, {}, cache::Scope{});
+    std::vector<int> slots;
+    for (int from : {5000, 6000}) {
+      auto job = std::make_shared<server::Job>();
+      job->prompt = turn(from);
+      job->info.boundaries = {0, 600};
+      job->max_tokens = 2;
+      job->sampling.temperature = 0;
+      std::promise<server::Job::Result> done;
+      job->on_done = [&](const server::Job::Result& r) { done.set_value(r); };
+      pool.submit(job);
+      const server::Job::Result r = done.get_future().get();
+      ASSERT_EQ(r.end, server::JobEnd::kLength) << r.error;
+      slots.push_back(r.slot);
+      wait_idle([&] {
+        for (const auto& s : pool.slots()) {
+          if (s.busy) return true;
+        }
+        return false;
+      });
+      // A hybrid state cannot be cut, and this pool has no cache: nothing is reused.
+      if (from == 6000) EXPECT_EQ(r.cache_source, forks ? "fork" : "");
+    }
+    EXPECT_EQ(slots, (std::vector<int>{0, forks ? 1 : 0}));
+    EXPECT_EQ(pool.counters().forks.load(), forks ? 1u : 0u);
+    EXPECT_EQ(pool.counters().evictions.load(), forks ? 0u : 1u);
+  }
 }
