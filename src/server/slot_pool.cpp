@@ -120,16 +120,7 @@ void SlotPool::run(Slot& s) {
             job = *it;
             queue_.erase(it);
             s.job = job;
-            const cache::SlotState& mine = states[choice->slot];
-            if (mine.live_tokens > 0 && mine.shared_prefix < mine.live_tokens)
-              ++counters_.evictions;
-            if (choice->fork_from) {
-              s.fork_from = slots_[*choice->fork_from].get();
-              s.fork_from->pinned = true;
-              log::info("slot " + std::to_string(s.id) + " forks up to " +
-                        std::to_string(choice->fork_tokens) + " tokens from slot " +
-                        std::to_string(s.fork_from->id));
-            }
+            take(s, *choice, states[choice->slot]);
             return true;
           }
           if (choice) break;  // another idle slot is better for the head of the queue
@@ -174,6 +165,15 @@ engine::RequestPolicy SlotPool::policy_for(Job& job) {
   std::lock_guard lock(mu_);
   history_.add(job.info.salt, job.prompt);
   return p;
+}
+
+void SlotPool::take(Slot& s, const cache::SlotChoice& choice, const cache::SlotState& was) {
+  if (was.live_tokens > 0 && was.shared_prefix < was.live_tokens) ++counters_.evictions;
+  if (!choice.fork_from) return;
+  s.fork_from = slots_[*choice.fork_from].get();
+  s.fork_from->pinned = true;
+  log::info("slot " + std::to_string(s.id) + " forks up to " + std::to_string(choice.fork_tokens) +
+            " tokens from slot " + std::to_string(s.fork_from->id));
 }
 
 void SlotPool::release_fork(Slot& s) {

@@ -132,6 +132,9 @@ class SlotPool {
   void run(Slot& s);
   void execute(Slot& s, Job& job);
   engine::RequestPolicy policy_for(Job& job);
+  // With the pool mutex held, as s takes a job by `choice` (`was`: s's state then): counts a
+  // live state cut, pins the fork's source.
+  void take(Slot& s, const cache::SlotChoice& choice, const cache::SlotState& was);
   // Frees the slot s forks from (idempotent).
   void release_fork(Slot& s);
 
