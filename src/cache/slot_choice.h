@@ -39,7 +39,9 @@ struct SlotState {
   bool idle = true;
   size_t shared_prefix = 0;  // tokens the live state shares with the prompt (reusable_prefix())
   uint64_t last_used = 0;    // any increasing clock; smaller: used longer ago
-  size_t live_tokens = 0;    // the length of the live state (0: empty slot)
+  // The live tokens worth keeping: those prefill computed (0: an empty slot). Decoded tokens are
+  // never reused (request_flow.h), so a prompt that drops them continues the live state.
+  size_t live_tokens = 0;
 };
 
 // When a request may fork: the engine can copy a sequence's prefix into another (attention KV:

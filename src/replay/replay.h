@@ -43,6 +43,7 @@ struct ReplayConfig {
 struct ReplayResult {
   std::string label;
   uint64_t requests = 0, hits = 0, live_hits = 0, restarts = 0;  // hits: cached > 0
+  uint64_t forks = 0;  // requests that started from another slot's prefix (slot_choice.h)
   uint64_t prompt_tokens = 0, tokens_reused = 0, oracle_tokens = 0, tokens_prefilled = 0;
   uint64_t bytes_written = 0, bytes_read = 0;  // real bytes (scaled back)
   uint64_t stores = 0, stores_skipped = 0, superseded_dropped = 0, own_writes_evicted = 0;

@@ -35,6 +35,7 @@ struct SlotPool::Slot {
   std::unique_ptr<engine::CachedSession> cached;
   std::shared_ptr<Job> job;         // assigned work, guarded by the pool mutex
   std::vector<engine::Token> live;  // copy of the live tokens for slot selection
+  size_t computed = 0;              // how many of them prefill computed (the rest were decoded)
   std::string live_salt;            // the cache_salt they belong to
   uint64_t last_used = 0, requests = 0;
   bool pinned = false;        // a fork reads this slot's live state: it takes no job
@@ -113,7 +114,7 @@ void SlotPool::run(Slot& s) {
             const Job& j = **it;
             const size_t shared =
                 o.job ? 0 : cache::reusable_prefix(o.live, o.live_salt, j.prompt, j.info.salt);
-            states[i] = {!o.job && !o.pinned, shared, o.last_used, o.live.size()};
+            states[i] = {!o.job && !o.pinned, shared, o.last_used, o.computed};
           }
           const auto choice = cache::choose_slot_or_fork(states, fork_rule_);
           if (choice && slots_[choice->slot].get() == &s) {
@@ -138,6 +139,7 @@ void SlotPool::run(Slot& s) {
     std::lock_guard lock(mu_);
     s.job.reset();
     s.live = s.session->tokens();
+    s.computed = std::min(s.live.size(), job->prompt.size());
     s.live_salt = job->info.salt;
     if (job->kind == Job::Kind::kRequest) ++s.requests;  // a settle is not a request
     s.last_used = static_cast<uint64_t>(Clock::now().time_since_epoch().count());
