@@ -56,6 +56,10 @@ class KvEngine {
   // Cuts the live state to its first n tokens (only where resumes_anywhere()).
   virtual void trim(size_t n) = 0;
   virtual void clear() = 0;
+  // Replaces the live state with the first n tokens of `src`'s live state (another engine of the
+  // same kind and model, n <= src.tokens().size()), as exact as src.trim(n) would be; src is
+  // unchanged. False when this engine cannot (then nothing changed).
+  virtual bool fork_from(KvEngine& src, uint32_t n);
 
   // The KV of tokens [begin, end) as a standalone section, copied into a buffer of `pool` (pinned
   // memory on GPU builds: the copy out of the device runs at PCIe speed, and the buffer is what

@@ -349,8 +349,28 @@ RestoreOutcome RequestFlow::try_restore(const RestorePlan& plan, std::span<const
   return out;
 }
 
+uint32_t RequestFlow::fork_in(RequestFlow& src, const std::vector<Token>& prompt,
+                              const PromptInfo& info, const Breaks& breaks) {
+  if (&src == this || !e_.resumes_anywhere() || !info.complete) return 0;
+  if (src.e_.tokens().empty() || src.live_salt_ != info.salt || !src.live_reusable_) return 0;
+  const uint32_t at = src.live_resume(prompt, src.live_common(prompt), breaks);
+  if (at == 0) return 0;
+  if (!e_.tokens().empty()) store_live(Reason::kEvict, prompt, info.salt);
+  drop_live();
+  if (!e_.fork_from(src.e_, at)) return 0;
+  computed_ = at;
+  breaks_ = src.breaks_;
+  prompt_len_ = src.prompt_len_;
+  live_checkpoints_ = src.live_checkpoints_;
+  live_salt_ = src.live_salt_;
+  live_reusable_ = true;
+  log::info("kv cache fork tokens=" + std::to_string(at));
+  return at;
+}
+
 PrefillReport RequestFlow::prefill(const std::vector<Token>& prompt, const PromptInfo& info,
-                                   const std::function<bool(int, int, int)>& progress) {
+                                   const std::function<bool(int, int, int)>& progress,
+                                   const ForkSource* fork) {
   PrefillReport rep;
   rep.prompt_tokens = static_cast<uint32_t>(prompt.size());
   if (prompt.empty()) throw std::invalid_argument("empty prompt");
@@ -365,6 +385,10 @@ PrefillReport RequestFlow::prefill(const std::vector<Token>& prompt, const Promp
   const uint32_t C = e_.chunk();
   const Breaks breaks(C, info.boundaries);
   const bool snapshot_only = !e_.resumes_anywhere();
+  if (fork) {
+    if (fork->from) rep.forked_tokens = fork_in(*fork->from, prompt, info, breaks);
+    if (fork->done) fork->done();
+  }
 
   // Another tenant's live state is never reused (it would reveal that the prefix was seen).
   const bool own =

@@ -73,6 +73,7 @@ struct PrefillReport {
   uint32_t restore_failures = 0;       // loaded states the engine refused (never served)
   uint32_t restore_errors = 0;         // restores that failed for a transient reason (data kept)
   uint32_t kept_tokens = 0;            // live tokens kept (a delta restore loads only past them)
+  uint32_t forked_tokens = 0;          // live tokens copied from another flow's (ForkSource)
   Source source = Source::kRecompute;  // what served cached_tokens (live, a tier) or recompute
   std::string plan_log;                // the restore-or-recompute decision, if one was made
   std::vector<StoreOutcome> stores;    // the stores this prefill attempted, in order
@@ -112,6 +113,19 @@ Restored restore_plan(KvEngine& e, PrefixCache& cache, const RestorePlan& plan,
 void restore_loaded(KvEngine& e, const RestorePlan& plan, const PrefixCache::Loaded& l,
                     std::span<const Token> prompt);
 
+class RequestFlow;
+
+// A fork (cache/slot_choice.h): another flow, of another sequence of the same engine kind, whose
+// live state shares a prefix with the prompt. Before the request runs, this flow stores its own
+// live state as a live miss does (reason=evict) and takes a copy of that prefix as its live state,
+// cut where the source's own request could resume the prompt (same salt, complete boundaries, a
+// break of both prompts, within what prefill computed); the request then reuses it like a live
+// hit. The caller keeps the source unchanged until `done` is called (once, copied or not).
+struct ForkSource {
+  RequestFlow* from = nullptr;
+  std::function<void()> done;
+};
+
 class RequestFlow {
  public:
   // `cache` may be null: then nothing is restored or stored (--cache-scope off).
@@ -120,8 +134,10 @@ class RequestFlow {
   KvEngine& engine() { return e_; }
 
   // progress(done, total, cached) after each batch; returning false cancels.
+  // `fork`: the live state to start from instead of this flow's own (may be null).
   PrefillReport prefill(const std::vector<Token>& prompt, const PromptInfo& info,
-                        const std::function<bool(int, int, int)>& progress = nullptr);
+                        const std::function<bool(int, int, int)>& progress = nullptr,
+                        const ForkSource* fork = nullptr);
   // Stores the live state (graceful exit).
   void shutdown();
   // After a reply, with StoreConfig::turn_stores: stores the live state as the next turn's anchor.
@@ -136,6 +152,9 @@ class RequestFlow {
   // Where the live state can resume `prompt` as it is (0: nowhere).
   uint32_t live_resume(const std::vector<Token>& prompt, uint32_t common,
                        const Breaks& breaks) const;
+  // Replaces the live state with src's prefix (ForkSource); the tokens forked, 0 for none.
+  uint32_t fork_in(RequestFlow& src, const std::vector<Token>& prompt, const PromptInfo& info,
+                   const Breaks& breaks);
   // Before the live state is cut to `keep`: the evict store of what would be lost.
   void store_before_cut(uint32_t keep, std::span<const Token> prompt, const std::string& salt);
   // Tries restore_plan with the plan's objects pinned in `pin` (kept while the request runs);

@@ -111,6 +111,7 @@ nlohmann::json to_json(const replay::ReplayResult& r, bool per_request) {
                       {"restarts", r.restarts},
                       {"hits", r.hits},
                       {"live_hits", r.live_hits},
+                      {"forks", r.forks},
                       {"hit_rate", r.hit_rate()},
                       {"prompt_tokens", r.prompt_tokens},
                       {"tokens_reused", r.tokens_reused},

@@ -35,10 +35,13 @@ class CachedSession {
   Session& session() { return s_; }
 
   // progress(done, total, cached) after each batch; returning false cancels.
+  // `fork`: start from a prefix of another slot's live state (cache::ForkSource; may be null).
   PrefillReport prefill(const std::vector<Token>& prompt, const PromptInfo& info,
-                        const std::function<bool(int, int, int)>& progress = nullptr) {
-    return flow_.prefill(prompt, info, progress);
+                        const std::function<bool(int, int, int)>& progress = nullptr,
+                        const cache::ForkSource* fork = nullptr) {
+    return flow_.prefill(prompt, info, progress, fork);
   }
+  cache::RequestFlow& flow() { return flow_; }
   // Stores the live state (graceful exit).
   void shutdown() { flow_.shutdown(); }
   // After a reply (StoreConfig::turn_stores): the live state as the next turn's anchor.

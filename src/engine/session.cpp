@@ -116,6 +116,18 @@ void Session::clear() {
   logits_.clear();
 }
 
+void Session::fork_from(const Session& src, size_t n) {
+  if (model_.resume_kind() != ResumeKind::kAnyBoundary) {
+    throw std::logic_error("this model's state cannot be cut, so it cannot be forked");
+  }
+  if (src.shared_ != shared_ || src.seq_ == seq_ || n == 0 || n > src.tokens_.size()) {
+    throw std::logic_error("fork: not another sequence of this context, or past its tokens");
+  }
+  shared_->fork(src.seq_, seq_, static_cast<int>(n), src.tokens_.front());
+  tokens_.assign(src.tokens_.begin(), src.tokens_.begin() + static_cast<std::ptrdiff_t>(n));
+  logits_.clear();
+}
+
 void Session::trim(size_t n) {
   if (n >= tokens_.size()) return;
   if (model_.resume_kind() != ResumeKind::kAnyBoundary) {

@@ -101,6 +101,10 @@ class Session {
   void clear();
   // Cuts the live state to its first n tokens. Only where resume_kind() is kAnyBoundary.
   void trim(size_t n);
+  // Replaces the live state with the first n tokens of `src`'s, another sequence of the same
+  // context (SharedContext::fork): as exact as src.trim(n) would be. Only where resume_kind() is
+  // kAnyBoundary.
+  void fork_from(const Session& src, size_t n);
 
   Snapshot snapshot() const;
   void restore(const Snapshot& s);

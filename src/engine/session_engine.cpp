@@ -8,6 +8,13 @@ bool SessionEngine::resumes_anywhere() const {
   return s_.model().resume_kind() == ResumeKind::kAnyBoundary;
 }
 
+bool SessionEngine::fork_from(cache::KvEngine& src, uint32_t n) {
+  auto* from = dynamic_cast<SessionEngine*>(&src);
+  if (!from || !resumes_anywhere()) return false;
+  s_.fork_from(from->s_, n);
+  return true;
+}
+
 Payload SessionEngine::extract_kv(uint32_t begin, uint32_t end, BufferPool& pool) {
   return s_.extract_kv(static_cast<int>(begin), static_cast<int>(end), pool);
 }

@@ -19,6 +19,7 @@ class SessionEngine final : public cache::KvEngine {
   const std::vector<float>& logits() const override { return s_.logits(); }
   void trim(size_t n) override { s_.trim(n); }
   void clear() override { s_.clear(); }
+  bool fork_from(cache::KvEngine& src, uint32_t n) override;
   Payload extract_kv(uint32_t begin, uint32_t end, BufferPool& pool) override;
   std::vector<uint8_t> partial_state() const override { return s_.partial_state(); }
   bool prefill(const std::vector<cache::Token>& prompt, const cache::PrefillPlan& plan) override;

@@ -195,6 +195,26 @@ void SharedContext::prefill(int seq, std::span<const Token> toks, int pos,
   });
 }
 
+void SharedContext::fork(int src, int dst, int n, Token filler) {
+  if (src == dst || src < 0 || dst < 0 || src >= n_seq_ || dst >= n_seq_ || n <= 0) {
+    throw std::logic_error("fork: bad sequences or length");
+  }
+  exclusive([&](llama_context* ctx) {
+    llama_memory_t mem = llama_get_memory(ctx);
+    llama_memory_seq_rm(mem, dst, -1, -1);
+    // Across streams llama.cpp copies only whole streams: it copies the cells' metadata now and
+    // queues the buffer copy for the memory update at the start of the next llama_decode.
+    llama_memory_seq_cp(mem, src, dst, -1, -1);
+    if (!llama_memory_seq_rm(mem, dst, n, -1))
+      throw std::runtime_error("fork: cannot cut the copy");
+    // That update runs here, with one token decoded at n and dropped: no later work (a restore
+    // writing src's cells, a read of dst's) may run between the queued copy and the copy.
+    decode_tokens(ctx, {{filler, n, dst, false}}, "at position " + std::to_string(n) + " (fork)");
+    if (!llama_memory_seq_rm(mem, dst, n, -1))
+      throw std::runtime_error("fork: cannot cut the copy");
+  });
+}
+
 void SharedContext::run_step(std::vector<Step*>& steps) {
   // With one KV stream per sequence, llama.cpp puts into one ubatch only sequences whose ids
   // follow each other in the batch (0, 1, 2...): in arrival order, a step of four would run as up

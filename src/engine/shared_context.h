@@ -67,6 +67,12 @@ class SharedContext {
   // Decodes token `t` at `pos` of sequence `seq` (batched with the other decoding sequences) and
   // stores the logits after it in *logits.
   void decode(int seq, Token t, int pos, std::vector<float>* logits);
+  // Makes sequence `dst` hold the first `n` cells of sequence `src` (which must hold more than
+  // n - 1 positions, position-ordered from cell 0): a copy of src's whole KV stream, cut to n.
+  // The cells then lie where src's lie, so continuing dst computes what continuing src from n
+  // would. As exclusive work; done when it returns. Attention KV only (llama.cpp copies whole
+  // streams; a recurrent state cannot be cut).
+  void fork(int src, int dst, int n, Token filler);
 
   // Marks a slot as decoding while it lives: a decode step waits for the tokens of these slots.
   class Decoding {

@@ -109,6 +109,7 @@ ReplayResult run_replay(const std::vector<TraceRecord>& trace, const ReplayConfi
     std::unique_ptr<SimEngine> engine;
     std::unique_ptr<cache::RequestFlow> flow;
     uint64_t last_used = 0;
+    size_t computed = 0;  // live tokens prefill computed (the rest were decoded)
   };
   std::unique_ptr<cache::PrefixCache> cache;
   std::vector<Slot> slots;
@@ -151,13 +152,20 @@ ReplayResult run_replay(const std::vector<TraceRecord>& trace, const ReplayConfi
     info.policy = policy_for(cfg.scope, rec, history, cfg.store.min_tokens);
     history.add("", rec.tokens);
 
-    // The server's rule (cache/slot_choice.h); requests run one at a time, so every slot is idle.
+    // The server's rule (cache/slot_choice.h), forks included; requests run one at a time, so
+    // every slot is idle.
     std::vector<cache::SlotState> states;
     for (const auto& s : slots) {
-      states.push_back({true, cache::shared_prefix(s.engine->tokens(), rec.tokens), s.last_used});
+      states.push_back(
+          {true, cache::shared_prefix(s.engine->tokens(), rec.tokens), s.last_used, s.computed});
     }
-    Slot& s = slots[*cache::choose_slot(states)];
-    const auto rep = s.flow->prefill(rec.tokens, info);
+    const cache::ForkRule rule{slots.size() > 1 && !cfg.sim.hybrid, cfg.sim.chunk};
+    const cache::SlotChoice choice = *cache::choose_slot_or_fork(states, rule);
+    Slot& s = slots[choice.slot];
+    cache::ForkSource fork;
+    if (choice.fork_from) fork.from = slots[*choice.fork_from].flow.get();
+    const auto rep = s.flow->prefill(rec.tokens, info, nullptr, &fork);
+    s.computed = s.engine->tokens().size();
     s.engine->decode(rec.gen);
     s.last_used = ++seq;
 
@@ -165,6 +173,7 @@ ReplayResult run_replay(const std::vector<TraceRecord>& trace, const ReplayConfi
     res.prompt_tokens += rec.tokens.size();
     if (rep.cached_tokens > 0) ++res.hits;
     if (rep.from_live) ++res.live_hits;
+    if (rep.forked_tokens > 0) ++res.forks;
     res.tokens_reused += rep.cached_tokens;
     res.cached.push_back(rep.cached_tokens);
   }

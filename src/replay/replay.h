@@ -4,8 +4,9 @@
 // tokens prefilled, bytes written and read, stores and evictions by reason.
 //
 // As in `kvstash serve`: requests go to one of N slots (the one whose live tokens share the
-// longest prefix with the prompt, else the least recently used: cache::choose_slot, the rule
-// server/slot_pool.cpp uses), the scope policy is chosen per request by
+// longest prefix with the prompt, else the least recently used, or a fork of that prefix into a
+// slot whose state is worth less: cache::choose_slot_or_fork, the rule server/slot_pool.cpp
+// uses), the scope policy is chosen per request by
 // cache::choose_scope_boundary over the recent prompts, and a restart record stores the live states
 // (shutdown), drops the cache and the slots, and opens the directory again (the real startup scan).
 // Time is virtual: each request advances a clock by `interval_s`, which the cache uses for
@@ -42,6 +43,7 @@ struct ReplayConfig {
 struct ReplayResult {
   std::string label;
   uint64_t requests = 0, hits = 0, live_hits = 0, restarts = 0;  // hits: cached > 0
+  uint64_t forks = 0;  // requests that started from another slot's prefix (slot_choice.h)
   uint64_t prompt_tokens = 0, tokens_reused = 0, oracle_tokens = 0, tokens_prefilled = 0;
   uint64_t bytes_written = 0, bytes_read = 0;  // real bytes (scaled back)
   uint64_t stores = 0, stores_skipped = 0, superseded_dropped = 0, own_writes_evicted = 0;

@@ -73,6 +73,15 @@ void SimEngine::trim(size_t n) {
   logits_.clear();
 }
 
+bool SimEngine::fork_from(cache::KvEngine& src, uint32_t n) {
+  auto* from = dynamic_cast<SimEngine*>(&src);
+  if (!from || cfg_.hybrid || n > from->tokens_.size()) return false;
+  tokens_.assign(from->tokens_.begin(), from->tokens_.begin() + n);
+  logits_.clear();
+  queued_.clear();
+  return true;
+}
+
 void SimEngine::clear() {
   tokens_.clear();
   logits_.clear();

@@ -43,6 +43,7 @@ class SimEngine final : public cache::KvEngine {
   const std::vector<float>& logits() const override { return logits_; }
   void trim(size_t n) override;
   void clear() override;
+  bool fork_from(cache::KvEngine& src, uint32_t n) override;
   Payload extract_kv(uint32_t begin, uint32_t end, BufferPool& pool) override;
   std::vector<uint8_t> partial_state() const override;
   bool prefill(const std::vector<cache::Token>& prompt, const cache::PrefillPlan& plan) override;

@@ -40,6 +40,11 @@ std::string prometheus_metrics(SlotPool& pool, cache::PrefixCache* cache, int n_
   metric(out, "kvstash_tokens_prefilled_total", "counter", "Prompt tokens prefilled.",
          c.prefilled_tokens);
   metric(out, "kvstash_tokens_generated_total", "counter", "Tokens generated.", c.generated_tokens);
+  metric(out, "kvstash_slot_forks_total", "counter",
+         "Requests that started from a prefix copied out of another slot's live state.", c.forks);
+  metric(out, "kvstash_slot_evictions_total", "counter",
+         "Live states cut or dropped to serve another request (not all a prefix of its prompt).",
+         c.evictions);
   metric(out, "kvstash_slots", "gauge", "Slots.", static_cast<uint64_t>(n_slots));
   metric(out, "kvstash_slots_busy", "gauge", "Slots executing a request.",
          static_cast<uint64_t>(pool.busy()));

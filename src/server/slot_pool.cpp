@@ -35,8 +35,11 @@ struct SlotPool::Slot {
   std::unique_ptr<engine::CachedSession> cached;
   std::shared_ptr<Job> job;         // assigned work, guarded by the pool mutex
   std::vector<engine::Token> live;  // copy of the live tokens for slot selection
+  size_t computed = 0;              // how many of them prefill computed (the rest were decoded)
   std::string live_salt;            // the cache_salt they belong to
   uint64_t last_used = 0, requests = 0;
+  bool pinned = false;        // a fork reads this slot's live state: it takes no job
+  Slot* fork_from = nullptr;  // the slot this one's job forks from (pinned until the copy)
   std::thread thread;
 };
 
@@ -49,6 +52,9 @@ SlotPool::SlotPool(engine::Model& model, const engine::SessionOptions& session, 
       history_(kHistory, kHistorySalts) {
   if (n_slots < 1) throw std::invalid_argument("--parallel must be at least 1");
   context_ = std::make_shared<engine::SharedContext>(model, session, n_slots);
+  // A fork is worth a prefill batch at least; only attention KV can be cut after the copy.
+  fork_rule_ = {n_slots > 1 && model.resume_kind() == engine::ResumeKind::kAnyBoundary,
+                static_cast<size_t>(session.chunk)};
   for (int i = 0; i < n_slots; ++i) {
     auto s = std::make_unique<Slot>();
     s->id = i;
@@ -93,11 +99,11 @@ void SlotPool::run(Slot& s) {
       std::unique_lock lock(mu_);
       // A slot takes the first queued job for which it is the best idle slot.
       cv_.wait(lock, [&] {
-        if (stopping_) return true;
+        if (stopping_) return !s.pinned;  // a fork still reads this slot's live state
         std::vector<cache::SlotState> states(slots_.size());
         for (auto it = queue_.begin(); it != queue_.end(); ++it) {
           if ((*it)->only_slot >= 0) {  // for one slot only: others pass it by
-            if ((*it)->only_slot != s.id) continue;
+            if ((*it)->only_slot != s.id || s.pinned) continue;
             job = *it;
             queue_.erase(it);
             s.job = job;
@@ -108,16 +114,17 @@ void SlotPool::run(Slot& s) {
             const Job& j = **it;
             const size_t shared =
                 o.job ? 0 : cache::reusable_prefix(o.live, o.live_salt, j.prompt, j.info.salt);
-            states[i] = {!o.job, shared, o.last_used};
+            states[i] = {!o.job && !o.pinned, shared, o.last_used, o.computed};
           }
-          const std::optional<size_t> best = cache::choose_slot(states);
-          if (best && slots_[*best].get() == &s) {
+          const auto choice = cache::choose_slot_or_fork(states, fork_rule_);
+          if (choice && slots_[choice->slot].get() == &s) {
             job = *it;
             queue_.erase(it);
             s.job = job;
+            take(s, *choice, states[choice->slot]);
             return true;
           }
-          if (best) break;  // another idle slot is better for the head of the queue
+          if (choice) break;  // another idle slot is better for the head of the queue
         }
         return false;
       });
@@ -132,6 +139,7 @@ void SlotPool::run(Slot& s) {
     std::lock_guard lock(mu_);
     s.job.reset();
     s.live = s.session->tokens();
+    s.computed = std::min(s.live.size(), job->prompt.size());
     s.live_salt = job->info.salt;
     if (job->kind == Job::Kind::kRequest) ++s.requests;  // a settle is not a request
     s.last_used = static_cast<uint64_t>(Clock::now().time_since_epoch().count());
@@ -161,7 +169,34 @@ engine::RequestPolicy SlotPool::policy_for(Job& job) {
   return p;
 }
 
+void SlotPool::take(Slot& s, const cache::SlotChoice& choice, const cache::SlotState& was) {
+  if (was.live_tokens > 0 && was.shared_prefix < was.live_tokens) ++counters_.evictions;
+  if (!choice.fork_from) return;
+  s.fork_from = slots_[*choice.fork_from].get();
+  s.fork_from->pinned = true;
+  log::info("slot " + std::to_string(s.id) + " forks up to " + std::to_string(choice.fork_tokens) +
+            " tokens from slot " + std::to_string(s.fork_from->id));
+}
+
+void SlotPool::release_fork(Slot& s) {
+  std::lock_guard lock(mu_);
+  if (!s.fork_from) return;
+  s.fork_from->pinned = false;
+  s.fork_from = nullptr;
+  cv_.notify_all();
+}
+
 void SlotPool::execute(Slot& s, Job& job) {
+  struct Release {
+    SlotPool& pool;
+    Slot& s;
+    ~Release() { pool.release_fork(s); }
+  } release{*this, s};
+  cache::ForkSource fork;
+  if (s.fork_from) {  // set under the mutex by this thread; the source is pinned
+    fork.from = &s.fork_from->cached->flow();
+    fork.done = [this, &s] { release_fork(s); };
+  }
   Job::Result r;
   r.slot = s.id;
   r.prompt_tokens = static_cast<uint32_t>(job.prompt.size());
@@ -182,7 +217,7 @@ void SlotPool::execute(Slot& s, Job& job) {
     job.info.policy = policy_for(job);
     const auto t0 = Clock::now();
     int last_logged = 0;
-    const auto rep = s.cached->prefill(job.prompt, job.info, [&](int done, int total, int cached) {
+    auto on_progress = [&](int done, int total, int cached) {
       if (job.on_progress) job.on_progress(done, total, cached);
       if (done - last_logged >= 2048 || done == total) {
         log::info("slot " + std::to_string(s.id) + " prefill " + std::to_string(done) + "/" +
@@ -191,12 +226,17 @@ void SlotPool::execute(Slot& s, Job& job) {
         last_logged = done;
       }
       return !job.cancelled.load();
-    });
+    };
+    const auto rep = s.cached->prefill(job.prompt, job.info, on_progress, &fork);
+    if (rep.forked_tokens > 0) ++counters_.forks;
     r.cached_tokens = rep.cached_tokens;
     r.prompt_ms = ms_since(t0);
     r.restore_ms = rep.restore_ms;
     r.stores = rep.stores;
-    if (rep.cached_tokens > 0) r.cache_source = cache::source_name(rep.source);
+    if (rep.cached_tokens > 0) {
+      r.cache_source =
+          rep.from_live && rep.forked_tokens > 0 ? "fork" : cache::source_name(rep.source);
+    }
     if (request) {
       counters_.cached_tokens += rep.cached_tokens;
       counters_.prefilled_tokens += job.prompt.size() - rep.cached_tokens;

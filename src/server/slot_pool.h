@@ -6,7 +6,10 @@
 // restores bit-exact); a long prefill is interleaved with the others' decode steps batch by
 // batch. A request goes to the idle slot whose live state of its own cache_salt shares the
 // longest prefix with it (else the least recently used one: cache::choose_slot,
-// cache/slot_choice.h, the rule replay shares) and waits when all are busy. Each slot runs its
+// cache/slot_choice.h, the rule replay shares) and waits when all are busy. Where that slot's
+// live state would be cut while an idle slot holds a state worth less, the request goes there
+// and forks the shared prefix out of the first slot (cache::choose_slot_or_fork), which keeps its
+// live state; the source slot takes no work until the copy is made. Each slot runs its
 // request in a thread of its own: restores, stores and evictions of one slot go on while the others
 // decode.
 #pragma once
@@ -23,6 +26,7 @@
 
 #include "cache/prefix_cache.h"
 #include "cache/scope_policy.h"
+#include "cache/slot_choice.h"
 #include "engine/cached_session.h"
 #include "engine/sampler.h"
 #include "engine/shared_context.h"
@@ -73,8 +77,10 @@ struct Job {
     std::string error;
     int error_status = 500;  // the HTTP status of an error (503: shutting down)
     double prompt_ms = 0, generation_ms = 0;
-    double restore_ms = 0;     // part of prompt_ms spent restoring from the cache
-    std::string cache_source;  // what served cached_tokens: live, ram, disk, remote ("": none)
+    double restore_ms = 0;  // part of prompt_ms spent restoring from the cache
+    // What served cached_tokens: live, fork (a prefix copied from another slot's live state),
+    // ram, disk, remote ("": none).
+    std::string cache_source;
     int slot = -1;
     std::vector<cache::StoreOutcome> stores;  // the stores its prefill attempted
   };
@@ -93,6 +99,8 @@ struct SlotInfo {
 struct PoolCounters {
   std::atomic<uint64_t> requests{0}, prompt_tokens{0}, cached_tokens{0}, prefilled_tokens{0},
       generated_tokens{0}, cancelled{0};
+  std::atomic<uint64_t> forks{0};      // requests that started from a forked prefix
+  std::atomic<uint64_t> evictions{0};  // live states cut or dropped to serve another request
 };
 
 class SlotPool {
@@ -124,12 +132,18 @@ class SlotPool {
   void run(Slot& s);
   void execute(Slot& s, Job& job);
   engine::RequestPolicy policy_for(Job& job);
+  // With the pool mutex held, as s takes a job by `choice` (`was`: s's state then): counts a
+  // live state cut, pins the fork's source.
+  void take(Slot& s, const cache::SlotChoice& choice, const cache::SlotState& was);
+  // Frees the slot s forks from (idempotent).
+  void release_fork(Slot& s);
 
   engine::Model& model_;
   std::shared_ptr<engine::SharedContext> context_;  // every slot's sequence
   cache::PrefixCache* cache_;
   cache::StoreConfig store_;
   cache::Scope scope_;
+  cache::ForkRule fork_rule_;
   std::vector<std::unique_ptr<Slot>> slots_;
   std::mutex mu_;
   std::condition_variable cv_;

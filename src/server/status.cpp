@@ -116,17 +116,18 @@ json status_json(SlotPool& pool, cache::PrefixCache* cache, const RequestLog& lo
   j["tiers"] = tiers;
 
   const auto& t = snap.totals;
-  json totals = {{"requests", t.requests},
-                 {"errors", t.errors},
-                 {"cancelled", t.cancelled},
-                 {"prompt_tokens", t.prompt_tokens},
-                 {"cached_tokens", t.cached_tokens},
-                 {"prefilled_tokens", t.prefilled_tokens},
-                 {"completion_tokens", t.completion_tokens},
-                 {"hits_by_source", counts(t.hits_by_source, {"live", "ram", "disk", "remote"})},
-                 {"saved_ms", t.saved_ms},
-                 {"restore_ms", t.restore_ms},
-                 {"prefill_ms", t.prefill_ms}};
+  json totals = {
+      {"requests", t.requests},
+      {"errors", t.errors},
+      {"cancelled", t.cancelled},
+      {"prompt_tokens", t.prompt_tokens},
+      {"cached_tokens", t.cached_tokens},
+      {"prefilled_tokens", t.prefilled_tokens},
+      {"completion_tokens", t.completion_tokens},
+      {"hits_by_source", counts(t.hits_by_source, {"live", "fork", "ram", "disk", "remote"})},
+      {"saved_ms", t.saved_ms},
+      {"restore_ms", t.restore_ms},
+      {"prefill_ms", t.prefill_ms}};
   if (st) {
     totals["cache"] = {
         {"hits", st->hits},

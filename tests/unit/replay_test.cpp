@@ -228,3 +228,42 @@ TEST(Replay, EveryScenarioServesNoWrongState) {
     EXPECT_LE(r.tokens_reused, r.prompt_tokens) << name;
   }
 }
+
+TEST(Replay, SecondSessionForksTheSharedPrefixAndTheFirstStaysLive) {
+  // Two slots; sessions A and B share a 1000-token system prompt. B forks it out of A's slot into
+  // the empty one, so A's next turn finds its own state live on its slot.
+  const auto sys = seq(10, 1000);
+  auto a1 = sys, b1 = sys;
+  for (cache::Token t : seq(50000, 300)) a1.push_back(t);
+  for (cache::Token t : seq(60000, 300)) b1.push_back(t);
+  auto a2 = a1;
+  for (cache::Token t : seq(70000, 200)) a2.push_back(t);
+  ReplayConfig cfg;
+  cfg.slots = 2;
+  const auto r = run_replay(
+      {req(a1, {0, 1000}, 1000, 8), req(b1, {0, 1000}, 1000, 8), req(a2, {0, 1000, 1300}, 1300, 8)},
+      cfg);
+  ASSERT_EQ(r.cached.size(), 3u);
+  EXPECT_EQ(r.cached[1], 1000u) << "the system prompt, forked";
+  // A's state is whole on its slot: it resumes at the last break both prompts share (1280, a
+  // chunk multiple), where a cut slot would have kept only the system prompt.
+  EXPECT_EQ(r.cached[2], 1280u);
+  EXPECT_EQ(r.live_hits, 2u);
+  EXPECT_EQ(r.forks, 1u);
+  EXPECT_EQ(r.stores_by_reason.count("evict"), 0u);
+  EXPECT_EQ(r.wrong_states, 0u);
+}
+
+TEST(Replay, ANextTurnDroppingOnlyDecodedTokensContinuesItsSlot) {
+  // The live state ends with 8 decoded tokens the next prompt does not repeat: those are never
+  // reused anyway, so the turn continues on its slot rather than forking into the empty one.
+  auto a1 = seq(10, 1300), a2 = a1;
+  for (cache::Token t : seq(70000, 200)) a2.push_back(t);
+  ReplayConfig cfg;
+  cfg.slots = 2;
+  const auto r = run_replay({req(a1, {0, 1000}, 1000, 8), req(a2, {0, 1000, 1300}, 1300, 8)}, cfg);
+  EXPECT_EQ(r.forks, 0u);
+  EXPECT_EQ(r.live_hits, 1u);
+  ASSERT_EQ(r.cached.size(), 2u);
+  EXPECT_EQ(r.cached[1], 1280u);
+}

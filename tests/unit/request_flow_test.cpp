@@ -345,3 +345,45 @@ TEST(RequestFlow, IncompleteBoundariesNeitherReuseNorLeaveAState) {
   EXPECT_FALSE(next.from_live) << "the incomplete prompt's live state is not reused";
   for (const StoreOutcome& s : next.stores) EXPECT_NE(s.reason, Reason::kEvict);
 }
+
+// A fork (ForkSource): the destination stores what it held (reason=evict), takes the source's
+// prefix up to the last break both prompts share, and reuses it as a live hit; the source keeps
+// its live state. Another salt's state is never forked; `done` is called either way.
+TEST(RequestFlow, ForkReusesTheSourcesPrefixOfItsOwnSaltOnly) {
+  const SimConfig sim;
+  fixtures::TempDir t;
+  PrefixCache c(cache_cfg(t.path, sim), fp());
+  auto sc = store_cfg();
+  sc.cold_max_tokens = 0;  // no cold stores: the stores seen are the fork's evict only
+  SimEngine src_e(sim), dst_e(sim);
+  RequestFlow src(src_e, &c, sc), dst(dst_e, &c, sc);
+  PromptInfo info;
+  info.boundaries = {0, 600};
+  auto a = seq(1, 900);
+  src.prefill(a, info);
+  dst.prefill(seq(20000, 700), info);  // what the destination held
+  auto b = std::vector<Token>(a.begin(), a.begin() + 600);
+  for (Token x : seq(40000, 300)) b.push_back(x);
+
+  int done = 0;
+  ForkSource fork{&src, [&] { ++done; }};
+  PromptInfo other = info;
+  other.salt = "another tenant";
+  const PrefillReport no = dst.prefill(b, other, nullptr, &fork);
+  EXPECT_EQ(done, 1);
+  EXPECT_EQ(no.forked_tokens, 0u);
+  EXPECT_EQ(no.cached_tokens, 0u);
+
+  dst.prefill(seq(20000, 700), info);  // the destination's own state again
+  const PrefillReport r = dst.prefill(b, info, nullptr, &fork);
+  EXPECT_EQ(done, 2);
+  EXPECT_EQ(r.forked_tokens, 600u);
+  EXPECT_TRUE(r.from_live);
+  EXPECT_EQ(r.cached_tokens, 600u);
+  ASSERT_FALSE(r.stores.empty());
+  EXPECT_EQ(r.stores[0].reason, Reason::kEvict) << "what the destination held is stored first";
+  EXPECT_EQ(r.stores[0].tokens, 600u) << "up to its last break";
+  EXPECT_EQ(dst_e.tokens(), b);
+  EXPECT_EQ(src_e.tokens(), a) << "the source keeps its live state";
+  EXPECT_EQ(dst_e.wrong_states(), 0u);
+}

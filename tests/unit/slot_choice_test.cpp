@@ -86,3 +86,110 @@ TEST(SlotChoice, AnotherSaltsLiveStateDoesNotDrawAGuess) {
   EXPECT_EQ(choose({idle(reusable_prefix(secret, "b", secret, "b"), 5), idle(0, 0)}), 0u)
       << "b's own request still goes to its live state";
 }
+
+namespace {
+// An idle slot holding `live` tokens, `shared` of which are a prefix of the prompt.
+SlotState held(size_t shared, uint64_t last_used, size_t live) {
+  return {true, shared, last_used, live};
+}
+SlotState empty_slot() { return {true, 0, 0, 0}; }
+const ForkRule kCanFork{true, 16};
+std::optional<SlotChoice> choose_fork(std::vector<SlotState> s, ForkRule rule = kCanFork) {
+  return choose_slot_or_fork(s, rule);
+}
+}  // namespace
+
+TEST(SlotFork, ContinuationTakesItsSlot) {
+  // The whole live state is a prefix of the prompt: nothing is cut, nothing to fork.
+  const auto c = choose_fork({held(100, 5, 100), empty_slot()});
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->slot, 0u);
+  EXPECT_FALSE(c->fork_from);
+}
+
+TEST(SlotFork, DivergenceForksIntoAnEmptySlot) {
+  const auto c = choose_fork({held(40, 5, 100), empty_slot()});
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->slot, 1u);
+  ASSERT_TRUE(c->fork_from);
+  EXPECT_EQ(*c->fork_from, 0u);
+  EXPECT_EQ(c->fork_tokens, 40u);
+}
+
+TEST(SlotFork, DivergenceForksIntoAnOlderUnrelatedState) {
+  // Slot 2 shares nothing and was used before slot 0: its state is worth less than 0's tail.
+  const auto c = choose_fork({held(40, 5, 100), held(0, 9, 50), held(0, 2, 70)});
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->slot, 2u);
+  EXPECT_EQ(c->fork_from, 0u);
+}
+
+TEST(SlotFork, EmptySlotPreferredOverAnOlderState) {
+  const auto c = choose_fork({held(40, 5, 100), held(0, 1, 70), empty_slot()});
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->slot, 2u);
+  EXPECT_EQ(c->fork_from, 0u);
+}
+
+TEST(SlotFork, DivergenceWithNoOtherIdleSlotCuts) {
+  const auto c = choose_fork({held(40, 5, 100), {false, 0, 0, 0}});
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->slot, 0u);
+  EXPECT_FALSE(c->fork_from);
+  const auto alone = choose_fork({held(40, 5, 100)});
+  ASSERT_TRUE(alone);
+  EXPECT_EQ(alone->slot, 0u);
+  EXPECT_FALSE(alone->fork_from);
+}
+
+TEST(SlotFork, MoreRecentlyUsedStateIsKeptAndTheBestSlotCut) {
+  // Slot 1 was used after slot 0: it is the likelier to come back, so slot 0 is cut.
+  const auto c = choose_fork({held(40, 5, 100), held(0, 9, 50)});
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->slot, 0u);
+  EXPECT_FALSE(c->fork_from);
+}
+
+TEST(SlotFork, StateSharingPartOfThePromptIsNotATarget) {
+  // Slot 1 shares less than slot 0 but something: it is not worth less, whatever its age.
+  const auto c = choose_fork({held(40, 5, 100), held(20, 1, 50)});
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->slot, 0u);
+  EXPECT_FALSE(c->fork_from);
+}
+
+TEST(SlotFork, TinySharedPrefixIsNotForked) {
+  const auto c = choose_fork({held(15, 5, 100), empty_slot()});
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->slot, 0u);
+  EXPECT_FALSE(c->fork_from);
+  const auto at_min = choose_fork({held(16, 5, 100), empty_slot()});
+  ASSERT_TRUE(at_min);
+  EXPECT_EQ(at_min->fork_from, 0u);
+}
+
+TEST(SlotFork, EngineThatCannotForkCuts) {
+  const auto c = choose_fork({held(40, 5, 100), empty_slot()}, ForkRule{false, 16});
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->slot, 0u);
+  EXPECT_FALSE(c->fork_from);
+}
+
+TEST(SlotFork, NeverAcrossSalts) {
+  // Another tenant's live state shares 0 tokens with the prompt (reusable_prefix), so it is
+  // never a fork source: the request goes to the empty slot with nothing to copy.
+  const std::vector<Token> live = {1, 2, 3, 4, 5, 6}, prompt = {1, 2, 3, 4, 9};
+  const size_t shared = reusable_prefix(live, "tenant-a", prompt, "tenant-b");
+  EXPECT_EQ(shared, 0u);
+  const auto c = choose_fork({held(shared, 5, live.size()), empty_slot()}, ForkRule{true, 1});
+  ASSERT_TRUE(c);
+  EXPECT_FALSE(c->fork_from);
+  const size_t same = reusable_prefix(live, "tenant-a", prompt, "tenant-a");
+  const auto own = choose_fork({held(same, 5, live.size()), empty_slot()}, ForkRule{true, 1});
+  ASSERT_TRUE(own);
+  EXPECT_EQ(own->fork_from, 0u) << "the same tenant's prefix is forked";
+}
+
+TEST(SlotFork, NoIdleSlotNoChoice) {
+  EXPECT_FALSE(choose_fork({{false, 40, 5, 100}, {false, 0, 0, 0}}));
+}
