@@ -312,8 +312,8 @@ void SlotPool::execute(Slot& s, Job& job) {
     // sure the shutdown store does not save a state that is gone.
     s.cached->reset();
   }
-  job.on_done(r);
-  // After the reply, so it costs the client nothing; the slot takes its next job once done.
+  // After the last token (not in the TTFT) but before the reply ends: the client's next turn
+  // must find this slot idle, or it goes to another slot and misses its live state.
   if (request &&
       (r.end == JobEnd::kEos || r.end == JobEnd::kStopString || r.end == JobEnd::kLength)) {
     try {
@@ -322,6 +322,7 @@ void SlotPool::execute(Slot& s, Job& job) {
       log::error("slot " + std::to_string(s.id) + ": turn store failed: " + e.what());
     }
   }
+  job.on_done(r);
 }
 
 std::vector<SlotInfo> SlotPool::slots() {

@@ -52,13 +52,14 @@ std::string run(const std::string& cmd) {
 // deploy/fleet.sh start ... stop around a test.
 class Fleet {
  public:
-  explicit Fleet(const std::string& dir) : dir_(dir) {
+  // `extra`: more `kvstash serve` arguments for every instance.
+  explicit Fleet(const std::string& dir, const std::string& extra = "") : dir_(dir) {
     // HAProxy, three instances and three Redis nodes on consecutive ports.
     front_ = free_ports(7);
     const int redis = front_ + 4;
     run(script() + " start " + dir_ + " -m " + fixtures::model_path("tiny") + " --port " +
         std::to_string(front_) + " --redis-port " + std::to_string(redis) + " --kvstash " +
-        KVSTASH_BIN + " -- --threads 1 --ctx-size 16384 --cache-boundary-align 256");
+        KVSTASH_BIN + " -- --threads 1 --ctx-size 16384 --cache-boundary-align 256 " + extra);
   }
   ~Fleet() {
     if (!stopped_) (void)std::system((script() + " stop " + dir_ + " > /dev/null 2>&1").c_str());
@@ -143,7 +144,8 @@ class FleetTest : public ::testing::Test {
 // elsewhere and restores that prefix from Redis instead of recomputing it; draining the first
 // instance moves its session, which resumes from the live state it stored on the way out.
 TEST_F(FleetTest, TurnsOfASessionStayOnOneInstanceOthersAndDrainedOnesRestoreFromRedis) {
-  Fleet fleet(dir.path + "/fleet");
+  // Without turn stores, so that what the drain stores is what the next turn finds.
+  Fleet fleet(dir.path + "/fleet", "--cache-turn-stores off");
   std::string home;
   for (int turn = 1; turn <= 3; ++turn) {
     const Turn t = send(fleet.port(), "session-a", fixtures::agent(1, turn));
@@ -169,14 +171,18 @@ TEST_F(FleetTest, TurnsOfASessionStayOnOneInstanceOthersAndDrainedOnesRestoreFro
   ASSERT_NE(other.instance, home);
   EXPECT_EQ(source(other), "remote") << fleet.log(other.instance);
   EXPECT_GE(fixtures::cached(other.reply), 256);
-  // The home instance is drained away: it stores the session's live state, Redis included, and
-  // the session's next turn resumes from it on another instance.
+  // The session's next turn, back home, leaves its state live there (and stored nowhere); then
+  // the home instance is drained away: it stores that live state, Redis included, and the
+  // session's next turn resumes from it on another instance.
+  const Turn back = send(fleet.port(), "session-a", fixtures::agent(1, 4));
+  ASSERT_EQ(back.reply.status, 200) << back.reply.raw;
+  EXPECT_EQ(back.instance, home);
   fleet.drain(home);
   const std::string log = fleet.log(home);
   ASSERT_NE(log.find("reason=shutdown"), std::string::npos) << log;
   const size_t at = log.find("tokens=", log.find("reason=shutdown") - 40);
   const int stored = std::stoi(log.substr(at + 7));
-  const Turn next = send(fleet.port(), "session-a", fixtures::agent(1, 4));
+  const Turn next = send(fleet.port(), "session-a", fixtures::agent(1, 5));
   ASSERT_EQ(next.reply.status, 200) << next.reply.raw;
   EXPECT_NE(next.instance, home);
   EXPECT_EQ(source(next), "remote");
