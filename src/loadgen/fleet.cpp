@@ -8,6 +8,8 @@ const char* tier_name(Tier t) {
   switch (t) {
     case Tier::kLive:
       return "live";
+    case Tier::kFork:
+      return "fork";
     case Tier::kVram:
       return "vram";
     case Tier::kRam:
@@ -26,7 +28,7 @@ bool local_tier(Tier t) { return t != Tier::kRemote && t != Tier::kRecompute; }
 
 Tier classify_tier(const std::string& cache_source, int cached_tokens) {
   if (cached_tokens <= 0) return Tier::kRecompute;
-  for (Tier t : {Tier::kLive, Tier::kVram, Tier::kRam, Tier::kDisk, Tier::kRemote}) {
+  for (Tier t : {Tier::kLive, Tier::kFork, Tier::kVram, Tier::kRam, Tier::kDisk, Tier::kRemote}) {
     if (cache_source == tier_name(t)) return t;
   }
   return cache_source.empty() ? Tier::kLive : Tier::kRecompute;

@@ -12,7 +12,9 @@
 namespace kvstash::loadgen {
 
 // Where a request's cached tokens came from; kRecompute when it had none.
-enum class Tier { kLive, kVram, kRam, kDisk, kRemote, kRecompute };
+// kFork: another slot's live state copied on the instance (a session's first turn sharing a
+// system prompt with one already there).
+enum class Tier { kLive, kFork, kVram, kRam, kDisk, kRemote, kRecompute };
 const char* tier_name(Tier t);
 // Whether the tier is the serving instance's own (live, vram, ram, disk), not shared or none.
 bool local_tier(Tier t);

@@ -13,6 +13,8 @@ TEST(FleetTier, NamedSourcesAreTheirTier) {
   EXPECT_EQ(classify_tier("disk", 100), Tier::kDisk);
   EXPECT_EQ(classify_tier("remote", 100), Tier::kRemote);
   EXPECT_EQ(classify_tier("vram", 1), Tier::kVram);
+  EXPECT_EQ(classify_tier("fork", 100), Tier::kFork);
+  EXPECT_TRUE(local_tier(Tier::kFork));
 }
 
 TEST(FleetTier, NoCachedTokensIsARecomputeWhateverTheSource) {
