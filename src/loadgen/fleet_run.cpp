@@ -1,15 +1,11 @@
 #include "loadgen/fleet_run.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <random>
 #include <sstream>
 
 #include "loadgen/server_runner.h"
@@ -22,41 +18,6 @@ std::string fmt(const char* f, double v) {
   char b[64];
   std::snprintf(b, sizeof b, f, v);
   return b;
-}
-
-bool port_free(int port) {
-  const int s = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (s < 0) return false;
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  const bool ok = ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
-  ::close(s);
-  return ok;
-}
-
-// A base port B with B..B+count-1 free, and B+10000.. too when `bus` (Redis Cluster bus ports).
-int free_port_block(int count, bool bus, int avoid_below = 0) {
-  std::mt19937 rng(std::random_device{}());
-  std::uniform_int_distribution<int> pick(std::max(20000, avoid_below), 29000);
-  for (int tries = 0; tries < 200; ++tries) {
-    const int base = pick(rng);
-    bool ok = true;
-    for (int i = 0; i < count && ok; ++i) {
-      ok = port_free(base + i) && (!bus || port_free(base + 10000 + i));
-    }
-    if (ok) return base;
-  }
-  throw std::runtime_error("no block of " + std::to_string(count) + " free loopback ports");
-}
-
-std::string file_tail(const std::string& path, size_t bytes = 2000) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  const std::string s = ss.str();
-  return s.size() > bytes ? s.substr(s.size() - bytes) : s;
 }
 
 // Runs deploy/fleet.sh with `args`, its output appended to `log`; throws with the log's tail

@@ -6,8 +6,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -52,8 +54,10 @@ int ServerRunner::stop(int timeout_s) {
   return child_.terminate(SIGTERM, timeout_s);
 }
 
-std::string ServerRunner::log_tail(size_t bytes) const {
-  std::ifstream f(log_path_);
+std::string ServerRunner::log_tail(size_t bytes) const { return file_tail(log_path_, bytes); }
+
+std::string file_tail(const std::string& path, size_t bytes) {
+  std::ifstream f(path);
   std::stringstream ss;
   ss << f.rdbuf();
   const std::string s = ss.str();
@@ -74,6 +78,32 @@ int free_port() {
   }
   ::close(s);
   return ntohs(a.sin_port);
+}
+
+bool port_free(int port) {
+  const int s = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (s < 0) return false;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  const bool ok = ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
+  ::close(s);
+  return ok;
+}
+
+int free_port_block(int count, bool bus, int avoid_below) {
+  std::mt19937 rng(std::random_device{}());
+  std::uniform_int_distribution<int> pick(std::max(20000, avoid_below), 29000);
+  for (int tries = 0; tries < 200; ++tries) {
+    const int base = pick(rng);
+    bool ok = true;
+    for (int i = 0; i < count && ok; ++i) {
+      ok = port_free(base + i) && (!bus || port_free(base + 10000 + i));
+    }
+    if (ok) return base;
+  }
+  throw std::runtime_error("no block of " + std::to_string(count) + " free loopback ports");
 }
 
 }  // namespace kvstash::loadgen

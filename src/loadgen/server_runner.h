@@ -38,5 +38,12 @@ class ServerRunner {
 
 // A TCP port on 127.0.0.1 that nothing listens on right now.
 int free_port();
+// Whether `port` on 127.0.0.1 can be listened on right now.
+bool port_free(int port);
+// A base port B with B..B+count-1 free (between 20000 and 29000, at least `avoid_below`), and
+// B+10000.. too when `bus` (a Redis Cluster node's bus port).
+int free_port_block(int count, bool bus, int avoid_below = 0);
+// The last `bytes` of a file (a log), "" when it cannot be read.
+std::string file_tail(const std::string& path, size_t bytes = 2000);
 
 }  // namespace kvstash::loadgen

@@ -14,7 +14,7 @@
 #include <thread>
 
 #include "http_helpers.h"
-#include "redis_process.h"
+#include "loadgen/server_runner.h"
 #include "server_process.h"
 #include "temp_dir.h"
 #include "test_models.h"
@@ -25,19 +25,6 @@ namespace {
 using fixtures::chat_body;
 using fixtures::json;
 using fixtures::Reply;
-
-// `n` consecutive free ports below the ephemeral range (and their Redis bus ports, +10000).
-int free_ports(int n) {
-  static unsigned seed = static_cast<unsigned>(::getpid()) * 7919u;
-  for (int tries = 0; tries < 200; ++tries) {
-    const int p = 20000 + static_cast<int>(rand_r(&seed) % 9000);
-    bool ok = true;
-    for (int i = 0; i < n && ok; ++i)
-      ok = fixtures::can_bind(p + i) && fixtures::can_bind(p + i + 10000);
-    if (ok) return p;
-  }
-  throw std::runtime_error("no free ports for the fleet");
-}
 
 std::string run(const std::string& cmd) {
   std::string out;
@@ -54,8 +41,8 @@ class Fleet {
  public:
   // `extra`: more `kvstash serve` arguments for every instance.
   explicit Fleet(const std::string& dir, const std::string& extra = "") : dir_(dir) {
-    // HAProxy, three instances and three Redis nodes on consecutive ports.
-    front_ = free_ports(7);
+    // HAProxy, three instances and three Redis nodes (and their bus ports) on consecutive ports.
+    front_ = loadgen::free_port_block(7, true);
     const int redis = front_ + 4;
     run(script() + " start " + dir_ + " -m " + fixtures::model_path("tiny") + " --port " +
         std::to_string(front_) + " --redis-port " + std::to_string(redis) + " --kvstash " +

@@ -1,7 +1,5 @@
 #include "redis_process.h"
 
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <array>
@@ -11,34 +9,12 @@
 #include <stdexcept>
 #include <thread>
 
+#include "loadgen/server_runner.h"
+
 namespace kvstash::fixtures {
 
-bool can_bind(int port) {
-  const int s = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  const bool ok = ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
-  ::close(s);
-  return ok;
-}
-
-namespace {
-
-// A free port below the ephemeral range whose cluster bus port (+10000) is free too.
-int free_port() {
-  static unsigned seed = static_cast<unsigned>(::getpid()) * 7919u;
-  for (int i = 0; i < 1000; ++i) {
-    const int p = 20000 + static_cast<int>(rand_r(&seed) % 10000);
-    if (can_bind(p) && can_bind(p + 10000)) return p;
-  }
-  throw std::runtime_error("no free port for redis-server");
-}
-}  // namespace
-
 RedisProcess::RedisProcess(int port, const std::vector<std::string>& extra)
-    : port_(port ? port : free_port()) {
+    : port_(port ? port : loadgen::free_port_block(1, true)) {
   if (::access("/usr/bin/redis-server", X_OK) != 0) {
     throw std::runtime_error("redis-server is not installed (./setup.sh installs it)");
   }

@@ -9,9 +9,6 @@
 
 namespace kvstash::fixtures {
 
-// Whether a TCP port on the loopback address is free to listen on.
-bool can_bind(int port);
-
 class RedisProcess {
  public:
   // port 0: pick a free one. `extra` adds server options (e.g. --requirepass PW).
