@@ -199,8 +199,8 @@ Run add_serve(CLI::App& app) {
               probe->fingerprint_settings() + ")");
     probe.reset();
 
-    server::SlotPool pool(model, o->engine.session, o->parallel, cache.get(),
-                          o->cache.store_config(), *scope);
+    const cache::StoreConfig st = o->cache.store_config();
+    server::SlotPool pool(model, o->engine.session, o->parallel, cache.get(), st, *scope);
     o->http.model_id =
         o->alias.empty() ? std::filesystem::path(o->engine.model).filename().string() : o->alias;
     o->http.slot_ctx = o->engine.session.n_ctx;
@@ -229,7 +229,6 @@ Run add_serve(CLI::App& app) {
     if (o->http.api_key.empty()) {
       if (const char* k = std::getenv("KVSTASH_API_KEY")) o->http.api_key = k;
     }
-    const cache::StoreConfig st = o->cache.store_config();
     nlohmann::json props = {
         {"model_alias", o->http.model_id},
         {"max_tokens_cap", o->http.max_tokens_cap},
